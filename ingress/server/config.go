@@ -1,0 +1,105 @@
+// Package server is the ingress HTTP service: it verifies signed portal
+// webhooks, validates the events and stores them in JetStream before it
+// answers.
+package server
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/likeperson/portalsync/pkg/signature"
+	"github.com/likeperson/portalsync/pkg/stream"
+)
+
+// Defaults for Config.
+const (
+	DefaultAddr              = ":8080"
+	DefaultNATSURL           = "nats://127.0.0.1:4222"
+	DefaultMaxBodyBytes      = 256 << 10
+	DefaultPublishTimeout    = 5 * time.Second
+	DefaultRetryAfter        = 5 * time.Second
+	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultMaxHeaderBytes    = 16 << 10
+)
+
+// WebhookPath is where the portal posts events.
+const WebhookPath = "/webhooks/portal"
+
+// Config configures the ingress. Zero fields take the defaults named in
+// their comments; Secrets is required.
+type Config struct {
+	// Addr is the listen address. Default ":8080". Ignored when Listener
+	// is set.
+	Addr string
+	// Listener, when set, is served instead of listening on Addr (tests
+	// pass one bound to port 0).
+	Listener net.Listener
+	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
+	NATSURL string
+	// Secrets verify webhook signatures; several may be valid at once
+	// during a rotation. Required.
+	Secrets []signature.Secret
+	// Tolerance is how far a webhook-timestamp may be from now, either way.
+	// Default 5 minutes.
+	Tolerance time.Duration
+	// MaxBodyBytes is the largest accepted body. Default 256 KiB.
+	MaxBodyBytes int64
+	// PublishTimeout bounds the wait for JetStream's acknowledgement.
+	// Default 5 s.
+	PublishTimeout time.Duration
+	// RetryAfter is what a 503 asks the portal to wait. Default 5 s.
+	RetryAfter time.Duration
+	// ShutdownTimeout bounds how long in-flight requests may finish after
+	// SIGTERM. Default 10 s.
+	ShutdownTimeout time.Duration
+	// ReadHeaderTimeout and ReadTimeout bound slow clients. Defaults 5 s
+	// and 30 s.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	// MaxHeaderBytes bounds request headers. Default 16 KiB.
+	MaxHeaderBytes int
+	// Stream is the JetStream stream the events are stored in.
+	Stream stream.Config
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	c.Addr = cmp.Or(c.Addr, DefaultAddr)
+	c.NATSURL = cmp.Or(c.NATSURL, DefaultNATSURL)
+	c.Tolerance = cmp.Or(c.Tolerance, signature.DefaultTolerance)
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, DefaultMaxBodyBytes)
+	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)
+	c.RetryAfter = cmp.Or(c.RetryAfter, DefaultRetryAfter)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	c.ReadTimeout = cmp.Or(c.ReadTimeout, DefaultReadTimeout)
+	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	c.Stream = c.Stream.WithDefaults()
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if len(c.Secrets) == 0 {
+		return errors.New("at least one webhook secret is required (PORTAL_WEBHOOK_SECRETS)")
+	}
+	if c.MaxBodyBytes < 1 {
+		return errors.New("max body bytes must be positive")
+	}
+	// Headers and the subject travel with the body; keep room for them.
+	if limit := int64(c.Stream.MaxMsgSize) - 4096; c.MaxBodyBytes > limit {
+		return fmt.Errorf("max body bytes %d exceeds what the stream stores (%d)", c.MaxBodyBytes, limit)
+	}
+	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 {
+		return errors.New("durations must not be negative")
+	}
+	return c.Stream.Validate()
+}

@@ -1,0 +1,295 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/signature"
+	"github.com/likeperson/portalsync/pkg/stream"
+)
+
+// Publisher stores a message in JetStream and returns its acknowledgement;
+// jetstream.JetStream satisfies it.
+type Publisher interface {
+	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+}
+
+// ReadinessChecker reports whether the service can accept events now.
+type ReadinessChecker func(ctx context.Context) error
+
+// Accepted is the body of a 2xx answer.
+type Accepted struct {
+	EventID   string `json:"event_id"`
+	StreamSeq uint64 `json:"stream_seq"`
+	Duplicate bool   `json:"duplicate"`
+}
+
+// Handler serves the ingress HTTP API.
+type Handler struct {
+	cfg      Config
+	verifier *signature.Verifier
+	pub      Publisher
+	ready    ReadinessChecker
+	log      *zap.Logger
+	echo     *echo.Echo
+}
+
+var _ Publisher = (jetstream.JetStream)(nil)
+
+// NewHandler builds the HTTP API over a publisher. ready is called by
+// /readyz.
+func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, log *zap.Logger) (*Handler, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	v, err := signature.NewVerifier(signature.VerifierConfig{Secrets: cfg.Secrets, Tolerance: cfg.Tolerance, Now: cfg.Now})
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, log: log}
+	e := echo.New()
+	e.HideBanner = true
+	e.HidePort = true
+	e.HTTPErrorHandler = errorHandler(log)
+	e.Use(h.accessLog)
+	e.POST(WebhookPath, h.receive)
+	e.GET("/healthz", h.healthz)
+	e.GET("/readyz", h.readyz)
+	h.echo = e
+	return h, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.echo.ServeHTTP(w, r) }
+
+// Context keys for the access log.
+const (
+	ctxEventID   = "portalsync.event_id"
+	ctxEventType = "portalsync.event_type"
+	ctxMemberID  = "portalsync.member_id"
+	ctxReason    = "portalsync.reason"
+)
+
+// accessLog writes one line per request with identifiers only: never a
+// body, a header value other than the webhook-id, or personal data.
+func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		req := c.Request()
+		if req.URL.Path != WebhookPath {
+			return nil
+		}
+		fields := []zap.Field{
+			zap.String("method", req.Method),
+			zap.Int("status", c.Response().Status),
+			zap.Duration("latency", time.Since(start)),
+			zap.String("remote", c.RealIP()),
+		}
+		for _, k := range []string{ctxEventID, ctxEventType, ctxMemberID, ctxReason} {
+			if v, ok := c.Get(k).(string); ok && v != "" {
+				fields = append(fields, zap.String(strings.TrimPrefix(k, "portalsync."), v))
+			}
+		}
+		h.log.Info("webhook", fields...)
+		return nil
+	}
+}
+
+func (h *Handler) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (h *Handler) readyz(c echo.Context) error {
+	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+	defer cancel()
+	if h.ready != nil {
+		if err := h.ready(ctx); err != nil {
+			p := newProblem(http.StatusServiceUnavailable, "not-ready", "Not ready", err.Error())
+			p.retryAfter = h.cfg.RetryAfter
+			return p
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// receive handles one webhook: content type, size, signature, event,
+// publish; it answers 2xx only after JetStream has acknowledged the event.
+func (h *Handler) receive(c echo.Context) error {
+	req := c.Request()
+	if id := req.Header.Get(signature.HeaderID); len(id) <= event.MaxIDLength {
+		c.Set(ctxEventID, id)
+	}
+	if err := checkContentType(req.Header.Get(echo.HeaderContentType)); err != nil {
+		return err
+	}
+	if req.ContentLength > h.cfg.MaxBodyBytes {
+		return tooLarge(h.cfg.MaxBodyBytes)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return tooLarge(h.cfg.MaxBodyBytes)
+		}
+		return newProblem(http.StatusBadRequest, "unreadable-body", "Unreadable body", "the request body could not be read")
+	}
+
+	if err := h.verifier.VerifyHeaders(req.Header, body); err != nil {
+		reason := signature.ReasonOf(err)
+		c.Set(ctxReason, string(reason))
+		p := newProblem(http.StatusUnauthorized, "invalid-signature", "Invalid webhook signature", err.Error())
+		p.Reason = string(reason)
+		return p
+	}
+	webhookID := req.Header.Get(signature.HeaderID)
+
+	ev, err := event.Decode(body)
+	if err != nil {
+		var verr event.ValidationError
+		if errors.As(err, &verr) {
+			p := newProblem(http.StatusBadRequest, "invalid-event", "Invalid event", verr.Error())
+			p.Errors = verr
+			return p
+		}
+		return newProblem(http.StatusBadRequest, "not-json", "Body is not JSON", err.Error())
+	}
+	c.Set(ctxEventType, string(ev.Type))
+	c.Set(ctxMemberID, ev.Member.ID)
+	if ev.ID != webhookID {
+		p := newProblem(http.StatusBadRequest, "id-mismatch", "Event id differs from webhook-id",
+			"the event's id must equal the webhook-id header")
+		p.Errors = []event.FieldError{{Field: "id", Reason: "must equal the webhook-id header"}}
+		return p
+	}
+
+	msg := nats.NewMsg(event.Subject(ev.Member.ID))
+	msg.Data = body
+	msg.Header.Set(jetstream.MsgIDHeader, webhookID)
+	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
+	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
+	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
+
+	ctx, cancel := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
+	defer cancel()
+	ack, err := h.pub.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.cfg.Stream.Name))
+	if err != nil {
+		h.log.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
+		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
+			"the event was not stored; retry later")
+		p.retryAfter = h.cfg.RetryAfter
+		p.cause = err
+		return p
+	}
+	status := http.StatusAccepted
+	if ack.Duplicate {
+		status = http.StatusOK
+	}
+	return c.JSON(status, Accepted{EventID: ev.ID, StreamSeq: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+func checkContentType(ct string) error {
+	if ct == "" {
+		return newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Content-Type must be application/json")
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+		return newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Content-Type must be application/json")
+	}
+	return nil
+}
+
+func tooLarge(limit int64) *Problem {
+	return newProblem(http.StatusRequestEntityTooLarge, "body-too-large", "Body too large",
+		fmt.Sprintf("the body exceeds %d bytes", limit))
+}
+
+// Run connects to NATS, ensures the stream and serves until ctx is done.
+// On shutdown it stops accepting, lets in-flight requests finish within
+// ShutdownTimeout, then drains the NATS connection.
+func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return fmt.Errorf("ingress config: %w", err)
+	}
+	nc, err := stream.Connect(ctx, cfg.NATSURL, "portalsync-ingress", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := stream.Ensure(setupCtx, js, cfg.Stream); err != nil {
+		return err
+	}
+	ready := func(ctx context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		if _, err := js.Stream(ctx, cfg.Stream.Name); err != nil {
+			return fmt.Errorf("stream %s unreachable: %w", cfg.Stream.Name, err)
+		}
+		return nil
+	}
+	h, err := NewHandler(cfg, js, ready, log.Named("http"))
+	if err != nil {
+		return err
+	}
+
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.ReadTimeout + cfg.PublishTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("path", WebhookPath), zap.String("stream", cfg.Stream.Name))
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancelShutdown()
+	shutdownErr := srv.Shutdown(shutdownCtx)
+	if err := nc.Drain(); err != nil {
+		log.Warn("drain nats", zap.Error(err))
+	}
+	if shutdownErr != nil {
+		return fmt.Errorf("shutdown: %w", shutdownErr)
+	}
+	return nil
+}

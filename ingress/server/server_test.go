@@ -1,0 +1,424 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/likeperson/portalsync/ingress/server"
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/pkg/portalclient"
+	"github.com/likeperson/portalsync/pkg/signature"
+	"github.com/likeperson/portalsync/pkg/stream"
+)
+
+type testBundle struct {
+	base   string
+	nats   *natstest.Server
+	js     jetstream.JetStream
+	secret signature.Secret
+	client *portalclient.Client
+	cfg    server.Config
+	done   chan error
+	cancel context.CancelFunc
+}
+
+func testSecret(t *testing.T) signature.Secret {
+	t.Helper()
+	s, err := signature.NewSecret([]byte("portalsync-ingress-test-secret!!"))
+	require.NoError(t, err)
+	return s
+}
+
+// setup runs a real ingress (server.Run) against an embedded JetStream.
+func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
+	t.Helper()
+	ns := natstest.Run(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	b := &testBundle{nats: ns, secret: testSecret(t), done: make(chan error, 1)}
+	b.cfg = server.Config{
+		Listener:       ln,
+		NATSURL:        ns.URL(),
+		Secrets:        []signature.Secret{b.secret},
+		PublishTimeout: time.Second,
+		RetryAfter:     3 * time.Second,
+		Stream:         stream.Config{Name: "EVENTS"},
+	}
+	if mutate != nil {
+		mutate(&b.cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.cancel = cancel
+	go func() { b.done <- server.Run(ctx, b.cfg, zaptest.NewLogger(t)) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-b.done:
+		case <-time.After(15 * time.Second):
+			t.Error("ingress did not stop")
+		}
+	})
+	b.base = "http://" + ln.Addr().String()
+	b.client = &portalclient.Client{URL: b.base + server.WebhookPath, Signer: signature.NewSigner(b.secret), HTTP: &http.Client{Timeout: 10 * time.Second}}
+	waitReady(t, b.base)
+
+	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	b.js, err = jetstream.New(nc)
+	require.NoError(t, err)
+	return b
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
+func sampleEvent(id, memberID string) map[string]any {
+	return map[string]any{
+		"id": id, "type": "membership-created", "occurred_at": "2026-11-25T10:00:00Z",
+		"organization": map[string]any{"id": "org-1", "name": "HLF Bergen"},
+		"member":       map[string]any{"id": memberID, "email": "ola@example.no", "first_name": "Ola", "last_name": "Nordmann", "phone": "+47 912 34 567"},
+		"role":         "peer_mentor",
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	require.NoError(t, err)
+	return b
+}
+
+func decodeProblem(t *testing.T, r *portalclient.Response) server.Problem {
+	t.Helper()
+	require.Equal(t, server.ProblemContentType, r.Header.Get("Content-Type"))
+	var p server.Problem
+	require.NoError(t, json.Unmarshal(r.Body, &p), string(r.Body))
+	require.Equal(t, r.Status, p.Status)
+	require.NotEmpty(t, p.Type)
+	require.NotEmpty(t, p.Detail)
+	return p
+}
+
+func (b *testBundle) streamMsgs(t *testing.T) uint64 {
+	t.Helper()
+	s, err := b.js.Stream(context.Background(), "EVENTS")
+	require.NoError(t, err)
+	info, err := s.Info(context.Background())
+	require.NoError(t, err)
+	return info.State.Msgs
+}
+
+func TestAccepted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	resp, err := b.client.SendEvent(ctx, sampleEvent("evt_1", "member-1"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, resp.Status, string(resp.Body))
+	acc, err := resp.Accepted()
+	require.NoError(t, err)
+	require.Equal(t, "evt_1", acc.EventID)
+	require.False(t, acc.Duplicate)
+	require.NotZero(t, acc.StreamSeq)
+
+	s, err := b.js.Stream(ctx, "EVENTS")
+	require.NoError(t, err)
+	msg, err := s.GetMsg(ctx, acc.StreamSeq)
+	require.NoError(t, err)
+	require.Equal(t, "portal.member.member-1", msg.Subject)
+	require.Equal(t, "evt_1", msg.Header.Get(jetstream.MsgIDHeader))
+	require.Equal(t, "membership-created", msg.Header.Get(stream.HeaderEventType))
+	require.Equal(t, "member-1", msg.Header.Get(stream.HeaderMemberID))
+	_, err = time.Parse(time.RFC3339Nano, msg.Header.Get(stream.HeaderReceivedAt))
+	require.NoError(t, err)
+	require.JSONEq(t, string(mustJSON(t, sampleEvent("evt_1", "member-1"))), string(msg.Data))
+}
+
+func TestDuplicateStoredOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	body := mustJSON(t, sampleEvent("evt_dup", "member-2"))
+	first, err := b.client.Send(ctx, "evt_dup", body)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, first.Status)
+	a1, err := first.Accepted()
+	require.NoError(t, err)
+	// The portal retries: a new signature and timestamp, the same webhook-id.
+	for range 3 {
+		again, err := b.client.Send(ctx, "evt_dup", body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, again.Status, string(again.Body))
+		a2, err := again.Accepted()
+		require.NoError(t, err)
+		require.True(t, a2.Duplicate)
+		require.Equal(t, a1.StreamSeq, a2.StreamSeq)
+	}
+	require.EqualValues(t, 1, b.streamMsgs(t))
+}
+
+func TestOneStoredMessagePerDistinctWebhookID(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 50 {
+		for range 4 { // each id sent four times, concurrently
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				id := fmt.Sprintf("evt_c%d", i)
+				resp, err := b.client.SendEvent(ctx, sampleEvent(id, fmt.Sprintf("m%d", i%7)))
+				if err == nil && resp.Status/100 != 2 {
+					err = fmt.Errorf("status %d: %s", resp.Status, resp.Body)
+				}
+				errs <- err
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	require.EqualValues(t, 50, b.streamMsgs(t))
+}
+
+func TestUnknownTypeAccepted(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	resp, err := b.client.SendEvent(context.Background(), map[string]any{
+		"id": "evt_u", "type": "membership-merged", "occurred_at": "2026-11-25T10:00:00Z", "member": map[string]any{"id": "m-u"},
+	})
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, resp.Status, string(resp.Body))
+	require.EqualValues(t, 1, b.streamMsgs(t))
+}
+
+func TestMemberIDWithDotsStaysInItsKey(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	resp, err := b.client.SendEvent(context.Background(), sampleEvent("evt_dot", "a.b.c"))
+	require.NoError(t, err)
+	acc, err := resp.Accepted()
+	require.NoError(t, err)
+	s, err := b.js.Stream(context.Background(), "EVENTS")
+	require.NoError(t, err)
+	msg, err := s.GetMsg(context.Background(), acc.StreamSeq)
+	require.NoError(t, err)
+	require.Equal(t, event.Subject("a.b.c"), msg.Subject)
+	require.Equal(t, 2, strings.Count(msg.Subject, "."), msg.Subject) // portal.member.<one token>
+}
+
+func TestRejections(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *server.Config) { c.MaxBodyBytes = 4096 })
+	ctx := context.Background()
+	valid := mustJSON(t, sampleEvent("evt_r", "member-r"))
+	url := b.client.URL
+	now := time.Now()
+
+	post := func(t *testing.T, body []byte, header http.Header) *portalclient.Response {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+		require.NoError(t, err)
+		for k, v := range header {
+			req.Header[k] = v
+		}
+		resp, err := b.client.Do(req)
+		require.NoError(t, err)
+		return resp
+	}
+	signed := func(id string, ts time.Time, body []byte, secret signature.Secret) http.Header {
+		h := http.Header{"Content-Type": {"application/json"}}
+		signature.NewSigner(secret).SetHeaders(h, id, ts, body)
+		return h
+	}
+	other, err := signature.NewSecret([]byte("some-other-secret-32-bytes-long!"))
+	require.NoError(t, err)
+
+	tests := []struct {
+		name   string
+		body   []byte
+		header http.Header
+		status int
+		slug   string
+		field  string
+	}{
+		{"MissingSignature", valid, http.Header{"Content-Type": {"application/json"}}, 401, "invalid-signature", ""},
+		{"WrongSecret", valid, signed("evt_r", now, valid, other), 401, "invalid-signature", ""},
+		{"TimestampTooOld", valid, signed("evt_r", now.Add(-6*time.Minute), valid, b.secret), 401, "invalid-signature", ""},
+		{"TimestampTooNew", valid, signed("evt_r", now.Add(6*time.Minute), valid, b.secret), 401, "invalid-signature", ""},
+		{"NotJSON", []byte("hello"), signed("evt_r", now, []byte("hello"), b.secret), 400, "not-json", ""},
+		{"MissingField", mustJSON(t, map[string]any{"id": "evt_r", "type": "role-updated", "occurred_at": "2026-11-25T10:00:00Z", "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "m"}}), nil, 400, "invalid-event", "role"},
+		{"MalformedField", mustJSON(t, map[string]any{"id": "evt_r", "type": "role-updated", "occurred_at": "yesterday", "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "m"}, "role": "coordinator"}), nil, 400, "invalid-event", "occurred_at"},
+		{"WildcardMemberID", mustJSON(t, map[string]any{"id": "evt_r", "type": "role-updated", "occurred_at": "2026-11-25T10:00:00Z", "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "a.>"}, "role": "coordinator"}), nil, 400, "invalid-event", "member.id"},
+		{"IDMismatch", mustJSON(t, sampleEvent("evt_other", "m")), signed("evt_r", now, mustJSON(t, sampleEvent("evt_other", "m")), b.secret), 400, "id-mismatch", "id"},
+		{"TooLarge", bytes.Repeat([]byte("x"), 5000), signed("evt_r", now, bytes.Repeat([]byte("x"), 5000), b.secret), 413, "body-too-large", ""},
+		{"TextPlain", valid, http.Header{"Content-Type": {"text/plain"}}, 415, "unsupported-media-type", ""},
+		{"NoContentType", valid, http.Header{}, 415, "unsupported-media-type", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := tt.header
+			if h == nil {
+				h = signed("evt_r", now, tt.body, b.secret)
+			}
+			resp := post(t, tt.body, h)
+			require.Equal(t, tt.status, resp.Status, string(resp.Body))
+			p := decodeProblem(t, resp)
+			require.Equal(t, "urn:portalsync:problem:"+tt.slug, p.Type)
+			if tt.field != "" {
+				var fields []string
+				for _, fe := range p.Errors {
+					fields = append(fields, fe.Field)
+				}
+				require.Contains(t, fields, tt.field)
+				require.Contains(t, p.Detail, tt.field)
+			}
+			if tt.status == 401 {
+				require.NotEmpty(t, p.Reason)
+			}
+		})
+	}
+	t.Run("TooLargeChunked", func(t *testing.T) {
+		big := bytes.Repeat([]byte("y"), 10000)
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, struct{ *bytes.Reader }{bytes.NewReader(big)})
+		require.NoError(t, err)
+		req.ContentLength = -1 // chunked: the limit must hold while reading
+		for k, v := range signed("evt_r", now, big, b.secret) {
+			req.Header[k] = v
+		}
+		resp, err := b.client.Do(req)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusRequestEntityTooLarge, resp.Status)
+		decodeProblem(t, resp)
+	})
+	t.Run("WrongMethodAndPath", func(t *testing.T) {
+		resp, err := http.Get(url)
+		require.NoError(t, err)
+		resp.Body.Close()
+		require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+		require.Equal(t, server.ProblemContentType, resp.Header.Get("Content-Type"))
+	})
+	// Nothing rejected was stored.
+	require.EqualValues(t, 0, b.streamMsgs(t))
+}
+
+func TestSecretRotation(t *testing.T) {
+	t.Parallel()
+	newSecret, err := signature.NewSecret([]byte("the-rotated-in-new-secret-32byte"))
+	require.NoError(t, err)
+	b := setup(t, func(c *server.Config) { c.Secrets = append(c.Secrets, newSecret) })
+	ctx := context.Background()
+	for i, sec := range []signature.Secret{b.secret, newSecret} {
+		c := *b.client
+		c.Signer = signature.NewSigner(sec)
+		resp, err := c.SendEvent(ctx, sampleEvent(fmt.Sprintf("evt_rot%d", i), "m-rot"))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, resp.Status, string(resp.Body))
+	}
+}
+
+func TestNATSOutage(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	accepted := map[string]bool{}
+	send := func(id string) *portalclient.Response {
+		resp, err := b.client.SendEvent(ctx, sampleEvent(id, "m-out"))
+		require.NoError(t, err)
+		if resp.Status/100 == 2 {
+			accepted[id] = true
+		}
+		return resp
+	}
+	require.Equal(t, http.StatusAccepted, send("evt_before").Status)
+
+	b.nats.Stop()
+	resp := send("evt_during")
+	require.Equal(t, http.StatusServiceUnavailable, resp.Status, string(resp.Body))
+	require.Equal(t, "3", resp.Header.Get("Retry-After"))
+	p := decodeProblem(t, resp)
+	require.Equal(t, "urn:portalsync:problem:store-unavailable", p.Type)
+	r, err := http.Get(b.base + "/readyz")
+	require.NoError(t, err)
+	r.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, r.StatusCode)
+	r, err = http.Get(b.base + "/healthz")
+	require.NoError(t, err)
+	r.Body.Close()
+	require.Equal(t, http.StatusOK, r.StatusCode)
+
+	b.nats.Start()
+	waitReady(t, b.base)
+	// The portal retries what got a 503; it is accepted now.
+	resp = send("evt_during")
+	require.Contains(t, []int{http.StatusAccepted, http.StatusOK}, resp.Status, string(resp.Body))
+	require.Equal(t, http.StatusAccepted, send("evt_after").Status)
+
+	// Every accepted event is in the stream after the restart, once.
+	s, err := b.js.Stream(ctx, "EVENTS")
+	require.NoError(t, err)
+	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	require.NoError(t, err)
+	stored := map[string]int{}
+	batch, err := c.FetchNoWait(100)
+	require.NoError(t, err)
+	for m := range batch.Messages() {
+		stored[m.Headers().Get(jetstream.MsgIDHeader)]++
+	}
+	for id := range accepted {
+		require.Equal(t, 1, stored[id], id)
+	}
+	require.Len(t, stored, 3)
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	resp, err := b.client.SendEvent(context.Background(), sampleEvent("evt_s", "m-s"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, resp.Status)
+	b.cancel()
+	select {
+	case err := <-b.done:
+		require.NoError(t, err)
+		b.done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("ingress did not stop after its context ended")
+	}
+	_, err = http.Get(b.base + "/healthz")
+	require.Error(t, err, "the listener is closed after shutdown")
+}
+
+func TestRefusesToStartWithoutSecret(t *testing.T) {
+	t.Parallel()
+	err := server.Run(context.Background(), server.Config{NATSURL: "nats://127.0.0.1:1"}, zaptest.NewLogger(t))
+	require.ErrorContains(t, err, "PORTAL_WEBHOOK_SECRETS")
+}

@@ -1,0 +1,158 @@
+package event_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/event"
+)
+
+const validCreated = `{"id":"evt_01JD0001","type":"membership-created","occurred_at":"2026-11-25T10:00:00Z",
+ "organization":{"id":"org-1","name":"HLF Oslo"},
+ "member":{"id":"0b9f2c1e-1a2b-4c3d-8e9f-000000000001","email":"kari@example.no","first_name":"Kari","last_name":"Nordmann","phone":"+47 912 34 567"},
+ "role":"peer_mentor","extra":"ignored"}`
+
+func TestDecodeValid(t *testing.T) {
+	t.Parallel()
+	ev, err := event.Decode([]byte(validCreated))
+	require.NoError(t, err)
+	require.Equal(t, "evt_01JD0001", ev.ID)
+	require.Equal(t, event.MembershipCreated, ev.Type)
+	require.Equal(t, time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), ev.OccurredAt)
+	require.Equal(t, "org-1", ev.Organization.ID)
+	require.Equal(t, "Kari", ev.Member.FirstName)
+	require.Equal(t, event.RolePeerMentor, ev.Role)
+	require.True(t, ev.HasProfile())
+}
+
+func TestDecodeUnknownTypeNeedsOnlyEnvelope(t *testing.T) {
+	t.Parallel()
+	ev, err := event.Decode([]byte(`{"id":"e1","type":"membership-merged","occurred_at":"2026-11-25T10:00:00+01:00","member":{"id":"m1"}}`))
+	require.NoError(t, err)
+	require.False(t, ev.Type.Known())
+	require.Equal(t, time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), ev.OccurredAt)
+}
+
+func TestDecodeInvalid(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		body   string
+		fields []string
+	}{
+		{"MissingID", `{"type":"role-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"m"},"role":"coordinator"}`, []string{"id"}},
+		{"MissingEverything", `{}`, []string{"id", "type", "occurred_at", "member"}},
+		{"BadTimestamp", `{"id":"e","type":"membership-updated","occurred_at":"25.11.2026","organization":{"id":"o"},"member":{"id":"m"}}`, []string{"occurred_at"}},
+		{"RoleRequired", `{"id":"e","type":"membership-created","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"m"}}`, []string{"role"}},
+		{"RoleUnknown", `{"id":"e","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"m"},"role":"king"}`, []string{"role"}},
+		{"OrgMissing", `{"id":"e","type":"membership-deactivated","occurred_at":"2026-11-25T10:00:00Z","member":{"id":"m"}}`, []string{"organization"}},
+		{"MemberIDWildcard", `{"id":"e","type":"membership-deactivated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"a.>"}}`, []string{"member.id"}},
+		{"MemberIDSpace", `{"id":"e","type":"membership-deactivated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"a b"}}`, []string{"member.id"}},
+		{"MemberIDTooLong", `{"id":"e","type":"membership-deactivated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"` + strings.Repeat("a", 129) + `"}}`, []string{"member.id"}},
+		{"OrgIDStar", `{"id":"e","type":"membership-deactivated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"*"},"member":{"id":"m"}}`, []string{"organization.id"}},
+		{"BadEmailAndPhone", `{"id":"e","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"m","email":"not-an-address","phone":"call me"}}`, []string{"member.email", "member.phone"}},
+		{"NameWithControl", `{"id":"e","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"m","first_name":"a\u0007b"}}`, []string{"member.first_name"}},
+		{"IDWrongType", `{"id":42,"type":"membership-updated"}`, []string{"id"}},
+		{"MemberIDWrongType", `{"id":"e","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":7}}`, []string{"member.id"}},
+		{"MemberNotObject", `{"id":"e","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":"m"}`, []string{"member"}},
+		{"TypeNotToken", `{"id":"e","type":"Membership Created!","occurred_at":"2026-11-25T10:00:00Z","member":{"id":"m"}}`, []string{"type"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := event.Decode([]byte(tt.body))
+			var verr event.ValidationError
+			require.ErrorAs(t, err, &verr, "%v", err)
+			var got []string
+			for _, fe := range verr {
+				got = append(got, fe.Field)
+			}
+			require.Equal(t, tt.fields, got, err.Error())
+		})
+	}
+}
+
+func TestDecodeNotJSON(t *testing.T) {
+	t.Parallel()
+	for _, body := range []string{``, `not json`, `{"id":`, `[]`, `"x"`, `{} {}`, `{"id":"e"} trailing`} {
+		_, err := event.Decode([]byte(body))
+		require.True(t, errors.Is(err, event.ErrNotJSON), "%q: %v", body, err)
+	}
+}
+
+func TestDecodeErrorsDoNotEchoValues(t *testing.T) {
+	t.Parallel()
+	_, err := event.Decode([]byte(`{"id":"e","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"m","email":"secret-person@","phone":"phone-secret"}}`))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "secret-person")
+	require.NotContains(t, err.Error(), "phone-secret")
+}
+
+func TestMemberKey(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, "0b9f2c1e-1a2b-4c3d-8e9f-000000000001", event.MemberKey("0b9f2c1e-1a2b-4c3d-8e9f-000000000001"))
+	require.Equal(t, "portal.member.abc_D-9", event.Subject("abc_D-9"))
+	for _, id := range []string{"a.>", "*", ">", "a b", "a.b", "", "~x", "æøå", "a\tb", "..."} {
+		key := event.MemberKey(id)
+		require.True(t, strings.HasPrefix(key, "~"), id)
+		require.NotContains(t, key, ".")
+		require.NotContains(t, key, "*")
+		require.NotContains(t, key, ">")
+		require.NotContains(t, key, " ")
+		back, ok := event.MemberIDFromKey(key)
+		require.True(t, ok)
+		require.Equal(t, id, back)
+	}
+	// Plain and encoded keys never collide.
+	require.NotEqual(t, event.MemberKey("a.b"), event.MemberKey("a_b"))
+}
+
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(validCreated))
+	f.Add([]byte(`{"id":"e","type":"x","occurred_at":"2026-11-25T10:00:00Z","member":{"id":"m"}}`))
+	f.Add([]byte(`{"member":{"id":null},"organization":[]}`))
+	f.Add([]byte(`[[[[[[[[[[[[[[[[[[[[[[[[[[[[`))
+	f.Add([]byte(`{"id":"\u0000"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ev, err := event.Decode(body)
+		if err != nil {
+			require.Nil(t, ev)
+			var verr event.ValidationError
+			if !errors.As(err, &verr) && !errors.Is(err, event.ErrNotJSON) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		// Anything accepted is keyable and in range.
+		require.True(t, event.ValidID(ev.ID))
+		require.True(t, event.ValidID(ev.Member.ID))
+		require.False(t, ev.OccurredAt.IsZero())
+		if ev.Type.Known() {
+			require.True(t, event.ValidID(ev.Organization.ID))
+			if ev.Type.RequiresRole() {
+				require.True(t, ev.Role.Valid())
+			}
+		}
+		back, ok := event.MemberIDFromKey(event.MemberKey(ev.Member.ID))
+		require.True(t, ok)
+		require.Equal(t, ev.Member.ID, back)
+	})
+}
+
+func FuzzMemberKey(f *testing.F) {
+	for _, s := range []string{"m1", "a.>", "*", " ", "", "~", "~~", "æ"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		key := event.MemberKey(id)
+		require.NotEmpty(t, key)
+		require.False(t, strings.ContainsAny(key, ".*> \t\r\n"), key)
+		back, ok := event.MemberIDFromKey(key)
+		require.True(t, ok)
+		require.Equal(t, id, back)
+	})
+}

@@ -1,0 +1,232 @@
+// Package stream holds what the ingress and the syncer agree on about the
+// JetStream stream: its configuration, its message headers, and how to
+// connect to a server recent enough to hold it.
+package stream
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/event"
+)
+
+// Message headers set by the ingress on every stored event, besides
+// Nats-Msg-Id (the webhook-id).
+const (
+	// HeaderEventType holds the event's type.
+	HeaderEventType = "Portal-Event-Type"
+	// HeaderMemberID holds the member's portal ID (not personal data: an
+	// opaque key).
+	HeaderMemberID = "Portal-Member-Id"
+	// HeaderReceivedAt holds when the ingress received the webhook, in
+	// RFC 3339 with nanoseconds.
+	HeaderReceivedAt = "Portal-Received-At"
+)
+
+// Defaults for Config.
+const (
+	DefaultName            = "PORTAL_EVENTS"
+	DefaultReplicas        = 1
+	DefaultMaxAge          = 365 * 24 * time.Hour
+	DefaultDuplicateWindow = time.Hour
+	DefaultMaxMsgSize      = 1 << 20
+)
+
+// MinServerVersion is the oldest nats-server this project supports: 2.10
+// brought the stream and consumer features it relies on (consumer
+// metadata, subject transforms and the current JetStream API responses).
+const MinServerVersion = "2.10.0"
+
+// Config describes the event stream. Zero fields take the defaults.
+type Config struct {
+	// Name of the stream. Default "PORTAL_EVENTS".
+	Name string
+	// Replicas is 1 for a single server or 3 for a cluster. Default 1.
+	Replicas int
+	// MaxAge is how long events are kept. The stream must keep what replay
+	// should rebuild, so this bounds how far back a resync reaches.
+	// Default 365 days.
+	MaxAge time.Duration
+	// MaxBytes caps the stream's size; 0 means unlimited.
+	MaxBytes int64
+	// DuplicateWindow is how long a webhook-id is remembered to drop a
+	// repeated delivery. The server holds every id of the window in
+	// memory. Default 1 hour.
+	DuplicateWindow time.Duration
+	// MaxMsgSize is the largest message the stream stores. Default 1 MiB.
+	MaxMsgSize int32
+}
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config {
+	c.Name = cmp.Or(c.Name, DefaultName)
+	c.Replicas = cmp.Or(c.Replicas, DefaultReplicas)
+	c.MaxAge = cmp.Or(c.MaxAge, DefaultMaxAge)
+	c.DuplicateWindow = cmp.Or(c.DuplicateWindow, DefaultDuplicateWindow)
+	c.MaxMsgSize = cmp.Or(c.MaxMsgSize, DefaultMaxMsgSize)
+	return c
+}
+
+// Validate reports a specific problem with the configuration.
+func (c Config) Validate() error {
+	switch {
+	case strings.ContainsAny(c.Name, " \t.*>/\\"):
+		return fmt.Errorf("stream name %q must not contain white space, '.', '*', '>' or slashes", c.Name)
+	case c.Replicas != 1 && c.Replicas != 3 && c.Replicas != 5:
+		return fmt.Errorf("stream replicas must be 1, 3 or 5, got %d", c.Replicas)
+	case c.MaxAge < 0:
+		return errors.New("stream max age must not be negative")
+	case c.MaxBytes < 0:
+		return errors.New("stream max bytes must not be negative")
+	case c.DuplicateWindow < 0:
+		return errors.New("stream duplicate window must not be negative")
+	case c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge:
+		return errors.New("stream duplicate window must not exceed max age")
+	}
+	return nil
+}
+
+// JetStreamConfig returns the server-side stream configuration: file storage
+// and limits retention, so that events stay replayable after they are
+// consumed.
+func (c Config) JetStreamConfig() jetstream.StreamConfig {
+	c = c.WithDefaults()
+	maxBytes := c.MaxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	return jetstream.StreamConfig{
+		Name:        c.Name,
+		Description: "Membership events from the Min Side portal, keyed by member",
+		Subjects:    []string{event.SubjectWildcard},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    c.Replicas,
+		MaxAge:      c.MaxAge,
+		MaxBytes:    maxBytes,
+		MaxMsgs:     -1,
+		MaxMsgSize:  c.MaxMsgSize,
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  c.DuplicateWindow,
+	}
+}
+
+// Ensure creates the stream or updates it to the configuration.
+func Ensure(ctx context.Context, js jetstream.StreamManager, c Config) (jetstream.Stream, error) {
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	s, err := js.CreateOrUpdateStream(ctx, c.JetStreamConfig())
+	if err != nil {
+		return nil, fmt.Errorf("create or update stream %s: %w", c.Name, err)
+	}
+	return s, nil
+}
+
+// CheckServerVersion returns an error when version is older than
+// MinServerVersion or cannot be read.
+func CheckServerVersion(version string) error {
+	have, ok := parseVersion(version)
+	if !ok {
+		return fmt.Errorf("nats-server version %q cannot be read; portalsync needs %s or newer", version, MinServerVersion)
+	}
+	want, _ := parseVersion(MinServerVersion)
+	for i := range want {
+		if have[i] != want[i] {
+			if have[i] < want[i] {
+				return fmt.Errorf("nats-server %s is too old: portalsync needs %s or newer (run `make run` without NATS_URL to use a bundled current server)", version, MinServerVersion)
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+func parseVersion(v string) ([3]int, bool) {
+	var out [3]int
+	v = strings.TrimPrefix(strings.TrimSpace(v), "v")
+	if i := strings.IndexAny(v, "-+"); i >= 0 {
+		v = v[:i]
+	}
+	parts := strings.Split(v, ".")
+	if len(parts) != 3 {
+		return out, false
+	}
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return out, false
+		}
+		out[i] = n
+	}
+	return out, true
+}
+
+// Connect connects to NATS at url, reconnecting for ever once connected,
+// and checks the server version. Connection events are logged.
+func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn, error) {
+	log = log.Named("nats")
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("async error", zap.String("subject", subject), zap.Error(err))
+		}),
+	}
+	if deadline, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(deadline)))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+	return nc, nil
+}
+
+// Flags are the stream settings as command-line flags and environment
+// variables (read by kong), shared by the ingress and the syncer.
+type Flags struct {
+	StreamName            string        `name:"stream-name" env:"STREAM_NAME" default:"PORTAL_EVENTS" help:"JetStream stream holding the events."`
+	StreamReplicas        int           `name:"stream-replicas" env:"STREAM_REPLICAS" default:"1" help:"Stream replicas: 1, or 3 on a cluster."`
+	StreamMaxAge          time.Duration `name:"stream-max-age" env:"STREAM_MAX_AGE" default:"8760h" help:"How long events are kept (bounds replay)."`
+	StreamMaxBytes        int64         `name:"stream-max-bytes" env:"STREAM_MAX_BYTES" default:"0" help:"Stream size cap in bytes; 0 is unlimited."`
+	StreamDuplicateWindow time.Duration `name:"stream-duplicate-window" env:"STREAM_DUPLICATE_WINDOW" default:"1h" help:"How long a webhook-id is remembered to drop repeats."`
+}
+
+// Config returns the stream configuration the flags describe.
+func (f Flags) Config() Config {
+	return Config{
+		Name:            f.StreamName,
+		Replicas:        f.StreamReplicas,
+		MaxAge:          f.StreamMaxAge,
+		MaxBytes:        f.StreamMaxBytes,
+		DuplicateWindow: f.StreamDuplicateWindow,
+	}.WithDefaults()
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of the workspace for the given time each (default 1m).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fuzztime=${1:-1m}
+for dir in $(go list -m -f '{{.Dir}}'); do
+  for pkg in $(cd "$dir" && go list ./...); do
+    pdir=$(go list -f '{{.Dir}}' "$pkg")
+    for target in $(grep -hoE '^func (Fuzz[A-Za-z0-9_]+)' "$pdir"/*_test.go 2>/dev/null | awk '{print $2}'); do
+      echo "== $pkg $target ($fuzztime)"
+      go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg"
+    done
+  done
+done
