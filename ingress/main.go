@@ -11,7 +11,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/alecthomas/kong"
+	"github.com/likeperson/portalsync/pkg/command"
 )
 
 func main() {
@@ -31,46 +31,7 @@ type cli struct {
 	Genkey genkeyCmd `cmd:"" help:"Print a new random webhook secret (whsec_...)."`
 }
 
-type globals struct {
-	stdout io.Writer
-	stderr io.Writer
-}
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c cli
-	parser, err := kong.New(&c,
-		kong.Name("ingress"),
-		kong.Description("portalsync ingress: signed portal webhooks into JetStream."),
-		kong.Writers(stdout, stderr),
-		kong.BindTo(ctx, (*context.Context)(nil)),
-		kong.Bind(&globals{stdout: stdout, stderr: stderr}),
-		kong.Exit(func(code int) { panic(exitCode(code)) }),
-	)
-	if err != nil {
-		return err
-	}
-	return parseAndRun(parser, args)
-}
-
-// exitCode carries kong's wish to exit (after --help) out of Parse without
-// ending the process, so run stays callable from tests.
-type exitCode int
-
-func parseAndRun(parser *kong.Kong, args []string) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			code, ok := r.(exitCode)
-			if !ok {
-				panic(r)
-			}
-			if code != 0 {
-				err = fmt.Errorf("exit status %d", code)
-			}
-		}
-	}()
-	kctx, err := parser.Parse(args)
-	if err != nil {
-		return err
-	}
-	return kctx.Run()
+	return command.Run(ctx, &c, "ingress", "portalsync ingress: signed portal webhooks into JetStream.", args, stdout, stderr)
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/likeperson/portalsync/pkg/command"
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/portalclient"
 	"github.com/likeperson/portalsync/pkg/signature"
@@ -28,7 +29,7 @@ type sendCmd struct {
 	Timeout time.Duration `default:"10s" help:"Request timeout."`
 }
 
-func (s *sendCmd) Run(ctx context.Context, g *globals) error {
+func (s *sendCmd) Run(ctx context.Context, g *command.Globals) error {
 	secrets, err := signature.ParseSecrets(s.Secrets)
 	if err != nil {
 		return err
@@ -42,7 +43,7 @@ func (s *sendCmd) Run(ctx context.Context, g *globals) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.stdout, "%d %s\n%s\n", resp.Status, http.StatusText(resp.Status), strings.TrimSpace(string(resp.Body)))
+	fmt.Fprintf(g.Stdout, "%d %s\n%s\n", resp.Status, http.StatusText(resp.Status), strings.TrimSpace(string(resp.Body)))
 	if resp.Status/100 != 2 {
 		return fmt.Errorf("ingress answered %d", resp.Status)
 	}
@@ -91,7 +92,7 @@ func newEventID() (string, error) {
 
 type genkeyCmd struct{}
 
-func (genkeyCmd) Run(g *globals) error {
+func (genkeyCmd) Run(g *command.Globals) error {
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
 		return fmt.Errorf("random key: %w", err)
@@ -100,6 +101,6 @@ func (genkeyCmd) Run(g *globals) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(g.stdout, sec.Text())
+	fmt.Fprintln(g.Stdout, sec.Text())
 	return nil
 }

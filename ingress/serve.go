@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/likeperson/portalsync/ingress/server"
+	"github.com/likeperson/portalsync/pkg/command"
 	"github.com/likeperson/portalsync/pkg/logging"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
@@ -25,8 +26,8 @@ type serveCmd struct {
 	stream.Flags
 }
 
-func (s *serveCmd) Run(ctx context.Context, g *globals) error {
-	log, err := logging.New(s.LogLevel, g.stderr)
+func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
+	log, err := logging.New(s.LogLevel, g.Stderr)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,328 @@
+// Package consumer reads membership events from the JetStream stream with a
+// durable pull consumer and hands them to the store, one member at a time
+// per worker, acknowledging each only after its transaction committed.
+package consumer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/store"
+)
+
+// Applier applies events; *store.Store satisfies it.
+type Applier interface {
+	Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error)
+	LogFailure(ctx context.Context, f store.Failure, meta store.Meta) error
+}
+
+var _ Applier = (*store.Store)(nil)
+
+// Defaults for Config.
+const (
+	DefaultDurable         = "portalsync-syncer"
+	DefaultAckWait         = 30 * time.Second
+	DefaultMaxDeliver      = 20
+	DefaultWorkers         = 4
+	DefaultMaxAckPending   = 1000
+	DefaultShutdownTimeout = 10 * time.Second
+)
+
+// DefaultBackOff is the redelivery delay after each failed attempt; the
+// last value repeats.
+var DefaultBackOff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute}
+
+// Config configures the consumer. Zero fields take the defaults.
+type Config struct {
+	// Stream is the stream name. Default stream.DefaultName.
+	Stream string
+	// Durable is the consumer name shared by every replica. Default
+	// "portalsync-syncer".
+	Durable string
+	// AckWait is how long the server waits for an ack before redelivering.
+	// Default 30 s.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of one event; the last failed one is
+	// logged as failed and terminated. Default 20.
+	MaxDeliver int
+	// BackOff lists redelivery delays after a transient failure. Default
+	// 1s, 5s, 15s, 30s, 1m.
+	BackOff []time.Duration
+	// Workers is how many events are applied at once; one member's events
+	// always go to the same worker, in stream order. Default 4.
+	Workers int
+	// MaxAckPending bounds unacknowledged events across all replicas.
+	// Default 1000.
+	MaxAckPending int
+	// ShutdownTimeout bounds how long in-flight events may finish after
+	// the context ends. Default 10 s.
+	ShutdownTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	c.Stream = cmp.Or(c.Stream, stream.DefaultName)
+	c.Durable = cmp.Or(c.Durable, DefaultDurable)
+	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
+	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
+	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	if len(c.BackOff) == 0 {
+		c.BackOff = DefaultBackOff
+	}
+	return c
+}
+
+// Validate reports a specific problem with the configuration.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Workers < 1 || c.Workers > 1024:
+		return fmt.Errorf("workers must be 1 to 1024, got %d", c.Workers)
+	case c.MaxDeliver < 2:
+		return fmt.Errorf("max deliver must be at least 2, got %d", c.MaxDeliver)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait)
+	}
+	for _, d := range c.BackOff {
+		if d <= 0 {
+			return fmt.Errorf("backoff delays must be positive, got %s", d)
+		}
+	}
+	return nil
+}
+
+// Consumer applies the stream's events to the database.
+type Consumer struct {
+	cfg     Config
+	js      jetstream.JetStream
+	applier Applier
+	log     *zap.Logger
+
+	lastErr   atomic.Pointer[error]
+	processed atomic.Int64
+}
+
+// New returns a consumer; Run starts it.
+func New(js jetstream.JetStream, applier Applier, cfg Config, log *zap.Logger) (*Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("consumer config: %w", err)
+	}
+	return &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, log: log}, nil
+}
+
+// ConsumerConfig is the durable consumer's server-side configuration.
+func (c *Consumer) ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       c.cfg.Durable,
+		Description:   "portalsync syncer: applies membership events to the database",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.AckWait,
+		MaxDeliver:    c.cfg.MaxDeliver,
+		MaxAckPending: c.cfg.MaxAckPending,
+		FilterSubject: event.SubjectWildcard,
+	}
+}
+
+// Degraded returns the last transient error while it is current, or nil.
+func (c *Consumer) Degraded() error {
+	if p := c.lastErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Processed counts events handled (applied, skipped, failed) since start.
+func (c *Consumer) Processed() int64 { return c.processed.Load() }
+
+// Run consumes until ctx ends, then stops fetching, lets in-flight events
+// finish and be acknowledged within ShutdownTimeout, and returns.
+func (c *Consumer) Run(ctx context.Context) error {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, c.ConsumerConfig())
+	if err != nil {
+		return fmt.Errorf("create consumer %s: %w", c.cfg.Durable, err)
+	}
+	// Work goes on after ctx ends, until the shutdown deadline.
+	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+
+	queues := make([]chan jetstream.Msg, c.cfg.Workers)
+	var wg sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan jetstream.Msg, 64)
+		wg.Add(1)
+		go func(q <-chan jetstream.Msg) {
+			defer wg.Done()
+			for msg := range q {
+				c.handle(workCtx, msg)
+			}
+		}(queues[i])
+	}
+
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		h := fnv.New32a()
+		h.Write([]byte(msg.Subject()))
+		queues[h.Sum32()%uint32(len(queues))] <- msg
+	},
+		jetstream.PullMaxMessages(max(2*c.cfg.Workers, 64)),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, context.Canceled) {
+				c.log.Debug("consume", zap.Error(err))
+				return
+			}
+			c.log.Warn("consume error", zap.Error(err))
+		}),
+	)
+	if err != nil {
+		c.closeAll(queues)
+		wg.Wait()
+		return fmt.Errorf("consume: %w", err)
+	}
+	c.log.Info("consuming", zap.String("stream", c.cfg.Stream), zap.String("consumer", c.cfg.Durable), zap.Int("workers", c.cfg.Workers))
+
+	<-ctx.Done()
+	c.log.Info("stopping: finishing in-flight events", zap.Duration("timeout", c.cfg.ShutdownTimeout))
+	deadline := time.NewTimer(c.cfg.ShutdownTimeout)
+	defer deadline.Stop()
+	cc.Drain()
+	select {
+	case <-cc.Closed():
+	case <-deadline.C:
+		cc.Stop()
+	}
+	c.closeAll(queues)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		c.log.Info("stopped")
+		return nil
+	case <-deadline.C:
+		cancelWork()
+		<-finished
+		return fmt.Errorf("shutdown: in-flight events did not finish within %s; they will be redelivered", c.cfg.ShutdownTimeout)
+	}
+}
+
+func (c *Consumer) closeAll(queues []chan jetstream.Msg) {
+	for _, q := range queues {
+		close(q)
+	}
+}
+
+// handle applies one message and acknowledges it according to the outcome.
+func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
+	md, err := msg.Metadata()
+	if err != nil {
+		c.log.Error("message without metadata", zap.Error(err))
+		c.ack(msg.Term, "term")
+		return
+	}
+	meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
+	if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
+		meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
+	}
+	log := c.log.With(zap.Uint64("stream_seq", meta.StreamSeq), zap.Int("attempt", meta.Attempt))
+
+	ev, err := event.Decode(msg.Data())
+	if err != nil {
+		c.fail(ctx, msg, meta, failureFromHeaders(msg, err), log)
+		return
+	}
+	log = log.With(zap.String("event_id", ev.ID), zap.String("event_type", string(ev.Type)), zap.String("member_id", ev.Member.ID))
+
+	res, err := c.applier.Apply(ctx, ev, meta)
+	switch {
+	case err == nil:
+		c.lastErr.Store(nil)
+		c.processed.Add(1)
+		if res.AlreadyDone {
+			log.Info("already applied", zap.String("status", res.Status))
+		} else {
+			log.Info("applied", zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))
+		}
+		c.ack(msg.Ack, "ack")
+	case store.IsPermanent(err):
+		c.fail(ctx, msg, meta, store.Failure{
+			EventID: ev.ID, EventType: string(ev.Type), MemberID: ev.Member.ID, OrgID: ev.Organization.ID,
+			OccurredAt: ev.OccurredAt, Reason: err.Error(),
+		}, log)
+	default:
+		c.lastErr.Store(&err)
+		if meta.Attempt >= c.cfg.MaxDeliver {
+			c.fail(ctx, msg, meta, store.Failure{
+				EventID: ev.ID, EventType: string(ev.Type), MemberID: ev.Member.ID, OrgID: ev.Organization.ID,
+				OccurredAt: ev.OccurredAt, Reason: fmt.Sprintf("gave up after %d deliveries: %v", meta.Attempt, err),
+			}, log)
+			return
+		}
+		delay := c.backoff(meta.Attempt)
+		log.Warn("transient failure, will retry", zap.Duration("delay", delay), zap.Error(err))
+		c.ack(func() error { return msg.NakWithDelay(delay) }, "nak")
+	}
+}
+
+// fail logs the event as failed and terminates it, so it is not
+// redelivered. When even the failure cannot be logged, the message is
+// redelivered later.
+func (c *Consumer) fail(ctx context.Context, msg jetstream.Msg, meta store.Meta, f store.Failure, log *zap.Logger) {
+	if err := c.applier.LogFailure(ctx, f, meta); err != nil {
+		c.lastErr.Store(&err)
+		log.Warn("cannot log failure, will retry", zap.Error(err))
+		c.ack(func() error { return msg.NakWithDelay(c.backoff(meta.Attempt)) }, "nak")
+		return
+	}
+	c.processed.Add(1)
+	log.Warn("event failed", zap.String("reason", f.Reason))
+	c.ack(func() error { return msg.TermWithReason(truncate(f.Reason, 200)) }, "term")
+}
+
+func (c *Consumer) ack(fn func() error, what string) {
+	if err := fn(); err != nil {
+		// The server redelivers after AckWait; the database keeps the
+		// second application from doubling anything.
+		c.log.Warn("acknowledgement failed", zap.String("ack", what), zap.Error(err))
+	}
+}
+
+func (c *Consumer) backoff(attempt int) time.Duration {
+	i := min(max(attempt-1, 0), len(c.cfg.BackOff)-1)
+	return c.cfg.BackOff[i]
+}
+
+// failureFromHeaders describes an undecodable event from what the ingress
+// put in its headers.
+func failureFromHeaders(msg jetstream.Msg, err error) store.Failure {
+	h := msg.Headers()
+	id := h.Get(jetstream.MsgIDHeader)
+	if id == "" {
+		if md, mdErr := msg.Metadata(); mdErr == nil {
+			id = fmt.Sprintf("stream-seq-%d", md.Sequence.Stream)
+		}
+	}
+	return store.Failure{
+		EventID:   id,
+		EventType: h.Get(stream.HeaderEventType),
+		MemberID:  h.Get(stream.HeaderMemberID),
+		Reason:    "invalid payload: " + err.Error(),
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,103 @@
+// Command syncer applies the portal's membership events from JetStream to
+// the Likeperson database. Subcommands: run (default), migrate.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/likeperson/portalsync/pkg/command"
+
+	"github.com/likeperson/portalsync/pkg/logging"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/service"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "syncer:", err)
+		os.Exit(1)
+	}
+}
+
+type cli struct {
+	Run     runCmd     `cmd:"" default:"withargs" help:"Consume events and apply them (the default)."`
+	Migrate migrateCmd `cmd:"" help:"Apply the database migrations (safe with several replicas)."`
+}
+
+// dbFlags are shared by every subcommand that reaches the database.
+type dbFlags struct {
+	DatabaseURL string `name:"database-url" env:"DATABASE_URL" required:"" help:"PostgreSQL URL; a role that bypasses RLS (service_role on Supabase)."`
+	LogLevel    string `env:"LOG_LEVEL" default:"info" help:"debug, info, warn or error."`
+}
+
+type runCmd struct {
+	dbFlags
+	NATSURL         string          `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
+	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:":8081" help:"Address of /healthz and /readyz."`
+	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
+	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Events applied at once per process."`
+	AckWait         time.Duration   `env:"SYNCER_ACK_WAIT" default:"30s" help:"Redelivery after this long without an ack."`
+	MaxDeliver      int             `env:"SYNCER_MAX_DELIVER" default:"20" help:"Deliveries before an event is logged as failed."`
+	BackOff         []time.Duration `env:"SYNCER_BACKOFF" default:"1s,5s,15s,30s,1m" help:"Retry delays after transient failures."`
+	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"1000" help:"Unacknowledged events in flight across replicas."`
+	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
+	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
+	stream.Flags
+}
+
+func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
+	log, err := logging.New(r.LogLevel, g.Stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	return service.Run(ctx, service.Config{
+		DatabaseURL: r.DatabaseURL,
+		NATSURL:     r.NATSURL,
+		HTTPAddr:    r.HTTPAddr,
+		Migrate:     r.Migrate,
+		Stream:      r.Config(),
+		Consumer: consumer.Config{
+			Durable:         r.Consumer,
+			AckWait:         r.AckWait,
+			MaxDeliver:      r.MaxDeliver,
+			BackOff:         r.BackOff,
+			Workers:         r.Workers,
+			MaxAckPending:   r.MaxAckPending,
+			ShutdownTimeout: r.ShutdownTimeout,
+		},
+	}, log.Named("syncer"))
+}
+
+type migrateCmd struct {
+	dbFlags
+}
+
+func (m *migrateCmd) Run(ctx context.Context, g *command.Globals) error {
+	log, err := logging.New(m.LogLevel, g.Stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	pool, err := service.OpenPool(ctx, m.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	return service.Migrate(ctx, pool, log.Named("migrate"))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var c cli
+	return command.Run(ctx, &c, "syncer", "portalsync syncer: membership events from JetStream into the Likeperson database.", args, stdout, stderr)
+}

@@ -1,0 +1,200 @@
+// Package service wires the syncer: database pool, NATS connection, stream,
+// consumer and the health endpoints, with an ordered shutdown.
+package service
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/schema"
+	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/store"
+)
+
+// Defaults for Config.
+const (
+	DefaultNATSURL  = "nats://127.0.0.1:4222"
+	DefaultHTTPAddr = ":8081"
+)
+
+// Config configures the syncer service.
+type Config struct {
+	// DatabaseURL connects to PostgreSQL as a role that bypasses RLS
+	// (service_role on Supabase). Required.
+	DatabaseURL string
+	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
+	NATSURL string
+	// HTTPAddr serves /healthz and /readyz. Default ":8081". Ignored when
+	// HTTPListener is set.
+	HTTPAddr string
+	// HTTPListener, when set, is served instead of listening on HTTPAddr.
+	HTTPListener net.Listener
+	// Migrate applies the schema migrations before consuming.
+	Migrate bool
+	// Stream is the event stream.
+	Stream stream.Config
+	// Consumer configures the durable consumer.
+	Consumer consumer.Config
+}
+
+// OpenPool connects a pgx pool and checks the connection.
+func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	if url == "" {
+		return nil, errors.New("DATABASE_URL is required")
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "portalsync-syncer"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return pool, nil
+}
+
+// Migrate applies the schema over pool.
+func Migrate(ctx context.Context, pool *pgxpool.Pool, log *zap.Logger) error {
+	db := stdlib.OpenDBFromPool(pool)
+	defer func(db *sql.DB) { _ = db.Close() }(db)
+	res, err := schema.Migrate(ctx, db)
+	if err != nil {
+		return err
+	}
+	log.Info("schema up to date", zap.Bool("auth_bootstrap", res.Bootstrapped),
+		zap.Strings("applied", res.Applied), zap.Int64("version", res.Version))
+	return nil
+}
+
+// Run runs the syncer until ctx ends.
+func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	cfg.NATSURL = cmp.Or(cfg.NATSURL, DefaultNATSURL)
+	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
+	cfg.Stream = cfg.Stream.WithDefaults()
+	cfg.Consumer.Stream = cfg.Stream.Name
+	if err := cfg.Consumer.Validate(); err != nil {
+		return err
+	}
+
+	pool, err := OpenPool(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if cfg.Migrate {
+		if err := Migrate(ctx, pool, log); err != nil {
+			return err
+		}
+	} else {
+		db := stdlib.OpenDBFromPool(pool)
+		pending, err := schema.Pending(ctx, db)
+		_ = db.Close()
+		if err != nil {
+			return fmt.Errorf("check schema (run `syncer migrate` first): %w", err)
+		}
+		if pending > 0 {
+			return fmt.Errorf("%d schema migrations are pending: run `syncer migrate` first", pending)
+		}
+	}
+
+	nc, err := stream.Connect(ctx, cfg.NATSURL, "portalsync-syncer", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := stream.Ensure(setupCtx, js, cfg.Stream); err != nil {
+		return err
+	}
+
+	st := store.New(pool)
+	cons, err := consumer.New(js, st, cfg.Consumer, log.Named("consumer"))
+	if err != nil {
+		return err
+	}
+
+	ready := func(ctx context.Context) error {
+		if !nc.IsConnected() {
+			return errors.New("not connected to NATS")
+		}
+		if err := st.Ping(ctx); err != nil {
+			return fmt.Errorf("database unreachable: %w", err)
+		}
+		if err := cons.Degraded(); err != nil {
+			return fmt.Errorf("degraded: %w", err)
+		}
+		return nil
+	}
+	srv, ln, err := healthServer(cfg, ready)
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health server", zap.Error(err))
+		}
+	}()
+	log.Info("syncer health endpoints", zap.String("addr", ln.Addr().String()))
+
+	runErr := cons.Run(ctx)
+
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancelShutdown()
+	_ = srv.Shutdown(shutdownCtx)
+	if err := nc.Drain(); err != nil {
+		log.Warn("drain nats", zap.Error(err))
+	}
+	return runErr
+}
+
+func healthServer(cfg Config, ready func(context.Context) error) (*http.Server, net.Listener, error) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, `{"type":"urn:portalsync:problem:not-ready","title":"Not ready","status":503,"detail":%q}`, err.Error())
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ready"}`))
+	})
+	ln := cfg.HTTPListener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, nil, fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+		}
+	}
+	return &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, ln, nil
+}

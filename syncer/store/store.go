@@ -1,0 +1,153 @@
+// Package store applies membership events to the Likeperson database: the
+// profile, organization, membership and role rows, the auth side effects of
+// deactivation, and the sync log, in one transaction per event.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/likeperson/portalsync/pkg/event"
+)
+
+// Log statuses, as the sync log stores them.
+const (
+	StatusSuccess = "success"
+	StatusFailed  = "failed"
+	StatusSkipped = "skipped"
+)
+
+// DBTX is what the store needs of a connection, pool or transaction.
+type DBTX interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+var (
+	_ DBTX = (*pgxpool.Pool)(nil)
+	_ DBTX = (pgx.Tx)(nil)
+)
+
+// Store applies events through a connection pool.
+type Store struct {
+	pool *pgxpool.Pool
+	now  func() time.Time
+}
+
+// New returns a Store over pool.
+func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, now: time.Now} }
+
+// Meta is what the stream tells about one delivery of an event.
+type Meta struct {
+	// StreamSeq is the event's sequence in the stream.
+	StreamSeq uint64
+	// Attempt counts deliveries, from 1.
+	Attempt int
+	// ReceivedAt is when the ingress received the webhook.
+	ReceivedAt time.Time
+}
+
+// Result says what applying one event did.
+type Result struct {
+	// Status is the logged status: success or skipped.
+	Status string
+	// AlreadyDone is true when the event had been applied (or skipped)
+	// before; nothing was written.
+	AlreadyDone bool
+	// MemberCreated is true when the event created a member the app did not
+	// know.
+	MemberCreated bool
+	// Detail describes what changed, without personal data.
+	Detail string
+}
+
+// ErrPermanent marks errors that no retry can fix: the event is logged as
+// failed and not redelivered.
+var ErrPermanent = errors.New("permanent")
+
+// PermanentError wraps err so that errors.Is(err, ErrPermanent) holds.
+func PermanentError(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
+
+// IsPermanent reports whether retrying err is pointless.
+func IsPermanent(err error) bool {
+	if errors.Is(err, ErrPermanent) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code[:2] {
+		case "22", "23": // data exception, integrity constraint violation
+			return true
+		case "42": // syntax error or access rule violation: a deploy bug, not bad luck
+			return pgErr.Code != "42P01" // undefined table: migrations may still be running
+		}
+	}
+	return false
+}
+
+// Apply applies ev in one transaction together with its sync log row. An
+// event already logged as success or skipped changes nothing.
+func (s *Store) Apply(ctx context.Context, ev *event.Event, meta Meta) (Result, error) {
+	var res Result
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		var err error
+		res, err = applyTx(ctx, tx, ev, meta)
+		return err
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("apply event %s: %w", ev.ID, err)
+	}
+	return res, nil
+}
+
+// Failure describes an event that cannot be applied.
+type Failure struct {
+	EventID    string
+	EventType  string
+	MemberID   string
+	OrgID      string
+	OccurredAt time.Time
+	Reason     string
+}
+
+// LogFailure writes one failed row to the sync log. The organization is
+// linked when the app knows it.
+func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
+	_, err := s.pool.Exec(ctx, `
+		INSERT INTO public.portal_sync_log
+		  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail,
+		   occurred_at, received_at, stream_seq, attempt)
+		VALUES ($1, $2, nullif($3, ''), nullif($4, ''),
+		        (SELECT id FROM public.organizations WHERE portal_org_id = $4),
+		        'failed', $5, $6, $7, $8, $9)`,
+		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
+		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt)
+	if err != nil {
+		return fmt.Errorf("log failure of event %s: %w", f.EventID, err)
+	}
+	return nil
+}
+
+// Ping checks the database connection.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
