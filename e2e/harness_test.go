@@ -1,0 +1,175 @@
+// Package e2e tests portalsync end to end: a signed HTTP request through the
+// real ingress, a real JetStream server, the real syncer and a real
+// PostgreSQL database.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/likeperson/portalsync/ingress/server"
+	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/pkg/portalclient"
+	"github.com/likeperson/portalsync/pkg/signature"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/service"
+)
+
+// system is one running portalsync: ingress, JetStream, syncer, database.
+type system struct {
+	pool   *pgxpool.Pool
+	dbURL  string
+	nats   *natstest.Server
+	client *portalclient.Client
+	secret signature.Secret
+	seq    atomic.Int64
+}
+
+func start(t *testing.T) *system {
+	t.Helper()
+	db := schematest.NewDB(t)
+	ns := natstest.Run(t)
+	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
+	require.NoError(t, err)
+	sys := &system{pool: db.Pool, dbURL: db.URL, nats: ns, secret: secret}
+	ctx, cancel := context.WithCancel(context.Background())
+	streamCfg := stream.Config{Name: "EVENTS"}
+
+	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	syncerLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan error, 2)
+	go func() {
+		done <- server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: ns.URL(), Secrets: []signature.Secret{secret}, Stream: streamCfg}, zaptest.NewLogger(t).Named("ingress"))
+	}()
+	go func() {
+		done <- service.Run(ctx, service.Config{
+			DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: syncerLn, Stream: streamCfg,
+			Consumer: consumer.Config{BackOff: []time.Duration{100 * time.Millisecond}},
+		}, zaptest.NewLogger(t).Named("syncer"))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(20 * time.Second):
+				t.Error("a service did not stop")
+			}
+		}
+	})
+	waitReady(t, "http://"+ingressLn.Addr().String())
+	waitReady(t, "http://"+syncerLn.Addr().String())
+	sys.client = &portalclient.Client{
+		URL:    "http://" + ingressLn.Addr().String() + server.WebhookPath,
+		Signer: signature.NewSigner(secret),
+		HTTP:   &http.Client{Timeout: 10 * time.Second},
+	}
+	return sys
+}
+
+func waitReady(t *testing.T, base string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 20*time.Second, 20*time.Millisecond, base)
+}
+
+// evt builds an event body as the portal sends it.
+type evt struct {
+	ID         string         `json:"id"`
+	Type       string         `json:"type"`
+	OccurredAt time.Time      `json:"occurred_at"`
+	Org        map[string]any `json:"organization"`
+	Member     map[string]any `json:"member"`
+	Role       string         `json:"role,omitempty"`
+}
+
+var base = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func (s *system) event(typ, member, org, role string, at time.Time) evt {
+	n := s.seq.Add(1)
+	return evt{
+		ID: fmt.Sprintf("evt_%s_%d", typ, n), Type: typ, OccurredAt: at,
+		Org: map[string]any{"id": org, "name": "HLF " + org},
+		Member: map[string]any{"id": member, "email": member + "@example.invalid",
+			"first_name": "Fornavn" + member, "last_name": "Etternavn", "phone": "+47 555 00 " + fmt.Sprintf("%03d", n%1000)},
+		Role: role,
+	}
+}
+
+// send posts e and requires a 2xx.
+func (s *system) send(t *testing.T, e evt) portalclient.Accepted {
+	t.Helper()
+	resp, err := s.client.SendEvent(context.Background(), e)
+	require.NoError(t, err)
+	acc, err := resp.Accepted()
+	require.NoError(t, err)
+	return acc
+}
+
+// waitLogged waits until the event has a log row and returns its status.
+func (s *system) waitLogged(t *testing.T, eventID string) string {
+	t.Helper()
+	var status string
+	require.Eventually(t, func() bool {
+		err := s.pool.QueryRow(context.Background(), `SELECT status FROM portal_sync_log WHERE event_id = $1 ORDER BY id DESC LIMIT 1`, eventID).Scan(&status)
+		return err == nil
+	}, 20*time.Second, 5*time.Millisecond, "event %s never logged", eventID)
+	return status
+}
+
+// addAuthUser creates an app user with a confirmed e-mail and returns its id.
+func (s *system) addAuthUser(t *testing.T, email string) string {
+	t.Helper()
+	var id string
+	require.NoError(t, s.pool.QueryRow(context.Background(),
+		`INSERT INTO auth.users (id, email, email_confirmed_at) VALUES (gen_random_uuid(), $1, now()) RETURNING id::text`, email).Scan(&id))
+	return id
+}
+
+// asUser runs fn the way Supabase runs an API request: as the
+// authenticated role, with the user's JWT claims set.
+func (s *system) asUser(t *testing.T, authUserID string, fn func(tx pgx.Tx)) {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := s.pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { require.NoError(t, tx.Rollback(ctx)) }()
+	claims, err := json.Marshal(map[string]any{"sub": authUserID, "role": "authenticated"})
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(claims))
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
+	require.NoError(t, err)
+	fn(tx)
+}
+
+func queryStrings(t *testing.T, tx pgx.Tx, sql string, args ...any) []string {
+	t.Helper()
+	rows, err := tx.Query(context.Background(), sql, args...)
+	require.NoError(t, err)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return out
+}
