@@ -24,7 +24,7 @@ run: build ## Run NATS (unless NATS_URL is set), migrate, ingress and syncer.
 	./scripts/run.sh
 
 send: build ## Post a signed sample event to the running ingress (see README).
-	./scripts/send.sh
+	./scripts/send.sh $(ARGS)
 
 test: ## Run every test (race detector, fuzz seed corpora) in every module.
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

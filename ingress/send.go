@@ -32,7 +32,7 @@ type sendCmd struct {
 func (s *sendCmd) Run(ctx context.Context, g *command.Globals) error {
 	secrets, err := signature.ParseSecrets(s.Secrets)
 	if err != nil {
-		return err
+		return fmt.Errorf("PORTAL_WEBHOOK_SECRETS: %w", err)
 	}
 	body, id, err := s.body()
 	if err != nil {

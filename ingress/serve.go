@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/likeperson/portalsync/ingress/server"
@@ -34,7 +35,7 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 	defer func() { _ = log.Sync() }()
 	secrets, err := signature.ParseSecrets(s.Secrets)
 	if err != nil {
-		return err
+		return fmt.Errorf("PORTAL_WEBHOOK_SECRETS: %w", err)
 	}
 	return server.Run(ctx, server.Config{
 		Addr:              s.Addr,
