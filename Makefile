@@ -2,6 +2,7 @@
 # syncer and e2e. Every target covers all of them.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 GO ?= go
 # Every module's package pattern, e.g. /work/main/pkg/...
 PKGS := $(shell $(GO) list -m -f '{{.Dir}}/...' 2>/dev/null)
@@ -9,7 +10,7 @@ MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 1m
 
-.PHONY: help build run send test test-short lint fmt bench fuzz tidy clean
+.PHONY: help build run send test test-short lint fmt bench fuzz soak tidy clean
 
 help: ## Show this help.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -51,3 +52,7 @@ tidy: ## go mod tidy in every module.
 
 clean: ## Remove binaries and local run data.
 	rm -rf bin .data
+
+soak: ## Soak test: 20,000 events while the syncer is killed repeatedly (writes .data/soak.md).
+	@mkdir -p .data
+	PORTALSYNC_SOAK=1 SOAK_REPORT=$(CURDIR)/.data/soak.md $(GO) test -count=1 -run '^TestSoak$$' -timeout 30m -v ./e2e/ 2>&1 | grep -v 'logger.go' | tail -40

@@ -36,51 +36,93 @@ type system struct {
 	client *portalclient.Client
 	secret signature.Secret
 	seq    atomic.Int64
+
+	ingressURL string
 }
 
-func start(t *testing.T) *system {
+// options change what start runs.
+type options struct {
+	// noSyncer leaves the syncer out (a test runs its own).
+	noSyncer bool
+}
+
+// Option changes what start runs.
+type Option func(*options)
+
+// withoutSyncer starts everything but the syncer.
+func withoutSyncer() Option { return func(o *options) { o.noSyncer = true } }
+
+func start(t *testing.T, opts ...Option) *system {
 	t.Helper()
+	var o options
+	for _, fn := range opts {
+		fn(&o)
+	}
 	db := schematest.NewDB(t)
 	ns := natstest.Run(t)
 	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
 	require.NoError(t, err)
 	sys := &system{pool: db.Pool, dbURL: db.URL, nats: ns, secret: secret}
 	ctx, cancel := context.WithCancel(context.Background())
-	streamCfg := stream.Config{Name: "EVENTS"}
 
 	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	syncerLn, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	done := make(chan error, 2)
+	done := make(chan error, 1)
 	go func() {
-		done <- server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: ns.URL(), Secrets: []signature.Secret{secret}, Stream: streamCfg}, zaptest.NewLogger(t).Named("ingress"))
+		done <- server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: ns.URL(), Secrets: []signature.Secret{secret},
+			Stream: testStream, PublishTimeout: time.Second, RetryAfter: time.Second}, zaptest.NewLogger(t).Named("ingress"))
 	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Error("the ingress did not stop")
+		}
+	})
+	sys.ingressURL = "http://" + ingressLn.Addr().String()
+	waitReady(t, sys.ingressURL)
+	sys.client = &portalclient.Client{
+		URL:    sys.ingressURL + server.WebhookPath,
+		Signer: signature.NewSigner(secret),
+		HTTP:   &http.Client{Timeout: 10 * time.Second},
+	}
+	if !o.noSyncer {
+		sys.startSyncer(t, db.URL)
+	}
+	return sys
+}
+
+// testStream is the event stream of every test (each has its own server).
+var testStream = stream.Config{Name: "EVENTS"}
+
+// startSyncer runs an in-process syncer against dbURL until the test ends,
+// and returns its health URL.
+func (s *system) startSyncer(t *testing.T, dbURL string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
 	go func() {
 		done <- service.Run(ctx, service.Config{
-			DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: syncerLn, Stream: streamCfg,
-			Consumer: consumer.Config{BackOff: []time.Duration{100 * time.Millisecond}},
+			DatabaseURL: dbURL, NATSURL: s.nats.URL(), HTTPListener: ln, Stream: testStream,
+			Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}, MaxDeliver: 1000},
 		}, zaptest.NewLogger(t).Named("syncer"))
 	}()
 	t.Cleanup(func() {
 		cancel()
-		for range 2 {
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(20 * time.Second):
-				t.Error("a service did not stop")
-			}
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(20 * time.Second):
+			t.Error("the syncer did not stop")
 		}
 	})
-	waitReady(t, "http://"+ingressLn.Addr().String())
-	waitReady(t, "http://"+syncerLn.Addr().String())
-	sys.client = &portalclient.Client{
-		URL:    "http://" + ingressLn.Addr().String() + server.WebhookPath,
-		Signer: signature.NewSigner(secret),
-		HTTP:   &http.Client{Timeout: 10 * time.Second},
-	}
-	return sys
+	url := "http://" + ln.Addr().String()
+	waitReady(t, url)
+	return url
 }
 
 func waitReady(t *testing.T, base string) {

@@ -43,9 +43,9 @@ func TestMigrateConcurrentReplicas(t *testing.T) {
 		if results[i].Bootstrapped {
 			bootstrapped++
 		}
-		require.EqualValues(t, 2, results[i].Version)
+		require.EqualValues(t, 3, results[i].Version)
 	}
-	require.Equal(t, 2, applied, "each migration applied exactly once")
+	require.Equal(t, 3, applied, "each migration applied exactly once")
 	require.Equal(t, 1, bootstrapped, "the auth bootstrap ran once")
 
 	// Again: nothing to do.

@@ -32,6 +32,7 @@ func main() {
 type cli struct {
 	Run     runCmd     `cmd:"" default:"withargs" help:"Consume events and apply them (the default)."`
 	Migrate migrateCmd `cmd:"" help:"Apply the database migrations (safe with several replicas)."`
+	DLQ     dlqCmd     `cmd:"" name:"dlq" help:"Inspect and redrive events that could not be applied."`
 }
 
 // dbFlags are shared by every subcommand that reaches the database.
@@ -52,6 +53,7 @@ type runCmd struct {
 	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"1000" help:"Unacknowledged events in flight across replicas."`
 	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
+	DeadLetter      string          `name:"dead-letter-stream" env:"SYNCER_DEAD_LETTER_STREAM" default:"PORTAL_DEADLETTER" help:"Stream holding events that could not be applied."`
 	stream.Flags
 }
 
@@ -62,11 +64,12 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 	}
 	defer func() { _ = log.Sync() }()
 	return service.Run(ctx, service.Config{
-		DatabaseURL: r.DatabaseURL,
-		NATSURL:     r.NATSURL,
-		HTTPAddr:    r.HTTPAddr,
-		Migrate:     r.Migrate,
-		Stream:      r.Config(),
+		DatabaseURL:      r.DatabaseURL,
+		NATSURL:          r.NATSURL,
+		HTTPAddr:         r.HTTPAddr,
+		Migrate:          r.Migrate,
+		DeadLetterStream: r.DeadLetter,
+		Stream:           r.Config(),
 		Consumer: consumer.Config{
 			Durable:         r.Consumer,
 			AckWait:         r.AckWait,

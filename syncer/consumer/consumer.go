@@ -18,6 +18,7 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -28,6 +29,14 @@ type Applier interface {
 }
 
 var _ Applier = (*store.Store)(nil)
+
+// DeadLetters keeps events that cannot be applied; *deadletter.Queue
+// satisfies it.
+type DeadLetters interface {
+	Add(ctx context.Context, l deadletter.Letter) error
+}
+
+var _ DeadLetters = (*deadletter.Queue)(nil)
 
 // Defaults for Config.
 const (
@@ -108,18 +117,28 @@ type Consumer struct {
 	cfg     Config
 	js      jetstream.JetStream
 	applier Applier
+	dlq     DeadLetters
 	log     *zap.Logger
 
-	lastErr   atomic.Pointer[error]
+	lastErr   atomic.Pointer[timedErr]
 	processed atomic.Int64
 }
 
+type timedErr struct {
+	err error
+	at  time.Time
+}
+
+// degradedFor is how long a transient failure keeps readiness degraded
+// when no later event succeeds.
+const degradedFor = 30 * time.Second
+
 // New returns a consumer; Run starts it.
-func New(js jetstream.JetStream, applier Applier, cfg Config, log *zap.Logger) (*Consumer, error) {
+func New(js jetstream.JetStream, applier Applier, dlq DeadLetters, cfg Config, log *zap.Logger) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
-	return &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, log: log}, nil
+	return &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, dlq: dlq, log: log}, nil
 }
 
 // ConsumerConfig is the durable consumer's server-side configuration.
@@ -138,10 +157,18 @@ func (c *Consumer) ConsumerConfig() jetstream.ConsumerConfig {
 
 // Degraded returns the last transient error while it is current, or nil.
 func (c *Consumer) Degraded() error {
-	if p := c.lastErr.Load(); p != nil {
-		return *p
+	if p := c.lastErr.Load(); p != nil && time.Since(p.at) < degradedFor {
+		return p.err
 	}
 	return nil
+}
+
+func (c *Consumer) setDegraded(err error) {
+	if err == nil {
+		c.lastErr.Store(nil)
+		return
+	}
+	c.lastErr.Store(&timedErr{err: err, at: time.Now()})
 }
 
 // Processed counts events handled (applied, skipped, failed) since start.
@@ -243,10 +270,10 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	log = log.With(zap.String("event_id", ev.ID), zap.String("event_type", string(ev.Type)), zap.String("member_id", ev.Member.ID))
 
-	res, err := c.applier.Apply(ctx, ev, meta)
+	res, err := c.apply(ctx, msg, ev, meta)
 	switch {
 	case err == nil:
-		c.lastErr.Store(nil)
+		c.setDegraded(nil)
 		c.processed.Add(1)
 		if res.AlreadyDone {
 			log.Info("already applied", zap.String("status", res.Status))
@@ -260,7 +287,7 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 			OccurredAt: ev.OccurredAt, Reason: err.Error(),
 		}, log)
 	default:
-		c.lastErr.Store(&err)
+		c.setDegraded(err)
 		if meta.Attempt >= c.cfg.MaxDeliver {
 			c.fail(ctx, msg, meta, store.Failure{
 				EventID: ev.ID, EventType: string(ev.Type), MemberID: ev.Member.ID, OrgID: ev.Organization.ID,
@@ -274,14 +301,46 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// fail logs the event as failed and terminates it, so it is not
-// redelivered. When even the failure cannot be logged, the message is
-// redelivered later.
+// apply runs the transaction, telling the server the event is in progress
+// while it takes long, and bounding it by AckWait.
+func (c *Consumer) apply(ctx context.Context, msg jetstream.Msg, ev *event.Event, meta store.Meta) (store.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(c.cfg.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				c.ack(msg.InProgress, "in progress")
+			}
+		}
+	}()
+	return c.applier.Apply(ctx, ev, meta)
+}
+
+// fail copies the event to the dead-letter stream, logs it as failed and
+// terminates it, so it is not redelivered. When the dead letter or the
+// failure cannot be written, the message is redelivered later instead.
 func (c *Consumer) fail(ctx context.Context, msg jetstream.Msg, meta store.Meta, f store.Failure, log *zap.Logger) {
-	if err := c.applier.LogFailure(ctx, f, meta); err != nil {
-		c.lastErr.Store(&err)
-		log.Warn("cannot log failure, will retry", zap.Error(err))
+	retry := func(what string, err error) {
+		c.setDegraded(err)
+		log.Warn("cannot "+what+", will retry", zap.Error(err))
 		c.ack(func() error { return msg.NakWithDelay(c.backoff(meta.Attempt)) }, "nak")
+	}
+	if err := c.dlq.Add(ctx, deadletter.Letter{
+		Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
+		StreamSeq: meta.StreamSeq, Deliveries: meta.Attempt, Reason: f.Reason,
+	}); err != nil {
+		retry("dead-letter", err)
+		return
+	}
+	if err := c.applier.LogFailure(ctx, f, meta); err != nil {
+		retry("log failure", err)
 		return
 	}
 	c.processed.Add(1)

@@ -20,6 +20,7 @@ import (
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/schema"
 	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -47,6 +48,14 @@ type Config struct {
 	Stream stream.Config
 	// Consumer configures the durable consumer.
 	Consumer consumer.Config
+	// DeadLetterStream names the dead-letter stream. Default
+	// "PORTAL_DEADLETTER".
+	DeadLetterStream string
+}
+
+// DeadLetter returns the dead-letter configuration for the event stream s.
+func (c Config) DeadLetter(s stream.Config) deadletter.Config {
+	return deadletter.Config{Name: c.DeadLetterStream, EventStream: s.Name, Replicas: s.Replicas}
 }
 
 // OpenPool connects a pgx pool and checks the connection.
@@ -131,8 +140,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 
+	dlq, err := deadletter.Open(setupCtx, js, cfg.DeadLetter(cfg.Stream))
+	if err != nil {
+		return err
+	}
 	st := store.New(pool)
-	cons, err := consumer.New(js, st, cfg.Consumer, log.Named("consumer"))
+	cons, err := consumer.New(js, st, dlq, cfg.Consumer, log.Named("consumer"))
 	if err != nil {
 		return err
 	}

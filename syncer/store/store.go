@@ -82,6 +82,10 @@ func IsPermanent(err error) bool {
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01", "57014", "55P03": // serialization, deadlock, statement timeout, lock timeout
+			return false
+		}
 		switch pgErr.Code[:2] {
 		case "22", "23": // data exception, integrity constraint violation
 			return true
@@ -117,8 +121,8 @@ type Failure struct {
 	Reason     string
 }
 
-// LogFailure writes one failed row to the sync log. The organization is
-// linked when the app knows it.
+// LogFailure writes one failed row to the sync log, once per stream
+// sequence. The organization is linked when the app knows it.
 func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 	_, err := s.pool.Exec(ctx, `
 		INSERT INTO public.portal_sync_log
@@ -126,7 +130,8 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 		   occurred_at, received_at, stream_seq, attempt)
 		VALUES ($1, $2, nullif($3, ''), nullif($4, ''),
 		        (SELECT id FROM public.organizations WHERE portal_org_id = $4),
-		        'failed', $5, $6, $7, $8, $9)`,
+		        'failed', $5, $6, $7, $8, $9)
+		ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`,
 		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
 		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt)
 	if err != nil {

@@ -3,15 +3,17 @@ package store_test
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/eventmodel"
 	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/store"
 )
@@ -235,64 +237,67 @@ func TestAdminBanIsKeptOnReactivation(t *testing.T) {
 	require.NotNil(t, banned, "an administrator's ban is not lifted by the sync")
 }
 
-// TestAnyOrderSameState applies one member's events in many random orders,
-// with duplicates, and expects the state of applying them in time order.
-func TestAnyOrderSameState(t *testing.T) {
+// TestPermutationsAndDuplicatesMatchModel applies one member's events in
+// random orders with random redeliveries and expects the reference model's
+// state: that of the newest event of each kind, whatever the order.
+func TestPermutationsAndDuplicatesMatchModel(t *testing.T) {
 	t.Parallel()
 	s, pool := setup(t)
 	types := []event.Type{event.MembershipCreated, event.MembershipUpdated, event.RoleUpdated, event.MembershipDeactivated, event.MembershipReactivated}
-	roles := []event.Role{event.RolePeerMentor, event.RoleCoordinator, event.RoleOrgAdmin}
-	for seed := range uint64(25) {
-		rng := rand.New(rand.NewPCG(seed, 7))
-		var events []*event.Event
-		for i := range 8 {
-			typ := types[rng.IntN(len(types))]
+	roles := []event.Role{"", event.RolePeerMentor, event.RoleCoordinator, event.RoleOrgAdmin}
+	var check atomic.Int64
+	rapid.Check(t, func(rt *rapid.T) {
+		n := check.Add(1)
+		member := fmt.Sprintf("member-%d", n)
+		count := rapid.IntRange(1, 10).Draw(rt, "events")
+		events := make([]event.Event, count)
+		for i := range events {
+			typ := rapid.SampledFrom(types).Draw(rt, "type")
 			role := event.Role("")
-			if typ.RequiresRole() || (typ == event.MembershipUpdated && rng.IntN(2) == 0) {
-				role = roles[rng.IntN(len(roles))]
+			if typ.RequiresRole() {
+				role = rapid.SampledFrom(roles[1:]).Draw(rt, "role")
+			} else if typ == event.MembershipUpdated {
+				role = rapid.SampledFrom(roles).Draw(rt, "role")
 			}
-			// Some events share a portal time: the id breaks the tie.
-			at := t0.Add(time.Duration(rng.IntN(4)) * time.Minute)
-			org := fmt.Sprintf("o%d", rng.IntN(2))
-			events = append(events, ev(fmt.Sprintf("s%d-e%d", seed, i), typ, at, "ref", org, role))
+			// Few distinct times, so ties (broken by id) are common.
+			at := t0.Add(time.Duration(rapid.IntRange(0, 3).Draw(rt, "minute")) * time.Minute)
+			org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
+			events[i] = *ev(fmt.Sprintf("c%d-e%d", n, i), typ, at, member, org, role)
 		}
-		// Reference: a fresh member id, events in (time, id) order.
-		sorted := append([]*event.Event(nil), events...)
-		sortEvents(sorted)
-		refMember := fmt.Sprintf("ref-%d", seed)
-		for _, e := range sorted {
-			c := *e
-			c.ID, c.Member.ID = "r"+e.ID, refMember
-			apply(t, s, &c)
+		order := rapid.Permutation(events).Draw(rt, "order")
+		dups := rapid.SliceOfN(rapid.IntRange(0, count-1), 0, 4).Draw(rt, "redeliveries")
+		for _, i := range dups {
+			order = append(order, order[i])
 		}
-		want := memberState(t, pool, refMember)
-
-		for perm := range 3 {
-			member := fmt.Sprintf("p-%d-%d", seed, perm)
-			shuffled := append([]*event.Event(nil), events...)
-			rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-			shuffled = append(shuffled, shuffled[:3]...) // redeliveries
-			for _, e := range shuffled {
-				c := *e
-				c.ID, c.Member.ID = fmt.Sprintf("p%d-%s", perm, e.ID), member
-				apply(t, s, &c)
-			}
-			got := memberState(t, pool, member)
-			// First names carry the event id, which differs per run.
-			require.Equal(t, want.ProfileStatus, got.ProfileStatus, "seed %d perm %d", seed, perm)
-			require.Equal(t, want.Memberships, got.Memberships, "seed %d perm %d", seed, perm)
-			require.Equal(t, want.Roles, got.Roles, "seed %d perm %d", seed, perm)
-		}
-	}
-}
-
-func sortEvents(es []*event.Event) {
-	for i := 1; i < len(es); i++ {
-		for j := i; j > 0; j-- {
-			a, b := es[j-1], es[j]
-			if a.OccurredAt.After(b.OccurredAt) || (a.OccurredAt.Equal(b.OccurredAt) && a.ID > b.ID) {
-				es[j-1], es[j] = b, a
+		for i := range order {
+			if _, err := s.Apply(context.Background(), &order[i], store.Meta{StreamSeq: uint64(i + 1), Attempt: 1}); err != nil {
+				rt.Fatalf("apply: %v", err)
 			}
 		}
-	}
+		want := eventmodel.Expect(events)[member]
+		got := memberState(t, pool, member)
+		if got.ProfileStatus != want.Status {
+			rt.Fatalf("profile status %s, model %s", got.ProfileStatus, want.Status)
+		}
+		if want.HasSnapshot && got.FirstName != want.FirstName {
+			rt.Fatalf("first name %q, model %q", got.FirstName, want.FirstName)
+		}
+		wantMS, wantRoles := map[string]string{}, map[string]string{}
+		for org, m := range want.Memberships {
+			wantMS[org] = m.Status
+			if m.Role != "" {
+				wantRoles[org] = m.Role
+			}
+		}
+		if fmt.Sprint(got.Memberships) != fmt.Sprint(wantMS) || fmt.Sprint(got.Roles) != fmt.Sprint(wantRoles) {
+			rt.Fatalf("memberships %v roles %v, model %v %v", got.Memberships, got.Roles, wantMS, wantRoles)
+		}
+		var logged int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE portal_member_id = $1`, member).Scan(&logged); err != nil {
+			rt.Fatal(err)
+		}
+		if logged != count {
+			rt.Fatalf("%d log rows for %d distinct events", logged, count)
+		}
+	})
 }

@@ -1,0 +1,261 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/deadletter"
+)
+
+// sendAll posts events with a few concurrent senders, retrying what is not
+// answered 2xx as the portal does, and returns the accepted events.
+func (s *system) sendAll(t *testing.T, events []event.Event, senders int) []event.Event {
+	t.Helper()
+	ctx := context.Background()
+	var mu sync.Mutex
+	var accepted []event.Event
+	var wg sync.WaitGroup
+	work := make(chan event.Event)
+	for range senders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				for attempt := 0; ; attempt++ {
+					resp, err := s.client.SendEvent(ctx, e)
+					if err == nil && resp.Status/100 == 2 {
+						mu.Lock()
+						accepted = append(accepted, e)
+						mu.Unlock()
+						break
+					}
+					if attempt > 200 {
+						t.Errorf("event %s never accepted: %v %v", e.ID, err, resp)
+						break
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	for _, e := range events {
+		work <- e
+	}
+	close(work)
+	wg.Wait()
+	return accepted
+}
+
+func (s *system) countLog(t *testing.T, status string) int {
+	t.Helper()
+	var n int
+	require.NoError(t, s.pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE status = $1`, status).Scan(&n))
+	return n
+}
+
+// Fault 1: the syncer process is killed hard while events flow, three
+// times, then restarted: every accepted event takes effect exactly once and
+// the database equals the model.
+func TestSyncerKilledHard(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withoutSyncer())
+	proc := sys.syncerProcess(t, sys.dbURL)
+	events := workload(1, "kill", 40, 600)
+
+	proc.Start()
+	sent := make(chan []event.Event, 1)
+	go func() { sent <- sys.sendAll(t, events, 4) }()
+	for range 3 {
+		time.Sleep(400 * time.Millisecond)
+		proc.Kill()
+		time.Sleep(100 * time.Millisecond)
+		proc.Start()
+	}
+	accepted := <-sent
+	require.Len(t, accepted, len(events))
+	sys.waitApplied(t, ids(accepted), 60*time.Second)
+
+	took, err := proc.Stop()
+	require.NoError(t, err, "graceful exit after SIGTERM")
+	require.Less(t, took, 11*time.Second)
+	require.Equal(t, len(events), sys.countLog(t, "success"), "one success row per event")
+	require.Zero(t, sys.countLog(t, "failed"))
+	var redelivered int
+	require.NoError(t, sys.pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE attempt > 1`).Scan(&redelivered))
+	t.Logf("%d events, %d applied on a redelivery after a kill", len(events), redelivered)
+	sys.requireMatchesModel(t, accepted)
+}
+
+// Fault 2: PostgreSQL becomes unreachable for a while: the syncer retries,
+// reports itself not ready, writes no failed row, and catches up.
+func TestDatabaseUnreachable(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withoutSyncer())
+	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
+	health := sys.startSyncer(t, viaProxy(t, sys.dbURL, proxy))
+
+	first := workload(2, "pgcut-a", 10, 50)
+	sys.sendAll(t, first, 2)
+	sys.waitApplied(t, ids(first), 20*time.Second)
+
+	proxy.Cut()
+	during := workload(3, "pgcut-b", 10, 100)
+	sys.sendAll(t, during, 2)
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(health + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable
+	}, 10*time.Second, 50*time.Millisecond, "readiness reports the outage")
+	time.Sleep(time.Second) // several retry rounds against the dead database
+	require.Zero(t, sys.countLog(t, "failed"))
+
+	proxy.Restore()
+	sys.waitApplied(t, ids(during), 60*time.Second)
+	waitReady(t, health)
+	require.Zero(t, sys.countLog(t, "failed"), "retries wrote no failed rows")
+	require.Equal(t, len(first)+len(during), sys.countLog(t, "success"))
+	sys.requireMatchesModel(t, append(first, during...))
+}
+
+func hostOf(t *testing.T, dbURL string) string {
+	t.Helper()
+	u := strings.SplitN(strings.TrimPrefix(dbURL, "postgres://"), "/", 2)[0]
+	if i := strings.LastIndex(u, "@"); i >= 0 {
+		u = u[i+1:]
+	}
+	return u
+}
+
+// Fault 3: NATS restarts on the same store: the ingress answers 503 while
+// it is down and 2xx after; the syncer reconnects; nothing accepted is lost.
+func TestNATSRestart(t *testing.T) {
+	t.Parallel()
+	sys := start(t)
+	ctx := context.Background()
+	before := workload(4, "natsrs-a", 10, 50)
+	accepted := sys.sendAll(t, before, 2)
+	sys.waitApplied(t, ids(accepted), 20*time.Second)
+
+	sys.nats.Stop()
+	down := workload(5, "natsrs-b", 10, 30)
+	for _, e := range down[:5] {
+		resp, err := sys.client.SendEvent(ctx, e)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusServiceUnavailable, resp.Status)
+		require.NotEmpty(t, resp.Header.Get("Retry-After"))
+	}
+	sys.nats.Start()
+	waitReady(t, sys.ingressURL)
+	// The portal retries what got 503, and sends more.
+	accepted = append(accepted, sys.sendAll(t, down, 2)...)
+	require.Len(t, accepted, len(before)+len(down))
+	sys.waitApplied(t, ids(accepted), 60*time.Second)
+	require.Equal(t, len(accepted), sys.countLog(t, "success"))
+	sys.requireMatchesModel(t, accepted)
+}
+
+// Fault 5: a poison message gets one failed row, lands in the dead-letter
+// stream with its headers and error, and the consumer keeps going.
+func TestPoisonMessageDeadLettered(t *testing.T) {
+	t.Parallel()
+	sys := start(t)
+	ctx := context.Background()
+	nc, err := nats.Connect(sys.nats.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	poison := nats.NewMsg(event.Subject("m-poison"))
+	poison.Data = []byte(`{"id":"evt_poison","type":"membership-created","occurred_at":"not a time"}`)
+	poison.Header.Set(jetstream.MsgIDHeader, "evt_poison")
+	poison.Header.Set("Portal-Event-Type", "membership-created")
+	poison.Header.Set("Portal-Member-Id", "m-poison")
+	_, err = js.PublishMsg(ctx, poison)
+	require.NoError(t, err)
+	after := sys.event("membership-created", "m-after", "org-1", "peer_mentor", base)
+	sys.send(t, after)
+	require.Equal(t, "success", sys.waitLogged(t, after.ID))
+	require.Equal(t, "failed", sys.waitLogged(t, "evt_poison"))
+	require.Equal(t, 1, sys.countLog(t, "failed"))
+
+	q, err := deadletter.Open(ctx, js, deadletter.Config{EventStream: testStream.Name})
+	require.NoError(t, err)
+	var entries []deadletter.Entry
+	require.Eventually(t, func() bool {
+		entries, err = q.List(ctx)
+		return err == nil && len(entries) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	e := entries[0]
+	require.Equal(t, "evt_poison", e.EventID)
+	require.Equal(t, "membership-created", e.EventType)
+	require.Equal(t, "m-poison", e.MemberID)
+	require.Contains(t, e.Error, "occurred_at")
+	require.Equal(t, 1, e.Deliveries)
+	require.NotZero(t, e.StreamSeq)
+}
+
+// A permanent failure whose cause is then fixed: dead-lettered, redriven,
+// applied, and the log ends with success.
+func TestRedriveAfterFix(t *testing.T) {
+	t.Parallel()
+	sys := start(t)
+	ctx := context.Background()
+	// A constraint the syncer cannot satisfy: profiles from this member are
+	// rejected until an operator drops the rule.
+	_, err := sys.pool.Exec(ctx, `
+		CREATE FUNCTION reject_member() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+		  IF NEW.portal_member_id = 'm-blocked' THEN
+		    RAISE EXCEPTION 'member blocked by test' USING ERRCODE = 'check_violation';
+		  END IF;
+		  RETURN NEW;
+		END $$;
+		CREATE TRIGGER reject_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION reject_member();`)
+	require.NoError(t, err)
+
+	blocked := sys.event("membership-created", "m-blocked", "org-1", "coordinator", base)
+	sys.send(t, blocked)
+	require.Equal(t, "failed", sys.waitLogged(t, blocked.ID))
+
+	nc, err := nats.Connect(sys.nats.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	q, err := deadletter.Open(ctx, js, deadletter.Config{EventStream: testStream.Name})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		n, err := q.Count(ctx)
+		return err == nil && n == 1
+	}, 10*time.Second, 20*time.Millisecond)
+
+	_, err = q.Redrive(ctx, deadletter.Filter{EventID: "other"})
+	require.ErrorIs(t, err, deadletter.ErrNoneMatched)
+
+	_, err = sys.pool.Exec(ctx, `DROP TRIGGER reject_member ON profiles`)
+	require.NoError(t, err)
+	n, err := q.Redrive(ctx, deadletter.Filter{EventID: blocked.ID})
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	require.Eventually(t, func() bool { return sys.waitLogged(t, blocked.ID) == "success" }, 20*time.Second, 20*time.Millisecond)
+	left, err := q.Count(ctx)
+	require.NoError(t, err)
+	require.Zero(t, left)
+	var role string
+	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT r.role FROM role_assignments r JOIN profiles p ON p.id = r.profile_id
+		WHERE p.portal_member_id = 'm-blocked'`).Scan(&role))
+	require.Equal(t, "coordinator", role)
+}

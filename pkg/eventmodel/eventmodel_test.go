@@ -1,0 +1,42 @@
+package eventmodel_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/eventmodel"
+)
+
+func TestExpect(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	ev := func(id string, typ event.Type, min int, org string, role event.Role) event.Event {
+		return event.Event{ID: id, Type: typ, OccurredAt: t0.Add(time.Duration(min) * time.Minute),
+			Organization: event.Organization{ID: org}, Member: event.Member{ID: "m", FirstName: id}, Role: role}
+	}
+	got := eventmodel.Expect([]event.Event{
+		ev("e3", event.MembershipDeactivated, 3, "o1", ""),
+		ev("e1", event.MembershipCreated, 1, "o1", event.RolePeerMentor),
+		ev("e2", event.RoleUpdated, 2, "o1", event.RoleCoordinator),
+		ev("e2", event.RoleUpdated, 2, "o1", event.RoleCoordinator), // duplicate
+		ev("e4", event.MembershipUpdated, 0, "o2", ""),                // older, other org, no status
+		ev("e5", "membership-merged", 9, "o3", ""),                    // unknown: ignored
+	})
+	require.Equal(t, map[string]eventmodel.Member{"m": {
+		Status: "active", FirstName: "e1", HasSnapshot: true,
+		Memberships: map[string]eventmodel.Membership{
+			"o1": {Status: "inactive", Role: "coordinator"},
+			"o2": {Status: "active"},
+		},
+	}}, got)
+
+	// Same time: the larger id wins.
+	got = eventmodel.Expect([]event.Event{
+		ev("b", event.MembershipDeactivated, 1, "o1", ""),
+		ev("a", event.MembershipReactivated, 1, "o1", ""),
+	})
+	require.Equal(t, "inactive", got["m"].Status)
+}
