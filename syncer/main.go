@@ -32,6 +32,7 @@ func main() {
 type cli struct {
 	Run     runCmd     `cmd:"" default:"withargs" help:"Consume events and apply them (the default)."`
 	Migrate migrateCmd `cmd:"" help:"Apply the database migrations (safe with several replicas)."`
+	Replay  replayCmd  `cmd:"" help:"Re-apply the stream to the database (resync or repair); safe while run replicas consume."`
 	DLQ     dlqCmd     `cmd:"" name:"dlq" help:"Inspect and redrive events that could not be applied."`
 }
 

@@ -20,14 +20,16 @@ const banFor = "876000 hours"
 // transactions cannot deadlock on each other.
 func applyTx(ctx context.Context, tx pgx.Tx, ev *event.Event, meta Meta) (Result, error) {
 	var res Result
-	var done string
-	err := tx.QueryRow(ctx, `SELECT status FROM public.portal_sync_log
-		WHERE event_id = $1 AND status IN ('success', 'skipped')`, ev.ID).Scan(&done)
-	switch {
-	case err == nil:
-		return Result{Status: done, AlreadyDone: true}, nil
-	case !errors.Is(err, pgx.ErrNoRows):
-		return res, fmt.Errorf("look up log: %w", err)
+	if !meta.Replay {
+		var done string
+		err := tx.QueryRow(ctx, `SELECT status FROM public.portal_sync_log
+			WHERE event_id = $1 AND status IN ('success', 'skipped')`, ev.ID).Scan(&done)
+		switch {
+		case err == nil:
+			return Result{Status: done, AlreadyDone: true}, nil
+		case !errors.Is(err, pgx.ErrNoRows):
+			return res, fmt.Errorf("look up log: %w", err)
+		}
 	}
 
 	if !ev.Type.Known() {
@@ -90,11 +92,16 @@ func applyTx(ctx context.Context, tx pgx.Tx, ev *event.Event, meta Meta) (Result
 	return res, insertLog(ctx, tx, ev, meta, &orgID, res)
 }
 
-// newer is the SQL condition "the stored (time, event id) is older than the
-// event's": it orders events of the same portal time by id, so the outcome
-// never depends on delivery order.
-func newer(tsCol, idCol string, tsArg, idArg int) string {
-	return fmt.Sprintf("(coalesce(%s, '-infinity'), coalesce(%s, '')) < ($%d::timestamptz, $%d::text)", tsCol, idCol, tsArg, idArg)
+// newer is the SQL condition for writing an event's values over a row: the
+// stored (time, event id) is older than the event's — which orders events of
+// the same portal time by id, so the outcome never depends on delivery
+// order — or it is the same event and the stored values differ from it
+// (values is a SQL condition), which lets a replay repair a damaged row
+// while applying an event twice writes nothing.
+func newer(tsCol, idCol string, tsArg, idArg int, values string) string {
+	stored := fmt.Sprintf("(coalesce(%s, '-infinity'), coalesce(%s, ''))", tsCol, idCol)
+	incoming := fmt.Sprintf("($%d::timestamptz, $%d::text)", tsArg, idArg)
+	return fmt.Sprintf("(%s < %s OR (%s = %s AND (%s)))", stored, incoming, stored, incoming, values)
 }
 
 func upsertOrganization(ctx context.Context, tx pgx.Tx, ev *event.Event) (id string, created bool, err error) {
@@ -115,7 +122,7 @@ func upsertOrganization(ctx context.Context, tx pgx.Tx, ev *event.Event) (id str
 		WITH upd AS (
 		  UPDATE public.organizations
 		  SET name = $2, portal_updated_at = $3, portal_event_id = $4, updated_at = now()
-		  WHERE portal_org_id = $1 AND $2 <> '' AND `+newer("portal_updated_at", "portal_event_id", 3, 4)+`
+		  WHERE portal_org_id = $1 AND $2 <> '' AND `+newer("portal_updated_at", "portal_event_id", 3, 4, "name IS DISTINCT FROM $2")+`
 		  RETURNING id)
 		SELECT id FROM upd
 		UNION ALL
@@ -154,7 +161,8 @@ func upsertProfile(ctx context.Context, tx pgx.Tx, ev *event.Event) (id string, 
 				  UPDATE public.profiles
 				  SET email = nullif($2, ''), first_name = nullif($3, ''), last_name = nullif($4, ''),
 				      phone = nullif($5, ''), portal_updated_at = $6, portal_event_id = $7, updated_at = now()
-				  WHERE portal_member_id = $1 AND `+newer("portal_updated_at", "portal_event_id", 6, 7)+`
+				  WHERE portal_member_id = $1 AND `+newer("portal_updated_at", "portal_event_id", 6, 7,
+				"(email, first_name, last_name, phone) IS DISTINCT FROM (nullif($2, ''), nullif($3, ''), nullif($4, ''), nullif($5, ''))")+`
 				  RETURNING id)
 				SELECT id FROM upd
 				UNION ALL
@@ -222,7 +230,8 @@ func upsertMembership(ctx context.Context, tx pgx.Tx, ev *event.Event, profileID
 			    deactivated_at = CASE WHEN $3 = 'inactive' THEN $4::timestamptz END,
 			    status_portal_at = $4, status_event_id = $5,
 			    portal_updated_at = greatest(portal_updated_at, $4), updated_at = now()
-			WHERE profile_id = $1 AND organization_id = $2 AND `+newer("status_portal_at", "status_event_id", 4, 5),
+			WHERE profile_id = $1 AND organization_id = $2 AND `+newer("status_portal_at", "status_event_id", 4, 5,
+			"(status, deactivated_at) IS DISTINCT FROM ($3, CASE WHEN $3 = 'inactive' THEN $4::timestamptz END)"),
 			profileID, orgID, intent, ev.OccurredAt, ev.ID)
 		if err != nil {
 			return "", fmt.Errorf("update membership status: %w", err)
@@ -232,9 +241,17 @@ func upsertMembership(ctx context.Context, tx pgx.Tx, ev *event.Event, profileID
 		}
 	}
 	if change == "" {
+		// A membership no status event has spoken about is active; a
+		// replay restores that if the row was damaged.
 		if _, err := tx.Exec(ctx, `
-			UPDATE public.organization_memberships SET portal_updated_at = $3, updated_at = now()
-			WHERE profile_id = $1 AND organization_id = $2 AND portal_updated_at < $3`,
+			UPDATE public.organization_memberships
+			SET portal_updated_at = greatest(portal_updated_at, $3),
+			    status = CASE WHEN status_portal_at IS NULL THEN 'active' ELSE status END,
+			    deactivated_at = CASE WHEN status_portal_at IS NULL THEN NULL ELSE deactivated_at END,
+			    updated_at = now()
+			WHERE profile_id = $1 AND organization_id = $2
+			  AND (portal_updated_at < $3
+			       OR (status_portal_at IS NULL AND (status <> 'active' OR deactivated_at IS NOT NULL)))`,
 			profileID, orgID, ev.OccurredAt); err != nil {
 			return "", fmt.Errorf("touch membership: %w", err)
 		}
@@ -250,7 +267,9 @@ func upsertRole(ctx context.Context, tx pgx.Tx, ev *event.Event, profileID, orgI
 		SET role = excluded.role, portal_updated_at = excluded.portal_updated_at,
 		    portal_event_id = excluded.portal_event_id, updated_at = now()
 		WHERE (role_assignments.portal_updated_at, role_assignments.portal_event_id)
-		    < (excluded.portal_updated_at, excluded.portal_event_id)`,
+		    < (excluded.portal_updated_at, excluded.portal_event_id)
+		   OR ((role_assignments.portal_updated_at, role_assignments.portal_event_id)
+		    = (excluded.portal_updated_at, excluded.portal_event_id) AND role_assignments.role <> excluded.role)`,
 		profileID, orgID, string(ev.Role), ev.OccurredAt, ev.ID)
 	if err != nil {
 		return false, fmt.Errorf("upsert role: %w", err)

@@ -52,6 +52,9 @@ type Meta struct {
 	Attempt int
 	// ReceivedAt is when the ingress received the webhook.
 	ReceivedAt time.Time
+	// Replay applies the event even when the log says it was applied, to
+	// repair the database; no second log row is written.
+	Replay bool
 }
 
 // Result says what applying one event did.
@@ -139,6 +142,19 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 	}
 	return nil
 }
+
+// ApplyTx applies ev inside tx, which the caller commits or rolls back
+// (replay's dry run rolls back).
+func ApplyTx(ctx context.Context, tx pgx.Tx, ev *event.Event, meta Meta) (Result, error) {
+	res, err := applyTx(ctx, tx, ev, meta)
+	if err != nil {
+		return Result{}, fmt.Errorf("apply event %s: %w", ev.ID, err)
+	}
+	return res, nil
+}
+
+// Pool returns the connection pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ping checks the database connection.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }

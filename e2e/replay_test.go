@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/replay"
+)
+
+// snapshot renders what the app reads, keyed by portal IDs (row ids and
+// bookkeeping times differ after a rebuild).
+// Lines starting with one of the skip prefixes are left out.
+func (s *system) snapshot(t *testing.T, skip ...string) string {
+	t.Helper()
+	ctx := context.Background()
+	var b strings.Builder
+	for _, q := range []string{
+		`SELECT portal_org_id || '|' || name || '|' || coalesce(portal_updated_at::text, '') FROM organizations ORDER BY 1`,
+		`SELECT portal_member_id || '|' || coalesce(email, '') || '|' || coalesce(first_name, '') || '|' || coalesce(last_name, '') || '|' ||
+		        coalesce(phone, '') || '|' || status || '|' || coalesce(deactivated_at::text, '') || '|' || coalesce(portal_updated_at::text, '')
+		   FROM profiles ORDER BY 1`,
+		`SELECT p.portal_member_id || '|' || o.portal_org_id || '|' || m.status || '|' || coalesce(m.deactivated_at::text, '') || '|' ||
+		        coalesce(m.status_portal_at::text, '') || '|' || m.portal_updated_at::text
+		   FROM organization_memberships m JOIN profiles p ON p.id = m.profile_id JOIN organizations o ON o.id = m.organization_id ORDER BY 1`,
+		`SELECT p.portal_member_id || '|' || o.portal_org_id || '|' || r.role || '|' || r.portal_updated_at::text || '|' || r.portal_event_id
+		   FROM role_assignments r JOIN profiles p ON p.id = r.profile_id JOIN organizations o ON o.id = r.organization_id ORDER BY 1`,
+		`SELECT event_id || '|' || status FROM portal_sync_log ORDER BY 1`,
+	} {
+		rows, err := s.pool.Query(ctx, q)
+		require.NoError(t, err)
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		require.NoError(t, err)
+	line:
+		for _, l := range lines {
+			for _, p := range skip {
+				if strings.HasPrefix(l, p) {
+					continue line
+				}
+			}
+			b.WriteString(l)
+			b.WriteString("\n")
+		}
+		b.WriteString("\n--\n")
+	}
+	return b.String()
+}
+
+func (s *system) replayer(t *testing.T) *replay.Replayer {
+	t.Helper()
+	nc, err := nats.Connect(s.nats.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return replay.New(js, s.pool, zaptest.NewLogger(t))
+}
+
+type countProgress struct{ total, done int64 }
+
+func (p *countProgress) Start(total int64) { p.total = total }
+func (p *countProgress) Add(n int)         { p.done += int64(n) }
+func (p *countProgress) Finish()           {}
+
+func TestReplayRebuildsWipedAndCorruptedTables(t *testing.T) {
+	t.Parallel()
+	sys := start(t)
+	ctx := context.Background()
+	events := sys.sendAll(t, workload(7, "replay", 30, 400), 4)
+	sys.waitApplied(t, ids(events), 30*time.Second)
+	before := sys.snapshot(t)
+	r := sys.replayer(t)
+	all := replay.Options{Stream: testStream.Name}
+
+	// A dry run on an intact database changes nothing.
+	var p countProgress
+	rep, err := r.Run(ctx, replay.Options{Stream: testStream.Name, DryRun: true}, &p)
+	require.NoError(t, err)
+	require.Equal(t, len(events), rep.Read)
+	require.EqualValues(t, len(events), p.total)
+	require.EqualValues(t, len(events), p.done)
+	require.Zero(t, rep.TotalChanges(), "%+v", rep.Changes)
+
+	// Corrupt: wrong roles, memberships flipped, a member deleted.
+	_, err = sys.pool.Exec(ctx, `UPDATE role_assignments SET role = 'org_admin' WHERE role = 'peer_mentor'`)
+	require.NoError(t, err)
+	_, err = sys.pool.Exec(ctx, `UPDATE organization_memberships SET status = CASE status WHEN 'active' THEN 'inactive' ELSE 'active' END`)
+	require.NoError(t, err)
+	_, err = sys.pool.Exec(ctx, `DELETE FROM profiles WHERE portal_member_id = 'replay-m3'`)
+	require.NoError(t, err)
+	require.NotEqual(t, before, sys.snapshot(t))
+
+	// The dry run sees the damage and repairs nothing.
+	rep, err = r.Run(ctx, replay.Options{Stream: testStream.Name, DryRun: true}, &countProgress{})
+	require.NoError(t, err)
+	require.NotZero(t, rep.TotalChanges())
+	tables := map[string]bool{}
+	for _, c := range rep.Changes {
+		tables[c.Table] = true
+	}
+	require.True(t, tables["public.role_assignments"], "%+v", rep.Changes)
+	require.True(t, tables["public.profiles"], "%+v", rep.Changes)
+	require.NotEqual(t, before, sys.snapshot(t))
+
+	rep, err = r.Run(ctx, all, &countProgress{})
+	require.NoError(t, err)
+	require.Equal(t, len(events), rep.Applied+rep.Skipped)
+	require.Equal(t, before, sys.snapshot(t), "repaired")
+
+	// Wipe everything, the sync log included, and rebuild while live
+	// events keep arriving for other members.
+	_, err = sys.pool.Exec(ctx, `TRUNCATE organizations, profiles, organization_memberships, role_assignments, portal_sync_log`)
+	require.NoError(t, err)
+	live := make(chan []string, 1)
+	go func() {
+		var evs []string
+		for i := range 20 {
+			e := sys.event("membership-created", fmt.Sprintf("live-%d", i), "live-org", "peer_mentor", base)
+			sys.send(t, e)
+			evs = append(evs, e.ID)
+		}
+		live <- evs
+	}()
+	rep, err = r.Run(ctx, all, &countProgress{})
+	require.NoError(t, err)
+	liveIDs := <-live
+	sys.waitApplied(t, liveIDs, 20*time.Second)
+	require.GreaterOrEqual(t, rep.Read, len(events))
+	sys.requireMatchesModel(t, append(events, liveEvents(liveIDs)...))
+
+	// The rebuilt database equals the original, the live events aside.
+	require.Equal(t, before, sys.snapshot(t, "live-", "evt_"), "rebuilt")
+
+	// A dry run again: nothing to do.
+	rep, err = r.Run(ctx, replay.Options{Stream: testStream.Name, DryRun: true}, &countProgress{})
+	require.NoError(t, err)
+	require.Zero(t, rep.TotalChanges(), "%+v", rep.Changes)
+}
+
+// liveEvents rebuilds the model input of the live events sent above.
+func liveEvents(ids []string) []event.Event {
+	out := make([]event.Event, len(ids))
+	for i, id := range ids {
+		out[i] = event.Event{ID: id, Type: event.MembershipCreated, OccurredAt: base,
+			Organization: event.Organization{ID: "live-org"}, Member: event.Member{ID: fmt.Sprintf("live-%d", i), FirstName: "Fornavnlive-" + fmt.Sprint(i)},
+			Role: event.RolePeerMentor}
+	}
+	return out
+}
+
+func TestReplayFilters(t *testing.T) {
+	t.Parallel()
+	sys := start(t)
+	ctx := context.Background()
+	events := sys.sendAll(t, workload(8, "filter", 10, 200), 2)
+	sys.waitApplied(t, ids(events), 30*time.Second)
+	r := sys.replayer(t)
+
+	countMember, countOrg := 0, 0
+	for _, e := range events {
+		if e.Member.ID == "filter-m1" {
+			countMember++
+		}
+		if e.Organization.ID == "filter-o2" {
+			countOrg++
+		}
+	}
+	rep, err := r.Run(ctx, replay.Options{Stream: testStream.Name, MemberID: "filter-m1"}, &countProgress{})
+	require.NoError(t, err)
+	require.Equal(t, countMember, rep.Read)
+
+	rep, err = r.Run(ctx, replay.Options{Stream: testStream.Name, OrgID: "filter-o2"}, &countProgress{})
+	require.NoError(t, err)
+	require.Equal(t, countOrg, rep.Applied+rep.Skipped)
+	require.Equal(t, len(events)-countOrg, rep.FilteredOut)
+
+	rep, err = r.Run(ctx, replay.Options{Stream: testStream.Name, FromSeq: 151}, &countProgress{})
+	require.NoError(t, err)
+	require.Equal(t, 50, rep.Read)
+	require.EqualValues(t, 200, rep.LastSeq)
+
+	rep, err = r.Run(ctx, replay.Options{Stream: testStream.Name, Since: time.Now().Add(time.Hour)}, &countProgress{})
+	require.NoError(t, err)
+	require.Zero(t, rep.Read)
+	rep, err = r.Run(ctx, replay.Options{Stream: testStream.Name, Since: time.Now().Add(-time.Hour)}, &countProgress{})
+	require.NoError(t, err)
+	require.Equal(t, len(events), rep.Read)
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/schema/schematest"
+)
+
+func TestReplayAndDLQCommands(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := schematest.NewDB(t)
+	ns := natstest.Run(t)
+	nc, err := stream.Connect(ctx, ns.URL(), "test", zaptest.NewLogger(t))
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
+	require.NoError(t, err)
+	for i := range 5 {
+		body, err := json.Marshal(event.Event{
+			ID: fmt.Sprintf("e%d", i), Type: event.MembershipCreated, OccurredAt: time.Date(2026, 11, 25, 10, i, 0, 0, time.UTC),
+			Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: fmt.Sprintf("m%d", i)}, Role: event.RolePeerMentor,
+		})
+		require.NoError(t, err)
+		msg := nats.NewMsg(event.Subject(fmt.Sprintf("m%d", i)))
+		msg.Data = body
+		_, err = js.PublishMsg(ctx, msg)
+		require.NoError(t, err)
+	}
+	common := []string{"--database-url", db.URL, "--nats-url", ns.URL(), "--stream-name", "EVENTS", "--log-level", "error"}
+	cli := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(ctx, append(args, common...), &out, &errOut)
+		return out.String(), err
+	}
+
+	_, err = cli("replay")
+	require.ErrorContains(t, err, "say what to replay")
+
+	out, err := cli("replay", "--all", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, "would apply 5")
+	require.Contains(t, out, "public.profiles")
+	require.Contains(t, out, "nothing was written")
+	var n int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM profiles`).Scan(&n))
+	require.Zero(t, n)
+
+	out, err = cli("replay", "--all")
+	require.NoError(t, err)
+	require.Contains(t, out, "applied 5")
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM profiles`).Scan(&n))
+	require.Equal(t, 5, n)
+
+	out, err = cli("replay", "--since", "1h", "--dry-run")
+	require.NoError(t, err)
+	require.Contains(t, out, "no row would change")
+
+	out, err = cli("replay", "--member", "m3")
+	require.NoError(t, err)
+	require.Contains(t, out, "read 1 events")
+
+	dlqArgs := []string{"--nats-url", ns.URL(), "--stream-name", "EVENTS"}
+	var buf bytes.Buffer
+	require.NoError(t, run(ctx, append([]string{"dlq", "list"}, dlqArgs...), &buf, &buf))
+	require.Contains(t, buf.String(), "no dead letters")
+	buf.Reset()
+	require.NoError(t, run(ctx, append([]string{"dlq", "redrive", "--all"}, dlqArgs...), &buf, &buf))
+	require.Contains(t, buf.String(), "no dead letters")
+	require.Error(t, run(ctx, append([]string{"dlq", "redrive", "--event", "nope"}, dlqArgs...), &buf, &buf))
+}
+
+func TestParseSince(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	got, err := parseSince("24h", now)
+	require.NoError(t, err)
+	require.Equal(t, now.Add(-24*time.Hour), got)
+	got, err = parseSince("2026-11-25T10:00:00Z", now)
+	require.NoError(t, err)
+	require.Equal(t, time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), got)
+	_, err = parseSince("yesterday", now)
+	require.Error(t, err)
+}
