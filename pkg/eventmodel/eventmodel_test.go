@@ -22,8 +22,8 @@ func TestExpect(t *testing.T) {
 		ev("e1", event.MembershipCreated, 1, "o1", event.RolePeerMentor),
 		ev("e2", event.RoleUpdated, 2, "o1", event.RoleCoordinator),
 		ev("e2", event.RoleUpdated, 2, "o1", event.RoleCoordinator), // duplicate
-		ev("e4", event.MembershipUpdated, 0, "o2", ""),                // older, other org, no status
-		ev("e5", "membership-merged", 9, "o3", ""),                    // unknown: ignored
+		ev("e4", event.MembershipUpdated, 0, "o2", ""),              // older, other org, no status
+		ev("e5", "membership-merged", 9, "o3", ""),                  // unknown: ignored
 	})
 	require.Equal(t, map[string]eventmodel.Member{"m": {
 		Status: "active", FirstName: "e1", HasSnapshot: true,
