@@ -205,7 +205,7 @@ func TestSameEventTwiceOneLogRow(t *testing.T) {
 	acc := sys.send(t, e)
 	require.Equal(t, "success", sys.waitLogged(t, e.ID))
 
-	nc, err := nats.Connect(sys.nats.URL())
+	nc, err := nats.Connect(sys.natsURL)
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -246,7 +246,7 @@ func TestInvalidPayloadLoggedFailed(t *testing.T) {
 	t.Parallel()
 	sys := start(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(sys.nats.URL())
+	nc, err := nats.Connect(sys.natsURL)
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)

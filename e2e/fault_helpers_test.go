@@ -73,8 +73,10 @@ func (s *system) syncerProcess(t *testing.T, dbURL string, extraEnv ...string) *
 	t.Helper()
 	env := append(os.Environ(),
 		"DATABASE_URL="+dbURL,
-		"NATS_URL="+s.nats.URL(),
-		"STREAM_NAME="+testStream.Name,
+		"NATS_URL="+s.natsURL,
+		"STREAM_NAME="+s.stream.Name,
+		fmt.Sprintf("STREAM_REPLICAS=%d", s.stream.Replicas),
+		"SYNCER_PULL_EXPIRY=2s",
 		"SYNCER_HTTP_ADDR=127.0.0.1:0",
 		"SYNCER_ACK_WAIT=2s",
 		"SYNCER_BACKOFF=50ms,100ms,200ms",

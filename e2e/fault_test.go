@@ -172,7 +172,7 @@ func TestPoisonMessageDeadLettered(t *testing.T) {
 	t.Parallel()
 	sys := start(t)
 	ctx := context.Background()
-	nc, err := nats.Connect(sys.nats.URL())
+	nc, err := nats.Connect(sys.natsURL)
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -230,7 +230,7 @@ func TestRedriveAfterFix(t *testing.T) {
 	sys.send(t, blocked)
 	require.Equal(t, "failed", sys.waitLogged(t, blocked.ID))
 
-	nc, err := nats.Connect(sys.nats.URL())
+	nc, err := nats.Connect(sys.natsURL)
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)

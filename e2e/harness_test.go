@@ -38,12 +38,16 @@ type system struct {
 	seq    atomic.Int64
 
 	ingressURL string
+	natsURL    string
+	stream     stream.Config
 }
 
 // options change what start runs.
 type options struct {
 	// noSyncer leaves the syncer out (a test runs its own).
 	noSyncer bool
+	// cluster runs a three-node JetStream cluster and an R3 stream.
+	cluster *natstest.Cluster
 }
 
 // Option changes what start runs.
@@ -52,6 +56,9 @@ type Option func(*options)
 // withoutSyncer starts everything but the syncer.
 func withoutSyncer() Option { return func(o *options) { o.noSyncer = true } }
 
+// onCluster runs on the given JetStream cluster with an R3 stream.
+func onCluster(c *natstest.Cluster) Option { return func(o *options) { o.cluster = c } }
+
 func start(t *testing.T, opts ...Option) *system {
 	t.Helper()
 	var o options
@@ -59,18 +66,24 @@ func start(t *testing.T, opts ...Option) *system {
 		fn(&o)
 	}
 	db := schematest.NewDB(t)
-	ns := natstest.Run(t)
 	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
 	require.NoError(t, err)
-	sys := &system{pool: db.Pool, dbURL: db.URL, nats: ns, secret: secret}
+	sys := &system{pool: db.Pool, dbURL: db.URL, secret: secret, stream: testStream}
+	if o.cluster != nil {
+		sys.natsURL = o.cluster.URL()
+		sys.stream.Replicas = 3
+	} else {
+		sys.nats = natstest.Run(t)
+		sys.natsURL = sys.nats.URL()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 
 	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	done := make(chan error, 1)
 	go func() {
-		done <- server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: ns.URL(), Secrets: []signature.Secret{secret},
-			Stream: testStream, PublishTimeout: time.Second, RetryAfter: time.Second}, zaptest.NewLogger(t).Named("ingress"))
+		done <- server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
+			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, zaptest.NewLogger(t).Named("ingress"))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -107,8 +120,9 @@ func (s *system) startSyncer(t *testing.T, dbURL string) string {
 	done := make(chan error, 1)
 	go func() {
 		done <- service.Run(ctx, service.Config{
-			DatabaseURL: dbURL, NATSURL: s.nats.URL(), HTTPListener: ln, Stream: testStream,
-			Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond}, MaxDeliver: 1000},
+			DatabaseURL: dbURL, NATSURL: s.natsURL, HTTPListener: ln, Stream: s.stream,
+			Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
+				MaxDeliver: 1000, PullExpiry: 2 * time.Second, AckWait: 3 * time.Second},
 		}, zaptest.NewLogger(t).Named("syncer"))
 	}()
 	t.Cleanup(func() {

@@ -57,7 +57,7 @@ func (s *system) snapshot(t *testing.T, skip ...string) string {
 
 func (s *system) replayer(t *testing.T) *replay.Replayer {
 	t.Helper()
-	nc, err := nats.Connect(s.nats.URL())
+	nc, err := nats.Connect(s.natsURL)
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)

@@ -112,7 +112,7 @@ func TestSoak(t *testing.T) {
 	var applied, failed, redelivered int
 	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'success'),
 		count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE attempt > 1) FROM portal_sync_log`).Scan(&applied, &failed, &redelivered))
-	nc, err := nats.Connect(sys.nats.URL())
+	nc, err := nats.Connect(sys.natsURL)
 	require.NoError(t, err)
 	defer nc.Close()
 	js, err := jetstream.New(nc)

@@ -53,6 +53,7 @@ type runCmd struct {
 	BackOff         []time.Duration `env:"SYNCER_BACKOFF" default:"1s,5s,15s,30s,1m" help:"Retry delays after transient failures."`
 	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"1000" help:"Unacknowledged events in flight across replicas."`
 	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
+	PullExpiry      time.Duration   `env:"SYNCER_PULL_EXPIRY" default:"10s" help:"Pull request lifetime; a lost consumer leader is noticed within about this long."`
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
 	DeadLetter      string          `name:"dead-letter-stream" env:"SYNCER_DEAD_LETTER_STREAM" default:"PORTAL_DEADLETTER" help:"Stream holding events that could not be applied."`
 	stream.Flags
@@ -79,6 +80,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 			Workers:         r.Workers,
 			MaxAckPending:   r.MaxAckPending,
 			ShutdownTimeout: r.ShutdownTimeout,
+			PullExpiry:      r.PullExpiry,
 		},
 	}, log.Named("syncer"))
 }

@@ -4,8 +4,11 @@
 package natstest
 
 import (
+	"fmt"
 	"net"
+	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +28,13 @@ type Server struct {
 // temporary directory. It is shut down when the test ends.
 func Run(t testing.TB) *Server {
 	t.Helper()
+	s := newServer(t)
+	s.Start()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func newServer(t testing.TB) *Server {
 	s := &Server{t: t, storeDir: t.TempDir()}
 	s.opts = server.Options{
 		Host:      "127.0.0.1",
@@ -37,10 +47,96 @@ func Run(t testing.TB) *Server {
 		// the server down.
 		WriteDeadline: 5 * time.Second,
 	}
-	s.Start()
-	t.Cleanup(s.Stop)
 	return s
 }
+
+// Cluster is a JetStream cluster of embedded servers on loopback ports.
+type Cluster struct {
+	Servers []*Server
+}
+
+// RunCluster starts n clustered JetStream servers, named n1..nN, and waits
+// until they have formed a cluster. They are shut down when the test ends.
+func RunCluster(t testing.TB, n int) *Cluster {
+	t.Helper()
+	c := &Cluster{}
+	routes := make([]string, n)
+	ports := make([]int, n)
+	for i := range n {
+		ports[i] = freePort(t)
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", ports[i])
+	}
+	for i := range n {
+		s := newServer(t)
+		s.opts.ServerName = fmt.Sprintf("n%d", i+1)
+		s.opts.Cluster = server.ClusterOpts{Name: "portalsync-test", Host: "127.0.0.1", Port: ports[i]}
+		for j, r := range routes {
+			if j != i {
+				u, err := url.Parse(r)
+				if err != nil {
+					t.Fatalf("natstest: route: %v", err)
+				}
+				s.opts.Routes = append(s.opts.Routes, u)
+			}
+		}
+		c.Servers = append(c.Servers, s)
+	}
+	// Servers start together: each waits for the routes to the others.
+	for _, s := range c.Servers {
+		s.startAsync()
+	}
+	for _, s := range c.Servers {
+		s.waitReady()
+	}
+	t.Cleanup(func() {
+		for _, s := range c.Servers {
+			s.Stop()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		// Ready: every server is in step with the meta group, and its
+		// leader sees all n servers online with JetStream.
+		ready, peers := true, 0
+		for _, s := range c.Servers {
+			if !s.srv.JetStreamIsClustered() || !s.srv.JetStreamIsCurrent() {
+				ready = false
+			}
+			if s.srv.JetStreamIsLeader() {
+				peers = len(s.srv.JetStreamClusterPeers())
+			}
+		}
+		ready = ready && peers == n
+		if ready {
+			return c
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("natstest: cluster did not elect a JetStream meta leader")
+	return nil
+}
+
+// URL returns a client URL listing every server of the cluster.
+func (c *Cluster) URL() string {
+	urls := make([]string, len(c.Servers))
+	for i, s := range c.Servers {
+		urls[i] = s.URL()
+	}
+	return strings.Join(urls, ",")
+}
+
+// ByName returns the server with the given name, or nil.
+func (c *Cluster) ByName(name string) *Server {
+	for _, s := range c.Servers {
+		if s.opts.ServerName == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Name returns the server's name.
+func (s *Server) Name() string { return s.opts.ServerName }
 
 // URL returns the client URL; it stays the same across restarts.
 func (s *Server) URL() string {
@@ -53,16 +149,24 @@ func (s *Server) StoreDir() string { return s.storeDir }
 // Start starts the server (again) on the same port and store.
 func (s *Server) Start() {
 	s.t.Helper()
+	s.startAsync()
+	s.waitReady()
+}
+
+func (s *Server) startAsync() {
 	opts := s.opts
 	srv, err := server.NewServer(&opts)
 	if err != nil {
 		s.t.Fatalf("natstest: new server: %v", err)
 	}
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
+	s.srv = srv
+}
+
+func (s *Server) waitReady() {
+	if !s.srv.ReadyForConnections(20 * time.Second) {
 		s.t.Fatalf("natstest: server not ready on %s", s.URL())
 	}
-	s.srv = srv
 }
 
 // Stop shuts the server down and waits until it is gone. It is safe to call

@@ -126,11 +126,38 @@ func Ensure(ctx context.Context, js jetstream.StreamManager, c Config) (jetstrea
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	s, err := js.CreateOrUpdateStream(ctx, c.JetStreamConfig())
-	if err != nil {
-		return nil, fmt.Errorf("create or update stream %s: %w", c.Name, err)
+	// A cluster that is still electing its leaders does not answer at
+	// first: retry until ctx ends.
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.CreateOrUpdateStream(attemptCtx, c.JetStreamConfig())
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+		if !retryable(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("create or update stream %s: %w (last error: %v)", c.Name, ctx.Err(), lastErr)
+		case <-time.After(min(time.Duration(attempt+1)*200*time.Millisecond, 2*time.Second)):
+		}
 	}
-	return s, nil
+	return nil, fmt.Errorf("create or update stream %s: %w", c.Name, lastErr)
+}
+
+// retryable reports whether a stream API error may pass by itself.
+func retryable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 503: JetStream not ready yet (no meta leader, no quorum).
+		return apiErr.Code == 503
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrTimeout)
 }
 
 // CheckServerVersion returns an error when version is older than

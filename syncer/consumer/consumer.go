@@ -46,6 +46,7 @@ const (
 	DefaultWorkers         = 4
 	DefaultMaxAckPending   = 1000
 	DefaultShutdownTimeout = 10 * time.Second
+	DefaultPullExpiry      = 10 * time.Second
 )
 
 // DefaultBackOff is the redelivery delay after each failed attempt; the
@@ -77,6 +78,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight events may finish after
 	// the context ends. Default 10 s.
 	ShutdownTimeout time.Duration
+	// PullExpiry bounds one pull request; heartbeats come at half of it,
+	// so a lost consumer leader (a cluster node failing) is noticed within
+	// about this long. Default 10 s.
+	PullExpiry time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -87,6 +92,7 @@ func (c Config) withDefaults() Config {
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
+	c.PullExpiry = cmp.Or(c.PullExpiry, DefaultPullExpiry)
 	if len(c.BackOff) == 0 {
 		c.BackOff = DefaultBackOff
 	}
@@ -103,6 +109,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("max deliver must be at least 2, got %d", c.MaxDeliver)
 	case c.AckWait < time.Second:
 		return fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait)
+	case c.PullExpiry < time.Second:
+		return fmt.Errorf("pull expiry must be at least 1s, got %s", c.PullExpiry)
 	}
 	for _, d := range c.BackOff {
 		if d <= 0 {
@@ -204,6 +212,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		queues[h.Sum32()%uint32(len(queues))] <- msg
 	},
 		jetstream.PullMaxMessages(max(2*c.cfg.Workers, 64)),
+		jetstream.PullExpiry(c.cfg.PullExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, context.Canceled) {
 				c.log.Debug("consume", zap.Error(err))
