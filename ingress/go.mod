@@ -3,6 +3,7 @@ module github.com/likeperson/portalsync/ingress
 go 1.26.8
 
 require (
+	github.com/alecthomas/kong v1.17.0
 	github.com/labstack/echo/v4 v4.16.0
 	github.com/likeperson/portalsync/pkg v0.0.0
 	github.com/nats-io/nats.go v1.55.0
@@ -11,7 +12,6 @@ require (
 )
 
 require (
-	github.com/alecthomas/kong v1.17.0 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.4 // indirect

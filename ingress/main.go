@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/likeperson/portalsync/pkg/command"
 )
 
@@ -26,12 +28,13 @@ func main() {
 
 // cli is the command line; every flag can also be set by its env variable.
 type cli struct {
-	Serve  serveCmd  `cmd:"" default:"withargs" help:"Receive webhooks (the default)."`
-	Send   sendCmd   `cmd:"" help:"Post a signed event to an ingress, as the portal does."`
-	Genkey genkeyCmd `cmd:"" help:"Print a new random webhook secret (whsec_...)."`
+	Serve       serveCmd            `cmd:"" default:"withargs" help:"Receive webhooks (the default)."`
+	Send        sendCmd             `cmd:"" help:"Post a signed event to an ingress, as the portal does."`
+	Genkey      genkeyCmd           `cmd:"" help:"Print a new random webhook secret (whsec_...)."`
+	Healthcheck command.Healthcheck `cmd:"" help:"Exit 0 when the local service is ready (for container healthchecks)."`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c cli
-	return command.Run(ctx, &c, "ingress", "portalsync ingress: signed portal webhooks into JetStream.", args, stdout, stderr)
+	return command.Run(ctx, &c, "ingress", "portalsync ingress: signed portal webhooks into JetStream.", args, stdout, stderr, kong.Vars{"readyz": "http://127.0.0.1:8080/readyz"})
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/likeperson/portalsync/pkg/command"
 
 	"github.com/likeperson/portalsync/pkg/logging"
@@ -30,10 +32,11 @@ func main() {
 }
 
 type cli struct {
-	Run     runCmd     `cmd:"" default:"withargs" help:"Consume events and apply them (the default)."`
-	Migrate migrateCmd `cmd:"" help:"Apply the database migrations (safe with several replicas)."`
-	Replay  replayCmd  `cmd:"" help:"Re-apply the stream to the database (resync or repair); safe while run replicas consume."`
-	DLQ     dlqCmd     `cmd:"" name:"dlq" help:"Inspect and redrive events that could not be applied."`
+	Run         runCmd              `cmd:"" default:"withargs" help:"Consume events and apply them (the default)."`
+	Migrate     migrateCmd          `cmd:"" help:"Apply the database migrations (safe with several replicas)."`
+	Replay      replayCmd           `cmd:"" help:"Re-apply the stream to the database (resync or repair); safe while run replicas consume."`
+	DLQ         dlqCmd              `cmd:"" name:"dlq" help:"Inspect and redrive events that could not be applied."`
+	Healthcheck command.Healthcheck `cmd:"" help:"Exit 0 when the local service is ready (for container healthchecks)."`
 }
 
 // dbFlags are shared by every subcommand that reaches the database.
@@ -105,5 +108,5 @@ func (m *migrateCmd) Run(ctx context.Context, g *command.Globals) error {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c cli
-	return command.Run(ctx, &c, "syncer", "portalsync syncer: membership events from JetStream into the Likeperson database.", args, stdout, stderr)
+	return command.Run(ctx, &c, "syncer", "portalsync syncer: membership events from JetStream into the Likeperson database.", args, stdout, stderr, kong.Vars{"readyz": "http://127.0.0.1:8081/readyz"})
 }

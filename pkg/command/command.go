@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"time"
 
 	"github.com/alecthomas/kong"
 )
@@ -23,15 +25,15 @@ type exitCode int
 
 // Run parses args into grammar (a kong CLI struct) and runs the selected
 // command. Commands' Run methods may take context.Context and *Globals.
-func Run(ctx context.Context, grammar any, name, description string, args []string, stdout, stderr io.Writer) (err error) {
-	parser, err := kong.New(grammar,
+func Run(ctx context.Context, grammar any, name, description string, args []string, stdout, stderr io.Writer, opts ...kong.Option) (err error) {
+	parser, err := kong.New(grammar, append([]kong.Option{
 		kong.Name(name),
 		kong.Description(description),
 		kong.Writers(stdout, stderr),
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&Globals{Stdout: stdout, Stderr: stderr}),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
-	)
+	}, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -51,4 +53,33 @@ func Run(ctx context.Context, grammar any, name, description string, args []stri
 		return err
 	}
 	return kctx.Run()
+}
+
+// Healthcheck is a subcommand that asks a running process's readiness
+// endpoint, for container healthchecks in images without a shell or curl.
+// The binary sets its default URL with kong.Vars{"readyz": …}.
+type Healthcheck struct {
+	URL     string        `arg:"" optional:"" default:"${readyz}" help:"Readiness URL to ask (default ${readyz})."`
+	Timeout time.Duration `default:"3s" help:"How long to wait for the answer."`
+}
+
+// Run fails unless the URL answers 2xx within the timeout.
+func (h *Healthcheck) Run(ctx context.Context, g *Globals) error {
+	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.URL, nil)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("healthcheck: %s answered %d", h.URL, resp.StatusCode)
+	}
+	fmt.Fprintln(g.Stdout, "ok")
+	return nil
 }

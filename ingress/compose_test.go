@@ -1,0 +1,82 @@
+package main
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/composetest"
+	"github.com/likeperson/portalsync/pkg/stream"
+)
+
+// The compose file's ingress agrees with this binary: known environment
+// names, a real command, a healthcheck on the configured port, an image
+// built by a static non-root Dockerfile, and a NATS cluster it can use.
+func TestComposeMatchesIngress(t *testing.T) {
+	t.Parallel()
+	f, err := composetest.Load(filepath.Join("..", "docker-compose.yml"))
+	require.NoError(t, err)
+	svc, ok := f.Services["ingress"]
+	require.True(t, ok, "service ingress")
+
+	known := composetest.EnvNames(&cli{}, "serve")
+	for name := range svc.Environment {
+		require.True(t, known[name], "ingress reads no %s", name)
+	}
+	require.Contains(t, svc.Environment, "PORTAL_WEBHOOK_SECRETS")
+	require.True(t, composetest.Commands(&cli{})[svc.Command[0]], "command %q", svc.Command[0])
+
+	_, port, err := net.SplitHostPort(svc.Environment["INGRESS_ADDR"])
+	require.NoError(t, err)
+	require.NotNil(t, svc.Healthcheck)
+	require.Equal(t, []string{"CMD", "/usr/local/bin/ingress", "healthcheck"}, svc.Healthcheck.Test[:3])
+	u, err := url.Parse(svc.Healthcheck.Test[3])
+	require.NoError(t, err)
+	require.Equal(t, port, u.Port())
+	require.Equal(t, "/readyz", u.Path)
+	require.Contains(t, strings.Join(svc.Ports, " "), ":"+port)
+
+	require.NotNil(t, svc.Build)
+	checkDockerfile(t, filepath.Join("..", svc.Build.Dockerfile), "ingress")
+
+	// NATS: a three-node JetStream cluster of a supported version, and an
+	// R3 stream on it.
+	var natsURLs []string
+	for i := 1; i <= 3; i++ {
+		name := "nats-" + string(rune('0'+i))
+		n, ok := f.Services[name]
+		require.True(t, ok, name)
+		version := strings.TrimSuffix(strings.SplitN(n.Image, ":", 2)[1], "-alpine")
+		require.NoError(t, stream.CheckServerVersion(version), n.Image)
+		cmd := strings.Join(n.Command, " ")
+		require.Contains(t, cmd, "--jetstream")
+		require.Contains(t, cmd, "--cluster_name portalsync")
+		for j := 1; j <= 3; j++ {
+			other := "nats-" + string(rune('0'+j))
+			if j != i {
+				require.Contains(t, cmd, "nats://"+other+":6222", "%s routes to %s", name, other)
+			}
+		}
+		require.Contains(t, svc.DependsOn, name)
+		natsURLs = append(natsURLs, "nats://"+name+":4222")
+	}
+	require.Equal(t, strings.Join(natsURLs, ","), svc.Environment["NATS_URL"])
+	require.Equal(t, "3", svc.Environment["STREAM_REPLICAS"])
+}
+
+func checkDockerfile(t *testing.T, path, binary string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	df := string(b)
+	require.Contains(t, df, "AS build", "multi-stage")
+	require.Contains(t, df, "CGO_ENABLED=0", "static")
+	require.Contains(t, df, "USER nonroot", "non-root")
+	require.Contains(t, df, `ENTRYPOINT ["/usr/local/bin/`+binary+`"]`)
+	require.Contains(t, df, `"/usr/local/bin/`+binary+`", "healthcheck"`)
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/composetest"
+)
+
+// The compose file's migrate and syncer services agree with this binary.
+func TestComposeMatchesSyncer(t *testing.T) {
+	t.Parallel()
+	f, err := composetest.Load(filepath.Join("..", "docker-compose.yml"))
+	require.NoError(t, err)
+	commands := composetest.Commands(&cli{})
+
+	migrate, ok := f.Services["migrate"]
+	require.True(t, ok, "service migrate")
+	require.Equal(t, []string{"migrate"}, migrate.Command)
+	known := composetest.EnvNames(&cli{}, "migrate")
+	for name := range migrate.Environment {
+		require.True(t, known[name], "syncer migrate reads no %s", name)
+	}
+	require.Contains(t, migrate.Environment, "DATABASE_URL")
+	require.Equal(t, "service_healthy", migrate.DependsOn["postgres"].Condition)
+
+	svc, ok := f.Services["syncer"]
+	require.True(t, ok, "service syncer")
+	require.True(t, commands[svc.Command[0]])
+	known = composetest.EnvNames(&cli{}, "run")
+	for name := range svc.Environment {
+		require.True(t, known[name], "syncer run reads no %s", name)
+	}
+	require.Equal(t, migrate.Environment["DATABASE_URL"], svc.Environment["DATABASE_URL"])
+	require.GreaterOrEqual(t, svc.Deploy.Replicas, 2, "two replicas")
+	require.Equal(t, "service_completed_successfully", svc.DependsOn["migrate"].Condition)
+	require.Equal(t, migrate.Image, svc.Image)
+
+	_, port, err := net.SplitHostPort(svc.Environment["SYNCER_HTTP_ADDR"])
+	require.NoError(t, err)
+	require.Equal(t, []string{"CMD", "/usr/local/bin/syncer", "healthcheck"}, svc.Healthcheck.Test[:3])
+	u, err := url.Parse(svc.Healthcheck.Test[3])
+	require.NoError(t, err)
+	require.Equal(t, port, u.Port())
+
+	pg, ok := f.Services["postgres"]
+	require.True(t, ok)
+	require.NotNil(t, pg.Healthcheck)
+	dburl, err := url.Parse(svc.Environment["DATABASE_URL"])
+	require.NoError(t, err)
+	require.Equal(t, "postgres", dburl.Hostname())
+	require.Equal(t, "/"+pg.Environment["POSTGRES_DB"], dburl.Path)
+
+	b, err := os.ReadFile(filepath.Join("..", svc.Build.Dockerfile))
+	require.NoError(t, err)
+	require.Contains(t, string(b), "USER nonroot")
+	require.Contains(t, string(b), "CGO_ENABLED=0")
+	require.Contains(t, string(b), `ENTRYPOINT ["/usr/local/bin/syncer"]`)
+}
