@@ -58,6 +58,7 @@ type runCmd struct {
 	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
 	PullExpiry      time.Duration   `env:"SYNCER_PULL_EXPIRY" default:"10s" help:"Pull request lifetime; a lost consumer leader is noticed within about this long."`
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
+	LogRetention    time.Duration   `env:"SYNCER_LOG_RETENTION" default:"2160h" help:"Delete sync-log rows older than this (90 days); 0 keeps them."`
 	DeadLetter      string          `name:"dead-letter-stream" env:"SYNCER_DEAD_LETTER_STREAM" default:"PORTAL_DEADLETTER" help:"Stream holding events that could not be applied."`
 	stream.Flags
 }
@@ -74,6 +75,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 		HTTPAddr:         r.HTTPAddr,
 		Migrate:          r.Migrate,
 		DeadLetterStream: r.DeadLetter,
+		LogRetention:     r.LogRetention,
 		Stream:           r.Config(),
 		Consumer: consumer.Config{
 			Durable:         r.Consumer,

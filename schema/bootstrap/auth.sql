@@ -6,18 +6,17 @@
 
 -- Roles are cluster-wide, so another database may have created them first,
 -- possibly at this very moment.
+-- service_role bypasses row-level security, as on Supabase.
 DO $$
 DECLARE r text;
 BEGIN
   FOREACH r IN ARRAY ARRAY['anon', 'authenticated', 'service_role', 'supabase_auth_admin'] LOOP
     BEGIN
-      EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT', r);
+      EXECUTE format('CREATE ROLE %I NOLOGIN NOINHERIT%s', r, CASE WHEN r = 'service_role' THEN ' BYPASSRLS' ELSE '' END);
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
     END;
   END LOOP;
 END $$;
--- service_role bypasses row-level security, as on Supabase.
-ALTER ROLE service_role BYPASSRLS;
 
 CREATE SCHEMA IF NOT EXISTS auth;
 

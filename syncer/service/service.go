@@ -51,6 +51,10 @@ type Config struct {
 	// DeadLetterStream names the dead-letter stream. Default
 	// "PORTAL_DEADLETTER".
 	DeadLetterStream string
+	// LogRetention is how long sync-log rows are kept; 0 keeps them for
+	// ever. Every LogPurgeInterval (default 1 h) older rows are deleted.
+	LogRetention     time.Duration
+	LogPurgeInterval time.Duration
 }
 
 // DeadLetter returns the dead-letter configuration for the event stream s.
@@ -173,6 +177,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}()
 	log.Info("syncer health endpoints", zap.String("addr", ln.Addr().String()))
 
+	if cfg.LogRetention > 0 {
+		go purgeLoop(ctx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
+	}
+
 	runErr := cons.Run(ctx)
 
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -182,6 +190,27 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		log.Warn("drain nats", zap.Error(err))
 	}
 	return runErr
+}
+
+// purgeLoop deletes sync-log rows past their retention, now and then every
+// interval, until ctx ends. Replicas may all run it: deletes are idempotent.
+func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Duration, log *zap.Logger) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := st.PurgeLog(ctx, retention, 5000)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("purge sync log", zap.Error(err))
+		case n > 0:
+			log.Info("purged sync log", zap.Int64("rows", n), zap.Duration("retention", retention))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func healthServer(cfg Config, ready func(context.Context) error) (*http.Server, net.Listener, error) {

@@ -172,3 +172,30 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// PurgeLog deletes sync-log rows processed more than retention ago, in
+// batches so that it never holds long locks, and returns how many it
+// deleted. Purged events lose their idempotency guard: one delivered again
+// after its retention is applied again (a no-op by the ordering rule) and
+// logged again.
+func (s *Store) PurgeLog(ctx context.Context, retention time.Duration, batch int) (int64, error) {
+	if retention <= 0 {
+		return 0, errors.New("purge log: retention must be positive")
+	}
+	batch = max(batch, 1)
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, `
+			DELETE FROM public.portal_sync_log WHERE id IN (
+			  SELECT id FROM public.portal_sync_log
+			  WHERE processed_at < now() - make_interval(secs => $1)
+			  ORDER BY id LIMIT $2)`, retention.Seconds(), batch)
+		if err != nil {
+			return total, fmt.Errorf("purge log: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(batch) {
+			return total, nil
+		}
+	}
+}

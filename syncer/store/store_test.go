@@ -301,3 +301,22 @@ func TestPermutationsAndDuplicatesMatchModel(t *testing.T) {
 		}
 	})
 }
+
+func TestPurgeLog(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	for i := range 5 {
+		apply(t, s, ev(fmt.Sprintf("p%d", i), event.MembershipCreated, t0, fmt.Sprintf("m%d", i), "o1", event.RolePeerMentor))
+	}
+	_, err := pool.Exec(ctx, `UPDATE portal_sync_log SET processed_at = now() - interval '91 days' WHERE event_id IN ('p0', 'p1', 'p2')`)
+	require.NoError(t, err)
+	n, err := s.PurgeLog(ctx, 90*24*time.Hour, 2)
+	require.NoError(t, err)
+	require.EqualValues(t, 3, n)
+	var left int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log`).Scan(&left))
+	require.Equal(t, 2, left)
+	_, err = s.PurgeLog(ctx, 0, 10)
+	require.Error(t, err)
+}
