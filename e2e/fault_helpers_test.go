@@ -83,7 +83,7 @@ func (s *system) syncerProcess(t *testing.T, dbURL string, extraEnv ...string) *
 		"SYNCER_MAX_DELIVER=1000",
 		"LOG_LEVEL=info",
 	)
-	p := &syncerProcess{t: t, env: append(env, extraEnv...), output: &lockedBuffer{}}
+	p := &syncerProcess{t: t, env: append(env, extraEnv...), output: s.output()}
 	t.Cleanup(func() {
 		if p.cmd != nil {
 			_ = p.cmd.Process.Kill()

@@ -24,6 +24,9 @@ func (s *system) sendAll(t *testing.T, events []event.Event, senders int) []even
 	var mu sync.Mutex
 	var accepted []event.Event
 	var wg sync.WaitGroup
+	for _, e := range events {
+		s.remember(e.Member.Email, e.Member.FirstName, e.Member.LastName, e.Member.Phone)
+	}
 	work := make(chan event.Event)
 	for range senders {
 		wg.Add(1)

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/ingress/server"
@@ -40,6 +44,63 @@ type system struct {
 	ingressURL string
 	natsURL    string
 	stream     stream.Config
+
+	// Everything the services log, and the personal data of every event
+	// sent, to prove the one never holds the other.
+	mu      sync.Mutex
+	outputs []*lockedBuffer
+	pii     map[string]bool
+}
+
+// logger logs to the test and to a buffer that is scanned for personal
+// data when the test ends.
+func (s *system) logger(t *testing.T, name string) *zap.Logger {
+	buf := s.output()
+	enc := zap.NewProductionEncoderConfig()
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.AddSync(buf), zapcore.DebugLevel)
+	return zap.New(zapcore.NewTee(zaptest.NewLogger(t).Core(), core)).Named(name)
+}
+
+func (s *system) output() *lockedBuffer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := &lockedBuffer{}
+	s.outputs = append(s.outputs, b)
+	return b
+}
+
+// remember records an event's personal data.
+func (s *system) remember(values ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range values {
+		if v != "" {
+			s.pii[v] = true
+		}
+	}
+}
+
+// scanForPersonalData fails the test if a log line holds a name, e-mail
+// or phone number of an event the test sent.
+func (s *system) scanForPersonalData(t *testing.T) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pii) == 0 {
+		return
+	}
+	for _, out := range s.outputs {
+		text := out.String()
+		for v := range s.pii {
+			if i := strings.Index(text, v); i >= 0 {
+				lineStart := strings.LastIndex(text[:i], "\n") + 1
+				lineEnd := strings.Index(text[i:], "\n")
+				if lineEnd < 0 {
+					lineEnd = len(text) - i
+				}
+				t.Errorf("personal data %q in a log line: %s", v, text[lineStart:i+lineEnd])
+			}
+		}
+	}
 }
 
 // options change what start runs.
@@ -68,7 +129,9 @@ func start(t *testing.T, opts ...Option) *system {
 	db := schematest.NewDB(t)
 	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
 	require.NoError(t, err)
-	sys := &system{pool: db.Pool, dbURL: db.URL, secret: secret, stream: testStream}
+	sys := &system{pool: db.Pool, dbURL: db.URL, secret: secret, stream: testStream, pii: map[string]bool{}}
+	// Registered first, so it runs last, after every service has stopped.
+	t.Cleanup(func() { sys.scanForPersonalData(t) })
 	if o.cluster != nil {
 		sys.natsURL = o.cluster.URL()
 		sys.stream.Replicas = 3
@@ -83,7 +146,7 @@ func start(t *testing.T, opts ...Option) *system {
 	done := make(chan error, 1)
 	go func() {
 		done <- server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
-			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, zaptest.NewLogger(t).Named("ingress"))
+			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, sys.logger(t, "ingress"))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -123,7 +186,7 @@ func (s *system) startSyncer(t *testing.T, dbURL string) string {
 			DatabaseURL: dbURL, NATSURL: s.natsURL, HTTPListener: ln, Stream: s.stream,
 			Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
 				MaxDeliver: 1000, PullExpiry: 2 * time.Second, AckWait: 3 * time.Second},
-		}, zaptest.NewLogger(t).Named("syncer"))
+		}, s.logger(t, "syncer"))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -177,6 +240,11 @@ func (s *system) event(typ, member, org, role string, at time.Time) evt {
 // send posts e and requires a 2xx.
 func (s *system) send(t *testing.T, e evt) portalclient.Accepted {
 	t.Helper()
+	for _, k := range []string{"email", "first_name", "last_name", "phone"} {
+		if v, ok := e.Member[k].(string); ok {
+			s.remember(v)
+		}
+	}
 	resp, err := s.client.SendEvent(context.Background(), e)
 	require.NoError(t, err)
 	acc, err := resp.Accepted()

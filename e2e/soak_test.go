@@ -35,6 +35,9 @@ func TestSoak(t *testing.T) {
 	sys := start(t, withoutSyncer())
 	proc := sys.syncerProcess(t, sys.dbURL, "SYNCER_CONCURRENCY=8")
 	events := workload(42, "soak", total/10, total)
+	for _, e := range events {
+		sys.remember(e.Member.Email, e.Member.FirstName, e.Member.Phone)
+	}
 	ctx := context.Background()
 
 	var sent, accepted, duplicates, unavailable atomic.Int64

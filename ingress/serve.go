@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/likeperson/portalsync/ingress/server"
@@ -15,7 +19,8 @@ import (
 type serveCmd struct {
 	Addr              string        `env:"INGRESS_ADDR" default:":8080" help:"HTTP listen address."`
 	NATSURL           string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	Secrets           string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Comma-separated webhook secrets (whsec_...); all are accepted, for rotation. Required."`
+	Secrets           string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Comma-separated webhook secrets (whsec_...); all are accepted, for rotation. This or --secrets-file is required."`
+	SecretsFile       string        `name:"secrets-file" env:"PORTAL_WEBHOOK_SECRETS_FILE" type:"existingfile" help:"File holding the webhook secrets, separated by commas or new lines."`
 	Tolerance         time.Duration `env:"WEBHOOK_TOLERANCE" default:"5m" help:"Allowed clock difference of webhook-timestamp, either way."`
 	MaxBodyBytes      int64         `env:"INGRESS_MAX_BODY_BYTES" default:"262144" help:"Largest accepted body."`
 	PublishTimeout    time.Duration `env:"INGRESS_PUBLISH_TIMEOUT" default:"5s" help:"Wait for the JetStream ack before answering 503."`
@@ -23,6 +28,13 @@ type serveCmd struct {
 	ShutdownTimeout   time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish on SIGTERM."`
 	ReadHeaderTimeout time.Duration `env:"INGRESS_READ_HEADER_TIMEOUT" default:"5s" help:"Time allowed to read request headers."`
 	ReadTimeout       time.Duration `env:"INGRESS_READ_TIMEOUT" default:"30s" help:"Time allowed to read a whole request."`
+	MaxHeaderBytes    int           `env:"INGRESS_MAX_HEADER_BYTES" default:"16384" help:"Largest request header block (431 beyond)."`
+	RateLimit         float64       `env:"INGRESS_RATE_LIMIT" default:"1000" help:"Requests per second allowed from one source address; 0 turns the limit off."`
+	RateBurst         int           `env:"INGRESS_RATE_BURST" default:"0" help:"Burst allowed above the rate (0: twice the rate)."`
+	AllowedSources    []string      `env:"INGRESS_ALLOWED_SOURCES" help:"Comma-separated networks (CIDR) webhooks may come from; empty allows all."`
+	TrustedProxies    []string      `env:"INGRESS_TRUSTED_PROXIES" help:"Comma-separated networks of reverse proxies whose X-Forwarded-For is believed."`
+	TLSCertFile       string        `name:"tls-cert-file" env:"INGRESS_TLS_CERT_FILE" help:"Serve HTTPS with this certificate (PEM)."`
+	TLSKeyFile        string        `name:"tls-key-file" env:"INGRESS_TLS_KEY_FILE" help:"Private key (PEM) for --tls-cert-file."`
 	LogLevel          string        `env:"LOG_LEVEL" default:"info" help:"debug, info, warn or error."`
 	stream.Flags
 }
@@ -33,9 +45,17 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	secrets, err := signature.ParseSecrets(s.Secrets)
+	secrets, err := loadSecrets(s.Secrets, s.SecretsFile)
 	if err != nil {
-		return fmt.Errorf("PORTAL_WEBHOOK_SECRETS: %w", err)
+		return err
+	}
+	allowed, err := parsePrefixes(s.AllowedSources)
+	if err != nil {
+		return fmt.Errorf("INGRESS_ALLOWED_SOURCES: %w", err)
+	}
+	trusted, err := parsePrefixes(s.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("INGRESS_TRUSTED_PROXIES: %w", err)
 	}
 	return server.Run(ctx, server.Config{
 		Addr:              s.Addr,
@@ -48,6 +68,64 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		ShutdownTimeout:   s.ShutdownTimeout,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
+		MaxHeaderBytes:    s.MaxHeaderBytes,
+		RateLimit:         s.RateLimit,
+		RateBurst:         s.RateBurst,
+		AllowedSources:    allowed,
+		TrustedProxies:    trusted,
+		TLSCertFile:       s.TLSCertFile,
+		TLSKeyFile:        s.TLSKeyFile,
 		Stream:            s.Config(),
 	}, log.Named("ingress"))
+}
+
+// loadSecrets reads the webhook secrets from the environment's list or from
+// a file (one of them). The values are never logged.
+func loadSecrets(list, file string) ([]signature.Secret, error) {
+	switch {
+	case list != "" && file != "":
+		return nil, errors.New("set PORTAL_WEBHOOK_SECRETS or PORTAL_WEBHOOK_SECRETS_FILE, not both")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("PORTAL_WEBHOOK_SECRETS_FILE: %w", err)
+		}
+		secrets, err := signature.ParseSecrets(strings.NewReplacer("\r\n", ",", "\n", ",").Replace(string(b)))
+		if err != nil {
+			return nil, fmt.Errorf("PORTAL_WEBHOOK_SECRETS_FILE: %w", err)
+		}
+		return secrets, nil
+	default:
+		secrets, err := signature.ParseSecrets(list)
+		if err != nil {
+			return nil, fmt.Errorf("PORTAL_WEBHOOK_SECRETS: %w", err)
+		}
+		return secrets, nil
+	}
+}
+
+// parsePrefixes parses CIDR networks; a bare address is a one-address
+// network.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, item := range list {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		if !strings.Contains(item, "/") {
+			addr, err := netip.ParseAddr(item)
+			if err != nil {
+				return nil, fmt.Errorf("%q is neither a network nor an address", item)
+			}
+			out = append(out, netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a network (CIDR): %w", item, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }

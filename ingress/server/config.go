@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/likeperson/portalsync/pkg/signature"
@@ -63,6 +64,22 @@ type Config struct {
 	ReadTimeout       time.Duration
 	// MaxHeaderBytes bounds request headers. Default 16 KiB.
 	MaxHeaderBytes int
+	// RateLimit is the requests per second allowed from one source address
+	// on the webhook path; 0 turns the limit off. RateBurst is the bucket
+	// size (default twice the rate).
+	RateLimit float64
+	RateBurst int
+	// AllowedSources, when not empty, lists the networks webhooks may come
+	// from; others get 403.
+	AllowedSources []netip.Prefix
+	// TrustedProxies lists the networks of reverse proxies whose
+	// X-Forwarded-For header names the source; without it the source is the
+	// connection's peer address.
+	TrustedProxies []netip.Prefix
+	// TLSCertFile and TLSKeyFile, when set, serve HTTPS (for deployments
+	// without a TLS-terminating proxy).
+	TLSCertFile string
+	TLSKeyFile  string
 	// Stream is the JetStream stream the events are stored in.
 	Stream stream.Config
 	// Now returns the current time. Default time.Now.
@@ -100,6 +117,12 @@ func (c Config) validate() error {
 	}
 	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 {
 		return errors.New("durations must not be negative")
+	}
+	if c.RateLimit < 0 || c.RateBurst < 0 {
+		return errors.New("rate limit and burst must not be negative")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("TLS needs both a certificate file and a key file")
 	}
 	return c.Stream.Validate()
 }

@@ -87,6 +87,8 @@ func slugFor(status int) string {
 		return "method-not-allowed"
 	case http.StatusRequestEntityTooLarge:
 		return "body-too-large"
+	case http.StatusRequestHeaderFieldsTooLarge:
+		return "headers-too-large"
 	default:
 		return "http-" + strconv.Itoa(status)
 	}

@@ -1,13 +1,17 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"mime"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +49,7 @@ type Handler struct {
 	ready    ReadinessChecker
 	log      *zap.Logger
 	echo     *echo.Echo
+	limiter  *sourceLimiter
 }
 
 var _ Publisher = (jetstream.JetStream)(nil)
@@ -61,12 +66,16 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, log *zap.Logg
 		return nil, err
 	}
 	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, log: log}
+	if cfg.RateLimit > 0 {
+		h.limiter = newSourceLimiter(cfg.RateLimit, cmp.Or(cfg.RateBurst, int(2*cfg.RateLimit)))
+	}
 	e := echo.New()
 	e.HideBanner = true
 	e.HidePort = true
 	e.HTTPErrorHandler = errorHandler(log)
+	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.Use(h.accessLog)
-	e.POST(WebhookPath, h.receive)
+	e.POST(WebhookPath, h.receive, h.guard)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	h.echo = e
@@ -110,6 +119,52 @@ func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		h.log.Info("webhook", fields...)
 		return nil
+	}
+}
+
+// ipExtractor takes the source from X-Forwarded-For only behind a trusted
+// proxy; otherwise from the connection, so a client cannot pick its own
+// rate-limit bucket or pass the allowlist.
+func ipExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		_, ipnet, err := net.ParseCIDR(p.String())
+		if err == nil {
+			opts = append(opts, echo.TrustIPRange(ipnet))
+		}
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
+
+// guard applies the source allowlist and the per-source rate limit before
+// any work is done on a webhook.
+func (h *Handler) guard(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if len(h.cfg.AllowedSources) == 0 && h.limiter == nil {
+			return next(c)
+		}
+		addr, err := netip.ParseAddr(c.RealIP())
+		if err != nil {
+			return newProblem(http.StatusForbidden, "source-not-allowed", "Source not allowed", "the source address cannot be read")
+		}
+		addr = addr.Unmap()
+		if len(h.cfg.AllowedSources) > 0 && !slices.ContainsFunc(h.cfg.AllowedSources, func(p netip.Prefix) bool { return p.Contains(addr) }) {
+			c.Set(ctxReason, "source_not_allowed")
+			return newProblem(http.StatusForbidden, "source-not-allowed", "Source not allowed", "webhooks are not accepted from this address")
+		}
+		if h.limiter != nil {
+			if ok, wait := h.limiter.allow(addr, time.Now()); !ok {
+				c.Set(ctxReason, "rate_limited")
+				p := newProblem(http.StatusTooManyRequests, "rate-limited", "Too many requests",
+					fmt.Sprintf("more than %g requests per second from this address", h.cfg.RateLimit))
+				p.retryAfter = max(wait, time.Second)
+				return p
+			}
+		}
+		return next(c)
 	}
 }
 
@@ -273,8 +328,14 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
-	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("path", WebhookPath), zap.String("stream", cfg.Stream.Name))
+	if cfg.TLSCertFile != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		go func() { serveErr <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile) }()
+	} else {
+		go func() { serveErr <- srv.Serve(ln) }()
+	}
+	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("path", WebhookPath),
+		zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""), zap.Float64("rate_limit", cfg.RateLimit))
 
 	select {
 	case err := <-serveErr:

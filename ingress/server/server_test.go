@@ -343,6 +343,19 @@ func TestSecretRotation(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, http.StatusAccepted, resp.Status, string(resp.Body))
 	}
+
+	// The rotation ends: the old secret is removed and refused.
+	after := setup(t, func(c *server.Config) { c.Secrets = []signature.Secret{newSecret} })
+	oldClient := *after.client
+	oldClient.Signer = signature.NewSigner(after.secret)
+	resp, err := oldClient.SendEvent(ctx, sampleEvent("evt_rot_old", "m-rot"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusUnauthorized, resp.Status)
+	newClient := *after.client
+	newClient.Signer = signature.NewSigner(newSecret)
+	resp, err = newClient.SendEvent(ctx, sampleEvent("evt_rot_new", "m-rot"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, resp.Status)
 }
 
 func TestNATSOutage(t *testing.T) {

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const (
+	secretA = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	secretB = "whsec_cG9ydGFsc3luYy1yb3RhdGVkLXNlY3JldC0zMmI="
+)
+
+func TestLoadSecrets(t *testing.T) {
+	t.Parallel()
+	secs, err := loadSecrets(secretA+","+secretB, "")
+	require.NoError(t, err)
+	require.Len(t, secs, 2)
+
+	file := filepath.Join(t.TempDir(), "secrets")
+	require.NoError(t, os.WriteFile(file, []byte(secretA+"\n"+secretB+"\n"), 0o600))
+	secs, err = loadSecrets("", file)
+	require.NoError(t, err)
+	require.Len(t, secs, 2)
+
+	_, err = loadSecrets(secretA, file)
+	require.ErrorContains(t, err, "not both")
+	_, err = loadSecrets("", "")
+	require.ErrorContains(t, err, "PORTAL_WEBHOOK_SECRETS")
+	require.NoError(t, os.WriteFile(file, []byte("whsec_bad!"), 0o600))
+	_, err = loadSecrets("", file)
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "bad!", "the secret's value is not echoed")
+}
+
+func TestParsePrefixes(t *testing.T) {
+	t.Parallel()
+	got, err := parsePrefixes([]string{"10.0.0.0/8", " 192.0.2.7 ", "", "2001:db8::/32", "::ffff:198.51.100.1"})
+	require.NoError(t, err)
+	require.Equal(t, []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.0.2.7/32"),
+		netip.MustParsePrefix("2001:db8::/32"), netip.MustParsePrefix("198.51.100.1/32"),
+	}, got)
+	_, err = parsePrefixes([]string{"10.0.0.0/33"})
+	require.Error(t, err)
+	_, err = parsePrefixes([]string{"example.org"})
+	require.Error(t, err)
+}
