@@ -72,15 +72,15 @@ func TestSyncerKilledHard(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
 	proc := sys.syncerProcess(t, sys.dbURL)
-	events := workload(1, "kill", 40, 600)
+	events := workload(1, "kill", 40, 2000)
 
 	proc.Start()
 	sent := make(chan []event.Event, 1)
 	go func() { sent <- sys.sendAll(t, events, 4) }()
-	for range 3 {
-		time.Sleep(400 * time.Millisecond)
+	for range 4 {
+		time.Sleep(250 * time.Millisecond)
 		proc.Kill()
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 		proc.Start()
 	}
 	accepted := <-sent
@@ -88,13 +88,14 @@ func TestSyncerKilledHard(t *testing.T) {
 	sys.waitApplied(t, ids(accepted), 60*time.Second)
 
 	took, err := proc.Stop()
-	require.NoError(t, err, "graceful exit after SIGTERM")
+	require.NoError(t, err, "graceful exit after SIGTERM: %s", tail(proc.output.String(), 2000))
 	require.Less(t, took, 11*time.Second)
 	require.Equal(t, len(events), sys.countLog(t, "success"), "one success row per event")
 	require.Zero(t, sys.countLog(t, "failed"))
 	var redelivered int
 	require.NoError(t, sys.pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE attempt > 1`).Scan(&redelivered))
 	t.Logf("%d events, %d applied on a redelivery after a kill", len(events), redelivered)
+	require.Positive(t, redelivered, "the kills hit events in flight")
 	sys.requireMatchesModel(t, accepted)
 }
 
@@ -261,4 +262,11 @@ func TestRedriveAfterFix(t *testing.T) {
 	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT r.role FROM role_assignments r JOIN profiles p ON p.id = r.profile_id
 		WHERE p.portal_member_id = 'm-blocked'`).Scan(&role))
 	require.Equal(t, "coordinator", role)
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[len(s)-n:]
 }

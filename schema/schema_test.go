@@ -76,7 +76,7 @@ func TestBootstrapNeverRunsWhereAuthExists(t *testing.T) {
 		  CREATE ROLE service_role NOLOGIN BYPASSRLS; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$;
 		CREATE SCHEMA auth;
 		CREATE TABLE auth.users (id uuid PRIMARY KEY, email text, email_confirmed_at timestamptz, banned_until timestamptz,
-			updated_at timestamptz, supabase_only text);
+			updated_at timestamptz, is_sso_user boolean NOT NULL DEFAULT false, supabase_only text);
 		CREATE TABLE auth.sessions (id uuid PRIMARY KEY, user_id uuid REFERENCES auth.users(id));
 		CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $f$ SELECT NULL::uuid $f$;`)
 	require.NoError(t, err)
@@ -88,7 +88,7 @@ func TestBootstrapNeverRunsWhereAuthExists(t *testing.T) {
 	require.False(t, res.Bootstrapped)
 	var cols int
 	require.NoError(t, pg.Pool.QueryRow(ctx, `SELECT count(*) FROM information_schema.columns WHERE table_schema = 'auth' AND table_name = 'users'`).Scan(&cols))
-	require.Equal(t, 6, cols, "auth.users untouched")
+	require.Equal(t, 7, cols, "auth.users untouched")
 	var hasRefresh bool
 	require.NoError(t, pg.Pool.QueryRow(ctx, `SELECT to_regclass('auth.refresh_tokens') IS NOT NULL`).Scan(&hasRefresh))
 	require.False(t, hasRefresh)

@@ -50,11 +50,12 @@ type runCmd struct {
 	NATSURL         string          `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
 	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:":8081" help:"Address of /healthz and /readyz."`
 	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
-	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Events applied at once per process."`
+	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Transactions at once per process (one member's events stay on one)."`
+	BatchSize       int             `env:"SYNCER_BATCH_SIZE" default:"256" help:"Most events applied in one transaction (1: one event per transaction)."`
 	AckWait         time.Duration   `env:"SYNCER_ACK_WAIT" default:"30s" help:"Redelivery after this long without an ack."`
 	MaxDeliver      int             `env:"SYNCER_MAX_DELIVER" default:"20" help:"Deliveries before an event is logged as failed."`
 	BackOff         []time.Duration `env:"SYNCER_BACKOFF" default:"1s,5s,15s,30s,1m" help:"Retry delays after transient failures."`
-	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"1000" help:"Unacknowledged events in flight across replicas."`
+	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"10000" help:"Unacknowledged events in flight across replicas."`
 	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
 	PullExpiry      time.Duration   `env:"SYNCER_PULL_EXPIRY" default:"10s" help:"Pull request lifetime; a lost consumer leader is noticed within about this long."`
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
@@ -83,6 +84,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 			MaxDeliver:      r.MaxDeliver,
 			BackOff:         r.BackOff,
 			Workers:         r.Workers,
+			BatchSize:       r.BatchSize,
 			MaxAckPending:   r.MaxAckPending,
 			ShutdownTimeout: r.ShutdownTimeout,
 			PullExpiry:      r.PullExpiry,

@@ -5,6 +5,7 @@ package command
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -52,7 +53,13 @@ func Run(ctx context.Context, grammar any, name, description string, args []stri
 	if err != nil {
 		return err
 	}
-	return kctx.Run()
+	err = kctx.Run()
+	// Asked to stop (SIGTERM) while still starting: nothing was in flight,
+	// so that is a clean exit, not a failure.
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
 }
 
 // Healthcheck is a subcommand that asks a running process's readiness

@@ -42,7 +42,7 @@ CREATE POLICY syncer_all ON public.portal_sync_log FOR ALL TO portalsync_syncer 
 DO $$
 BEGIN
   GRANT USAGE ON SCHEMA auth TO portalsync_syncer;
-  GRANT SELECT (id, email, email_confirmed_at, banned_until), UPDATE (banned_until, updated_at)
+  GRANT SELECT (id, email, email_confirmed_at, banned_until, is_sso_user), UPDATE (banned_until, updated_at)
     ON auth.users TO portalsync_syncer;
   GRANT SELECT (id, user_id), DELETE ON auth.sessions TO portalsync_syncer;
 EXCEPTION WHEN insufficient_privilege THEN

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/event"
@@ -25,6 +26,7 @@ import (
 // Applier applies events; *store.Store satisfies it.
 type Applier interface {
 	Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error)
+	ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error)
 	LogFailure(ctx context.Context, f store.Failure, meta store.Meta) error
 }
 
@@ -44,7 +46,8 @@ const (
 	DefaultAckWait         = 30 * time.Second
 	DefaultMaxDeliver      = 20
 	DefaultWorkers         = 4
-	DefaultMaxAckPending   = 1000
+	DefaultBatchSize       = 256
+	DefaultMaxAckPending   = 10000
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultPullExpiry      = 10 * time.Second
 )
@@ -69,11 +72,15 @@ type Config struct {
 	// BackOff lists redelivery delays after a transient failure. Default
 	// 1s, 5s, 15s, 30s, 1m.
 	BackOff []time.Duration
-	// Workers is how many events are applied at once; one member's events
+	// Workers is how many transactions run at once; one member's events
 	// always go to the same worker, in stream order. Default 4.
 	Workers int
+	// BatchSize is the most events one transaction applies; a worker takes
+	// what is waiting, up to this many, so batches are small when traffic
+	// is light. 1 applies every event on its own. Default 256.
+	BatchSize int
 	// MaxAckPending bounds unacknowledged events across all replicas.
-	// Default 1000.
+	// Default 10000.
 	MaxAckPending int
 	// ShutdownTimeout bounds how long in-flight events may finish after
 	// the context ends. Default 10 s.
@@ -90,6 +97,7 @@ func (c Config) withDefaults() Config {
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
 	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
 	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.PullExpiry = cmp.Or(c.PullExpiry, DefaultPullExpiry)
@@ -105,6 +113,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.Workers < 1 || c.Workers > 1024:
 		return fmt.Errorf("workers must be 1 to 1024, got %d", c.Workers)
+	case c.BatchSize < 1 || c.BatchSize > 10000:
+		return fmt.Errorf("batch size must be 1 to 10000, got %d", c.BatchSize)
 	case c.MaxDeliver < 2:
 		return fmt.Errorf("max deliver must be at least 2, got %d", c.MaxDeliver)
 	case c.AckWait < time.Second:
@@ -126,6 +136,7 @@ type Consumer struct {
 	js      jetstream.JetStream
 	applier Applier
 	dlq     DeadLetters
+	metrics *Metrics
 	log     *zap.Logger
 
 	lastErr   atomic.Pointer[timedErr]
@@ -141,12 +152,15 @@ type timedErr struct {
 // when no later event succeeds.
 const degradedFor = 30 * time.Second
 
-// New returns a consumer; Run starts it.
-func New(js jetstream.JetStream, applier Applier, dlq DeadLetters, cfg Config, log *zap.Logger) (*Consumer, error) {
+// New returns a consumer; Run starts it. metrics may be nil.
+func New(js jetstream.JetStream, applier Applier, dlq DeadLetters, metrics *Metrics, cfg Config, log *zap.Logger) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("consumer config: %w", err)
 	}
-	return &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, dlq: dlq, log: log}, nil
+	if metrics == nil {
+		metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	return &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, dlq: dlq, metrics: metrics, log: log}, nil
 }
 
 // ConsumerConfig is the durable consumer's server-side configuration.
@@ -196,13 +210,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 	queues := make([]chan jetstream.Msg, c.cfg.Workers)
 	var wg sync.WaitGroup
 	for i := range queues {
-		queues[i] = make(chan jetstream.Msg, 64)
+		queues[i] = make(chan jetstream.Msg, 2*c.cfg.BatchSize)
 		wg.Add(1)
 		go func(q <-chan jetstream.Msg) {
 			defer wg.Done()
-			for msg := range q {
-				c.handle(workCtx, msg)
-			}
+			c.work(workCtx, q)
 		}(queues[i])
 	}
 
@@ -211,7 +223,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 		h.Write([]byte(msg.Subject()))
 		queues[h.Sum32()%uint32(len(queues))] <- msg
 	},
-		jetstream.PullMaxMessages(max(2*c.cfg.Workers, 64)),
+		jetstream.PullMaxMessages(min(max(2*c.cfg.Workers*c.cfg.BatchSize, 64), c.cfg.MaxAckPending)),
 		jetstream.PullExpiry(c.cfg.PullExpiry),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, context.Canceled) {
@@ -258,38 +270,146 @@ func (c *Consumer) closeAll(queues []chan jetstream.Msg) {
 	}
 }
 
-// handle applies one message and acknowledges it according to the outcome.
-func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
+// work takes what is waiting on q, up to BatchSize messages, and applies
+// it; at least one message, without waiting for more.
+func (c *Consumer) work(ctx context.Context, q <-chan jetstream.Msg) {
+	for first := range q {
+		batch := []jetstream.Msg{first}
+	fill:
+		for len(batch) < c.cfg.BatchSize {
+			select {
+			case m, ok := <-q:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, m)
+			default:
+				break fill
+			}
+		}
+		c.handleBatch(ctx, batch)
+	}
+}
+
+// delivery is one decoded message.
+type delivery struct {
+	msg  jetstream.Msg
+	ev   *event.Event
+	meta store.Meta
+	log  *zap.Logger
+}
+
+// prepare reads a message's metadata and event; an undecodable message is
+// failed right away and nil returned.
+func (c *Consumer) prepare(ctx context.Context, msg jetstream.Msg) *delivery {
 	md, err := msg.Metadata()
 	if err != nil {
 		c.log.Error("message without metadata", zap.Error(err))
 		c.ack(msg.Term, "term")
-		return
+		return nil
 	}
 	meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
 	if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
 		meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
 	}
+	if meta.Attempt > 1 {
+		c.metrics.redelivered.Inc()
+	}
 	log := c.log.With(zap.Uint64("stream_seq", meta.StreamSeq), zap.Int("attempt", meta.Attempt))
-
 	ev, err := event.Decode(msg.Data())
 	if err != nil {
 		c.fail(ctx, msg, meta, failureFromHeaders(msg, err), log)
-		return
+		return nil
 	}
 	log = log.With(zap.String("event_id", ev.ID), zap.String("event_type", string(ev.Type)), zap.String("member_id", ev.Member.ID))
+	return &delivery{msg: msg, ev: ev, meta: meta, log: log}
+}
 
+// handleBatch applies a batch in one transaction. When the transaction
+// fails for a reason no retry fixes, every event is applied on its own, so
+// that only the bad one fails; on a transient failure all are retried.
+func (c *Consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
+	ds := make([]*delivery, 0, len(msgs))
+	for _, m := range msgs {
+		if d := c.prepare(ctx, m); d != nil {
+			ds = append(ds, d)
+		}
+	}
+	switch len(ds) {
+	case 0:
+		return
+	case 1:
+		c.handle(ctx, ds[0])
+		return
+	}
+	items := make([]store.Item, len(ds))
+	for i, d := range ds {
+		items[i] = store.Item{Event: d.ev, Meta: d.meta}
+	}
+	started := time.Now()
+	results, err := c.inProgress(ds, func() ([]store.Result, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
+		defer cancel()
+		return c.applier.ApplyBatch(ctx, items)
+	})
+	if err == nil {
+		c.metrics.applySeconds.Observe(time.Since(started).Seconds())
+		c.metrics.batchSize.Observe(float64(len(ds)))
+		c.setDegraded(nil)
+		for i, d := range ds {
+			c.done(d, results[i])
+		}
+		return
+	}
+	exhausted := false
+	for _, d := range ds {
+		exhausted = exhausted || d.meta.Attempt >= c.cfg.MaxDeliver
+	}
+	if store.IsPermanent(err) || exhausted {
+		c.log.Warn("batch failed, applying its events one by one", zap.Int("events", len(ds)), zap.Error(err))
+		for _, d := range ds {
+			c.handle(ctx, d)
+		}
+		return
+	}
+	c.setDegraded(err)
+	c.log.Warn("transient failure, will retry the batch", zap.Int("events", len(ds)), zap.Error(err))
+	for _, d := range ds {
+		c.metrics.events.WithLabelValues(typeLabel(d.ev.Type), "retry").Inc()
+		delay := c.backoff(d.meta.Attempt)
+		c.ack(func() error { return d.msg.NakWithDelay(delay) }, "nak")
+	}
+}
+
+// done acknowledges an applied event and records it.
+func (c *Consumer) done(d *delivery, res store.Result) {
+	c.processed.Add(1)
+	status := res.Status
+	if res.AlreadyDone {
+		status = "duplicate"
+		d.log.Debug("already applied", zap.String("status", res.Status))
+	} else {
+		d.log.Info("applied", zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))
+		if !d.meta.ReceivedAt.IsZero() {
+			c.metrics.endToEnd.Observe(time.Since(d.meta.ReceivedAt).Seconds())
+		}
+	}
+	c.metrics.events.WithLabelValues(typeLabel(d.ev.Type), status).Inc()
+	c.ack(d.msg.Ack, "ack")
+}
+
+// handle applies one event in its own transaction and acknowledges it
+// according to the outcome.
+func (c *Consumer) handle(ctx context.Context, d *delivery) {
+	msg, ev, meta, log := d.msg, d.ev, d.meta, d.log
+	started := time.Now()
 	res, err := c.apply(ctx, msg, ev, meta)
 	switch {
 	case err == nil:
+		c.metrics.applySeconds.Observe(time.Since(started).Seconds())
+		c.metrics.batchSize.Observe(1)
 		c.setDegraded(nil)
-		c.processed.Add(1)
-		if res.AlreadyDone {
-			log.Info("already applied", zap.String("status", res.Status))
-		} else {
-			log.Info("applied", zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))
-		}
-		c.ack(msg.Ack, "ack")
+		c.done(d, res)
 	case store.IsPermanent(err):
 		c.fail(ctx, msg, meta, store.Failure{
 			EventID: ev.ID, EventType: string(ev.Type), MemberID: ev.Member.ID, OrgID: ev.Organization.ID,
@@ -306,15 +426,27 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 		delay := c.backoff(meta.Attempt)
 		log.Warn("transient failure, will retry", zap.Duration("delay", delay), zap.Error(err))
+		c.metrics.events.WithLabelValues(typeLabel(ev.Type), "retry").Inc()
 		c.ack(func() error { return msg.NakWithDelay(delay) }, "nak")
 	}
 }
 
-// apply runs the transaction, telling the server the event is in progress
-// while it takes long, and bounding it by AckWait.
+// apply runs one event's transaction, bounded by AckWait.
 func (c *Consumer) apply(ctx context.Context, msg jetstream.Msg, ev *event.Event, meta store.Meta) (store.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
-	defer cancel()
+	var res store.Result
+	_, err := c.inProgress([]*delivery{{msg: msg}}, func() ([]store.Result, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
+		defer cancel()
+		var err error
+		res, err = c.applier.Apply(ctx, ev, meta)
+		return nil, err
+	})
+	return res, err
+}
+
+// inProgress runs fn, telling the server every AckWait/3 that the
+// deliveries are still being worked on, so long work is not redelivered.
+func (c *Consumer) inProgress(ds []*delivery, fn func() ([]store.Result, error)) ([]store.Result, error) {
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
@@ -325,11 +457,13 @@ func (c *Consumer) apply(ctx context.Context, msg jetstream.Msg, ev *event.Event
 			case <-done:
 				return
 			case <-t.C:
-				c.ack(msg.InProgress, "in progress")
+				for _, d := range ds {
+					c.ack(d.msg.InProgress, "in progress")
+				}
 			}
 		}
 	}()
-	return c.applier.Apply(ctx, ev, meta)
+	return fn()
 }
 
 // fail copies the event to the dead-letter stream, logs it as failed and
@@ -352,6 +486,8 @@ func (c *Consumer) fail(ctx context.Context, msg jetstream.Msg, meta store.Meta,
 		retry("log failure", err)
 		return
 	}
+	c.metrics.deadLetters.Inc()
+	c.metrics.events.WithLabelValues(typeLabel(event.Type(f.EventType)), store.StatusFailed).Inc()
 	c.processed.Add(1)
 	log.Warn("event failed", zap.String("reason", f.Reason))
 	c.ack(func() error { return msg.TermWithReason(truncate(f.Reason, 200)) }, "term")

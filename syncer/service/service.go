@@ -15,6 +15,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/stream"
@@ -148,11 +151,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := consumer.NewMetrics(reg)
 	st := store.New(pool)
-	cons, err := consumer.New(js, st, dlq, cfg.Consumer, log.Named("consumer"))
+	cons, err := consumer.New(js, st, dlq, metrics, cfg.Consumer, log.Named("consumer"))
 	if err != nil {
 		return err
 	}
+	go pollLag(ctx, js, cfg.Stream.Name, cfg.Consumer.Durable, metrics, log)
 
 	ready := func(ctx context.Context) error {
 		if !nc.IsConnected() {
@@ -166,7 +173,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		return nil
 	}
-	srv, ln, err := healthServer(cfg, ready)
+	srv, ln, err := healthServer(cfg, ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if err != nil {
 		return err
 	}
@@ -192,6 +199,29 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	return runErr
 }
 
+// pollLag reads the consumer's pending counts every few seconds into the
+// lag gauges.
+func pollLag(ctx context.Context, js jetstream.JetStream, streamName, durable string, m *consumer.Metrics, log *zap.Logger) {
+	durable = cmp.Or(durable, consumer.DefaultDurable)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		if c, err := js.Consumer(ctx, streamName, durable); err == nil {
+			if info, err := c.Info(ctx); err == nil {
+				m.Pending.Set(float64(info.NumPending))
+				m.AckPending.Set(float64(info.NumAckPending))
+			}
+		} else if ctx.Err() == nil {
+			log.Debug("consumer info", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // purgeLoop deletes sync-log rows past their retention, now and then every
 // interval, until ctx ends. Replicas may all run it: deletes are idempotent.
 func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Duration, log *zap.Logger) {
@@ -213,8 +243,9 @@ func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Du
 	}
 }
 
-func healthServer(cfg Config, ready func(context.Context) error) (*http.Server, net.Listener, error) {
+func healthServer(cfg Config, ready func(context.Context) error, metrics http.Handler) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))

@@ -107,7 +107,7 @@ func newer(tsCol, idCol string, tsArg, idArg int, values string) string {
 func upsertOrganization(ctx context.Context, tx pgx.Tx, ev *event.Event) (id string, created bool, err error) {
 	err = tx.QueryRow(ctx, `
 		INSERT INTO public.organizations (portal_org_id, name, portal_updated_at, portal_event_id)
-		VALUES ($1, $2, $3, $4)
+		VALUES ($1, $2, CASE WHEN $2 <> '' THEN $3::timestamptz END, CASE WHEN $2 <> '' THEN $4 END)
 		ON CONFLICT (portal_org_id) DO NOTHING
 		RETURNING id`,
 		ev.Organization.ID, ev.Organization.Name, ev.OccurredAt, ev.ID).Scan(&id)
@@ -175,20 +175,23 @@ func upsertProfile(ctx context.Context, tx pgx.Tx, ev *event.Event) (id string, 
 			return "", false, fmt.Errorf("update profile: %w", err)
 		}
 	}
-	// Link the app's auth user with the same confirmed e-mail, when there
-	// is exactly one and no other profile holds it.
-	_, err = tx.Exec(ctx, `
-		UPDATE public.profiles p SET auth_user_id = u.id, updated_at = now()
-		FROM auth.users u
-		WHERE p.id = $1 AND p.auth_user_id IS NULL AND p.email IS NOT NULL
-		  AND lower(u.email) = lower(p.email) AND u.email_confirmed_at IS NOT NULL
-		  AND (SELECT count(*) FROM auth.users u2 WHERE lower(u2.email) = lower(p.email)) = 1
-		  AND NOT EXISTS (SELECT 1 FROM public.profiles q WHERE q.auth_user_id = u.id)`, id)
-	if err != nil {
+	if _, err = tx.Exec(ctx, linkAuthUsersSQL, []string{id}); err != nil {
 		return "", false, fmt.Errorf("link auth user: %w", err)
 	}
 	return id, created, nil
 }
+
+// linkAuthUsersSQL links each of the profiles $1 that has no auth user to
+// the app's auth user with the same confirmed e-mail, unless another
+// profile holds that user. Supabase Auth stores e-mails in lower case and
+// keeps them unique among non-SSO users (users_email_partial_key), which
+// this lookup uses.
+const linkAuthUsersSQL = `
+	UPDATE public.profiles p SET auth_user_id = u.id, updated_at = now()
+	FROM auth.users u
+	WHERE p.id = ANY($1::uuid[]) AND p.auth_user_id IS NULL AND p.email IS NOT NULL
+	  AND u.email = lower(p.email) AND u.is_sso_user = false AND u.email_confirmed_at IS NOT NULL
+	  AND NOT EXISTS (SELECT 1 FROM public.profiles q WHERE q.auth_user_id = u.id)`
 
 // statusIntent is the membership status an event type asks for, if any.
 func statusIntent(t event.Type) string {

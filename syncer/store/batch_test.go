@@ -1,0 +1,148 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/eventmodel"
+	"github.com/likeperson/portalsync/syncer/store"
+)
+
+func items(evs ...*event.Event) []store.Item {
+	out := make([]store.Item, len(evs))
+	for i, e := range evs {
+		out[i] = store.Item{Event: e, Meta: store.Meta{StreamSeq: uint64(i + 1), Attempt: 1, ReceivedAt: time.Now()}}
+	}
+	return out
+}
+
+func TestBatchAppliesAndLogs(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	const uid = "00000000-0000-0000-0000-0000000000b1"
+	_, err := pool.Exec(ctx, `INSERT INTO auth.users (id, email, email_confirmed_at) VALUES ($1, 'b1@example.invalid', now())`, uid)
+	require.NoError(t, err)
+	_, err = pool.Exec(ctx, `INSERT INTO auth.sessions (id, user_id) VALUES (gen_random_uuid(), $1)`, uid)
+	require.NoError(t, err)
+
+	batch := items(
+		ev("e1", event.MembershipCreated, t0, "b1", "o1", event.RolePeerMentor),
+		ev("e2", event.RoleUpdated, t0.Add(time.Minute), "b1", "o1", event.RoleCoordinator),
+		ev("e3", event.MembershipCreated, t0, "b2", "o1", event.RoleOrgAdmin),
+		&event.Event{ID: "e4", Type: "membership-merged", OccurredAt: t0, Member: event.Member{ID: "b3"}},
+		ev("e1", event.MembershipCreated, t0, "b1", "o1", event.RolePeerMentor), // redelivered in the same batch
+		ev("e5", event.MembershipDeactivated, t0.Add(2*time.Minute), "b1", "o1", ""),
+	)
+	res, err := s.ApplyBatch(ctx, batch)
+	require.NoError(t, err)
+	require.Len(t, res, len(batch))
+	require.True(t, res[0].MemberCreated)
+	require.False(t, res[1].MemberCreated)
+	require.True(t, res[2].MemberCreated)
+	require.Equal(t, store.StatusSkipped, res[3].Status)
+	require.True(t, res[4].AlreadyDone)
+	require.Contains(t, res[0].Detail, "member created")
+
+	got := memberState(t, pool, "b1")
+	require.Equal(t, "inactive", got.ProfileStatus)
+	require.Equal(t, "coordinator", got.Roles["o1"])
+	var banned *time.Time
+	var sessions int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT banned_until FROM auth.users WHERE id = $1`, uid).Scan(&banned))
+	require.NotNil(t, banned, "linked and banned in the same batch")
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM auth.sessions`).Scan(&sessions))
+	require.Zero(t, sessions)
+	for id, want := range map[string][]string{"e1": {"success"}, "e2": {"success"}, "e3": {"success"}, "e4": {"skipped"}, "e5": {"success"}} {
+		require.Equal(t, want, logRows(t, pool, id), id)
+	}
+
+	// Again: everything is already done, nothing is written.
+	res, err = s.ApplyBatch(ctx, batch)
+	require.NoError(t, err)
+	for _, r := range res {
+		require.True(t, r.AlreadyDone)
+	}
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log`).Scan(&n))
+	require.Equal(t, 5, n)
+
+	// Reactivation in a later batch lifts the ban this sync set.
+	_, err = s.ApplyBatch(ctx, items(ev("e6", event.MembershipReactivated, t0.Add(3*time.Minute), "b1", "o1", "")))
+	require.NoError(t, err)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT banned_until FROM auth.users WHERE id = $1`, uid).Scan(&banned))
+	require.Nil(t, banned)
+}
+
+// TestBatchesMatchModel: events of a few members, with redeliveries, cut
+// into random batches in random order, end in the model's state.
+func TestBatchesMatchModel(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	types := []event.Type{event.MembershipCreated, event.MembershipUpdated, event.RoleUpdated, event.MembershipDeactivated, event.MembershipReactivated}
+	roles := []event.Role{"", event.RolePeerMentor, event.RoleCoordinator, event.RoleOrgAdmin}
+	var check atomic.Int64
+	rapid.Check(t, func(rt *rapid.T) {
+		n := check.Add(1)
+		count := rapid.IntRange(1, 24).Draw(rt, "events")
+		events := make([]event.Event, count)
+		for i := range events {
+			typ := rapid.SampledFrom(types).Draw(rt, "type")
+			role := event.Role("")
+			if typ.RequiresRole() {
+				role = rapid.SampledFrom(roles[1:]).Draw(rt, "role")
+			} else if typ == event.MembershipUpdated {
+				role = rapid.SampledFrom(roles).Draw(rt, "role")
+			}
+			at := t0.Add(time.Duration(rapid.IntRange(0, 3).Draw(rt, "minute")) * time.Minute)
+			member := fmt.Sprintf("bm%d-%d", n, rapid.IntRange(0, 2).Draw(rt, "member"))
+			org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
+			events[i] = *ev(fmt.Sprintf("b%d-e%d", n, i), typ, at, member, org, role)
+		}
+		order := rapid.Permutation(events).Draw(rt, "order")
+		for _, i := range rapid.SliceOfN(rapid.IntRange(0, count-1), 0, 6).Draw(rt, "redeliveries") {
+			order = append(order, order[i])
+		}
+		for len(order) > 0 {
+			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
+			evs := make([]*event.Event, size)
+			for i := range evs {
+				evs[i] = &order[i]
+			}
+			if _, err := s.ApplyBatch(context.Background(), items(evs...)); err != nil {
+				rt.Fatalf("apply batch: %v", err)
+			}
+			order = order[size:]
+		}
+		for member, want := range eventmodel.Expect(events) {
+			got := memberState(t, pool, member)
+			if got.ProfileStatus != want.Status || (want.HasSnapshot && got.FirstName != want.FirstName) {
+				rt.Fatalf("%s: status %s first %q, model %s %q", member, got.ProfileStatus, got.FirstName, want.Status, want.FirstName)
+			}
+			wantMS, wantRoles := map[string]string{}, map[string]string{}
+			for org, m := range want.Memberships {
+				wantMS[org] = m.Status
+				if m.Role != "" {
+					wantRoles[org] = m.Role
+				}
+			}
+			if fmt.Sprint(got.Memberships) != fmt.Sprint(wantMS) || fmt.Sprint(got.Roles) != fmt.Sprint(wantRoles) {
+				rt.Fatalf("%s: memberships %v roles %v, model %v %v", member, got.Memberships, got.Roles, wantMS, wantRoles)
+			}
+		}
+		var logged int
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE event_id LIKE $1`, fmt.Sprintf("b%d-%%", n)).Scan(&logged); err != nil {
+			rt.Fatal(err)
+		}
+		if logged != count {
+			rt.Fatalf("%d log rows for %d distinct events", logged, count)
+		}
+	})
+}
