@@ -42,6 +42,7 @@ type system struct {
 	seq    atomic.Int64
 
 	ingressURL string
+	syncerURL  string
 	natsURL    string
 	stream     stream.Config
 
@@ -165,7 +166,7 @@ func start(t *testing.T, opts ...Option) *system {
 		HTTP:   &http.Client{Timeout: 10 * time.Second},
 	}
 	if !o.noSyncer {
-		sys.startSyncer(t, db.URL)
+		sys.syncerURL = sys.startSyncer(t, db.URL)
 	}
 	return sys
 }

@@ -41,7 +41,7 @@ func FuzzWebhook(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, body []byte, contentType, webhookID string, sign bool) {
 		pub := &recordingPublisher{}
-		h, err := NewHandler(Config{Secrets: []signature.Secret{secret}, MaxBodyBytes: 4096, Now: func() time.Time { return now }}, pub, nil, zap.NewNop())
+		h, err := NewHandler(Config{Secrets: []signature.Secret{secret}, MaxBodyBytes: 4096, Now: func() time.Time { return now }}, pub, nil, nil, zap.NewNop())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -50,13 +50,14 @@ type Handler struct {
 	log      *zap.Logger
 	echo     *echo.Echo
 	limiter  *sourceLimiter
+	metrics  *Metrics
 }
 
 var _ Publisher = (jetstream.JetStream)(nil)
 
 // NewHandler builds the HTTP API over a publisher. ready is called by
-// /readyz.
-func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, log *zap.Logger) (*Handler, error) {
+// /readyz; metrics may be nil.
+func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metrics, log *zap.Logger) (*Handler, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -65,7 +66,10 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, log *zap.Logg
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, log: log}
+	if metrics == nil {
+		metrics = NewMetrics()
+	}
+	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, metrics: metrics, log: log}
 	if cfg.RateLimit > 0 {
 		h.limiter = newSourceLimiter(cfg.RateLimit, cmp.Or(cfg.RateBurst, int(2*cfg.RateLimit)))
 	}
@@ -78,6 +82,7 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, log *zap.Logg
 	e.POST(WebhookPath, h.receive, h.guard)
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
+	e.GET("/metrics", echo.WrapHandler(metrics.Handler()))
 	h.echo = e
 	return h, nil
 }
@@ -106,6 +111,8 @@ func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if req.URL.Path != WebhookPath {
 			return nil
 		}
+		reason, _ := c.Get(ctxReason).(string)
+		h.metrics.observeRequest(c.Response().Status, time.Since(start).Seconds(), reason)
 		fields := []zap.Field{
 			zap.String("method", req.Method),
 			zap.Int("status", c.Response().Status),
@@ -244,8 +251,11 @@ func (h *Handler) receive(c echo.Context) error {
 
 	ctx, cancel := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
 	defer cancel()
+	published := time.Now()
 	ack, err := h.pub.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.cfg.Stream.Name))
+	h.metrics.publishSeconds.Observe(time.Since(published).Seconds())
 	if err != nil {
+		c.Set(ctxReason, "store_unavailable")
 		h.log.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
 		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
 			"the event was not stored; retry later")
@@ -256,6 +266,7 @@ func (h *Handler) receive(c echo.Context) error {
 	status := http.StatusAccepted
 	if ack.Duplicate {
 		status = http.StatusOK
+		h.metrics.duplicates.Inc()
 	}
 	return c.JSON(status, Accepted{EventID: ev.ID, StreamSeq: ack.Sequence, Duplicate: ack.Duplicate})
 }
@@ -307,7 +318,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		return nil
 	}
-	h, err := NewHandler(cfg, js, ready, log.Named("http"))
+	h, err := NewHandler(cfg, js, ready, NewMetrics(), log.Named("http"))
 	if err != nil {
 		return err
 	}

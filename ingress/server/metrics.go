@@ -1,0 +1,68 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the ingress's Prometheus metrics. Labels carry statuses and
+// reasons only, never identifiers or personal data.
+type Metrics struct {
+	registry       *prometheus.Registry
+	requests       *prometheus.CounterVec
+	rejected       *prometheus.CounterVec
+	requestSeconds prometheus.Histogram
+	publishSeconds prometheus.Histogram
+	duplicates     prometheus.Counter
+}
+
+// NewMetrics creates the ingress metrics in a registry of their own, with
+// the Go and process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		registry: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portalsync_ingress_requests_total",
+			Help: "Webhook requests answered, by HTTP status.",
+		}, []string{"status"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portalsync_ingress_rejected_total",
+			Help: "Webhook requests refused, by reason (signature verification failures, rate limit, allowlist).",
+		}, []string{"reason"}),
+		requestSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "portalsync_ingress_request_seconds",
+			Help:    "Time to answer a webhook request, in seconds.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		publishSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "portalsync_ingress_publish_seconds",
+			Help:    "Time from publishing an event to JetStream's acknowledgement, in seconds.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portalsync_ingress_duplicates_total",
+			Help: "Webhooks JetStream had stored already (same webhook-id within the duplicate window).",
+		}),
+	}
+	reg.MustRegister(m.requests, m.rejected, m.requestSeconds, m.publishSeconds, m.duplicates,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{Registry: m.registry})
+}
+
+func (m *Metrics) observeRequest(status int, seconds float64, reason string) {
+	m.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	m.requestSeconds.Observe(seconds)
+	if reason != "" {
+		m.rejected.WithLabelValues(reason).Inc()
+	}
+}
