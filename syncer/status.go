@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/command"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/deadletter"
+	"github.com/likeperson/portalsync/syncer/service"
+)
+
+type statusCmd struct {
+	dbFlags
+	natsFlags
+	Consumer string `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
+	JSON     bool   `name:"json" help:"Print JSON instead of a table."`
+}
+
+// status is what `syncer status` reports.
+type status struct {
+	Stream struct {
+		Name     string `json:"name"`
+		Messages uint64 `json:"messages"`
+		FirstSeq uint64 `json:"first_seq"`
+		LastSeq  uint64 `json:"last_seq"`
+		Bytes    uint64 `json:"bytes"`
+		Replicas int    `json:"replicas"`
+	} `json:"stream"`
+	Consumer struct {
+		Name             string `json:"name"`
+		Pending          uint64 `json:"pending"`
+		AckPending       int    `json:"ack_pending"`
+		Redelivered      int    `json:"redelivered"`
+		DeliveredSeq     uint64 `json:"delivered_stream_seq"`
+		AckFloorSeq      uint64 `json:"ack_floor_stream_seq"`
+		WaitingPulls     int    `json:"waiting_pulls"`
+		ConsumersPresent bool   `json:"exists"`
+	} `json:"consumer"`
+	LastApplied struct {
+		StreamSeq int64     `json:"stream_seq"`
+		At        time.Time `json:"at"`
+	} `json:"last_applied"`
+	DeadLetters   uint64          `json:"dead_letters"`
+	FailedLast24h int             `json:"failed_last_24h"`
+	Organizations []orgLastSynced `json:"organizations"`
+}
+
+type orgLastSynced struct {
+	PortalOrgID string    `json:"portal_org_id"`
+	LastSuccess time.Time `json:"last_success"`
+	Events24h   int       `json:"events_24h"`
+}
+
+func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
+	pool, err := service.OpenPool(ctx, c.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	nc, err := stream.Connect(ctx, c.NATSURL, "portalsync-status", zap.NewNop())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	st, err := collectStatus(ctx, js, pool, c.Config().Name, c.Consumer, c.DeadLetterStream)
+	if err != nil {
+		return err
+	}
+	if c.JSON {
+		enc := json.NewEncoder(g.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return printStatus(g.Stdout, st)
+}
+
+func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, streamName, consumerName, dlqName string) (*status, error) {
+	st := &status{}
+	s, err := js.Stream(ctx, streamName)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", streamName, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("stream info: %w", err)
+	}
+	st.Stream.Name, st.Stream.Messages, st.Stream.FirstSeq, st.Stream.LastSeq = streamName, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq
+	st.Stream.Bytes, st.Stream.Replicas = info.State.Bytes, info.Config.Replicas
+
+	st.Consumer.Name = consumerName
+	cons, err := s.Consumer(ctx, consumerName)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return nil, fmt.Errorf("consumer %s: %w", consumerName, err)
+	default:
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("consumer info: %w", err)
+		}
+		st.Consumer.ConsumersPresent = true
+		st.Consumer.Pending, st.Consumer.AckPending, st.Consumer.Redelivered = ci.NumPending, ci.NumAckPending, ci.NumRedelivered
+		st.Consumer.DeliveredSeq, st.Consumer.AckFloorSeq, st.Consumer.WaitingPulls = ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumWaiting
+	}
+
+	q, err := deadletter.Open(ctx, js, deadletter.Config{Name: dlqName, EventStream: streamName, Replicas: info.Config.Replicas})
+	if err != nil {
+		return nil, err
+	}
+	if st.DeadLetters, err = q.Count(ctx); err != nil {
+		return nil, err
+	}
+
+	var seq *int64
+	var at *time.Time
+	if err := pool.QueryRow(ctx, `SELECT max(stream_seq), max(processed_at) FROM portal_sync_log WHERE status = 'success'`).Scan(&seq, &at); err != nil {
+		return nil, fmt.Errorf("last applied: %w", err)
+	}
+	if seq != nil {
+		st.LastApplied.StreamSeq = *seq
+	}
+	if at != nil {
+		st.LastApplied.At = *at
+	}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE status = 'failed' AND processed_at > now() - interval '24 hours'`).Scan(&st.FailedLast24h); err != nil {
+		return nil, fmt.Errorf("failed count: %w", err)
+	}
+	rows, err := pool.Query(ctx, `
+		SELECT o.portal_org_id, max(l.processed_at),
+		       count(*) FILTER (WHERE l.processed_at > now() - interval '24 hours')
+		FROM portal_sync_log l JOIN organizations o ON o.id = l.organization_id
+		WHERE l.status = 'success'
+		GROUP BY o.portal_org_id ORDER BY 2 DESC LIMIT 50`)
+	if err != nil {
+		return nil, fmt.Errorf("last success per organization: %w", err)
+	}
+	st.Organizations, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (orgLastSynced, error) {
+		var o orgLastSynced
+		err := r.Scan(&o.PortalOrgID, &o.LastSuccess, &o.Events24h)
+		return o, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("last success per organization: %w", err)
+	}
+	return st, nil
+}
+
+func printStatus(w io.Writer, st *status) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "stream\t%s: %d events (seq %d..%d), %d bytes, %d replica(s)\n",
+		st.Stream.Name, st.Stream.Messages, st.Stream.FirstSeq, st.Stream.LastSeq, st.Stream.Bytes, st.Stream.Replicas)
+	if st.Consumer.ConsumersPresent {
+		fmt.Fprintf(tw, "consumer\t%s: pending %d, ack pending %d, redelivered %d, delivered up to seq %d, acked up to seq %d, waiting pulls %d\n",
+			st.Consumer.Name, st.Consumer.Pending, st.Consumer.AckPending, st.Consumer.Redelivered,
+			st.Consumer.DeliveredSeq, st.Consumer.AckFloorSeq, st.Consumer.WaitingPulls)
+	} else {
+		fmt.Fprintf(tw, "consumer\t%s: not created yet (no syncer has run)\n", st.Consumer.Name)
+	}
+	if st.LastApplied.At.IsZero() {
+		fmt.Fprintln(tw, "last applied\tnothing yet")
+	} else {
+		fmt.Fprintf(tw, "last applied\tstream seq %d at %s (%s ago)\n", st.LastApplied.StreamSeq,
+			st.LastApplied.At.UTC().Format(time.RFC3339), time.Since(st.LastApplied.At).Round(time.Second))
+	}
+	fmt.Fprintf(tw, "dead letters\t%d\n", st.DeadLetters)
+	fmt.Fprintf(tw, "failed (24 h)\t%d\n", st.FailedLast24h)
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Organizations) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ORGANIZATION\tLAST SUCCESS\tEVENTS (24 H)")
+	for _, o := range st.Organizations {
+		fmt.Fprintf(tw, "%s\t%s\t%d\n", o.PortalOrgID, o.LastSuccess.UTC().Format(time.RFC3339), o.Events24h)
+	}
+	return tw.Flush()
+}
