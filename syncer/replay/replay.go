@@ -165,6 +165,7 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 		if err != nil {
 			return rep, fmt.Errorf("fetch: %w", err)
 		}
+		var items []store.Item
 		n := 0
 		done := false
 		for msg := range batch.Messages() {
@@ -175,10 +176,9 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 			}
 			rep.Read++
 			rep.LastSeq = md.Sequence.Stream
-			if err := r.applyOne(ctx, tx, msg, md, opts, &rep); err != nil {
-				return rep, err
+			if it, ok := r.item(msg, md, opts, &rep); ok {
+				items = append(items, it)
 			}
-			progress.Add(1)
 			if md.Sequence.Stream >= lastSeq || md.NumPending == 0 {
 				done = true
 				break
@@ -187,6 +187,10 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !done {
 			return rep, fmt.Errorf("fetch: %w", err)
 		}
+		if err := r.apply(ctx, tx, items, &rep); err != nil {
+			return rep, err
+		}
+		progress.Add(n)
 		if done || n == 0 {
 			break
 		}
@@ -200,59 +204,87 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 	return rep, nil
 }
 
-func (r *Replayer) applyOne(ctx context.Context, tx pgx.Tx, msg jetstream.Msg, md *jetstream.MsgMetadata, opts Options, rep *Report) error {
+// item decodes one message into a replay item; invalid events and events
+// of other organizations are counted and left out.
+func (r *Replayer) item(msg jetstream.Msg, md *jetstream.MsgMetadata, opts Options, rep *Report) (store.Item, bool) {
 	ev, err := event.Decode(msg.Data())
 	if err != nil {
 		rep.Invalid++
 		r.log.Warn("replay: invalid event", zap.Uint64("stream_seq", md.Sequence.Stream), zap.Error(err))
-		return nil
+		return store.Item{}, false
 	}
 	if opts.OrgID != "" && ev.Organization.ID != opts.OrgID {
 		rep.FilteredOut++
-		return nil
+		return store.Item{}, false
 	}
 	meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: 1, Replay: true}
 	if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
 		meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
 	}
-	var res store.Result
-	if tx != nil {
-		// A savepoint per event, so one bad event does not abort the dry run.
-		sp, err := tx.Begin(ctx)
-		if err != nil {
-			return fmt.Errorf("savepoint: %w", err)
-		}
-		res, err = store.ApplyTx(ctx, sp, ev, meta)
-		if err != nil {
-			_ = sp.Rollback(ctx)
-		} else if err = sp.Commit(ctx); err != nil {
-			return fmt.Errorf("release savepoint: %w", err)
-		}
-		if err != nil {
-			return r.invalid(rep, md, ev, err)
-		}
-	} else {
-		res, err = r.st.Apply(ctx, ev, meta)
+	return store.Item{Event: ev, Meta: meta}, true
+}
+
+// apply applies one fetched batch in one transaction (a savepoint of the
+// dry run's transaction). When that fails for a reason no retry fixes, the
+// events are applied one by one so that only the bad ones are left out.
+func (r *Replayer) apply(ctx context.Context, tx pgx.Tx, items []store.Item, rep *Report) error {
+	if len(items) == 0 {
+		return nil
+	}
+	results, err := r.batch(ctx, tx, items)
+	if err == nil {
+		count(results, rep)
+		return nil
+	}
+	if !store.IsPermanent(err) {
+		seq := items[0].Meta.StreamSeq
+		return fmt.Errorf("replay stopped at stream seq %d (rerun with --from-seq %d): %w", seq, seq, err)
+	}
+	for _, it := range items {
+		res, err := r.batch(ctx, tx, []store.Item{it})
 		if err != nil {
 			if !store.IsPermanent(err) {
-				return fmt.Errorf("replay stopped at stream seq %d (rerun with --from-seq %d): %w", md.Sequence.Stream, md.Sequence.Stream, err)
+				return fmt.Errorf("replay stopped at stream seq %d (rerun with --from-seq %d): %w", it.Meta.StreamSeq, it.Meta.StreamSeq, err)
 			}
-			return r.invalid(rep, md, ev, err)
+			rep.Invalid++
+			r.log.Warn("replay: event not applied", zap.Uint64("stream_seq", it.Meta.StreamSeq),
+				zap.String("event_id", it.Event.ID), zap.Error(err))
+			continue
 		}
-	}
-	if res.Status == store.StatusSkipped {
-		rep.Skipped++
-	} else {
-		rep.Applied++
+		count(res, rep)
 	}
 	return nil
 }
 
-func (r *Replayer) invalid(rep *Report, md *jetstream.MsgMetadata, ev *event.Event, err error) error {
-	rep.Invalid++
-	r.log.Warn("replay: event not applied", zap.Uint64("stream_seq", md.Sequence.Stream),
-		zap.String("event_id", ev.ID), zap.Error(err))
-	return nil
+func (r *Replayer) batch(ctx context.Context, tx pgx.Tx, items []store.Item) ([]store.Result, error) {
+	if tx == nil {
+		return r.st.ApplyBatch(ctx, items)
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("savepoint: %w", err)
+	}
+	res, err := store.ApplyBatchTx(ctx, sp, items)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		return nil, err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("release savepoint: %w", err)
+	}
+	return res, nil
+}
+
+func count(results []store.Result, rep *Report) {
+	for _, res := range results {
+		switch {
+		case res.AlreadyDone:
+		case res.Status == store.StatusSkipped:
+			rep.Skipped++
+		default:
+			rep.Applied++
+		}
+	}
 }
 
 // tableChanges reads the row counts the transaction changed, per table.
