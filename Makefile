@@ -15,10 +15,11 @@ FUZZTIME ?= 1m
 help: ## Show this help.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-build: ## Build bin/ingress, bin/syncer and bin/nats-server.
+build: ## Build bin/ingress, bin/syncer, bin/loadgen and bin/nats-server.
 	@mkdir -p bin
 	$(GO) build -o bin/ingress ./ingress
 	$(GO) build -o bin/syncer ./syncer
+	$(GO) build -o bin/loadgen ./loadgen
 	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
 
 run: build ## Run NATS (unless NATS_URL is set), migrate, ingress and syncer.
