@@ -47,6 +47,7 @@ type cli struct {
 	RunID       string        `name:"run-id" help:"Prefix of event and member ids (default: a new one per run)."`
 	E2EWait     time.Duration `name:"e2e-wait" default:"2m" help:"How long to wait for the last events to be applied."`
 	JSON        bool          `name:"json" help:"Print the report as JSON."`
+	Emit        string        `help:"Write --events signed requests to this file for wrk (scripts/bench/signed.lua) instead of sending."`
 }
 
 func (c *cli) Run(ctx context.Context, g *command.Globals) error {
@@ -62,6 +63,17 @@ func (c *cli) Run(ctx context.Context, g *command.Globals) error {
 		Concurrency: c.Concurrency, Members: c.Members, Orgs: c.Orgs, Mix: m, RunID: c.RunID, E2EWait: c.E2EWait}
 	if c.Events > 0 {
 		cfg.Duration = 0
+	}
+	if c.Emit != "" {
+		f, err := os.Create(c.Emit)
+		if err != nil {
+			return fmt.Errorf("emit: %w", err)
+		}
+		if err := load.Emit(f, cfg, max(c.Events, 1)); err != nil {
+			_ = f.Close()
+			return err
+		}
+		return f.Close()
 	}
 	if c.DatabaseURL != "" {
 		if cfg.DB, err = pgxpool.New(ctx, c.DatabaseURL); err != nil {

@@ -54,15 +54,16 @@ func (v ValidationError) Error() string {
 // ErrNotJSON is wrapped by Decode when the body is not a JSON object.
 var ErrNotJSON = errors.New("body is not a JSON object")
 
-// wire mirrors Event with every field as raw text, so that a malformed value
-// is reported against its field instead of as a bare decoding error.
+// wire mirrors Event with the time as text and the nested objects as
+// pointers, so that a malformed value is reported against its field and a
+// missing object is told apart from an empty one, in one decoding pass.
 type wire struct {
-	ID           string          `json:"id"`
-	Type         string          `json:"type"`
-	OccurredAt   string          `json:"occurred_at"`
-	Organization json.RawMessage `json:"organization"`
-	Member       json.RawMessage `json:"member"`
-	Role         string          `json:"role"`
+	ID           string        `json:"id"`
+	Type         string        `json:"type"`
+	OccurredAt   string        `json:"occurred_at"`
+	Organization *Organization `json:"organization"`
+	Member       *Member       `json:"member"`
+	Role         string        `json:"role"`
 }
 
 // Decode parses and validates one event. It returns an error wrapping
@@ -106,7 +107,10 @@ func Decode(body []byte) (*Event, error) {
 	}
 
 	known := ev.Type.Known()
-	if decodeObject(w.Member, &ev.Member, "member", add) {
+	if w.Member == nil {
+		add("member", "is required")
+	} else {
+		ev.Member = *w.Member
 		if r := checkID(ev.Member.ID); r != "" {
 			add("member.id", r)
 		}
@@ -115,7 +119,10 @@ func Decode(body []byte) (*Event, error) {
 		}
 	}
 	if known {
-		if decodeObject(w.Organization, &ev.Organization, "organization", add) {
+		if w.Organization == nil {
+			add("organization", "is required")
+		} else {
+			ev.Organization = *w.Organization
 			if r := checkID(ev.Organization.ID); r != "" {
 				add("organization.id", r)
 			}
@@ -134,25 +141,6 @@ func Decode(body []byte) (*Event, error) {
 		return nil, errs
 	}
 	return ev, nil
-}
-
-// decodeObject decodes a required nested object, reporting problems against
-// field. It reports whether the object was decoded.
-func decodeObject(raw json.RawMessage, into any, field string, add func(string, string)) bool {
-	if len(raw) == 0 || string(raw) == "null" {
-		add(field, "is required")
-		return false
-	}
-	if err := json.Unmarshal(raw, into); err != nil {
-		var typeErr *json.UnmarshalTypeError
-		if errors.As(err, &typeErr) && typeErr.Field != "" {
-			add(field+"."+typeErr.Field, "must be a "+jsonKind(typeErr.Type.Kind().String()))
-		} else {
-			add(field, "must be an object")
-		}
-		return false
-	}
-	return true
 }
 
 func checkMember(m *Member, add func(string, string)) {

@@ -46,7 +46,7 @@ const (
 	DefaultAckWait         = 30 * time.Second
 	DefaultMaxDeliver      = 20
 	DefaultWorkers         = 4
-	DefaultBatchSize       = 256
+	DefaultBatchSize       = 1024
 	DefaultMaxAckPending   = 10000
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultPullExpiry      = 10 * time.Second
@@ -77,7 +77,8 @@ type Config struct {
 	Workers int
 	// BatchSize is the most events one transaction applies; a worker takes
 	// what is waiting, up to this many, so batches are small when traffic
-	// is light. 1 applies every event on its own. Default 256.
+	// is light. 1 applies every event on its own. Default 1024 (measured:
+	// docs/BENCHMARKS.md).
 	BatchSize int
 	// MaxAckPending bounds unacknowledged events across all replicas.
 	// Default 10000.
@@ -296,7 +297,18 @@ type delivery struct {
 	msg  jetstream.Msg
 	ev   *event.Event
 	meta store.Meta
-	log  *zap.Logger
+	// log is built on first use: most deliveries are never logged above
+	// debug, and building a logger per message costs more than applying it.
+	c      *Consumer
+	logger *zap.Logger
+}
+
+func (d *delivery) log() *zap.Logger {
+	if d.logger == nil {
+		d.logger = d.c.log.With(zap.Uint64("stream_seq", d.meta.StreamSeq), zap.Int("attempt", d.meta.Attempt),
+			zap.String("event_id", d.ev.ID), zap.String("event_type", string(d.ev.Type)), zap.String("member_id", d.ev.Member.ID))
+	}
+	return d.logger
 }
 
 // prepare reads a message's metadata and event; an undecodable message is
@@ -315,14 +327,12 @@ func (c *Consumer) prepare(ctx context.Context, msg jetstream.Msg) *delivery {
 	if meta.Attempt > 1 {
 		c.metrics.redelivered.Inc()
 	}
-	log := c.log.With(zap.Uint64("stream_seq", meta.StreamSeq), zap.Int("attempt", meta.Attempt))
 	ev, err := event.Decode(msg.Data())
 	if err != nil {
-		c.fail(ctx, msg, meta, failureFromHeaders(msg, err), log)
+		c.fail(ctx, msg, meta, failureFromHeaders(msg, err), c.log.With(zap.Uint64("stream_seq", meta.StreamSeq), zap.Int("attempt", meta.Attempt)))
 		return nil
 	}
-	log = log.With(zap.String("event_id", ev.ID), zap.String("event_type", string(ev.Type)), zap.String("member_id", ev.Member.ID))
-	return &delivery{msg: msg, ev: ev, meta: meta, log: log}
+	return &delivery{msg: msg, ev: ev, meta: meta, c: c}
 }
 
 // handleBatch applies a batch in one transaction. When the transaction
@@ -387,9 +397,13 @@ func (c *Consumer) done(d *delivery, res store.Result) {
 	status := res.Status
 	if res.AlreadyDone {
 		status = "duplicate"
-		d.log.Debug("already applied", zap.String("status", res.Status))
+		if ce := d.c.log.Check(zap.DebugLevel, "already applied"); ce != nil {
+			d.log().Debug("already applied", zap.String("status", res.Status))
+		}
 	} else {
-		d.log.Info("applied", zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))
+		if ce := d.c.log.Check(zap.InfoLevel, "applied"); ce != nil {
+			d.log().Info("applied", zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))
+		}
 		if !d.meta.ReceivedAt.IsZero() {
 			c.metrics.endToEnd.Observe(time.Since(d.meta.ReceivedAt).Seconds())
 		}
@@ -401,7 +415,7 @@ func (c *Consumer) done(d *delivery, res store.Result) {
 // handle applies one event in its own transaction and acknowledges it
 // according to the outcome.
 func (c *Consumer) handle(ctx context.Context, d *delivery) {
-	msg, ev, meta, log := d.msg, d.ev, d.meta, d.log
+	msg, ev, meta, log := d.msg, d.ev, d.meta, d.log()
 	started := time.Now()
 	res, err := c.apply(ctx, msg, ev, meta)
 	switch {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -54,6 +55,8 @@ type Config struct {
 	// DeadLetterStream names the dead-letter stream. Default
 	// "PORTAL_DEADLETTER".
 	DeadLetterStream string
+	// Pprof serves /debug/pprof/ on the health address, for profiling.
+	Pprof bool
 	// LogRetention is how long sync-log rows are kept; 0 keeps them for
 	// ever. Every LogPurgeInterval (default 1 h) older rows are deleted.
 	LogRetention     time.Duration
@@ -246,6 +249,10 @@ func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Du
 func healthServer(cfg Config, ready func(context.Context) error, metrics http.Handler) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
+	if cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))

@@ -27,12 +27,24 @@ type Item struct {
 // returns one Result per item, in order. When the transaction fails, no
 // item is applied: the caller retries or falls back to Apply per event to
 // isolate a bad one.
+//
+// Organization rows are shared by every member of an organization, so
+// every concurrent batch would queue on them for its whole transaction:
+// ApplyBatch upserts them first in a short statement of their own (safe on
+// its own: the newest-event rule makes it idempotent, and a retried batch
+// finds them done).
 func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) {
+	if _, err := s.pool.Exec(ctx, upsertOrganizationsSQL, organizationArgs(items)...); err != nil {
+		return nil, fmt.Errorf("apply batch of %d: upsert organizations: %w", len(items), err)
+	}
 	var res []Result
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		var err error
-		res, err = ApplyBatchTx(ctx, tx, items)
-		return err
+		b := &batch{tx: tx, items: items, results: make([]Result, len(items)), orgsDone: true}
+		if err := b.run(ctx); err != nil {
+			return err
+		}
+		res = b.results
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("apply batch of %d: %w", len(items), err)
@@ -58,8 +70,10 @@ type batch struct {
 	live    []int
 	skipped []int
 	orgIDs  map[string]string // portal org id -> uuid
-	profIDs map[string]string // portal member id -> uuid
-	created map[string]bool   // portal member ids inserted by this batch
+	// orgsDone: the organizations were upserted before the transaction.
+	orgsDone bool
+	profIDs  map[string]string // portal member id -> uuid
+	created  map[string]bool   // portal member ids inserted by this batch
 }
 
 // key orders events the way the portal does: by time, then by id.
@@ -176,16 +190,20 @@ func (b *batch) ids(ctx context.Context, sql string, keys []string) (map[string]
 	return out, rows.Err()
 }
 
-func (b *batch) organizations(ctx context.Context) error {
-	// Per organization: the newest event that carries a name.
+// organizationArgs reduces the items' organizations to the newest event
+// that carries a name, as the arguments of upsertOrganizationsSQL.
+func organizationArgs(items []Item) []any {
 	type org struct {
 		named bool
 		k     key
 		name  string
 	}
 	orgs := map[string]*org{}
-	for _, i := range b.live {
-		ev := b.items[i].Event
+	for _, it := range items {
+		ev := it.Event
+		if !ev.Type.Known() || ev.Organization.ID == "" {
+			continue
+		}
 		o, ok := orgs[ev.Organization.ID]
 		if !ok {
 			o = &org{}
@@ -202,18 +220,26 @@ func (b *batch) organizations(ctx context.Context) error {
 			names[i], ats[i], eids[i] = o.name, stamp(o.k.at), text(o.k.id)
 		}
 	}
-	_, err := b.tx.Exec(ctx, `
-		INSERT INTO public.organizations AS o (portal_org_id, name, portal_updated_at, portal_event_id)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) ORDER BY 1
-		ON CONFLICT (portal_org_id) DO UPDATE
-		SET name = excluded.name, portal_updated_at = excluded.portal_updated_at,
-		    portal_event_id = excluded.portal_event_id, updated_at = now()
-		WHERE excluded.portal_updated_at IS NOT NULL AND `+newerExcluded("o", "o.name IS DISTINCT FROM excluded.name"),
-		keys, names, ats, eids)
-	if err != nil {
-		return fmt.Errorf("upsert organizations: %w", err)
+	return []any{keys, names, ats, eids}
+}
+
+var upsertOrganizationsSQL = `
+	INSERT INTO public.organizations AS o (portal_org_id, name, portal_updated_at, portal_event_id)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) ORDER BY 1
+	ON CONFLICT (portal_org_id) DO UPDATE
+	SET name = excluded.name, portal_updated_at = excluded.portal_updated_at,
+	    portal_event_id = excluded.portal_event_id, updated_at = now()
+	WHERE excluded.portal_updated_at IS NOT NULL AND ` + newerExcluded("o", "o.name IS DISTINCT FROM excluded.name")
+
+func (b *batch) organizations(ctx context.Context) error {
+	args := organizationArgs(b.items)
+	if !b.orgsDone {
+		if _, err := b.tx.Exec(ctx, upsertOrganizationsSQL, args...); err != nil {
+			return fmt.Errorf("upsert organizations: %w", err)
+		}
 	}
-	b.orgIDs, err = b.ids(ctx, `SELECT portal_org_id, id::text FROM public.organizations WHERE portal_org_id = ANY($1)`, keys)
+	var err error
+	b.orgIDs, err = b.ids(ctx, `SELECT portal_org_id, id::text FROM public.organizations WHERE portal_org_id = ANY($1)`, args[0].([]string))
 	if err != nil {
 		return fmt.Errorf("read organization ids: %w", err)
 	}
@@ -385,7 +411,7 @@ func (b *batch) memberships(ctx context.Context) error {
 	_, err := b.tx.Exec(ctx, `
 		INSERT INTO public.organization_memberships AS m
 		  (profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
-		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::timestamptz[])
+		SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::timestamptz[])
 		ORDER BY 1, 2
 		ON CONFLICT (profile_id, organization_id) DO UPDATE
 		SET status = CASE WHEN `+newerStatus+` THEN excluded.status WHEN m.status_portal_at IS NULL THEN 'active' ELSE m.status END,
@@ -431,7 +457,7 @@ func (b *batch) roles(ctx context.Context) error {
 	}
 	_, err := b.tx.Exec(ctx, `
 		INSERT INTO public.role_assignments AS r (profile_id, organization_id, role, portal_updated_at, portal_event_id)
-		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[]) ORDER BY 1, 2
+		SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::text[]) ORDER BY 1, 2
 		ON CONFLICT (profile_id, organization_id) DO UPDATE
 		SET role = excluded.role, portal_updated_at = excluded.portal_updated_at,
 		    portal_event_id = excluded.portal_event_id, updated_at = now()
@@ -448,22 +474,23 @@ func (b *batch) roles(ctx context.Context) error {
 // does for one profile.
 func (b *batch) accessAndStatus(ctx context.Context) error {
 	ids := b.profileIDs()
-	if _, err := b.tx.Exec(ctx, `
+	// One statement: derive, update what changed, and read the access of
+	// the profiles linked to an auth user, with their new status.
+	rows, err := b.tx.Query(ctx, `
 		WITH want AS (
 		  SELECT profile_id,
 		         CASE WHEN bool_or(status = 'active') THEN 'active' ELSE 'inactive' END AS status,
 		         CASE WHEN bool_or(status = 'active') THEN NULL ELSE max(deactivated_at) END AS deactivated_at
-		  FROM public.organization_memberships WHERE profile_id = ANY($1::uuid[]) GROUP BY profile_id)
-		UPDATE public.profiles p SET status = want.status, deactivated_at = want.deactivated_at, updated_at = now()
-		FROM want
-		WHERE p.id = want.profile_id AND (p.status <> want.status OR p.deactivated_at IS DISTINCT FROM want.deactivated_at)`,
-		ids); err != nil {
-		return fmt.Errorf("derive profile status: %w", err)
-	}
-	rows, err := b.tx.Query(ctx, `SELECT id::text, status, auth_user_id::text, auth_banned_by_sync FROM public.profiles
-		WHERE id = ANY($1::uuid[]) AND auth_user_id IS NOT NULL`, ids)
+		  FROM public.organization_memberships WHERE profile_id = ANY($1::text[]::uuid[]) GROUP BY profile_id),
+		upd AS (
+		  UPDATE public.profiles p SET status = want.status, deactivated_at = want.deactivated_at, updated_at = now()
+		  FROM want
+		  WHERE p.id = want.profile_id AND (p.status <> want.status OR p.deactivated_at IS DISTINCT FROM want.deactivated_at))
+		SELECT p.id::text, want.status, p.auth_user_id::text, p.auth_banned_by_sync
+		FROM want JOIN public.profiles p ON p.id = want.profile_id
+		WHERE p.auth_user_id IS NOT NULL`, ids)
 	if err != nil {
-		return fmt.Errorf("read access: %w", err)
+		return fmt.Errorf("derive profile status: %w", err)
 	}
 	var lockOut, restore, restoreProfiles []string
 	for rows.Next() {
@@ -489,20 +516,20 @@ func (b *batch) accessAndStatus(ctx context.Context) error {
 		if _, err := b.tx.Exec(ctx, `
 			WITH banned AS (
 			  UPDATE auth.users SET banned_until = now() + interval '`+banFor+`', updated_at = now()
-			  WHERE id = ANY($1::uuid[]) AND (banned_until IS NULL OR banned_until < now())
+			  WHERE id = ANY($1::text[]::uuid[]) AND (banned_until IS NULL OR banned_until < now())
 			  RETURNING id)
 			UPDATE public.profiles SET auth_banned_by_sync = true WHERE auth_user_id IN (SELECT id FROM banned)`, lockOut); err != nil {
 			return fmt.Errorf("ban auth users: %w", err)
 		}
-		if _, err := b.tx.Exec(ctx, `DELETE FROM auth.sessions WHERE user_id = ANY($1::uuid[])`, lockOut); err != nil {
+		if _, err := b.tx.Exec(ctx, `DELETE FROM auth.sessions WHERE user_id = ANY($1::text[]::uuid[])`, lockOut); err != nil {
 			return fmt.Errorf("delete sessions: %w", err)
 		}
 	}
 	if len(restore) > 0 {
-		if _, err := b.tx.Exec(ctx, `UPDATE auth.users SET banned_until = NULL, updated_at = now() WHERE id = ANY($1::uuid[])`, restore); err != nil {
+		if _, err := b.tx.Exec(ctx, `UPDATE auth.users SET banned_until = NULL, updated_at = now() WHERE id = ANY($1::text[]::uuid[])`, restore); err != nil {
 			return fmt.Errorf("lift bans: %w", err)
 		}
-		if _, err := b.tx.Exec(ctx, `UPDATE public.profiles SET auth_banned_by_sync = false WHERE id = ANY($1::uuid[])`, restoreProfiles); err != nil {
+		if _, err := b.tx.Exec(ctx, `UPDATE public.profiles SET auth_banned_by_sync = false WHERE id = ANY($1::text[]::uuid[])`, restoreProfiles); err != nil {
 			return fmt.Errorf("clear ban marks: %w", err)
 		}
 	}
@@ -553,7 +580,7 @@ func (b *batch) log(ctx context.Context) error {
 		INSERT INTO public.portal_sync_log
 		  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail, member_created,
 		   occurred_at, received_at, stream_seq, attempt)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::bool[],
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::uuid[], $6::text[], $7::text[], $8::bool[],
 		                     $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::int[])
 		ON CONFLICT (event_id) WHERE status IN ('success', 'skipped') DO NOTHING`,
 		eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts)
