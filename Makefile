@@ -10,7 +10,7 @@ MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 1m
 
-.PHONY: help build run send test test-short lint fmt bench fuzz soak tidy clean
+.PHONY: help build run send test test-short lint fmt bench bench-go fuzz soak tidy clean
 
 help: ## Show this help.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -42,7 +42,10 @@ lint: ## gofmt, go vet and staticcheck over every module.
 fmt: ## Format all Go code.
 	gofmt -w $(MODDIRS)
 
-bench: ## Run the Go benchmarks of every module.
+bench: build ## The benchmark scenarios of docs/BENCHMARKS.md (minutes; writes .data/bench/results.md).
+	./scripts/bench.sh
+
+bench-go: ## Run the Go benchmarks of every module.
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 1m).

@@ -4,6 +4,9 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -96,6 +99,16 @@ func TestMetricsScraped(t *testing.T) {
 		"portalsync_syncer_dead_letters_total", "portalsync_syncer_consumer_ack_pending"} {
 		metricValue(t, sy, name)
 	}
+	// Every portalsync metric the Grafana dashboard queries exists.
+	dash, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "dashboards", "portalsync.json"))
+	require.NoError(t, err)
+	names := regexp.MustCompile(`portalsync_[a-z_]+`).FindAllString(string(dash), -1)
+	require.NotEmpty(t, names)
+	for _, name := range names {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		require.True(t, strings.Contains(in, base) || strings.Contains(sy, base), "dashboard metric %s is exported by neither binary", name)
+	}
+
 	// Metrics hold no personal data either.
 	for _, text := range []string{in, sy} {
 		for _, e := range []string{"@example.invalid", "Fornavn", "Etternavn", "+47"} {

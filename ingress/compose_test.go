@@ -69,6 +69,24 @@ func TestComposeMatchesIngress(t *testing.T) {
 	require.Equal(t, "3", svc.Environment["STREAM_REPLICAS"])
 }
 
+// Prometheus scrapes the ingress where it listens, and the dashboard is
+// provisioned into Grafana.
+func TestComposeObservability(t *testing.T) {
+	t.Parallel()
+	f, err := composetest.Load(filepath.Join("..", "docker-compose.yml"))
+	require.NoError(t, err)
+	for _, name := range []string{"prometheus", "grafana"} {
+		require.Contains(t, f.Services, name)
+	}
+	_, port, err := net.SplitHostPort(f.Services["ingress"].Environment["INGRESS_ADDR"])
+	require.NoError(t, err)
+	b, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"ingress:`+port+`"`)
+	_, err = os.Stat(filepath.Join("..", "deploy", "grafana", "dashboards", "portalsync.json"))
+	require.NoError(t, err)
+}
+
 func checkDockerfile(t *testing.T, path, binary string) {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -48,6 +48,10 @@ func TestComposeMatchesSyncer(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, port, u.Port())
 
+	prom, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
+	require.NoError(t, err)
+	require.Contains(t, string(prom), "port: "+port, "Prometheus scrapes the syncer's health port")
+
 	pg, ok := f.Services["postgres"]
 	require.True(t, ok)
 	require.NotNil(t, pg.Healthcheck)

@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/command"
@@ -24,14 +23,9 @@ type natsFlags struct {
 
 // open connects and opens the dead-letter queue.
 func (f *natsFlags) open(ctx context.Context) (*deadletter.Queue, func(), error) {
-	nc, err := stream.Connect(ctx, f.NATSURL, "portalsync-syncer-cli", zap.NewNop())
+	nc, js, err := stream.Open(ctx, f.NATSURL, "portalsync-syncer-cli", zap.NewNop())
 	if err != nil {
 		return nil, nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
 	}
 	sc := f.Config()
 	q, err := deadletter.Open(ctx, js, deadletter.Config{Name: f.DeadLetterStream, EventStream: sc.Name, Replicas: sc.Replicas})

@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/schollz/progressbar/v3"
 	"go.uber.org/zap"
 	"golang.org/x/term"
@@ -57,15 +56,11 @@ func (c *replayCmd) Run(ctx context.Context, g *command.Globals) error {
 		return err
 	}
 	defer pool.Close()
-	nc, err := stream.Connect(ctx, c.NATSURL, "portalsync-replay", log)
+	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-replay", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	rep, err := replay.New(js, pool, log.Named("replay")).Run(ctx, opts, newProgress(g.Stderr, log))
 	if err != nil {
 		return err

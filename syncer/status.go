@@ -68,15 +68,11 @@ func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
 		return err
 	}
 	defer pool.Close()
-	nc, err := stream.Connect(ctx, c.NATSURL, "portalsync-status", zap.NewNop())
+	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-status", zap.NewNop())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	st, err := collectStatus(ctx, js, pool, c.Config().Name, c.Consumer, c.DeadLetterStream)
 	if err != nil {
 		return err

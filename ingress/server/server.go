@@ -295,20 +295,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("ingress config: %w", err)
 	}
-	nc, err := stream.Connect(ctx, cfg.NATSURL, "portalsync-ingress", log)
+	nc, js, err := stream.OpenAndEnsure(ctx, cfg.NATSURL, "portalsync-ingress", cfg.Stream, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := stream.Ensure(setupCtx, js, cfg.Stream); err != nil {
-		return err
-	}
 	ready := func(ctx context.Context) error {
 		if !nc.IsConnected() {
 			return errors.New("not connected to NATS")

@@ -257,3 +257,33 @@ func (f Flags) Config() Config {
 		DuplicateWindow: f.StreamDuplicateWindow,
 	}.WithDefaults()
 }
+
+// Open connects to NATS as Connect does and returns the connection with its
+// JetStream API. The caller closes (or drains) the connection.
+func Open(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := Connect(ctx, url, name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// OpenAndEnsure opens NATS and creates or updates the stream, within 30 s.
+func OpenAndEnsure(ctx context.Context, url, name string, c Config, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	nc, js, err := Open(ctx, url, name, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := Ensure(setupCtx, js, c); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
+}

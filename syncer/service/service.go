@@ -135,20 +135,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 	}
 
-	nc, err := stream.Connect(ctx, cfg.NATSURL, "portalsync-syncer", log)
+	nc, js, err := stream.OpenAndEnsure(ctx, cfg.NATSURL, "portalsync-syncer", cfg.Stream, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("jetstream: %w", err)
-	}
 	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := stream.Ensure(setupCtx, js, cfg.Stream); err != nil {
-		return err
-	}
 
 	dlq, err := deadletter.Open(setupCtx, js, cfg.DeadLetter(cfg.Stream))
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/eventmodel"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -86,30 +85,11 @@ func TestBatchAppliesAndLogs(t *testing.T) {
 func TestBatchesMatchModel(t *testing.T) {
 	t.Parallel()
 	s, pool := setup(t)
-	types := []event.Type{event.MembershipCreated, event.MembershipUpdated, event.RoleUpdated, event.MembershipDeactivated, event.MembershipReactivated}
-	roles := []event.Role{"", event.RolePeerMentor, event.RoleCoordinator, event.RoleOrgAdmin}
 	var check atomic.Int64
 	rapid.Check(t, func(rt *rapid.T) {
-		n := check.Add(1)
-		count := rapid.IntRange(1, 24).Draw(rt, "events")
-		events := make([]event.Event, count)
-		for i := range events {
-			typ := rapid.SampledFrom(types).Draw(rt, "type")
-			role := event.Role("")
-			if typ.RequiresRole() {
-				role = rapid.SampledFrom(roles[1:]).Draw(rt, "role")
-			} else if typ == event.MembershipUpdated {
-				role = rapid.SampledFrom(roles).Draw(rt, "role")
-			}
-			at := t0.Add(time.Duration(rapid.IntRange(0, 3).Draw(rt, "minute")) * time.Minute)
-			member := fmt.Sprintf("bm%d-%d", n, rapid.IntRange(0, 2).Draw(rt, "member"))
-			org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
-			events[i] = *ev(fmt.Sprintf("b%d-e%d", n, i), typ, at, member, org, role)
-		}
-		order := rapid.Permutation(events).Draw(rt, "order")
-		for _, i := range rapid.SliceOfN(rapid.IntRange(0, count-1), 0, 6).Draw(rt, "redeliveries") {
-			order = append(order, order[i])
-		}
+		prefix := fmt.Sprintf("b%d", check.Add(1))
+		events := drawEvents(rt, prefix, 3, 24)
+		order := drawDeliveries(rt, events, 6)
 		for len(order) > 0 {
 			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
 			evs := make([]*event.Event, size)
@@ -121,28 +101,6 @@ func TestBatchesMatchModel(t *testing.T) {
 			}
 			order = order[size:]
 		}
-		for member, want := range eventmodel.Expect(events) {
-			got := memberState(t, pool, member)
-			if got.ProfileStatus != want.Status || (want.HasSnapshot && got.FirstName != want.FirstName) {
-				rt.Fatalf("%s: status %s first %q, model %s %q", member, got.ProfileStatus, got.FirstName, want.Status, want.FirstName)
-			}
-			wantMS, wantRoles := map[string]string{}, map[string]string{}
-			for org, m := range want.Memberships {
-				wantMS[org] = m.Status
-				if m.Role != "" {
-					wantRoles[org] = m.Role
-				}
-			}
-			if fmt.Sprint(got.Memberships) != fmt.Sprint(wantMS) || fmt.Sprint(got.Roles) != fmt.Sprint(wantRoles) {
-				rt.Fatalf("%s: memberships %v roles %v, model %v %v", member, got.Memberships, got.Roles, wantMS, wantRoles)
-			}
-		}
-		var logged int
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE event_id LIKE $1`, fmt.Sprintf("b%d-%%", n)).Scan(&logged); err != nil {
-			rt.Fatal(err)
-		}
-		if logged != count {
-			rt.Fatalf("%d log rows for %d distinct events", logged, count)
-		}
+		requireModel(t, rt, pool, prefix, events)
 	})
 }

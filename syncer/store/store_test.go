@@ -13,7 +13,6 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/eventmodel"
 	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/store"
 )
@@ -237,68 +236,23 @@ func TestAdminBanIsKeptOnReactivation(t *testing.T) {
 	require.NotNil(t, banned, "an administrator's ban is not lifted by the sync")
 }
 
-// TestPermutationsAndDuplicatesMatchModel applies one member's events in
-// random orders with random redeliveries and expects the reference model's
-// state: that of the newest event of each kind, whatever the order.
+// TestPermutationsAndDuplicatesMatchModel applies one member's events one
+// by one in random orders with random redeliveries and expects the
+// reference model's state: that of the newest event of each kind.
 func TestPermutationsAndDuplicatesMatchModel(t *testing.T) {
 	t.Parallel()
 	s, pool := setup(t)
-	types := []event.Type{event.MembershipCreated, event.MembershipUpdated, event.RoleUpdated, event.MembershipDeactivated, event.MembershipReactivated}
-	roles := []event.Role{"", event.RolePeerMentor, event.RoleCoordinator, event.RoleOrgAdmin}
 	var check atomic.Int64
 	rapid.Check(t, func(rt *rapid.T) {
-		n := check.Add(1)
-		member := fmt.Sprintf("member-%d", n)
-		count := rapid.IntRange(1, 10).Draw(rt, "events")
-		events := make([]event.Event, count)
-		for i := range events {
-			typ := rapid.SampledFrom(types).Draw(rt, "type")
-			role := event.Role("")
-			if typ.RequiresRole() {
-				role = rapid.SampledFrom(roles[1:]).Draw(rt, "role")
-			} else if typ == event.MembershipUpdated {
-				role = rapid.SampledFrom(roles).Draw(rt, "role")
-			}
-			// Few distinct times, so ties (broken by id) are common.
-			at := t0.Add(time.Duration(rapid.IntRange(0, 3).Draw(rt, "minute")) * time.Minute)
-			org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
-			events[i] = *ev(fmt.Sprintf("c%d-e%d", n, i), typ, at, member, org, role)
-		}
-		order := rapid.Permutation(events).Draw(rt, "order")
-		dups := rapid.SliceOfN(rapid.IntRange(0, count-1), 0, 4).Draw(rt, "redeliveries")
-		for _, i := range dups {
-			order = append(order, order[i])
-		}
+		prefix := fmt.Sprintf("c%d", check.Add(1))
+		events := drawEvents(rt, prefix, 1, 10)
+		order := drawDeliveries(rt, events, 4)
 		for i := range order {
 			if _, err := s.Apply(context.Background(), &order[i], store.Meta{StreamSeq: uint64(i + 1), Attempt: 1}); err != nil {
 				rt.Fatalf("apply: %v", err)
 			}
 		}
-		want := eventmodel.Expect(events)[member]
-		got := memberState(t, pool, member)
-		if got.ProfileStatus != want.Status {
-			rt.Fatalf("profile status %s, model %s", got.ProfileStatus, want.Status)
-		}
-		if want.HasSnapshot && got.FirstName != want.FirstName {
-			rt.Fatalf("first name %q, model %q", got.FirstName, want.FirstName)
-		}
-		wantMS, wantRoles := map[string]string{}, map[string]string{}
-		for org, m := range want.Memberships {
-			wantMS[org] = m.Status
-			if m.Role != "" {
-				wantRoles[org] = m.Role
-			}
-		}
-		if fmt.Sprint(got.Memberships) != fmt.Sprint(wantMS) || fmt.Sprint(got.Roles) != fmt.Sprint(wantRoles) {
-			rt.Fatalf("memberships %v roles %v, model %v %v", got.Memberships, got.Roles, wantMS, wantRoles)
-		}
-		var logged int
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE portal_member_id = $1`, member).Scan(&logged); err != nil {
-			rt.Fatal(err)
-		}
-		if logged != count {
-			rt.Fatalf("%d log rows for %d distinct events", logged, count)
-		}
+		requireModel(t, rt, pool, prefix, events)
 	})
 }
 

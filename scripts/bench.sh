@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# `make bench`: the standard benchmark scenarios of docs/BENCHMARKS.md, side
+# by side in one run on this machine. Writes .data/bench/results.md.
+#
+# 1. ingress requests/s and p99 at 50 connections (wrk replaying requests
+#    signed by `loadgen --emit`), against `nats bench js pub sync --dedup`
+# 2. syncer events/s from a full stream (100,000 events, 10,000 members),
+#    one event per transaction and batched, against the database's ceiling
+#    for the same SQL (BenchmarkApplyBatchCeiling)
+# 3. end-to-end latency at 1,000 events/s for 60 s (loadgen)
+# 4. replay of 1,000,000 events
+# 5. peak memory (VmHWM) of ingress and syncer
+#
+# Needs: PostgreSQL on 127.0.0.1:5432 (user postgres), wrk (apt-get install
+# wrk); it builds nats-server and the nats CLI from the Go module proxy.
+# Sizes can be lowered for a quick look: SYNC_EVENTS, REPLAY_EVENTS,
+# E2E_SECONDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=.data/bench
+SYNC_EVENTS=${SYNC_EVENTS:-100000}
+REPLAY_EVENTS=${REPLAY_EVENTS:-1000000}
+E2E_SECONDS=${E2E_SECONDS:-60}
+NATS_PORT=4290
+INGRESS_ADDR=127.0.0.1:8090
+SYNCER_ADDR=127.0.0.1:8091
+ADMIN_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/portalsync_bench?sslmode=disable"
+export NATS_URL="nats://127.0.0.1:$NATS_PORT"
+export LOG_LEVEL=warn
+
+command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+mkdir -p "$OUT"
+rm -rf "$OUT/nats" "$OUT"/*.txt
+make build >/dev/null
+[ -x bin/nats ] || GOBIN="$PWD/bin" go install github.com/nats-io/natscli/nats@v0.5.0
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+wait_http() { for _ in $(seq 1 100); do curl -sf "http://$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "bench: $1 not ready" >&2; exit 1; }
+sql() { psql "$DATABASE_URL" -tAqc "$1"; }
+reset_tables() { sql "TRUNCATE organizations, profiles, organization_memberships, role_assignments, portal_sync_log"; sql "VACUUM FULL profiles" >/dev/null; }
+log_count() { sql "SELECT count(*) FROM portal_sync_log"; }
+# Events per second between the first and the last processed_at.
+log_rate() { sql "SELECT round(count(*) / extract(epoch FROM max(processed_at) - min(processed_at)))::int FROM portal_sync_log"; }
+wait_log() { # count timeout_s
+  for _ in $(seq 1 $(($2 * 5))); do [ "$(log_count)" -ge "$1" ] && return 0; sleep 0.2; done
+  echo "bench: only $(log_count) of $1 events applied in $2 s" >&2; exit 1
+}
+
+psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS portalsync_bench" -c "CREATE DATABASE portalsync_bench"
+bin/syncer migrate 2>/dev/null
+bin/nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
+pids+=($!)
+sleep 1
+SECRET=$(bin/ingress genkey)
+export PORTAL_WEBHOOK_SECRETS=$SECRET
+URL="http://$INGRESS_ADDR/webhooks/portal"
+
+# Every scenario starts with an empty event stream (they all take the
+# subjects portal.member.>, so only one stream can exist at a time).
+fresh_stream() { bin/nats -s "$NATS_URL" stream rm -f BENCH >/dev/null 2>&1 || true; }
+start_ingress() { # stream
+  STREAM_NAME=$1 INGRESS_ADDR=$INGRESS_ADDR INGRESS_RATE_LIMIT=0 bin/ingress serve >>"$OUT/ingress.log" 2>&1 &
+  INGRESS_PID=$!
+  pids+=($INGRESS_PID)
+  wait_http "$INGRESS_ADDR"
+}
+start_syncer() { # stream consumer [env...]
+  local stream=$1 consumer=$2
+  shift 2
+  env "$@" STREAM_NAME="$stream" SYNCER_CONSUMER="$consumer" SYNCER_HTTP_ADDR=$SYNCER_ADDR bin/syncer run >>"$OUT/syncer.log" 2>&1 &
+  SYNCER_PID=$!
+  pids+=($SYNCER_PID)
+  wait_http "$SYNCER_ADDR"
+}
+
+echo "== 1. ingress throughput"
+fresh_stream
+start_ingress BENCH
+bin/loadgen --emit "$OUT/requests.txt" --events 600000 --members 10000 --run-id wrk
+size=$(head -1 "$OUT/requests.txt" | cut -f4 | wc -c)
+wrk -t2 -c50 -d15s --latency -s scripts/bench/signed.lua "http://$INGRESS_ADDR" -- "$OUT/requests.txt" 2 | tee "$OUT/wrk.txt"
+ING_RPS=$(awk '/Requests\/sec/ {printf "%.0f", $2}' "$OUT/wrk.txt")
+ING_P99=$(awk '$1 == "99%" {print $2}' "$OUT/wrk.txt")
+ING_NON2XX=$(awk '/Non-2xx/ {print $5}' "$OUT/wrk.txt")
+env -u DATABASE_URL bin/loadgen --url "$URL" --duration 10s -c 50 --run-id lg1 | tee "$OUT/loadgen-ingress.txt"
+LG_RPS=$(awk '/accepted\/s/ {print $(NF-1)}' "$OUT/loadgen-ingress.txt")
+LG_P99=$(awk '$1 == "accept" {print $8}' "$OUT/loadgen-ingress.txt")
+ING_HWM1=$(hwm_mb "$INGRESS_PID")
+bin/nats -s "$NATS_URL" bench js pub sync bench.raw --clients 4 --msgs 200000 --size "$size" --dedup --create --storage file --no-progress | tee "$OUT/nats-bench-4.txt"
+RAW4=$(awk '/aggregated stats/ {gsub(",", "", $(NF-4)); print $(NF-4)}' "$OUT/nats-bench-4.txt")
+bin/nats -s "$NATS_URL" bench js pub sync bench.raw --clients 50 --msgs 200000 --size "$size" --dedup --create --storage file --no-progress | tee "$OUT/nats-bench-50.txt"
+RAW50=$(awk '/aggregated stats/ {gsub(",", "", $(NF-4)); print $(NF-4)}' "$OUT/nats-bench-50.txt")
+stop "$INGRESS_PID"
+
+echo "== 2. syncer from a full stream ($SYNC_EVENTS events)"
+fresh_stream
+start_ingress BENCH
+env -u DATABASE_URL bin/loadgen --url "$URL" --events "$SYNC_EVENTS" -c 50 --members 10000 --orgs 20 --run-id s2 | tee "$OUT/fill-sync.txt"
+stop "$INGRESS_PID"
+declare -A SYNC_RATE SYNC_HWM
+for batch in 1 1024; do
+  reset_tables
+  start_syncer BENCH "bench-b$batch" SYNCER_BATCH_SIZE=$batch
+  wait_log "$SYNC_EVENTS" 600
+  SYNC_RATE[$batch]=$(log_rate)
+  SYNC_HWM[$batch]=$(hwm_mb "$SYNCER_PID")
+  stop "$SYNCER_PID"
+  echo "batch $batch: ${SYNC_RATE[$batch]} events/s"
+done
+CEIL=$(TEST_DATABASE_URL="$ADMIN_URL" CLIENTS=4 BATCH=1024 go test -run '^$' -bench BenchmarkApplyBatchCeiling -benchtime 100x ./syncer/store/ | awk '/events\/s/ {for (i=1;i<=NF;i++) if ($(i+1) == "events/s") printf "%.0f", $i}')
+echo "ceiling: $CEIL events/s"
+
+echo "== 3. end to end at 1,000 events/s for ${E2E_SECONDS}s"
+reset_tables
+fresh_stream
+start_ingress BENCH
+start_syncer BENCH bench-e2e
+bin/loadgen --url "$URL" --rate 1000 --duration "${E2E_SECONDS}s" -c 50 --members 10000 --database-url "$DATABASE_URL" --run-id e2e | tee "$OUT/e2e.txt"
+E2E=$(awk '$1 == "end-to-end" {print $4, $6, $8, $10}' "$OUT/e2e.txt")
+ACC=$(awk '$1 == "accept" {print $4, $6, $8, $10}' "$OUT/e2e.txt")
+ING_HWM3=$(hwm_mb "$INGRESS_PID")
+SYN_HWM3=$(hwm_mb "$SYNCER_PID")
+stop "$SYNCER_PID"
+stop "$INGRESS_PID"
+
+echo "== 4. replay of $REPLAY_EVENTS events"
+fresh_stream
+start_ingress BENCH
+env -u DATABASE_URL bin/loadgen --url "$URL" --events "$REPLAY_EVENTS" -c 64 --members 10000 --orgs 20 --run-id r4 | tee "$OUT/fill-replay.txt"
+stop "$INGRESS_PID"
+reset_tables
+start_s=$(date +%s.%N)
+STREAM_NAME=BENCH bin/syncer replay --all | tee "$OUT/replay.txt"
+REPLAY_S=$(echo "$(date +%s.%N) - $start_s" | bc)
+REPLAY_RATE=$(awk '/^rate:/ {print $2}' "$OUT/replay.txt")
+
+cpu=$(awk -F: '/model name/ {print $2; exit}' /proc/cpuinfo | sed 's/^ *//')
+cat >"$OUT/results.md" <<EOF
+Run $(date -u +%Y-%m-%dT%H:%MZ) on $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB,
+PostgreSQL $(psql "$ADMIN_URL" -tAc 'SHOW server_version' | awk '{print $1}') (synchronous_commit=$(psql "$ADMIN_URL" -tAc 'SHOW synchronous_commit')),
+nats-server $(bin/nats-server --version | awk '{print $2}'), event size $size bytes.
+
+| # | scenario | measured | reference | ratio |
+|---|---|---|---|---|
+| 1 | ingress, wrk, 50 connections | $ING_RPS req/s, p99 $ING_P99 (non-2xx: ${ING_NON2XX:-0}) | raw JetStream sync publish with ids: $RAW4 msg/s (4 clients), $RAW50 msg/s (50 clients) | $(echo "scale=2; $ING_RPS / $RAW4" | bc) of 4-client raw |
+| 1 | ingress, loadgen, 50 connections | $LG_RPS req/s, p99 $LG_P99 | (load generator shares the CPU) | |
+| 2 | syncer, one event per transaction | ${SYNC_RATE[1]} events/s | | |
+| 2 | syncer, batched (1024) | ${SYNC_RATE[1024]} events/s | ceiling, same SQL straight to PostgreSQL (4 clients, batches of 1024): $CEIL events/s | $(echo "scale=2; ${SYNC_RATE[1024]} / $CEIL" | bc) |
+| 3 | end to end at 1,000 events/s, ${E2E_SECONDS} s | p50/p95/p99/max $E2E | accept p50/p95/p99/max $ACC | |
+| 4 | replay of $REPLAY_EVENTS events | $(printf '%.1f' "$REPLAY_S") s, $REPLAY_RATE events/s | | |
+| 5 | peak RSS | ingress ${ING_HWM1} MB (1), ${ING_HWM3} MB (3); syncer ${SYNC_HWM[1]} MB (2, per event), ${SYNC_HWM[1024]} MB (2, batched), ${SYN_HWM3} MB (3) | | |
+EOF
+echo
+cat "$OUT/results.md"

@@ -1,0 +1,75 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"pgregory.net/rapid"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/eventmodel"
+)
+
+// drawEvents draws 1..maxEvents events of 1..members members (ids
+// "<prefix>-m<n>") in two organizations, with few distinct portal times so
+// that ties, broken by event id, are common.
+func drawEvents(rt *rapid.T, prefix string, members, maxEvents int) []event.Event {
+	types := []event.Type{event.MembershipCreated, event.MembershipUpdated, event.RoleUpdated, event.MembershipDeactivated, event.MembershipReactivated}
+	roles := []event.Role{"", event.RolePeerMentor, event.RoleCoordinator, event.RoleOrgAdmin}
+	events := make([]event.Event, rapid.IntRange(1, maxEvents).Draw(rt, "events"))
+	for i := range events {
+		typ := rapid.SampledFrom(types).Draw(rt, "type")
+		role := event.Role("")
+		if typ.RequiresRole() {
+			role = rapid.SampledFrom(roles[1:]).Draw(rt, "role")
+		} else if typ == event.MembershipUpdated {
+			role = rapid.SampledFrom(roles).Draw(rt, "role")
+		}
+		at := t0.Add(time.Duration(rapid.IntRange(0, 3).Draw(rt, "minute")) * time.Minute)
+		member := fmt.Sprintf("%s-m%d", prefix, rapid.IntRange(0, members-1).Draw(rt, "member"))
+		org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
+		events[i] = *ev(fmt.Sprintf("%s-e%d", prefix, i), typ, at, member, org, role)
+	}
+	return events
+}
+
+// drawDeliveries is a random order of the events with up to maxRepeats
+// redeliveries appended.
+func drawDeliveries(rt *rapid.T, events []event.Event, maxRepeats int) []event.Event {
+	order := rapid.Permutation(events).Draw(rt, "order")
+	for _, i := range rapid.SliceOfN(rapid.IntRange(0, len(events)-1), 0, maxRepeats).Draw(rt, "redeliveries") {
+		order = append(order, order[i])
+	}
+	return order
+}
+
+// requireModel fails rt unless every member's state equals the reference
+// model's and each distinct event has exactly one log row.
+func requireModel(t *testing.T, rt *rapid.T, pool *pgxpool.Pool, prefix string, events []event.Event) {
+	for member, want := range eventmodel.Expect(events) {
+		got := memberState(t, pool, member)
+		if got.ProfileStatus != want.Status || (want.HasSnapshot && got.FirstName != want.FirstName) {
+			rt.Fatalf("%s: status %s first name %q, model %s %q", member, got.ProfileStatus, got.FirstName, want.Status, want.FirstName)
+		}
+		wantMS, wantRoles := map[string]string{}, map[string]string{}
+		for org, m := range want.Memberships {
+			wantMS[org] = m.Status
+			if m.Role != "" {
+				wantRoles[org] = m.Role
+			}
+		}
+		if fmt.Sprint(got.Memberships) != fmt.Sprint(wantMS) || fmt.Sprint(got.Roles) != fmt.Sprint(wantRoles) {
+			rt.Fatalf("%s: memberships %v roles %v, model %v %v", member, got.Memberships, got.Roles, wantMS, wantRoles)
+		}
+	}
+	var logged int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE event_id LIKE $1`, prefix+"-%").Scan(&logged); err != nil {
+		rt.Fatal(err)
+	}
+	if logged != len(events) {
+		rt.Fatalf("%d log rows for %d distinct events", logged, len(events))
+	}
+}
