@@ -19,6 +19,7 @@ import (
 const (
 	DefaultAddr              = ":8080"
 	DefaultNATSURL           = "nats://127.0.0.1:4222"
+	DefaultNATSConnections   = 4
 	DefaultMaxBodyBytes      = 256 << 10
 	DefaultPublishTimeout    = 5 * time.Second
 	DefaultRetryAfter        = 5 * time.Second
@@ -42,6 +43,9 @@ type Config struct {
 	Listener net.Listener
 	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
 	NATSURL string
+	// NATSConnections is how many connections publishes are spread over.
+	// Default 4.
+	NATSConnections int
 	// Secrets verify webhook signatures; several may be valid at once
 	// during a rotation. Required.
 	Secrets []signature.Secret
@@ -89,6 +93,7 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	c.Addr = cmp.Or(c.Addr, DefaultAddr)
 	c.NATSURL = cmp.Or(c.NATSURL, DefaultNATSURL)
+	c.NATSConnections = cmp.Or(c.NATSConnections, DefaultNATSConnections)
 	c.Tolerance = cmp.Or(c.Tolerance, signature.DefaultTolerance)
 	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, DefaultMaxBodyBytes)
 	c.PublishTimeout = cmp.Or(c.PublishTimeout, DefaultPublishTimeout)

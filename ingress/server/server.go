@@ -295,21 +295,13 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("ingress config: %w", err)
 	}
-	nc, js, err := stream.OpenAndEnsure(ctx, cfg.NATSURL, "portalsync-ingress", cfg.Stream, log)
+	pub, err := openPool(ctx, cfg, cfg.NATSConnections, log)
 	if err != nil {
 		return err
 	}
-	defer nc.Close()
-	ready := func(ctx context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected to NATS")
-		}
-		if _, err := js.Stream(ctx, cfg.Stream.Name); err != nil {
-			return fmt.Errorf("stream %s unreachable: %w", cfg.Stream.Name, err)
-		}
-		return nil
-	}
-	h, err := NewHandler(cfg, js, ready, NewMetrics(), log.Named("http"))
+	defer pub.close()
+	ready := func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) }
+	h, err := NewHandler(cfg, pub, ready, NewMetrics(), log.Named("http"))
 	if err != nil {
 		return err
 	}
@@ -348,9 +340,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancelShutdown()
 	shutdownErr := srv.Shutdown(shutdownCtx)
-	if err := nc.Drain(); err != nil {
-		log.Warn("drain nats", zap.Error(err))
-	}
+	pub.drain(log)
 	if shutdownErr != nil {
 		return fmt.Errorf("shutdown: %w", shutdownErr)
 	}

@@ -78,6 +78,11 @@ func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "portalsync-syncer"
+	// pgx prepares every statement; after five runs PostgreSQL may switch
+	// to a generic plan that ignores the array sizes and scans whole
+	// tables (measured: one event per transaction fell from 1,300 to 270
+	// events/s). Plan each run for its own arguments instead.
+	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)

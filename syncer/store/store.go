@@ -101,6 +101,10 @@ func IsPermanent(err error) bool {
 
 // Apply applies ev in one transaction together with its sync log row. An
 // event already logged as success or skipped changes nothing.
+//
+// Unlike ApplyBatch, the organization is upserted inside the transaction:
+// one event per transaction is bound by commit flushes, and a second
+// commit for the organization would double them.
 func (s *Store) Apply(ctx context.Context, ev *event.Event, meta Meta) (Result, error) {
 	var res Result
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
