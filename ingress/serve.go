@@ -19,7 +19,7 @@ import (
 type serveCmd struct {
 	Addr              string        `env:"INGRESS_ADDR" default:":8080" help:"HTTP listen address."`
 	NATSURL           string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	NATSConnections   int           `name:"nats-connections" env:"INGRESS_NATS_CONNECTIONS" default:"4" help:"NATS connections publishes are spread over."`
+	NATSConnections   int           `name:"nats-connections" env:"INGRESS_NATS_CONNECTIONS" default:"1" help:"NATS connections publishes are spread over."`
 	Secrets           string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Comma-separated webhook secrets (whsec_...); all are accepted, for rotation. This or --secrets-file is required."`
 	SecretsFile       string        `name:"secrets-file" env:"PORTAL_WEBHOOK_SECRETS_FILE" type:"existingfile" help:"File holding the webhook secrets, separated by commas or new lines."`
 	Tolerance         time.Duration `env:"WEBHOOK_TOLERANCE" default:"5m" help:"Allowed clock difference of webhook-timestamp, either way."`

@@ -19,7 +19,7 @@ import (
 const (
 	DefaultAddr              = ":8080"
 	DefaultNATSURL           = "nats://127.0.0.1:4222"
-	DefaultNATSConnections   = 4
+	DefaultNATSConnections   = 1
 	DefaultMaxBodyBytes      = 256 << 10
 	DefaultPublishTimeout    = 5 * time.Second
 	DefaultRetryAfter        = 5 * time.Second
@@ -44,7 +44,9 @@ type Config struct {
 	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
 	NATSURL string
 	// NATSConnections is how many connections publishes are spread over.
-	// Default 4.
+	// Default 1: on the 2-core reference machine more connections did not
+	// raise throughput (docs/BENCHMARKS.md); hosts with more cores may
+	// gain.
 	NATSConnections int
 	// Secrets verify webhook signatures; several may be valid at once
 	// during a rotation. Required.
