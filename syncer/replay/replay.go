@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -161,7 +163,7 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 	}
 
 	for {
-		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
+		batch, err := cons.Fetch(fetchSize, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
 			return rep, fmt.Errorf("fetch: %w", err)
 		}
@@ -187,7 +189,7 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !done {
 			return rep, fmt.Errorf("fetch: %w", err)
 		}
-		if err := r.apply(ctx, tx, items, &rep); err != nil {
+		if err := r.applyAll(ctx, tx, items, &rep); err != nil {
 			return rep, err
 		}
 		progress.Add(n)
@@ -222,6 +224,45 @@ func (r *Replayer) item(msg jetstream.Msg, md *jetstream.MsgMetadata, opts Optio
 		meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
 	}
 	return store.Item{Event: ev, Meta: meta}, true
+}
+
+// fetchSize is how many events replay reads at a time; workers is how many
+// transactions apply them at once (the dry run uses its one transaction).
+const (
+	fetchSize = 4096
+	workers   = 4
+)
+
+// applyAll applies fetched events. A member's events all go to the same
+// worker, in stream order, as in the syncer.
+func (r *Replayer) applyAll(ctx context.Context, tx pgx.Tx, items []store.Item, rep *Report) error {
+	if tx != nil || len(items) < 2*workers {
+		return r.apply(ctx, tx, items, rep)
+	}
+	groups := make([][]store.Item, workers)
+	for _, it := range items {
+		h := fnv.New32a()
+		h.Write([]byte(it.Event.Member.ID))
+		i := h.Sum32() % workers
+		groups[i] = append(groups[i], it)
+	}
+	reps := make([]Report, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for i, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.apply(ctx, nil, g, &reps[i])
+		}()
+	}
+	wg.Wait()
+	for i := range reps {
+		rep.Applied += reps[i].Applied
+		rep.Skipped += reps[i].Skipped
+		rep.Invalid += reps[i].Invalid
+	}
+	return errors.Join(errs...)
 }
 
 // apply applies one fetched batch in one transaction (a savepoint of the
