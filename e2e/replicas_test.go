@@ -73,12 +73,12 @@ func TestReplicaThroughput(t *testing.T) {
 	if os.Getenv("PORTALSYNC_BENCH") == "" {
 		t.Skip("set PORTALSYNC_BENCH=1 to measure replica throughput")
 	}
-	const total = 20000
+	const total = 100000
 	var report strings.Builder
 	report.WriteString("| replicas | events | seconds | events/s |\n|---|---|---|---|\n")
 	for _, replicas := range []int{1, 2, 3} {
 		sys := start(t, withoutSyncer())
-		events := workload(uint64(replicas), fmt.Sprintf("tp%d", replicas), 2000, total)
+		events := workload(uint64(replicas), fmt.Sprintf("tp%d", replicas), 10000, total)
 		publishDirect(t, sys, events)
 		started := time.Now()
 		procs := make([]*syncerProcess, replicas)
