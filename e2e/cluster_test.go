@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/natstest"
@@ -21,11 +19,7 @@ func TestClusterStreamLeaderKilled(t *testing.T) {
 	sys := start(t, onCluster(cluster))
 	ctx := context.Background()
 
-	nc, err := nats.Connect(sys.natsURL)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := sys.jetStream(t)
 	s, err := js.Stream(ctx, sys.stream.Name)
 	require.NoError(t, err)
 	info, err := s.Info(ctx)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -144,19 +146,9 @@ func start(t *testing.T, opts ...Option) *system {
 
 	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() {
-		done <- server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
+	runUntilCleanup(t, "the ingress", cancel, func() error {
+		return server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
 			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, sys.logger(t, "ingress"))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(20 * time.Second):
-			t.Error("the ingress did not stop")
-		}
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()
 	waitReady(t, sys.ingressURL)
@@ -171,6 +163,33 @@ func start(t *testing.T, opts ...Option) *system {
 	return sys
 }
 
+// runUntilCleanup runs a service in the background; when the test ends it
+// cancels it and requires a clean stop within 20 s.
+func runUntilCleanup(t *testing.T, what string, cancel context.CancelFunc, run func() error) {
+	done := make(chan error, 1)
+	go func() { done <- run() }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err, what)
+		case <-time.After(20 * time.Second):
+			t.Errorf("%s did not stop", what)
+		}
+	})
+}
+
+// jetStream connects a test client to the system's NATS.
+func (s *system) jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(s.natsURL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return js
+}
+
 // testStream is the event stream of every test (each has its own server).
 var testStream = stream.Config{Name: "EVENTS"}
 
@@ -181,22 +200,12 @@ func (s *system) startSyncer(t *testing.T, dbURL string) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- service.Run(ctx, service.Config{
+	runUntilCleanup(t, "the syncer", cancel, func() error {
+		return service.Run(ctx, service.Config{
 			DatabaseURL: dbURL, NATSURL: s.natsURL, HTTPListener: ln, Stream: s.stream,
 			Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
 				MaxDeliver: 1000, PullExpiry: 2 * time.Second, AckWait: 3 * time.Second},
 		}, s.logger(t, "syncer"))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		case <-time.After(20 * time.Second):
-			t.Error("the syncer did not stop")
-		}
 	})
 	url := "http://" + ln.Addr().String()
 	waitReady(t, url)

@@ -103,11 +103,7 @@ func TestReplicaThroughput(t *testing.T) {
 // publishDirect stores events in the stream as the ingress would, quickly.
 func publishDirect(t *testing.T, sys *system, events []event.Event) {
 	t.Helper()
-	nc, err := nats.Connect(sys.natsURL)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := sys.jetStream(t)
 	futures := make([]jetstream.PubAckFuture, 0, len(events))
 	for _, e := range events {
 		body, err := json.Marshal(e)

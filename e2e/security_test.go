@@ -58,11 +58,7 @@ func TestSyncerLeastPrivilege(t *testing.T) {
 	require.Zero(t, sessions)
 
 	// A poison message: the failed row is written by the role too.
-	nc, err := nats.Connect(sys.natsURL)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := sys.jetStream(t)
 	msg := nats.NewMsg(event.Subject("lp-poison"))
 	msg.Data = []byte(`{"id":"lp-poison"}`)
 	msg.Header.Set(jetstream.MsgIDHeader, "lp-poison")

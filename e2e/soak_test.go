@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
@@ -115,11 +113,7 @@ func TestSoak(t *testing.T) {
 	var applied, failed, redelivered int
 	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE status = 'success'),
 		count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE attempt > 1) FROM portal_sync_log`).Scan(&applied, &failed, &redelivered))
-	nc, err := nats.Connect(sys.natsURL)
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := sys.jetStream(t)
 	q, err := deadletter.Open(ctx, js, deadletter.Config{EventStream: testStream.Name})
 	require.NoError(t, err)
 	dead, err := q.Count(ctx)
