@@ -209,20 +209,27 @@ func (c *Consumer) Run(ctx context.Context) error {
 	defer cancelWork()
 
 	queues := make([]chan jetstream.Msg, c.cfg.Workers)
+	// stop tells the consume callback and the workers that fetching has
+	// ended; queues are never closed, so a late callback cannot panic.
+	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range queues {
 		queues[i] = make(chan jetstream.Msg, 2*c.cfg.BatchSize)
 		wg.Add(1)
 		go func(q <-chan jetstream.Msg) {
 			defer wg.Done()
-			c.work(workCtx, q)
+			c.work(workCtx, q, stop)
 		}(queues[i])
 	}
 
 	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		h := fnv.New32a()
 		h.Write([]byte(msg.Subject()))
-		queues[h.Sum32()%uint32(len(queues))] <- msg
+		select {
+		case queues[h.Sum32()%uint32(len(queues))] <- msg:
+		case <-stop:
+			// Not acknowledged: redelivered after AckWait.
+		}
 	},
 		jetstream.PullMaxMessages(min(max(2*c.cfg.Workers*c.cfg.BatchSize, 64), c.cfg.MaxAckPending)),
 		jetstream.PullExpiry(c.cfg.PullExpiry),
@@ -235,54 +242,57 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}),
 	)
 	if err != nil {
-		c.closeAll(queues)
+		close(stop)
 		wg.Wait()
 		return fmt.Errorf("consume: %w", err)
 	}
-	c.log.Info("consuming", zap.String("stream", c.cfg.Stream), zap.String("consumer", c.cfg.Durable), zap.Int("workers", c.cfg.Workers))
+	c.log.Info("consuming", zap.String("stream", c.cfg.Stream), zap.String("consumer", c.cfg.Durable),
+		zap.Int("workers", c.cfg.Workers), zap.Int("batch_size", c.cfg.BatchSize))
 
 	<-ctx.Done()
 	c.log.Info("stopping: finishing in-flight events", zap.Duration("timeout", c.cfg.ShutdownTimeout))
-	deadline := time.NewTimer(c.cfg.ShutdownTimeout)
-	defer deadline.Stop()
+	deadline := time.Now().Add(c.cfg.ShutdownTimeout)
+	// Stop fetching; what the client holds already is handed over.
 	cc.Drain()
 	select {
 	case <-cc.Closed():
-	case <-deadline.C:
+	case <-time.After(time.Until(deadline)):
 		cc.Stop()
 	}
-	c.closeAll(queues)
+	close(stop)
 	finished := make(chan struct{})
 	go func() { wg.Wait(); close(finished) }()
 	select {
 	case <-finished:
 		c.log.Info("stopped")
 		return nil
-	case <-deadline.C:
+	case <-time.After(time.Until(deadline)):
 		cancelWork()
 		<-finished
 		return fmt.Errorf("shutdown: in-flight events did not finish within %s; they will be redelivered", c.cfg.ShutdownTimeout)
 	}
 }
 
-func (c *Consumer) closeAll(queues []chan jetstream.Msg) {
-	for _, q := range queues {
-		close(q)
-	}
-}
-
 // work takes what is waiting on q, up to BatchSize messages, and applies
-// it; at least one message, without waiting for more.
-func (c *Consumer) work(ctx context.Context, q <-chan jetstream.Msg) {
-	for first := range q {
+// it; at least one message, without waiting for more. After stop it
+// finishes what is queued and returns.
+func (c *Consumer) work(ctx context.Context, q <-chan jetstream.Msg, stop <-chan struct{}) {
+	for {
+		var first jetstream.Msg
+		select {
+		case first = <-q:
+		case <-stop:
+			select {
+			case first = <-q:
+			default:
+				return
+			}
+		}
 		batch := []jetstream.Msg{first}
 	fill:
 		for len(batch) < c.cfg.BatchSize {
 			select {
-			case m, ok := <-q:
-				if !ok {
-					break fill
-				}
+			case m := <-q:
 				batch = append(batch, m)
 			default:
 				break fill
