@@ -5,7 +5,8 @@
 # 1. ingress requests/s and p99 at 50 connections (wrk replaying requests
 #    signed by `loadgen --emit`), against `nats bench js pub sync --dedup`
 # 2. syncer events/s from a full stream (100,000 events, 10,000 members),
-#    one event per transaction and batched, against the database's ceiling
+#    one event per transaction and batched, at this disk's flush and with a
+#    1.5 ms flush simulated (commit_delay), against the database's ceiling
 #    for the same SQL (BenchmarkApplyBatchCeiling)
 # 3. end-to-end latency at 1,000 events/s for 60 s (loadgen)
 # 4. replay of 1,000,000 events
@@ -113,6 +114,18 @@ for batch in 1 1024; do
   stop "$SYNCER_PID"
   echo "batch $batch: ${SYNC_RATE[$batch]} events/s"
 done
+# The same, 15 s each, with a slower commit flush simulated: commit_delay
+# makes every commit wait 1.5 ms before flushing, like a cloud disk (pgx
+# passes unknown URL parameters on as session settings).
+declare -A SLOW_RATE
+for batch in 1 1024; do
+  reset_tables
+  start_syncer BENCH "bench-slow-b$batch" SYNCER_BATCH_SIZE=$batch DATABASE_URL="$DATABASE_URL&commit_delay=1500&commit_siblings=0"
+  sleep 15
+  SLOW_RATE[$batch]=$(log_rate)
+  stop "$SYNCER_PID"
+  echo "batch $batch, 1.5 ms flush: ${SLOW_RATE[$batch]} events/s"
+done
 CEIL=$(TEST_DATABASE_URL="$ADMIN_URL" CLIENTS=4 BATCH=1024 go test -run '^$' -bench BenchmarkApplyBatchCeiling -benchtime 100x ./syncer/store/ | awk '/events\/s/ {for (i=1;i<=NF;i++) if ($(i+1) == "events/s") printf "%.0f", $i}')
 echo "ceiling: $CEIL events/s"
 
@@ -151,6 +164,8 @@ nats-server $(bin/nats-server --version | awk '{print $2}'), event size $size by
 | 1 | ingress, wrk, 50 connections | $ING_RPS req/s, p99 $ING_P99 (non-2xx: ${ING_NON2XX:-0}) | raw JetStream sync publish with ids: $RAW4 msg/s (4 clients), $RAW50 msg/s (50 clients) | $(echo "scale=2; $ING_RPS / $RAW4" | bc) of 4-client raw |
 | 1 | ingress, loadgen, 50 connections | $LG_RPS req/s, p99 $LG_P99 | (load generator shares the CPU) | |
 | 2 | syncer, one event per transaction | ${SYNC_RATE[1]} events/s | | |
+| 2 | syncer, one event per transaction, 1.5 ms flush | ${SLOW_RATE[1]} events/s | | |
+| 2 | syncer, batched (1024), 1.5 ms flush | ${SLOW_RATE[1024]} events/s | | |
 | 2 | syncer, batched (1024) | ${SYNC_RATE[1024]} events/s | ceiling, same SQL straight to PostgreSQL (4 clients, batches of 1024): $CEIL events/s | $(echo "scale=2; ${SYNC_RATE[1024]} / $CEIL" | bc) |
 | 3 | end to end at 1,000 events/s, ${E2E_SECONDS} s | p50/p95/p99/max $E2E | accept p50/p95/p99/max $ACC | |
 | 4 | replay of $REPLAY_EVENTS events | $(printf '%.1f' "$REPLAY_S") s, $REPLAY_RATE events/s | | |
