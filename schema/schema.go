@@ -50,10 +50,6 @@ func Migrations() fs.FS {
 	return sub
 }
 
-// AuthBootstrapSQL returns the plain-PostgreSQL stand-in for Supabase's auth
-// schema.
-func AuthBootstrapSQL() string { return authBootstrap }
-
 // Fingerprint identifies the schema content (bootstrap and migrations), so
 // that test templates built from another version are not reused.
 func Fingerprint() string {

@@ -140,8 +140,7 @@ type Consumer struct {
 	metrics *Metrics
 	log     *zap.Logger
 
-	lastErr   atomic.Pointer[timedErr]
-	processed atomic.Int64
+	lastErr atomic.Pointer[timedErr]
 }
 
 type timedErr struct {
@@ -193,9 +192,6 @@ func (c *Consumer) setDegraded(err error) {
 	}
 	c.lastErr.Store(&timedErr{err: err, at: time.Now()})
 }
-
-// Processed counts events handled (applied, skipped, failed) since start.
-func (c *Consumer) Processed() int64 { return c.processed.Load() }
 
 // Run consumes until ctx ends, then stops fetching, lets in-flight events
 // finish and be acknowledged within ShutdownTimeout, and returns.
@@ -403,7 +399,6 @@ func (c *Consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 
 // done acknowledges an applied event and records it.
 func (c *Consumer) done(d *delivery, res store.Result) {
-	c.processed.Add(1)
 	status := res.Status
 	if res.AlreadyDone {
 		status = "duplicate"
@@ -512,7 +507,6 @@ func (c *Consumer) fail(ctx context.Context, msg jetstream.Msg, meta store.Meta,
 	}
 	c.metrics.deadLetters.Inc()
 	c.metrics.events.WithLabelValues(typeLabel(event.Type(f.EventType)), store.StatusFailed).Inc()
-	c.processed.Add(1)
 	log.Warn("event failed", zap.String("reason", f.Reason))
 	c.ack(func() error { return msg.TermWithReason(truncate(f.Reason, 200)) }, "term")
 }

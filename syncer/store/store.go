@@ -71,18 +71,8 @@ type Result struct {
 	Detail string
 }
 
-// ErrPermanent marks errors that no retry can fix: the event is logged as
-// failed and not redelivered.
-var ErrPermanent = errors.New("permanent")
-
-// PermanentError wraps err so that errors.Is(err, ErrPermanent) holds.
-func PermanentError(err error) error { return fmt.Errorf("%w: %w", ErrPermanent, err) }
-
 // IsPermanent reports whether retrying err is pointless.
 func IsPermanent(err error) bool {
-	if errors.Is(err, ErrPermanent) {
-		return true
-	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
@@ -156,9 +146,6 @@ func ApplyTx(ctx context.Context, tx pgx.Tx, ev *event.Event, meta Meta) (Result
 	}
 	return res, nil
 }
-
-// Pool returns the connection pool.
-func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Ping checks the database connection.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
