@@ -72,7 +72,7 @@ func New(t testing.TB, tpl Template) *DB {
 		t.Fatalf("pgtest: template %s: %v", tplName, err)
 	}
 
-	name := "pgtest_" + randomHex(6)
+	name := fmt.Sprintf("pgtest_%d_%s", time.Now().Unix(), randomHex(4))
 	conn, err := pgx.Connect(ctx, admin)
 	if err != nil {
 		t.Fatalf("pgtest: connect: %v", err)
@@ -114,7 +114,12 @@ func New(t testing.TB, tpl Template) *DB {
 // adminURL finds a server or skips (fails under CI).
 func adminURL(t testing.TB) string {
 	t.Helper()
-	serverOnce.Do(func() { serverURL, serverErr = findServer() })
+	serverOnce.Do(func() {
+		serverURL, serverErr = findServer()
+		if serverErr == nil {
+			sweepStale(serverURL)
+		}
+	})
 	if serverErr != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("pgtest: no PostgreSQL: %v", serverErr)
@@ -122,6 +127,36 @@ func adminURL(t testing.TB) string {
 		t.Skipf("pgtest: no PostgreSQL: %v", serverErr)
 	}
 	return serverURL
+}
+
+// staleAfter is when a test database is taken for a leftover of a killed
+// test run (a normal one is dropped when its test ends).
+const staleAfter = 2 * time.Hour
+
+// sweepStale drops test databases left behind by killed test processes.
+func sweepStale(admin string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT datname FROM pg_database WHERE datname LIKE 'pgtest\_%'`)
+	if err != nil {
+		return
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return
+	}
+	for _, name := range names {
+		var created int64
+		if _, err := fmt.Sscanf(name, "pgtest_%d_", &created); err == nil && time.Since(time.Unix(created, 0)) < staleAfter {
+			continue
+		}
+		_, _ = conn.Exec(ctx, fmt.Sprintf("DROP DATABASE IF EXISTS %s WITH (FORCE)", pgx.Identifier{name}.Sanitize()))
+	}
 }
 
 func findServer() (string, error) {
