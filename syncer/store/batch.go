@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -52,6 +53,25 @@ func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) 
 	return res, nil
 }
 
+// Apply applies one event in one transaction, organization included: a
+// batch of one. It is the syncer's path when one event is waiting, and the
+// fallback that isolates a bad event of a failed batch.
+func (s *Store) Apply(ctx context.Context, ev *event.Event, meta Meta) (Result, error) {
+	var res Result
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		results, err := ApplyBatchTx(ctx, tx, []Item{{Event: ev, Meta: meta}})
+		if err != nil {
+			return err
+		}
+		res = results[0]
+		return nil
+	})
+	if err != nil {
+		return Result{}, fmt.Errorf("apply event %s: %w", ev.ID, err)
+	}
+	return res, nil
+}
+
 // ApplyBatchTx is ApplyBatch inside the caller's transaction.
 func ApplyBatchTx(ctx context.Context, tx pgx.Tx, items []Item) ([]Result, error) {
 	b := &batch{tx: tx, items: items, results: make([]Result, len(items))}
@@ -70,6 +90,9 @@ type batch struct {
 	live    []int
 	skipped []int
 	orgIDs  map[string]string // portal org id -> uuid
+	// notes are what changed for a member beyond its rows' values (access
+	// revoked or restored, status), told in the log of its last event.
+	notes map[string][]string // portal member id -> notes
 	// orgsDone: the organizations were upserted before the transaction.
 	orgsDone bool
 	profIDs  map[string]string // portal member id -> uuid
@@ -246,8 +269,13 @@ func (b *batch) organizations(ctx context.Context) error {
 	return nil
 }
 
-// newerExcluded is newer() for ON CONFLICT: excluded.* against alias's
-// portal_updated_at and portal_event_id; valuesDiffer is a full condition.
+// newerExcluded is the ON CONFLICT condition for writing an event's values
+// over a row: the stored (portal time, event id) of alias is older than
+// excluded's — which orders events of the same portal time by id, so the
+// outcome never depends on delivery order — or it is the same event and
+// the stored values differ (valuesDiffer, a full condition), which lets a
+// replay repair a damaged row while applying an event twice writes
+// nothing.
 func newerExcluded(alias, valuesDiffer string) string {
 	stored := fmt.Sprintf("(coalesce(%s.portal_updated_at, '-infinity'), coalesce(%s.portal_event_id, ''))", alias, alias)
 	incoming := "(excluded.portal_updated_at, excluded.portal_event_id)"
@@ -492,6 +520,11 @@ func (b *batch) accessAndStatus(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("derive profile status: %w", err)
 	}
+	member := make(map[string]string, len(b.profIDs))
+	for m, id := range b.profIDs {
+		member[id] = m
+	}
+	b.notes = map[string][]string{}
 	var lockOut, restore, restoreProfiles []string
 	for rows.Next() {
 		var id, status, user string
@@ -505,6 +538,7 @@ func (b *batch) accessAndStatus(ctx context.Context) error {
 			lockOut = append(lockOut, user)
 		case bannedBySync:
 			restore, restoreProfiles = append(restore, user), append(restoreProfiles, id)
+			b.notes[member[id]] = append(b.notes[member[id]], "app access restored")
 		}
 	}
 	rows.Close()
@@ -513,13 +547,22 @@ func (b *batch) accessAndStatus(ctx context.Context) error {
 	}
 	slices.Sort(lockOut)
 	if len(lockOut) > 0 {
-		if _, err := b.tx.Exec(ctx, `
+		banned, err := b.tx.Query(ctx, `
 			WITH banned AS (
 			  UPDATE auth.users SET banned_until = now() + interval '`+banFor+`', updated_at = now()
 			  WHERE id = ANY($1::text[]::uuid[]) AND (banned_until IS NULL OR banned_until < now())
 			  RETURNING id)
-			UPDATE public.profiles SET auth_banned_by_sync = true WHERE auth_user_id IN (SELECT id FROM banned)`, lockOut); err != nil {
+			UPDATE public.profiles SET auth_banned_by_sync = true WHERE auth_user_id IN (SELECT id FROM banned)
+			RETURNING id::text`, lockOut)
+		if err != nil {
 			return fmt.Errorf("ban auth users: %w", err)
+		}
+		ids, err := pgx.CollectRows(banned, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("ban auth users: %w", err)
+		}
+		for _, id := range ids {
+			b.notes[member[id]] = append(b.notes[member[id]], "app access revoked")
 		}
 		if _, err := b.tx.Exec(ctx, `DELETE FROM auth.sessions WHERE user_id = ANY($1::text[]::uuid[])`, lockOut); err != nil {
 			return fmt.Errorf("delete sessions: %w", err)
@@ -554,15 +597,26 @@ func (b *batch) log(ctx context.Context) error {
 		seqs                                        = make([]int64, n)
 		attempts                                    = make([]int32, n)
 	)
-	live := len(b.live)
+	// A member's notes go with its last event in the batch.
+	last := map[string]int{}
+	for _, i := range b.live {
+		last[b.items[i].Event.Member.ID] = i
+	}
 	for j, i := range idx {
 		it, r := b.items[i], &b.results[i]
 		ev := it.Event
 		if r.Status == StatusSuccess {
-			r.Detail = fmt.Sprintf("%s applied in a batch of %d", ev.Type, live)
-			if r.MemberCreated {
-				r.Detail = "member created; " + r.Detail
+			parts := []string{string(ev.Type) + " applied"}
+			if len(b.live) > 1 {
+				parts[0] += fmt.Sprintf(" (batch of %d)", len(b.live))
 			}
+			if r.MemberCreated {
+				parts = append([]string{"member created"}, parts...)
+			}
+			if last[ev.Member.ID] == i {
+				parts = append(parts, b.notes[ev.Member.ID]...)
+			}
+			r.Detail = strings.Join(parts, "; ")
 		}
 		eventIDs[j], types[j], members[j], statuses[j], details[j] = ev.ID, string(ev.Type), ev.Member.ID, r.Status, r.Detail
 		if ev.Organization.ID != "" {

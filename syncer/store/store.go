@@ -12,8 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-
-	"github.com/likeperson/portalsync/pkg/event"
 )
 
 // Log statuses, as the sync log stores them.
@@ -89,25 +87,6 @@ func IsPermanent(err error) bool {
 	return false
 }
 
-// Apply applies ev in one transaction together with its sync log row. An
-// event already logged as success or skipped changes nothing.
-//
-// Unlike ApplyBatch, the organization is upserted inside the transaction:
-// one event per transaction is bound by commit flushes, and a second
-// commit for the organization would double them.
-func (s *Store) Apply(ctx context.Context, ev *event.Event, meta Meta) (Result, error) {
-	var res Result
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		var err error
-		res, err = applyTx(ctx, tx, ev, meta)
-		return err
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("apply event %s: %w", ev.ID, err)
-	}
-	return res, nil
-}
-
 // Failure describes an event that cannot be applied.
 type Failure struct {
 	EventID    string
@@ -135,16 +114,6 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 		return fmt.Errorf("log failure of event %s: %w", f.EventID, err)
 	}
 	return nil
-}
-
-// ApplyTx applies ev inside tx, which the caller commits or rolls back
-// (replay's dry run rolls back).
-func ApplyTx(ctx context.Context, tx pgx.Tx, ev *event.Event, meta Meta) (Result, error) {
-	res, err := applyTx(ctx, tx, ev, meta)
-	if err != nil {
-		return Result{}, fmt.Errorf("apply event %s: %w", ev.ID, err)
-	}
-	return res, nil
 }
 
 // Ping checks the database connection.
