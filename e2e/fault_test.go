@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 )
 
@@ -127,7 +128,7 @@ func TestDatabaseUnreachable(t *testing.T) {
 
 	proxy.Restore()
 	sys.waitApplied(t, ids(during), 60*time.Second)
-	waitReady(t, health)
+	servicetest.WaitReady(t, health, nil)
 	require.Zero(t, sys.countLog(t, "failed"), "retries wrote no failed rows")
 	require.Equal(t, len(first)+len(during), sys.countLog(t, "success"))
 	sys.requireMatchesModel(t, append(first, during...))
@@ -161,7 +162,7 @@ func TestNATSRestart(t *testing.T) {
 		require.NotEmpty(t, resp.Header.Get("Retry-After"))
 	}
 	sys.nats.Start()
-	waitReady(t, sys.ingressURL)
+	servicetest.WaitReady(t, sys.ingressURL, nil)
 	// The portal retries what got 503, and sends more.
 	accepted = append(accepted, sys.sendAll(t, down, 2)...)
 	require.Len(t, accepted, len(before)+len(down))

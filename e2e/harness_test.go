@@ -27,6 +27,7 @@ import (
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/portalclient"
+	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/schema/schematest"
@@ -151,7 +152,7 @@ func start(t *testing.T, opts ...Option) *system {
 			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, sys.logger(t, "ingress"))
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()
-	waitReady(t, sys.ingressURL)
+	servicetest.WaitReady(t, sys.ingressURL, nil)
 	sys.client = &portalclient.Client{
 		URL:    sys.ingressURL + server.WebhookPath,
 		Signer: signature.NewSigner(secret),
@@ -208,20 +209,8 @@ func (s *system) startSyncer(t *testing.T, dbURL string) string {
 		}, s.logger(t, "syncer"))
 	})
 	url := "http://" + ln.Addr().String()
-	waitReady(t, url)
+	servicetest.WaitReady(t, url, nil)
 	return url
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 20*time.Second, 20*time.Millisecond, base)
 }
 
 // evt builds an event body as the portal sends it.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/http"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/likeperson/portalsync/loadgen/load"
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/schema/schematest"
@@ -44,14 +44,7 @@ func TestLoadgenEndToEnd(t *testing.T) {
 		done <- service.Run(ctx, service.Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: hl, Stream: sc}, zaptest.NewLogger(t))
 	}()
 	t.Cleanup(func() { cancel(); <-done; <-done })
-	require.Eventually(t, func() bool {
-		r, err := http.Get("http://" + hl.Addr().String() + "/readyz")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == http.StatusOK
-	}, 20*time.Second, 20*time.Millisecond)
+	servicetest.WaitReady(t, "http://"+hl.Addr().String(), nil)
 
 	var out bytes.Buffer
 	err = run(ctx, []string{"--url", "http://" + ln.Addr().String() + server.WebhookPath, "--secrets", secret.Text(),

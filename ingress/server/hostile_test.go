@@ -29,6 +29,7 @@ import (
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/portalclient"
+	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
 )
@@ -241,14 +242,7 @@ func TestTLS(t *testing.T) {
 
 	httpsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
 	base := "https://" + ln.Addr().String()
-	require.Eventually(t, func() bool {
-		r, err := httpsClient.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == http.StatusOK
-	}, 10*time.Second, 20*time.Millisecond)
+	servicetest.WaitReady(t, base, httpsClient)
 	client := &portalclient.Client{URL: base + server.WebhookPath, Signer: signature.NewSigner(secret), HTTP: httpsClient}
 	resp, err := client.SendEvent(context.Background(), sampleEvent("evt_tls", "m1"))
 	require.NoError(t, err)

@@ -21,6 +21,7 @@ import (
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/portalclient"
+	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
 )
@@ -74,7 +75,7 @@ func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
 	})
 	b.base = "http://" + ln.Addr().String()
 	b.client = &portalclient.Client{URL: b.base + server.WebhookPath, Signer: signature.NewSigner(b.secret), HTTP: &http.Client{Timeout: 10 * time.Second}}
-	waitReady(t, b.base)
+	servicetest.WaitReady(t, b.base, nil)
 
 	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	require.NoError(t, err)
@@ -82,18 +83,6 @@ func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
 	b.js, err = jetstream.New(nc)
 	require.NoError(t, err)
 	return b
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 20*time.Millisecond)
 }
 
 func sampleEvent(id, memberID string) map[string]any {
@@ -389,7 +378,7 @@ func TestNATSOutage(t *testing.T) {
 	require.Equal(t, http.StatusOK, r.StatusCode)
 
 	b.nats.Start()
-	waitReady(t, b.base)
+	servicetest.WaitReady(t, b.base, nil)
 	// The portal retries what got a 503; it is accepted now.
 	resp = send("evt_during")
 	require.Contains(t, []int{http.StatusAccepted, http.StatusOK}, resp.Status, string(resp.Body))
