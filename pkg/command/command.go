@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/alecthomas/kong"
@@ -89,4 +92,16 @@ func (h *Healthcheck) Run(ctx context.Context, g *Globals) error {
 	}
 	fmt.Fprintln(g.Stdout, "ok")
 	return nil
+}
+
+// Main runs a binary's run function with a context that ends on SIGINT or
+// SIGTERM, and exits 1 with "name: error" on failure.
+func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
 }
