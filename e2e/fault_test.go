@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -294,4 +295,48 @@ func TestSyncerGracefulStopAcksInFlight(t *testing.T) {
 	var redelivered int
 	require.NoError(t, sys.pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE attempt > 1`).Scan(&redelivered))
 	t.Logf("stopped after %d of %d events in %s; %d in-transit events redelivered, none applied twice", applied, len(events), took, redelivered)
+}
+
+// One bad event in a batch: the batch's transaction fails, its events are
+// applied one by one, and only the bad one fails — the others succeed.
+func TestBadEventDoesNotFailItsBatch(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withoutSyncer())
+	ctx := context.Background()
+	_, err := sys.pool.Exec(ctx, `
+		CREATE FUNCTION reject_member() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+		  IF NEW.portal_member_id = 'batch-m7' THEN
+		    RAISE EXCEPTION 'member blocked by test' USING ERRCODE = 'check_violation';
+		  END IF;
+		  RETURN NEW;
+		END $$;
+		CREATE TRIGGER reject_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION reject_member();`)
+	require.NoError(t, err)
+	events := workload(41, "batch", 20, 400)
+	var bad, good []event.Event
+	for _, e := range events {
+		if e.Member.ID == "batch-m7" {
+			bad = append(bad, e)
+		} else {
+			good = append(good, e)
+		}
+	}
+	require.NotEmpty(t, bad)
+	// Everything waits in the stream first, so the syncer takes big batches.
+	publishDirect(t, sys, events)
+	sys.syncerURL = sys.startSyncer(t, sys.dbURL)
+
+	sys.waitApplied(t, ids(good), 60*time.Second)
+	require.Eventually(t, func() bool { return sys.countLog(t, "failed") == len(bad) }, 30*time.Second, 20*time.Millisecond)
+	require.Equal(t, len(good), sys.countLog(t, "success"))
+	// The events went in batches: more events than transactions.
+	metrics := scrape(t, sys.syncerURL)
+	sum, err := strconv.ParseFloat(metricValue(t, metrics, "portalsync_syncer_batch_size_sum"), 64)
+	require.NoError(t, err)
+	count, err := strconv.ParseFloat(metricValue(t, metrics, "portalsync_syncer_batch_size_count"), 64)
+	require.NoError(t, err)
+	require.Greater(t, sum/count, 2.0, "mean batch size")
+	t.Logf("%d good events applied, %d bad failed alone; mean batch %.1f", len(good), len(bad), sum/count)
+	sys.requireMatchesModel(t, good)
 }
