@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -407,7 +408,40 @@ func TestGracefulShutdown(t *testing.T) {
 	resp, err := b.client.SendEvent(context.Background(), sampleEvent("evt_s", "m-s"))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusAccepted, resp.Status)
+
+	// A request in flight when shutdown begins: its body is still arriving.
+	body := mustJSON(t, sampleEvent("evt_inflight", "m-s"))
+	h := http.Header{}
+	signature.NewSigner(b.secret).SetHeaders(h, "evt_inflight", time.Now(), body)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.base, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
+		"webhook-id: %s\r\nwebhook-timestamp: %s\r\nwebhook-signature: %s\r\n\r\n",
+		server.WebhookPath, len(body), h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature"))
+	require.NoError(t, err)
+	_, err = conn.Write(body[:10])
+	require.NoError(t, err)
+	time.Sleep(100 * time.Millisecond) // the server is reading the body
+
 	b.cancel()
+	// New connections are refused soon after shutdown starts...
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", strings.TrimPrefix(b.base, "http://"))
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 5*time.Second, 10*time.Millisecond, "stops accepting")
+	// ...while the request in flight finishes and is stored.
+	_, err = conn.Write(body[10:])
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	inflight, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	inflight.Body.Close()
+	require.Equal(t, http.StatusAccepted, inflight.StatusCode)
+
 	select {
 	case err := <-b.done:
 		require.NoError(t, err)
@@ -415,8 +449,7 @@ func TestGracefulShutdown(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ingress did not stop after its context ended")
 	}
-	_, err = http.Get(b.base + "/healthz")
-	require.Error(t, err, "the listener is closed after shutdown")
+	require.EqualValues(t, 2, b.streamMsgs(t), "both events stored")
 }
 
 func TestRefusesToStartWithoutSecret(t *testing.T) {
