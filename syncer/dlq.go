@@ -21,19 +21,13 @@ type natsFlags struct {
 	stream.Flags
 }
 
-// open connects and opens the dead-letter queue.
+// open connects and returns the dead-letter queue; it creates no stream.
 func (f *natsFlags) open(ctx context.Context) (*deadletter.Queue, func(), error) {
 	nc, js, err := stream.Open(ctx, f.NATSURL, "portalsync-syncer-cli", zap.NewNop())
 	if err != nil {
 		return nil, nil, err
 	}
-	sc := f.Config()
-	q, err := deadletter.Open(ctx, js, deadletter.Config{Name: f.DeadLetterStream, EventStream: sc.Name, Replicas: sc.Replicas})
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return q, nc.Close, nil
+	return deadletter.New(js, deadletter.Config{Name: f.DeadLetterStream, EventStream: f.Config().Name}), nc.Close, nil
 }
 
 type dlqCmd struct {

@@ -114,10 +114,7 @@ func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Po
 		st.Consumer.DeliveredSeq, st.Consumer.AckFloorSeq, st.Consumer.WaitingPulls = ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumWaiting
 	}
 
-	q, err := deadletter.Open(ctx, js, deadletter.Config{Name: dlqName, EventStream: streamName, Replicas: info.Config.Replicas})
-	if err != nil {
-		return nil, err
-	}
+	q := deadletter.New(js, deadletter.Config{Name: dlqName, EventStream: streamName})
 	if st.DeadLetters, err = q.Count(ctx); err != nil {
 		return nil, err
 	}

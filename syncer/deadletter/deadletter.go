@@ -64,7 +64,15 @@ type Queue struct {
 	js  jetstream.JetStream
 }
 
-// Open creates or updates the dead-letter stream and returns the queue.
+// New returns the queue over an existing (or not yet created) dead-letter
+// stream, for commands that only read or redrive: a queue whose stream does
+// not exist holds no letters.
+func New(js jetstream.JetStream, cfg Config) *Queue {
+	return &Queue{cfg: cfg.withDefaults(), js: js}
+}
+
+// Open creates or updates the dead-letter stream and returns the queue; the
+// syncer calls it at start.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, error) {
 	cfg = cfg.withDefaults()
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -151,6 +159,9 @@ type Entry struct {
 // List returns every dead letter, oldest first.
 func (q *Queue) List(ctx context.Context) ([]Entry, error) {
 	s, err := q.js.Stream(ctx, q.cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter stream %s: %w", q.cfg.Name, err)
 	}
@@ -220,6 +231,9 @@ func (q *Queue) Redrive(ctx context.Context, f Filter) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if len(entries) == 0 {
+		return 0, ErrNoneMatched
+	}
 	s, err := q.js.Stream(ctx, q.cfg.Name)
 	if err != nil {
 		return 0, fmt.Errorf("dead-letter stream %s: %w", q.cfg.Name, err)
@@ -259,6 +273,9 @@ func (q *Queue) Redrive(ctx context.Context, f Filter) (int, error) {
 // Count returns how many dead letters are held.
 func (q *Queue) Count(ctx context.Context) (uint64, error) {
 	s, err := q.js.Stream(ctx, q.cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("dead-letter stream %s: %w", q.cfg.Name, err)
 	}

@@ -35,12 +35,13 @@ type Item struct {
 // its own: the newest-event rule makes it idempotent, and a retried batch
 // finds them done).
 func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) {
-	if _, err := s.pool.Exec(ctx, upsertOrganizationsSQL, organizationArgs(items)...); err != nil {
+	orgArgs := organizationArgs(items)
+	if _, err := s.pool.Exec(ctx, upsertOrganizationsSQL, orgArgs...); err != nil {
 		return nil, fmt.Errorf("apply batch of %d: upsert organizations: %w", len(items), err)
 	}
 	var res []Result
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		b := &batch{tx: tx, items: items, results: make([]Result, len(items)), orgsDone: true}
+		b := &batch{tx: tx, items: items, results: make([]Result, len(items)), orgArgs: orgArgs}
 		if err := b.run(ctx); err != nil {
 			return err
 		}
@@ -93,10 +94,11 @@ type batch struct {
 	// notes are what changed for a member beyond its rows' values (access
 	// revoked or restored, status), told in the log of its last event.
 	notes map[string][]string // portal member id -> notes
-	// orgsDone: the organizations were upserted before the transaction.
-	orgsDone bool
-	profIDs  map[string]string // portal member id -> uuid
-	created  map[string]bool   // portal member ids inserted by this batch
+	// orgArgs, when set, are the organizations already upserted before the
+	// transaction (organizationArgs of the items).
+	orgArgs []any
+	profIDs map[string]string // portal member id -> uuid
+	created map[string]bool   // portal member ids inserted by this batch
 }
 
 // key orders events the way the portal does: by time, then by id.
@@ -255,8 +257,9 @@ var upsertOrganizationsSQL = `
 	WHERE excluded.portal_updated_at IS NOT NULL AND ` + newerExcluded("o", "o.name IS DISTINCT FROM excluded.name")
 
 func (b *batch) organizations(ctx context.Context) error {
-	args := organizationArgs(b.items)
-	if !b.orgsDone {
+	args := b.orgArgs
+	if args == nil {
+		args = organizationArgs(b.items)
 		if _, err := b.tx.Exec(ctx, upsertOrganizationsSQL, args...); err != nil {
 			return fmt.Errorf("upsert organizations: %w", err)
 		}
