@@ -340,3 +340,29 @@ func TestBadEventDoesNotFailItsBatch(t *testing.T) {
 	t.Logf("%d good events applied, %d bad failed alone; mean batch %.1f", len(good), len(bad), sum/count)
 	sys.requireMatchesModel(t, good)
 }
+
+// Work longer than AckWait (3 s in the harness) is kept alive with
+// in-progress acknowledgements: applied once, on its first delivery.
+func TestLongWorkIsNotRedelivered(t *testing.T) {
+	t.Parallel()
+	sys := start(t)
+	ctx := context.Background()
+	_, err := sys.pool.Exec(ctx, `
+		CREATE FUNCTION slow_member() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+		  IF NEW.portal_member_id = 'slow-m' THEN PERFORM pg_sleep(4); END IF;
+		  RETURN NEW;
+		END $$;
+		CREATE TRIGGER slow_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION slow_member();`)
+	require.NoError(t, err)
+	e := sys.event("membership-created", "slow-m", "org-1", "peer_mentor", base)
+	start := time.Now()
+	sys.send(t, e)
+	require.Eventually(t, func() bool { return sys.countLog(t, "success") == 1 }, 30*time.Second, 20*time.Millisecond)
+	require.Greater(t, time.Since(start), 4*time.Second)
+	var attempt, rows int
+	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT max(attempt), count(*) FROM portal_sync_log WHERE event_id = $1`, e.ID).Scan(&attempt, &rows))
+	require.Equal(t, 1, rows)
+	require.Equal(t, 1, attempt, "not redelivered while in progress")
+	require.Equal(t, "0", metricValue(t, scrape(t, sys.syncerURL), "portalsync_syncer_redeliveries_total"))
+}

@@ -56,6 +56,7 @@ type runCmd struct {
 	BackOff         []time.Duration `env:"SYNCER_BACKOFF" default:"1s,5s,15s,30s,1m" help:"Retry delays after transient failures."`
 	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"10000" help:"Unacknowledged events in flight across replicas."`
 	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
+	ApplyTimeout    time.Duration   `env:"SYNCER_APPLY_TIMEOUT" default:"2m" help:"Bound of one transaction; longer work is kept alive with in-progress acks."`
 	PullExpiry      time.Duration   `env:"SYNCER_PULL_EXPIRY" default:"10s" help:"Pull request lifetime; a lost consumer leader is noticed within about this long."`
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
 	Pprof           bool            `env:"SYNCER_PPROF" help:"Serve /debug/pprof/ on the health address (profiling only)."`
@@ -89,6 +90,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 			MaxAckPending:   r.MaxAckPending,
 			ShutdownTimeout: r.ShutdownTimeout,
 			PullExpiry:      r.PullExpiry,
+			ApplyTimeout:    r.ApplyTimeout,
 		},
 	}, log.Named("syncer"))
 }

@@ -50,6 +50,7 @@ const (
 	DefaultMaxAckPending   = 10000
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultPullExpiry      = 10 * time.Second
+	DefaultApplyTimeout    = 2 * time.Minute
 )
 
 // DefaultBackOff is the redelivery delay after each failed attempt; the
@@ -86,6 +87,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight events may finish after
 	// the context ends. Default 10 s.
 	ShutdownTimeout time.Duration
+	// ApplyTimeout bounds one transaction, so a hung database call is
+	// retried instead of holding a worker. It may exceed AckWait: work in
+	// progress tells the server so every AckWait/3. Default 2 min.
+	ApplyTimeout time.Duration
 	// PullExpiry bounds one pull request; heartbeats come at half of it,
 	// so a lost consumer leader (a cluster node failing) is noticed within
 	// about this long. Default 10 s.
@@ -102,6 +107,7 @@ func (c Config) withDefaults() Config {
 	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
 	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
 	c.PullExpiry = cmp.Or(c.PullExpiry, DefaultPullExpiry)
+	c.ApplyTimeout = cmp.Or(c.ApplyTimeout, DefaultApplyTimeout)
 	if len(c.BackOff) == 0 {
 		c.BackOff = DefaultBackOff
 	}
@@ -364,7 +370,7 @@ func (c *Consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
 	}
 	started := time.Now()
 	results, err := c.inProgress(ds, func() ([]store.Result, error) {
-		ctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 		defer cancel()
 		return c.applier.ApplyBatch(ctx, items)
 	})
@@ -450,11 +456,11 @@ func (c *Consumer) handle(ctx context.Context, d *delivery) {
 	}
 }
 
-// apply runs one event's transaction, bounded by AckWait.
+// apply runs one event's transaction, bounded by ApplyTimeout.
 func (c *Consumer) apply(ctx context.Context, msg jetstream.Msg, ev *event.Event, meta store.Meta) (store.Result, error) {
 	var res store.Result
 	_, err := c.inProgress([]*delivery{{msg: msg}}, func() ([]store.Result, error) {
-		ctx, cancel := context.WithTimeout(ctx, c.cfg.AckWait)
+		ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 		defer cancel()
 		var err error
 		res, err = c.applier.Apply(ctx, ev, meta)
