@@ -112,8 +112,19 @@ func TestSyncerLeastPrivilege(t *testing.T) {
 	require.Error(t, err, "the syncer role cannot run migrations")
 }
 
-// hook calls the custom access token hook as Supabase Auth does.
+// hook calls the custom access token hook as Supabase Auth does and
+// returns the org_roles claim it sets; it fails the test if the hook
+// refuses the token.
 func (s *system) hook(t *testing.T, user string) []map[string]any {
+	t.Helper()
+	roles, refusal := s.hookCall(t, user)
+	require.Empty(t, refusal, "the hook refused a token")
+	return roles
+}
+
+// hookCall calls the hook and returns the org_roles claim, or the error
+// message of a refusal (Supabase Auth then issues no token).
+func (s *system) hookCall(t *testing.T, user string) (roles []map[string]any, refusal string) {
 	t.Helper()
 	ctx := context.Background()
 	var out []byte
@@ -126,6 +137,10 @@ func (s *system) hook(t *testing.T, user string) []map[string]any {
 	require.NoError(t, err)
 	require.NoError(t, tx.QueryRow(ctx, `SELECT public.custom_access_token_hook($1::jsonb)::text`, string(in)).Scan(&out))
 	var ev struct {
+		Error *struct {
+			HTTPCode int    `json:"http_code"`
+			Message  string `json:"message"`
+		} `json:"error"`
 		UserID string `json:"user_id"`
 		Claims struct {
 			Sub      string           `json:"sub"`
@@ -134,10 +149,22 @@ func (s *system) hook(t *testing.T, user string) []map[string]any {
 		} `json:"claims"`
 	}
 	require.NoError(t, json.Unmarshal(out, &ev))
+	if ev.Error != nil {
+		require.Equal(t, 403, ev.Error.HTTPCode)
+		require.NotEmpty(t, ev.Error.Message)
+		return nil, ev.Error.Message
+	}
 	require.Equal(t, user, ev.Claims.Sub, "existing claims kept")
 	require.Equal(t, "authenticated", ev.Claims.Role)
 	require.NotNil(t, ev.Claims.OrgRoles, "org_roles always present")
-	return ev.Claims.OrgRoles
+	return ev.Claims.OrgRoles, ""
+}
+
+// requireHookRefuses requires the hook to refuse a token to user.
+func (s *system) requireHookRefuses(t *testing.T, user string) {
+	t.Helper()
+	_, refusal := s.hookCall(t, user)
+	require.NotEmpty(t, refusal, "the hook issued a token to a deactivated member")
 }
 
 func roleList(roles []map[string]any) []string {
@@ -149,7 +176,7 @@ func roleList(roles []map[string]any) []string {
 }
 
 // A role change is what the member's next token carries; a deactivated
-// member's token carries none.
+// member gets no token (the hook refuses it).
 func TestRolesInTokens(t *testing.T) {
 	t.Parallel()
 	sys := start(t)
@@ -168,7 +195,7 @@ func TestRolesInTokens(t *testing.T) {
 	require.Equal(t, []string{"org-a:org_admin"}, roleList(sys.hook(t, user)))
 
 	send(sys.event("membership-deactivated", "tok", "org-a", "", base.Add(3*time.Minute)))
-	require.Empty(t, sys.hook(t, user), "a deactivated member gets no roles")
+	sys.requireHookRefuses(t, user) // a deactivated member gets no token at all
 
 	require.Empty(t, sys.hook(t, "00000000-0000-0000-0000-0000000000ff"), "unknown user")
 
@@ -218,5 +245,5 @@ func TestDeactivatedMemberLockedOut(t *testing.T) {
 	require.NotNil(t, banned)
 	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT count(*) FROM auth.sessions WHERE user_id = $1`, user).Scan(&sessions))
 	require.Zero(t, sessions)
-	require.Empty(t, sys.hook(t, user))
+	sys.requireHookRefuses(t, user)
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"sort"
+	"strings"
 
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -96,6 +97,8 @@ func Migrate(ctx context.Context, db *sql.DB) (Result, error) {
 			return res, fmt.Errorf("migrate: auth bootstrap: %w", err)
 		}
 		res.Bootstrapped = true
+	} else if err := checkAuthRights(ctx, conn); err != nil {
+		return res, err
 	}
 	if _, err := conn.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS portalsync"); err != nil {
 		return res, fmt.Errorf("migrate: create schema portalsync: %w", err)
@@ -144,4 +147,95 @@ func Pending(ctx context.Context, db *sql.DB) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// authRight is one right the migrating role needs on Supabase's auth
+// schema, and the statement that grants it.
+type authRight struct {
+	check string // a boolean SQL expression about current_user
+	grant string // the statement, with %[1]s for the role
+	super bool   // only a superuser can run grant
+}
+
+var authRights = []authRight{
+	{check: "has_schema_privilege('auth', 'USAGE')", grant: "GRANT USAGE ON SCHEMA auth TO %[1]s;"},
+	{check: "has_table_privilege(authUsers, 'SELECT')", grant: "GRANT SELECT ON auth.users TO %[1]s;"},
+	{check: "has_table_privilege(authUsers, 'UPDATE')", grant: "GRANT UPDATE ON auth.users TO %[1]s;"},
+	{check: "has_table_privilege(authUsers, 'TRIGGER')", grant: "GRANT TRIGGER ON auth.users TO %[1]s;"},
+	{check: "has_table_privilege(authUsers, 'REFERENCES')", grant: "GRANT REFERENCES ON auth.users TO %[1]s;"},
+	{check: "has_table_privilege(authSessions, 'SELECT')", grant: "GRANT SELECT ON auth.sessions TO %[1]s;"},
+	{check: "has_table_privilege(authSessions, 'DELETE')", grant: "GRANT DELETE ON auth.sessions TO %[1]s;"},
+	// Supabase Auth turns row-level security on for its tables with no
+	// policies: the linking functions, which run with the migrating role's
+	// rights, see rows only when it bypasses RLS.
+	{check: `(SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+	         OR NOT EXISTS (SELECT 1 FROM pg_class WHERE oid IN (authUsers, authSessions) AND relrowsecurity)`,
+		grant: "ALTER ROLE %[1]s BYPASSRLS;", super: true},
+	{check: `EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'portalsync_syncer')
+	         OR (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user)`,
+		grant: "CREATE ROLE portalsync_syncer NOLOGIN;", super: true},
+}
+
+// AuthRightsError says which rights the migrating role lacks on an existing
+// auth schema (Supabase), as the statements an administrator must run.
+type AuthRightsError struct {
+	Role       string
+	Statements []string // as the owner of the auth tables (supabase_auth_admin)
+	Superuser  []string // as a superuser
+}
+
+func (e *AuthRightsError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "migrate: role %s lacks rights that account linking needs on Supabase's auth schema; nothing was applied. An administrator must run", e.Role)
+	if len(e.Statements) > 0 {
+		b.WriteString(", as the owner of the auth tables (supabase_auth_admin) or a superuser:\n  ")
+		b.WriteString(strings.Join(e.Statements, "\n  "))
+	}
+	if len(e.Superuser) > 0 {
+		if len(e.Statements) > 0 {
+			b.WriteString("\nand")
+		}
+		b.WriteString(", as a superuser:\n  ")
+		b.WriteString(strings.Join(e.Superuser, "\n  "))
+	}
+	b.WriteString("\nthen run syncer migrate again (see docs/ACCESS.md)")
+	return b.String()
+}
+
+// checkAuthRights fails, before anything is applied, when the migrating
+// role cannot create the account-linking trigger and functions on an auth
+// schema it does not own.
+func checkAuthRights(ctx context.Context, conn *sql.Conn) error {
+	var role string
+	if err := conn.QueryRowContext(ctx, "SELECT current_user").Scan(&role); err != nil {
+		return fmt.Errorf("migrate: current role: %w", err)
+	}
+	e := &AuthRightsError{Role: role}
+	quoted := `"` + strings.ReplaceAll(role, `"`, `""`) + `"`
+	for _, r := range authRights {
+		var ok bool
+		check := strings.NewReplacer("authUsers", authRel("users"), "authSessions", authRel("sessions")).Replace(r.check)
+		if err := conn.QueryRowContext(ctx, "SELECT "+check).Scan(&ok); err != nil {
+			return fmt.Errorf("migrate: check rights on auth: %w", err)
+		}
+		if ok {
+			continue
+		}
+		stmt := fmt.Sprintf(r.grant, quoted)
+		if r.super {
+			e.Superuser = append(e.Superuser, stmt)
+		} else {
+			e.Statements = append(e.Statements, stmt)
+		}
+	}
+	if len(e.Statements) > 0 || len(e.Superuser) > 0 {
+		return e
+	}
+	return nil
+}
+
+// authRel finds a table of the auth schema by name without a lookup that
+// needs USAGE on the schema (which the role may lack).
+func authRel(name string) string {
+	return "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'auth' AND c.relname = '" + name + "')"
 }

@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"database/sql"
+	"io/fs"
 	"sync"
 	"testing"
 
@@ -36,6 +37,9 @@ func TestMigrateConcurrentReplicas(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	files, err := fs.ReadDir(schema.Migrations(), ".")
+	require.NoError(t, err)
+	last := len(files)
 	applied, bootstrapped := 0, 0
 	for i := range 3 {
 		require.NoError(t, errs[i])
@@ -43,9 +47,9 @@ func TestMigrateConcurrentReplicas(t *testing.T) {
 		if results[i].Bootstrapped {
 			bootstrapped++
 		}
-		require.EqualValues(t, 4, results[i].Version)
+		require.EqualValues(t, last, results[i].Version)
 	}
-	require.Equal(t, 4, applied, "each migration applied exactly once")
+	require.Equal(t, last, applied, "each migration applied exactly once")
 	require.Equal(t, 1, bootstrapped, "the auth bootstrap ran once")
 
 	// Again: nothing to do.

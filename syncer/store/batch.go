@@ -374,10 +374,8 @@ func (b *batch) profileIDs() []string {
 }
 
 func (b *batch) linkAuthUsers(ctx context.Context) error {
-	if _, err := b.tx.Exec(ctx, linkAuthUsersSQL, b.profileIDs()); err != nil {
-		return fmt.Errorf("link auth users: %w", err)
-	}
-	return nil
+	b.notes = map[string][]string{}
+	return b.identity(ctx, linkMembersSQL, "link accounts")
 }
 
 type pair struct{ profile, org string }
@@ -501,85 +499,22 @@ func (b *batch) roles(ctx context.Context) error {
 }
 
 // accessAndStatus derives the affected profiles' status from their
-// memberships and applies the auth side effects, as syncProfileStatus
-// does for one profile.
+// memberships, then brings their accounts in line (identity.go).
 func (b *batch) accessAndStatus(ctx context.Context) error {
-	ids := b.profileIDs()
-	// One statement: derive, update what changed, and read the access of
-	// the profiles linked to an auth user, with their new status.
-	rows, err := b.tx.Query(ctx, `
+	_, err := b.tx.Exec(ctx, `
 		WITH want AS (
 		  SELECT profile_id,
 		         CASE WHEN bool_or(status = 'active') THEN 'active' ELSE 'inactive' END AS status,
 		         CASE WHEN bool_or(status = 'active') THEN NULL ELSE max(deactivated_at) END AS deactivated_at
-		  FROM public.organization_memberships WHERE profile_id = ANY($1::text[]::uuid[]) GROUP BY profile_id),
-		upd AS (
-		  UPDATE public.profiles p SET status = want.status, deactivated_at = want.deactivated_at, updated_at = now()
-		  FROM want
-		  WHERE p.id = want.profile_id AND (p.status <> want.status OR p.deactivated_at IS DISTINCT FROM want.deactivated_at))
-		SELECT p.id::text, want.status, p.auth_user_id::text, p.auth_banned_by_sync
-		FROM want JOIN public.profiles p ON p.id = want.profile_id
-		WHERE p.auth_user_id IS NOT NULL`, ids)
+		  FROM public.organization_memberships WHERE profile_id = ANY($1::text[]::uuid[]) GROUP BY profile_id)
+		UPDATE public.profiles p SET status = want.status, deactivated_at = want.deactivated_at, updated_at = now()
+		FROM want
+		WHERE p.id = want.profile_id AND (p.status <> want.status OR p.deactivated_at IS DISTINCT FROM want.deactivated_at)`,
+		b.profileIDs())
 	if err != nil {
 		return fmt.Errorf("derive profile status: %w", err)
 	}
-	member := make(map[string]string, len(b.profIDs))
-	for m, id := range b.profIDs {
-		member[id] = m
-	}
-	b.notes = map[string][]string{}
-	var lockOut, restore, restoreProfiles []string
-	for rows.Next() {
-		var id, status, user string
-		var bannedBySync bool
-		if err := rows.Scan(&id, &status, &user, &bannedBySync); err != nil {
-			rows.Close()
-			return fmt.Errorf("read access: %w", err)
-		}
-		switch {
-		case status == "inactive":
-			lockOut = append(lockOut, user)
-		case bannedBySync:
-			restore, restoreProfiles = append(restore, user), append(restoreProfiles, id)
-			b.notes[member[id]] = append(b.notes[member[id]], "app access restored")
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read access: %w", err)
-	}
-	slices.Sort(lockOut)
-	if len(lockOut) > 0 {
-		banned, err := b.tx.Query(ctx, `
-			WITH banned AS (
-			  UPDATE auth.users SET banned_until = now() + interval '`+banFor+`', updated_at = now()
-			  WHERE id = ANY($1::text[]::uuid[]) AND (banned_until IS NULL OR banned_until < now())
-			  RETURNING id)
-			UPDATE public.profiles SET auth_banned_by_sync = true WHERE auth_user_id IN (SELECT id FROM banned)
-			RETURNING id::text`, lockOut)
-		if err != nil {
-			return fmt.Errorf("ban auth users: %w", err)
-		}
-		ids, err := pgx.CollectRows(banned, pgx.RowTo[string])
-		if err != nil {
-			return fmt.Errorf("ban auth users: %w", err)
-		}
-		for _, id := range ids {
-			b.notes[member[id]] = append(b.notes[member[id]], "app access revoked")
-		}
-		if _, err := b.tx.Exec(ctx, `DELETE FROM auth.sessions WHERE user_id = ANY($1::text[]::uuid[])`, lockOut); err != nil {
-			return fmt.Errorf("delete sessions: %w", err)
-		}
-	}
-	if len(restore) > 0 {
-		if _, err := b.tx.Exec(ctx, `UPDATE auth.users SET banned_until = NULL, updated_at = now() WHERE id = ANY($1::text[]::uuid[])`, restore); err != nil {
-			return fmt.Errorf("lift bans: %w", err)
-		}
-		if _, err := b.tx.Exec(ctx, `UPDATE public.profiles SET auth_banned_by_sync = false WHERE id = ANY($1::text[]::uuid[])`, restoreProfiles); err != nil {
-			return fmt.Errorf("clear ban marks: %w", err)
-		}
-	}
-	return nil
+	return b.identity(ctx, applyAccessSQL, "apply account access")
 }
 
 // log writes one row per applied or skipped event, in stream order.
