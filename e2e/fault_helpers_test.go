@@ -20,6 +20,7 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/eventmodel"
+	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 
 // syncerBin is the syncer binary built for this test run.
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build syncer:", err)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := supabasetest.Main(m)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

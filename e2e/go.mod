@@ -8,6 +8,7 @@ require (
 	github.com/likeperson/portalsync/pkg v0.0.0
 	github.com/likeperson/portalsync/schema v0.0.0
 	github.com/likeperson/portalsync/syncer v0.0.0
+	github.com/likeperson/portalsync/testkit v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/zap v1.28.0
@@ -34,6 +35,7 @@ require (
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
 	github.com/go-ole/go-ole v1.3.0 // indirect
+	github.com/golang-jwt/jwt/v5 v5.3.1 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
@@ -104,3 +106,5 @@ replace github.com/likeperson/portalsync/schema => ../schema
 replace github.com/likeperson/portalsync/ingress => ../ingress
 
 replace github.com/likeperson/portalsync/syncer => ../syncer
+
+replace github.com/likeperson/portalsync/testkit => ../testkit

@@ -33,6 +33,7 @@ import (
 	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 
 // system is one running portalsync: ingress, JetStream, syncer, database.
@@ -113,6 +114,9 @@ type options struct {
 	noSyncer bool
 	// cluster runs a three-node JetStream cluster and an R3 stream.
 	cluster *natstest.Cluster
+	// supabase runs on a database of the Supabase-shaped cluster, the
+	// syncer as the least-privileged login role.
+	supabase *supabasetest.Database
 }
 
 // Option changes what start runs.
@@ -120,6 +124,9 @@ type Option func(*options)
 
 // withoutSyncer starts everything but the syncer.
 func withoutSyncer() Option { return func(o *options) { o.noSyncer = true } }
+
+// onSupabase runs on db, a database of the Supabase-shaped cluster.
+func onSupabase(db *supabasetest.Database) Option { return func(o *options) { o.supabase = db } }
 
 // onCluster runs on the given JetStream cluster with an R3 stream.
 func onCluster(c *natstest.Cluster) Option { return func(o *options) { o.cluster = c } }
@@ -130,10 +137,23 @@ func start(t *testing.T, opts ...Option) *system {
 	for _, fn := range opts {
 		fn(&o)
 	}
-	db := schematest.NewDB(t)
+	var pool *pgxpool.Pool
+	var dbURL, syncerURL string
+	if o.supabase != nil {
+		// The test reads and arranges as the superuser; the syncer runs as
+		// the role the README documents.
+		dbURL, syncerURL = o.supabase.URL("supabase_admin"), o.supabase.URL(supabasetest.SyncerRole)
+		var err error
+		pool, err = pgxpool.New(context.Background(), dbURL)
+		require.NoError(t, err)
+		t.Cleanup(pool.Close)
+	} else {
+		db := schematest.NewDB(t)
+		pool, dbURL, syncerURL = db.Pool, db.URL, db.URL
+	}
 	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
 	require.NoError(t, err)
-	sys := &system{pool: db.Pool, dbURL: db.URL, secret: secret, stream: testStream, pii: map[string]bool{}}
+	sys := &system{pool: pool, dbURL: dbURL, secret: secret, stream: testStream, pii: map[string]bool{}}
 	// Registered first, so it runs last, after every service has stopped.
 	t.Cleanup(func() { sys.scanForPersonalData(t) })
 	if o.cluster != nil {
@@ -159,7 +179,7 @@ func start(t *testing.T, opts ...Option) *system {
 		HTTP:   &http.Client{Timeout: 10 * time.Second},
 	}
 	if !o.noSyncer {
-		sys.syncerURL = sys.startSyncer(t, db.URL)
+		sys.syncerURL = sys.startSyncer(t, syncerURL)
 	}
 	return sys
 }
