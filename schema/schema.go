@@ -89,7 +89,7 @@ func Migrate(ctx context.Context, db *sql.DB) (Result, error) {
 	}()
 
 	var hasUsers bool
-	if err := conn.QueryRowContext(ctx, "SELECT to_regclass('auth.users') IS NOT NULL").Scan(&hasUsers); err != nil {
+	if err := conn.QueryRowContext(ctx, "SELECT "+authRel("users")+" IS NOT NULL").Scan(&hasUsers); err != nil {
 		return res, fmt.Errorf("migrate: look for auth.users: %w", err)
 	}
 	if !hasUsers {
@@ -158,7 +158,8 @@ type authRight struct {
 }
 
 var authRights = []authRight{
-	{check: "has_schema_privilege('auth', 'USAGE')", grant: "GRANT USAGE ON SCHEMA auth TO %[1]s;"},
+	// The auth schema belongs to a superuser (supabase_admin) on Supabase.
+	{check: `has_schema_privilege((SELECT oid FROM pg_namespace WHERE nspname = 'auth'), 'USAGE')`, grant: "GRANT USAGE ON SCHEMA auth TO %[1]s;", super: true},
 	{check: "has_table_privilege(authUsers, 'SELECT')", grant: "GRANT SELECT ON auth.users TO %[1]s;"},
 	{check: "has_table_privilege(authUsers, 'UPDATE')", grant: "GRANT UPDATE ON auth.users TO %[1]s;"},
 	{check: "has_table_privilege(authUsers, 'TRIGGER')", grant: "GRANT TRIGGER ON auth.users TO %[1]s;"},

@@ -324,6 +324,7 @@ func (d *Database) URL(role string) string {
 	case SyncerRole:
 		return d.c.URL(role, syncerPassword, d.Name)
 	}
+	// Other roles log in without a password (trust authentication).
 	return d.c.URL(role, "", d.Name)
 }
 
