@@ -67,10 +67,11 @@ LANGUAGE sql VOLATILE SET search_path = '' AS $$
 $$;
 -- +goose StatementEnd
 
--- apply_access brings the accounts of the members ids in line with their
--- profiles' status: an inactive member's account is banned (unless already
--- banned) and its sessions deleted; an active member's ban set by the sync
--- is lifted. It returns what changed per member: 'revoked' or 'restored'.
+-- apply_access brings the accounts of the members member_ids in line with
+-- their profiles' status: an inactive member's account is banned (unless
+-- already banned) and its sessions deleted; an active member's ban set by
+-- the sync is lifted. It returns what changed per member: 'revoked' or
+-- 'restored'.
 -- +goose StatementBegin
 CREATE FUNCTION portalsync.apply_access(member_ids text[])
 RETURNS TABLE (portal_member_id text, change text)

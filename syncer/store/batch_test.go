@@ -89,6 +89,7 @@ func TestBatchesMatchModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		prefix := fmt.Sprintf("b%d", check.Add(1))
 		events := drawEvents(rt, prefix, 3, 24)
+		accounts := drawAccounts(rt, pool, events)
 		order := drawDeliveries(rt, events, 6)
 		for len(order) > 0 {
 			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
@@ -102,5 +103,6 @@ func TestBatchesMatchModel(t *testing.T) {
 			order = order[size:]
 		}
 		requireModel(t, rt, pool, prefix, events)
+		requireIdentity(rt, pool, events, accounts)
 	})
 }

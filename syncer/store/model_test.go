@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,8 +16,19 @@ import (
 
 // drawEvents draws 1..maxEvents events of 1..members members (ids
 // "<prefix>-m<n>") in two organizations, with few distinct portal times so
-// that ties, broken by event id, are common.
+// that ties, broken by event id, are common. Each member has one portal
+// e-mail throughout: their own, or one that other members may share, in
+// any case.
 func drawEvents(rt *rapid.T, prefix string, members, maxEvents int) []event.Event {
+	emails := make([]string, members)
+	for i := range emails {
+		emails[i] = rapid.SampledFrom([]string{
+			fmt.Sprintf("%s-m%d@example.invalid", prefix, i), prefix + "-family@example.invalid",
+		}).Draw(rt, "email")
+		if rapid.Bool().Draw(rt, "upper") {
+			emails[i] = strings.ToUpper(emails[i])
+		}
+	}
 	types := []event.Type{event.MembershipCreated, event.MembershipUpdated, event.RoleUpdated, event.MembershipDeactivated, event.MembershipReactivated}
 	roles := []event.Role{"", event.RolePeerMentor, event.RoleCoordinator, event.RoleOrgAdmin}
 	events := make([]event.Event, rapid.IntRange(1, maxEvents).Draw(rt, "events"))
@@ -29,9 +41,11 @@ func drawEvents(rt *rapid.T, prefix string, members, maxEvents int) []event.Even
 			role = rapid.SampledFrom(roles).Draw(rt, "role")
 		}
 		at := t0.Add(time.Duration(rapid.IntRange(0, 3).Draw(rt, "minute")) * time.Minute)
-		member := fmt.Sprintf("%s-m%d", prefix, rapid.IntRange(0, members-1).Draw(rt, "member"))
+		n := rapid.IntRange(0, members-1).Draw(rt, "member")
+		member := fmt.Sprintf("%s-m%d", prefix, n)
 		org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
 		events[i] = *ev(fmt.Sprintf("%s-e%d", prefix, i), typ, at, member, org, role)
+		events[i].Member.Email = emails[n]
 	}
 	return events
 }
@@ -71,5 +85,110 @@ func requireModel(t *testing.T, rt *rapid.T, pool *pgxpool.Pool, prefix string, 
 	}
 	if logged != len(events) {
 		rt.Fatalf("%d log rows for %d distinct events", logged, len(events))
+	}
+}
+
+// drawAccounts creates, before any event is applied, an app account (with
+// one session) or none for each e-mail the events carry: confirmed,
+// unconfirmed, SSO, or confirmed and banned by an administrator, its
+// e-mail in either case.
+func drawAccounts(rt *rapid.T, pool *pgxpool.Pool, events []event.Event) []eventmodel.Account {
+	ctx := context.Background()
+	seen := map[string]bool{}
+	var out []eventmodel.Account
+	for _, e := range events {
+		email := strings.ToLower(e.Member.Email)
+		if seen[email] {
+			continue
+		}
+		seen[email] = true
+		kind := rapid.SampledFrom([]string{"none", "confirmed", "unconfirmed", "sso", "banned"}).Draw(rt, "account")
+		if kind == "none" {
+			continue
+		}
+		if rapid.Bool().Draw(rt, "account upper") {
+			email = strings.ToUpper(email)
+		}
+		a := eventmodel.Account{Email: email, Confirmed: kind != "unconfirmed", SSO: kind == "sso", AdminBanned: kind == "banned"}
+		err := pool.QueryRow(ctx, `
+			WITH u AS (
+			  INSERT INTO auth.users (id, email, email_confirmed_at, is_sso_user, banned_until)
+			  VALUES (gen_random_uuid(), $1, CASE WHEN $2 THEN now() END, $3, CASE WHEN $4 THEN now() + interval '10 years' END)
+			  RETURNING id),
+			s AS (INSERT INTO auth.sessions (id, user_id) SELECT gen_random_uuid(), id FROM u)
+			SELECT id::text FROM u`, a.Email, a.Confirmed, a.SSO, a.AdminBanned).Scan(&a.ID)
+		if err != nil {
+			rt.Fatalf("create account: %v", err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// requireIdentity fails rt unless every member's link, ban flag, ban and
+// sessions are the reference model's, the durable link table agrees with
+// the profiles, and accounts nobody may link are left alone.
+func requireIdentity(rt *rapid.T, pool *pgxpool.Pool, events []event.Event, accounts []eventmodel.Account) {
+	ctx := context.Background()
+	type got struct {
+		user         string
+		bannedBySync bool
+		banned       bool
+		sessions     int
+		kept         string
+	}
+	read := func(member string) got {
+		var g got
+		err := pool.QueryRow(ctx, `
+			SELECT coalesce(p.auth_user_id::text, ''), p.auth_banned_by_sync, coalesce(u.banned_until > now(), false),
+			       (SELECT count(*) FROM auth.sessions s WHERE s.user_id = p.auth_user_id),
+			       coalesce((SELECT l.auth_user_id::text || '/' || l.banned_by_sync FROM portalsync.account_links l WHERE l.portal_member_id = p.portal_member_id), '')
+			FROM public.profiles p LEFT JOIN auth.users u ON u.id = p.auth_user_id
+			WHERE p.portal_member_id = $1`, member).Scan(&g.user, &g.bannedBySync, &g.banned, &g.sessions, &g.kept)
+		if err != nil {
+			rt.Fatalf("%s: %v", member, err)
+		}
+		if want := g.user + "/" + fmt.Sprint(g.bannedBySync); g.user != "" && g.kept != want || g.user == "" && g.kept != "" {
+			rt.Fatalf("%s: profile %s, account_links %s", member, want, g.kept)
+		}
+		return g
+	}
+	linked := map[string]string{} // account -> member
+	for member, want := range eventmodel.ExpectIdentity(events, accounts) {
+		g := read(member)
+		if g.user != "" {
+			if other, ok := linked[g.user]; ok {
+				rt.Fatalf("account %s linked to %s and %s", g.user, other, member)
+			}
+			linked[g.user] = member
+		}
+		if want.Undecided {
+			continue // checked below: at most one sharer, with the e-mail's account
+		}
+		if g.user != want.Account || g.bannedBySync != want.BannedBySync || (g.user != "" && g.banned != want.Banned) ||
+			(g.user != "" && !want.SessionsEither && (g.sessions == 0) != want.SessionsEnded) {
+			rt.Fatalf("%s: account %q by-sync %v banned %v sessions %d; model %+v", member, g.user, g.bannedBySync, g.banned, g.sessions, want)
+		}
+	}
+	for _, a := range accounts {
+		member, ok := linked[a.ID]
+		if ok {
+			for _, e := range events {
+				if e.Member.ID == member && !strings.EqualFold(e.Member.Email, a.Email) {
+					rt.Fatalf("account %s linked to %s, whose e-mail is another", a.ID, member)
+				}
+			}
+			continue
+		}
+		// Nobody's account: the sync left it alone.
+		var banned bool
+		var sessions int
+		if err := pool.QueryRow(ctx, `SELECT coalesce(banned_until > now(), false), (SELECT count(*) FROM auth.sessions WHERE user_id = $1)
+			FROM auth.users WHERE id = $1`, a.ID).Scan(&banned, &sessions); err != nil {
+			rt.Fatalf("account %s: %v", a.ID, err)
+		}
+		if banned != a.AdminBanned || sessions != 1 {
+			rt.Fatalf("unlinked account %+v: banned %v sessions %d", a, banned, sessions)
+		}
 	}
 }

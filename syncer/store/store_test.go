@@ -246,6 +246,7 @@ func TestPermutationsAndDuplicatesMatchModel(t *testing.T) {
 	rapid.Check(t, func(rt *rapid.T) {
 		prefix := fmt.Sprintf("c%d", check.Add(1))
 		events := drawEvents(rt, prefix, 1, 10)
+		accounts := drawAccounts(rt, pool, events)
 		order := drawDeliveries(rt, events, 4)
 		for i := range order {
 			if _, err := s.Apply(context.Background(), &order[i], store.Meta{StreamSeq: uint64(i + 1), Attempt: 1}); err != nil {
@@ -253,6 +254,7 @@ func TestPermutationsAndDuplicatesMatchModel(t *testing.T) {
 			}
 		}
 		requireModel(t, rt, pool, prefix, events)
+		requireIdentity(rt, pool, events, accounts)
 	})
 }
 
