@@ -195,3 +195,65 @@ func TestReplayFilters(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, len(events), rep.Read)
 }
+
+// identityState renders every member's link and the sync's ban flag (the
+// profile's and the durable link table's) and whether the account is
+// banned, keyed by portal member ID.
+func (s *system) identityState(t *testing.T) string {
+	t.Helper()
+	rows, err := s.pool.Query(context.Background(), `
+		SELECT p.portal_member_id || '|' || coalesce(p.auth_user_id::text, '-') || '|' || p.auth_banned_by_sync || '|' ||
+		       CASE WHEN u.id IS NULL THEN '-' ELSE coalesce(u.banned_until > now(), false)::text END || '|' || coalesce(l.auth_user_id::text, '-') || '|' || coalesce(l.banned_by_sync::text, '-')
+		FROM profiles p LEFT JOIN auth.users u ON u.id = p.auth_user_id
+		LEFT JOIN portalsync.account_links l ON l.portal_member_id = p.portal_member_id
+		ORDER BY 1`)
+	require.NoError(t, err)
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	return strings.Join(lines, "\n")
+}
+
+// A replay after a wipe restores links and ban flags exactly: it does not
+// link again by the e-mails the portal holds now (a changed e-mail, another
+// member with the old one), and a later reactivation lifts the sync's ban.
+func TestReplayRestoresLinksAndBans(t *testing.T) {
+	t.Parallel()
+	sys := start(t)
+	ctx := context.Background()
+	apply := func(typ, member, role, email string, at time.Time) {
+		e := sys.event(typ, member, "org-a", role, at)
+		if email != "" {
+			e.Member["email"] = email
+		}
+		sys.send(t, e)
+		require.Equal(t, "success", sys.waitLogged(t, e.ID))
+	}
+	for _, m := range []string{"id-keep", "id-gone", "id-move", "id-admin"} {
+		sys.addAuthUser(t, m+"@example.invalid")
+		apply("membership-created", m, "coordinator", "", base)
+	}
+	_, err := sys.pool.Exec(ctx, `UPDATE auth.users SET banned_until = now() + interval '1 year' WHERE email = 'id-admin@example.invalid'`)
+	require.NoError(t, err)
+	apply("membership-deactivated", "id-gone", "", "", base.Add(time.Minute))
+	apply("membership-deactivated", "id-admin", "", "", base.Add(time.Minute))
+	// id-move's portal e-mail changes and id-heir gets the old one.
+	apply("membership-updated", "id-move", "", "elsewhere@example.invalid", base.Add(time.Minute))
+	apply("membership-created", "id-heir", "peer_mentor", "id-move@example.invalid", base.Add(2*time.Minute))
+	before := sys.identityState(t)
+	require.Regexp(t, `id-gone\|[0-9a-f-]{36}\|true\|true\|[0-9a-f-]{36}\|true`, before)
+	require.Regexp(t, `id-admin\|[0-9a-f-]{36}\|false\|true\|`, before)
+	require.Regexp(t, `id-heir\|-\|false\|-\|-\|-`, before)
+	require.Regexp(t, `id-move\|[0-9a-f-]{36}\|`, before)
+
+	_, err = sys.pool.Exec(ctx, `TRUNCATE organizations, profiles, organization_memberships, role_assignments, portal_sync_log`)
+	require.NoError(t, err)
+	_, err = sys.replayer(t).Run(ctx, replay.Options{Stream: testStream.Name}, &countProgress{})
+	require.NoError(t, err)
+	require.Equal(t, before, sys.identityState(t), "links and ban flags restored exactly")
+
+	apply("membership-reactivated", "id-gone", "", "", base.Add(3*time.Minute))
+	apply("membership-reactivated", "id-admin", "", "", base.Add(3*time.Minute))
+	after := sys.identityState(t)
+	require.Regexp(t, `id-gone\|[0-9a-f-]{36}\|false\|false\|`, after, "the sync's ban lifted")
+	require.Regexp(t, `id-admin\|[0-9a-f-]{36}\|false\|true\|`, after, "an administrator's ban kept")
+}
