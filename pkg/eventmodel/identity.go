@@ -9,7 +9,8 @@ import (
 // Account is an app account (Supabase's auth.users) that exists before the
 // events are applied, as the model sees it.
 type Account struct {
-	ID    string
+	ID string
+	// Email is in lower case, as Supabase Auth stores it.
 	Email string
 	// Confirmed: the e-mail is confirmed (email_confirmed_at set).
 	Confirmed bool
@@ -44,7 +45,7 @@ type Identity struct {
 // portal e-mails are those their events carry (the model assumes a member's
 // e-mail does not change; a changed one keeps the link it has, which
 // depends on when the change is seen). A member is linked to the account
-// whose confirmed, non-SSO e-mail equals theirs without regard to case,
+// whose confirmed, non-SSO e-mail equals theirs in lower case,
 // when no other member has that e-mail. A linked account is banned by the
 // sync while the member is inactive (unless an administrator's ban holds),
 // and loses its sessions.
@@ -74,7 +75,7 @@ func ExpectIdentity(events []event.Event, accounts []Account) map[string]Identit
 		var id Identity
 		e := email[m]
 		for _, a := range accounts {
-			if !a.Confirmed || a.SSO || e == "" || strings.ToLower(a.Email) != e {
+			if !a.Confirmed || a.SSO || e == "" || a.Email != e {
 				continue
 			}
 			if holders[e] > 1 {

@@ -30,7 +30,8 @@ func TestExpectIdentity(t *testing.T) {
 		ev("o1", event.MembershipDeactivated, 0, "sso", "sso@x.invalid"),
 		ev("h1", event.MembershipDeactivated, 0, "held", "held@x.invalid"),
 	}, []eventmodel.Account{
-		{ID: "A", Email: "active@X.invalid", Confirmed: true},
+		{ID: "A", Email: "active@x.invalid", Confirmed: true},
+		{ID: "C", Email: "Active@x.invalid", Confirmed: true}, // not as Supabase Auth stores it
 		{ID: "G", Email: "gone@x.invalid", Confirmed: true},
 		{ID: "B", Email: "back@x.invalid", Confirmed: true},
 		{ID: "F", Email: "family@x.invalid", Confirmed: true},

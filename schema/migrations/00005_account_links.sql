@@ -107,6 +107,11 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+-- Supabase Auth stores e-mails in lower case (and keeps them unique among
+-- non-SSO users, users_email_partial_key): the portal's e-mail, lower-cased,
+-- finds the account by that index. From an account, the members are found
+-- by lower(email) (profiles_email_idx).
+--
 -- link_members links the members ids (whose profiles exist) to their
 -- accounts, restores links kept in account_links onto their profiles
 -- (after a resync), and bans at once an account linked to an inactive
@@ -136,7 +141,7 @@ BEGIN
     WHERE (SELECT count(*) FROM public.profiles q WHERE pg_catalog.lower(q.email) = c.e) = 1),
   acct AS (
     SELECT s.m, (SELECT u.id FROM auth.users u
-                 WHERE pg_catalog.lower(u.email) = s.e AND u.email_confirmed_at IS NOT NULL AND NOT u.is_sso_user
+                 WHERE u.email = s.e AND u.email_confirmed_at IS NOT NULL AND u.is_sso_user = false
                    AND NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.auth_user_id = u.id)
                  ORDER BY u.id LIMIT 1) AS u
     FROM unshared s),
@@ -163,8 +168,8 @@ BEGIN
     AND NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.portal_member_id = p.portal_member_id)
     AND (SELECT count(*) FROM public.profiles q WHERE pg_catalog.lower(q.email) = pg_catalog.lower(p.email)) > 1
     AND EXISTS (SELECT 1 FROM auth.users u
-                WHERE pg_catalog.lower(u.email) = pg_catalog.lower(p.email) AND u.email_confirmed_at IS NOT NULL
-                  AND NOT u.is_sso_user);
+                WHERE u.email = pg_catalog.lower(p.email) AND u.email_confirmed_at IS NOT NULL
+                  AND u.is_sso_user = false);
 END $$;
 -- +goose StatementEnd
 
