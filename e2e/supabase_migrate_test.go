@@ -63,7 +63,7 @@ func TestSupabaseMigrateAsPostgres(t *testing.T) {
 	var trigger, linkFn, accessFn, authRead bool
 	require.NoError(t, conn.QueryRow(ctx, `SELECT
 		EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'portalsync_link_account' AND tgrelid = 'auth.users'::regclass),
-		has_function_privilege('portalsync_syncer', 'portalsync.link_members(text[])', 'EXECUTE'),
+		has_function_privilege('portalsync_syncer', 'portalsync.link_members(text[], text[], text[])', 'EXECUTE'),
 		has_function_privilege('portalsync_syncer', 'portalsync.apply_access(text[])', 'EXECUTE'),
 		has_table_privilege('portalsync_syncer', 'auth.users', 'SELECT')`).Scan(&trigger, &linkFn, &accessFn, &authRead))
 	require.True(t, trigger)

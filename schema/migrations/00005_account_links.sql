@@ -112,42 +112,60 @@ END $$;
 -- finds the account by that index. From an account, the members are found
 -- by lower(email) (profiles_email_idx).
 --
--- link_members links the members ids (whose profiles exist) to their
--- accounts, restores links kept in account_links onto their profiles
--- (after a resync), and bans at once an account linked to an inactive
--- member. It returns per member 'linked', or 'shared' when an account has
--- the member's e-mail but other members have it too.
+-- link_members links the members member_ids (whose profiles exist) to
+-- their accounts and restores links kept in account_links onto their
+-- profiles (after a resync). Besides a member's current e-mail it tries the
+-- e-mails seen_emails[i] that the applied events of member seen_members[i]
+-- carried (newest first), so that a member whose e-mail changed within a
+-- batch is linked as applying the events one by one, in any order, would
+-- link them. An e-mail counts only while no other member's profile has
+-- it. (The syncer bans the account of an inactive member right after, in
+-- the same transaction.) It returns per member 'linked', or 'shared' when
+-- an account has the member's e-mail but other members have it too.
 -- +goose StatementBegin
-CREATE FUNCTION portalsync.link_members(member_ids text[])
+CREATE FUNCTION portalsync.link_members(member_ids text[], seen_members text[] DEFAULT '{}', seen_emails text[] DEFAULT '{}')
 RETURNS TABLE (portal_member_id text, outcome text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = '' AS $$
 DECLARE
   linked text[];
+  cm text[];
+  ce text[];
+  co int[];
 BEGIN
-  PERFORM portalsync.lock_emails(ARRAY(
-    SELECT p.email FROM public.profiles p
-    WHERE p.portal_member_id = ANY (member_ids)
-      AND NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.portal_member_id = p.portal_member_id)));
-
-  -- New links: the member's e-mail belongs to one member only and to one
-  -- confirmed, non-SSO account that is not linked.
-  WITH cand AS (
-    SELECT p.portal_member_id AS m, pg_catalog.lower(p.email) AS e
+  SELECT coalesce(array_agg(c.m ORDER BY c.m, c.ord), '{}'), coalesce(array_agg(c.e ORDER BY c.m, c.ord), '{}'),
+         coalesce(array_agg(c.ord ORDER BY c.m, c.ord), '{}')
+    INTO cm, ce, co
+  FROM (
+    SELECT p.portal_member_id AS m, pg_catalog.lower(p.email) AS e, 0 AS ord
     FROM public.profiles p
     WHERE p.portal_member_id = ANY (member_ids) AND p.email IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.portal_member_id = p.portal_member_id)),
-  unshared AS (
-    SELECT c.m, c.e FROM cand c
-    WHERE (SELECT count(*) FROM public.profiles q WHERE pg_catalog.lower(q.email) = c.e) = 1),
+    UNION ALL
+    SELECT x.m, pg_catalog.lower(x.e), x.ord::int
+    FROM unnest(seen_members, seen_emails) WITH ORDINALITY AS x(m, e, ord)
+    WHERE x.m = ANY (member_ids) AND x.e IS NOT NULL AND x.e <> '') c
+  WHERE NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.portal_member_id = c.m);
+  PERFORM portalsync.lock_emails(ce);
+
+  -- New links: per member the first candidate e-mail that no other member
+  -- has and that belongs to a confirmed, non-SSO account not linked yet.
+  WITH unshared AS (
+    SELECT c.m, c.e, c.ord FROM unnest(cm, ce, co) AS c(m, e, ord)
+    WHERE NOT EXISTS (SELECT 1 FROM public.profiles q
+                      WHERE pg_catalog.lower(q.email) = c.e AND q.portal_member_id <> c.m)),
   acct AS (
-    SELECT s.m, (SELECT u.id FROM auth.users u
-                 WHERE u.email = s.e AND u.email_confirmed_at IS NOT NULL AND u.is_sso_user = false
-                   AND NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.auth_user_id = u.id)
-                 ORDER BY u.id LIMIT 1) AS u
-    FROM unshared s),
+    SELECT DISTINCT ON (s.m) s.m,
+           (SELECT u.id FROM auth.users u
+            WHERE u.email = s.e AND u.email_confirmed_at IS NOT NULL AND u.is_sso_user = false
+              AND NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.auth_user_id = u.id)
+            ORDER BY u.id LIMIT 1) AS u
+    FROM unshared s
+    WHERE EXISTS (SELECT 1 FROM auth.users u
+                  WHERE u.email = s.e AND u.email_confirmed_at IS NOT NULL AND u.is_sso_user = false
+                    AND NOT EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.auth_user_id = u.id))
+    ORDER BY s.m, s.ord),
   ins AS (
     INSERT INTO portalsync.account_links (portal_member_id, auth_user_id)
-    SELECT a.m, a.u FROM acct a WHERE a.u IS NOT NULL ORDER BY a.m
+    SELECT a.m, a.u FROM acct a ORDER BY a.m
     ON CONFLICT DO NOTHING
     RETURNING account_links.portal_member_id)
   SELECT coalesce(array_agg(ins.portal_member_id), '{}') INTO linked FROM ins;
@@ -218,8 +236,8 @@ CREATE TRIGGER portalsync_link_account
   FOR EACH ROW EXECUTE FUNCTION portalsync.link_account();
 
 REVOKE ALL ON FUNCTION portalsync.lock_emails(text[]), portalsync.apply_access(text[]),
-  portalsync.link_members(text[]), portalsync.link_account() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION portalsync.apply_access(text[]), portalsync.link_members(text[]) TO portalsync_syncer;
+  portalsync.link_members(text[], text[], text[]), portalsync.link_account() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION portalsync.apply_access(text[]), portalsync.link_members(text[], text[], text[]) TO portalsync_syncer;
 
 -- The access-token hook refuses a token to an account whose member has no
 -- active membership (Supabase answers the sign-in or refresh with the
@@ -267,7 +285,7 @@ REVOKE ALL ON FUNCTION public.custom_access_token_hook(jsonb) FROM PUBLIC, anon,
 -- +goose Down
 DROP TRIGGER portalsync_link_account ON auth.users;
 DROP FUNCTION portalsync.link_account();
-DROP FUNCTION portalsync.link_members(text[]);
+DROP FUNCTION portalsync.link_members(text[], text[], text[]);
 DROP FUNCTION portalsync.apply_access(text[]);
 DROP FUNCTION portalsync.lock_emails(text[]);
 DROP TABLE portalsync.account_links;

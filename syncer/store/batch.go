@@ -375,7 +375,8 @@ func (b *batch) profileIDs() []string {
 
 func (b *batch) linkAuthUsers(ctx context.Context) error {
 	b.notes = map[string][]string{}
-	return b.identity(ctx, linkMembersSQL, "link accounts")
+	members, emails := b.seenEmails()
+	return b.identity(ctx, linkMembersSQL, "link accounts", members, emails)
 }
 
 type pair struct{ profile, org string }

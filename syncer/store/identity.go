@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -13,8 +15,9 @@ import (
 // confirmation) decides with the very same rules.
 
 // linkMembersSQL links the members $1 to the accounts with their confirmed
-// e-mail and restores kept links onto their profiles.
-const linkMembersSQL = `SELECT portal_member_id, outcome FROM portalsync.link_members($1::text[])`
+// e-mail, or with an e-mail their applied events carried ($2[i] for $3[i]),
+// and restores kept links onto their profiles.
+const linkMembersSQL = `SELECT portal_member_id, outcome FROM portalsync.link_members($1::text[], $2::text[], $3::text[])`
 
 // applyAccessSQL bans the accounts of inactive members (deleting their
 // sessions) and lifts the sync's bans of active ones.
@@ -31,10 +34,10 @@ var identityNotes = map[string]string{
 }
 
 // identity runs one of the identity statements for the batch's members, in
-// key order, and notes what changed for each.
-func (b *batch) identity(ctx context.Context, sql, what string) error {
+// key order (and further arguments), and notes what changed for each.
+func (b *batch) identity(ctx context.Context, sql, what string, args ...any) error {
 	members := sortedKeys(b.profIDs)
-	rows, err := b.tx.Query(ctx, sql, members)
+	rows, err := b.tx.Query(ctx, sql, append([]any{members}, args...)...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -49,4 +52,32 @@ func (b *batch) identity(ctx context.Context, sql, what string) error {
 		}
 	}
 	return nil
+}
+
+// seenEmails are, per member, the e-mails the batch's applied events carry,
+// newest event first: linking tries them all, as applying the events one
+// by one (in whatever order) would have.
+func (b *batch) seenEmails() (members, emails []string) {
+	idx := slices.Clone(b.live)
+	slices.SortStableFunc(idx, func(x, y int) int {
+		kx, ky := keyOf(b.items[x].Event), keyOf(b.items[y].Event)
+		switch {
+		case kx.after(ky):
+			return -1
+		case ky.after(kx):
+			return 1
+		}
+		return 0
+	})
+	seen := map[[2]string]bool{}
+	for _, i := range idx {
+		m := b.items[i].Event.Member
+		k := [2]string{m.ID, strings.ToLower(m.Email)}
+		if m.Email == "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		members, emails = append(members, k[0]), append(emails, k[1])
+	}
+	return members, emails
 }
