@@ -84,7 +84,6 @@ func apiPrivileges(t *testing.T, pool *pgxpool.Pool) []string {
 // privileges hand them everything postgres creates in public, and on plain
 // PostgreSQL.
 func TestAPIRolePrivilegesMatchDocs(t *testing.T) {
-	t.Parallel()
 	want := documentedAPIPrivileges(t)
 	require.NotEmpty(t, want)
 	t.Run("Supabase", func(t *testing.T) {

@@ -51,7 +51,6 @@ func applied(t *testing.T, db *supabasetest.Database) bool {
 // superuser) `syncer migrate` as postgres sets everything up: the linking
 // trigger on auth.users, the identity functions the syncer's role may call.
 func TestSupabaseMigrateAsPostgres(t *testing.T) {
-	t.Parallel()
 	db := supabasetest.Get(t).NewDatabase(t, supabasetest.AuthOnly)
 	res, err := migrateAs(t, db, "postgres")
 	require.NoError(t, err)
@@ -76,7 +75,6 @@ func TestSupabaseMigrateAsPostgres(t *testing.T) {
 // nothing and names the exact statements; once an administrator ran them,
 // it succeeds.
 func TestSupabaseMigrateNamesMissingGrants(t *testing.T) {
-	t.Parallel()
 	c := supabasetest.Get(t)
 	db := c.NewDatabase(t, supabasetest.AuthOnly)
 	// A dedicated migrating role that owns the project's objects but, unlike

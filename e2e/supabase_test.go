@@ -24,6 +24,11 @@ import (
 // owned by supabase_auth_admin), Supabase Auth built from source with the
 // project's access-token hook, the real ingress, and the syncer connected
 // as the least-privileged login role the README documents.
+//
+// They are not parallel: a Supabase Auth process per test and the cluster
+// are heavy for a 2-core machine, and Go runs serial tests before the
+// parallel ones, so they do not slow down the timing-sensitive fault
+// tests of this package.
 
 const password = "a-long-test-password-1"
 
@@ -154,7 +159,6 @@ func (s *supa) link(t *testing.T, member string) link {
 // account is linked at sign-up; the token carries the role; a role change
 // is in the next refreshed token; the member reads their rows under RLS.
 func TestSupabaseSignUpAfterPortalEvent(t *testing.T) {
-	t.Parallel()
 	s := startSupabase(t)
 	s.apply(t, "membership-created", "sb-after", "org-a", "coordinator", "SB-After@Example.INVALID", base)
 
@@ -173,7 +177,6 @@ func TestSupabaseSignUpAfterPortalEvent(t *testing.T) {
 // The other order: the account exists first; the portal event links it,
 // and the next refresh carries the role.
 func TestSupabaseSignUpBeforePortalEvent(t *testing.T) {
-	t.Parallel()
 	s := startSupabase(t)
 	up := s.signUp(t, "sb-before@example.invalid")
 	require.True(t, up.OK(), up.Body)
@@ -195,7 +198,6 @@ func (s *supa) logDetail(t *testing.T, eventID string) string {
 // Deactivation: sign-in and refresh are refused, and the access token the
 // member still holds reads nothing; reactivation gives access back.
 func TestSupabaseDeactivationAndReactivation(t *testing.T) {
-	t.Parallel()
 	s := startSupabase(t)
 	s.apply(t, "membership-created", "sb-deact", "org-a", "coordinator", "sb-deact@example.invalid", base)
 	require.True(t, s.signUp(t, "sb-deact@example.invalid").OK())
@@ -223,7 +225,6 @@ func TestSupabaseDeactivationAndReactivation(t *testing.T) {
 // second: no token at sign-up, the account banned by the sync, no sign-in;
 // a reactivation lifts exactly that ban.
 func TestSupabaseDeactivatedBeforeSignUp(t *testing.T) {
-	t.Parallel()
 	s := startSupabase(t)
 	s.apply(t, "membership-created", "sb-early", "org-a", "peer_mentor", "sb-early@example.invalid", base)
 	s.apply(t, "membership-deactivated", "sb-early", "org-a", "", "", base.Add(time.Minute))
@@ -244,7 +245,6 @@ func TestSupabaseDeactivatedBeforeSignUp(t *testing.T) {
 // A shared e-mail links nobody new and says so in the sync log (never the
 // e-mail); an existing link is never moved to another member.
 func TestSupabaseSharedEmail(t *testing.T) {
-	t.Parallel()
 	s := startSupabase(t)
 	ctx := context.Background()
 	s.apply(t, "membership-created", "sb-fam1", "org-a", "org_admin", "family@example.invalid", base)
@@ -286,7 +286,6 @@ func TestSupabaseSharedEmail(t *testing.T) {
 // and replay restore every link and the sync's ban flags exactly, and a
 // later reactivation lifts the ban.
 func TestSupabaseEmailChangeThenReplay(t *testing.T) {
-	t.Parallel()
 	s := startSupabase(t)
 	ctx := context.Background()
 	s.apply(t, "membership-created", "sb-move", "org-a", "coordinator", "old@example.invalid", base)
@@ -337,7 +336,6 @@ func TestSupabaseEmailChangeThenReplay(t *testing.T) {
 // The syncer's login role holds no right on Supabase's auth tables, only
 // the identity functions; everything above ran through it.
 func TestSupabaseSyncerRoleLeastPrivilege(t *testing.T) {
-	t.Parallel()
 	s := startSupabase(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, s.db.URL(supabasetest.SyncerRole))
