@@ -82,10 +82,37 @@ func Stop() {
 	}
 	c := cluster
 	cluster = nil
-	args := append(append([]string(nil), c.asPG...), filepath.Join(c.pgbin, "pg_ctl"), "-D", filepath.Join(c.dir, "db", "pgdata"), "-m", "immediate", "-w", "stop")
-	stop := exec.Command(args[0], args[1:]...)
-	_ = stop.Run()
-	_ = os.RemoveAll(c.dir)
+	c.stopIn(c.dir)
+}
+
+// stopIn stops the cluster in dir and removes dir.
+func (c *Cluster) stopIn(dir string) {
+	data := filepath.Join(dir, "db", "pgdata")
+	if _, err := os.Stat(data); err == nil {
+		args := append(append([]string(nil), c.asPG...), filepath.Join(c.pgbin, "pg_ctl"), "-D", data, "-m", "immediate", "-w", "stop")
+		_ = exec.Command(args[0], args[1:]...).Run()
+	}
+	_ = os.RemoveAll(dir)
+}
+
+// ownerFile, in a cluster's directory, holds the pid of its test process.
+const ownerFile = "owner.pid"
+
+// sweepStale stops the clusters of test processes that died without
+// stopping theirs (killed), and removes their directories.
+func (c *Cluster) sweepStale() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "supabasetest-*"))
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, ownerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 0 || processAlive(pid) {
+			continue
+		}
+		c.stopIn(d)
+	}
 }
 
 // Get returns the cluster, starting it on first use; it skips t (fails
@@ -188,7 +215,11 @@ func (c *Cluster) boot() error {
 		return err
 	}
 	c.gotrue = bin
+	c.sweepStale()
 	if c.dir, err = os.MkdirTemp("", "supabasetest-"); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		return err
 	}
 	// init-cluster.sh runs the server as the OS user postgres when root.

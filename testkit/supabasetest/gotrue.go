@@ -131,6 +131,7 @@ func (d *Database) StartAuth(t testing.TB) *Auth {
 	cmd.Stdout, cmd.Stderr = &syncBuffer{b: &out}, &syncBuffer{b: &out}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("supabasetest: start GoTrue: %v", err)
