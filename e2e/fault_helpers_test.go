@@ -288,6 +288,45 @@ func (s *system) requireMatchesModel(t *testing.T, events []event.Event) {
 	require.Equal(t, len(want), profiles, "no member beyond the model")
 }
 
+// addAccounts creates a confirmed app account with one session for each
+// e-mail.
+func (s *system) addAccounts(t *testing.T, emails ...string) []eventmodel.Account {
+	t.Helper()
+	var out []eventmodel.Account
+	for _, e := range emails {
+		id := s.addAuthUser(t, e)
+		_, err := s.pool.Exec(context.Background(), `INSERT INTO auth.sessions (id, user_id) VALUES (gen_random_uuid(), $1)`, id)
+		require.NoError(t, err)
+		out = append(out, eventmodel.Account{ID: id, Email: e, Confirmed: true})
+	}
+	return out
+}
+
+// requireIdentity compares every member's link, sync ban flag, ban and
+// sessions with the reference model.
+func (s *system) requireIdentity(t *testing.T, events []event.Event, accounts []eventmodel.Account) {
+	t.Helper()
+	for id, want := range eventmodel.ExpectIdentity(events, accounts) {
+		require.False(t, want.Undecided, "the test's members have e-mails of their own")
+		var user string
+		var bySync, banned bool
+		var sessions int
+		require.NoError(t, s.pool.QueryRow(context.Background(), `
+			SELECT coalesce(p.auth_user_id::text, ''), p.auth_banned_by_sync, coalesce(u.banned_until > now(), false),
+			       (SELECT count(*) FROM auth.sessions x WHERE x.user_id = p.auth_user_id)
+			FROM profiles p LEFT JOIN auth.users u ON u.id = p.auth_user_id WHERE p.portal_member_id = $1`, id).
+			Scan(&user, &bySync, &banned, &sessions), id)
+		require.Equal(t, want.Account, user, "member %s", id)
+		require.Equal(t, want.BannedBySync, bySync, "member %s", id)
+		if user != "" {
+			require.Equal(t, want.Banned, banned, "member %s", id)
+			if !want.SessionsEither {
+				require.Equal(t, want.SessionsEnded, sessions == 0, "member %s", id)
+			}
+		}
+	}
+}
+
 func ids(events []event.Event) []string {
 	out := make([]string, len(events))
 	for i, e := range events {

@@ -43,8 +43,12 @@ func TestThreeReplicasShareTheConsumer(t *testing.T) {
 	for i := range events {
 		if i%2 == 0 { // half of all events hit one member
 			events[i].Member.ID = "rep-hot"
+			events[i].Member.Email = "rep-hot@example.invalid"
 		}
 	}
+	// App accounts for some members exist before: linked, banned and
+	// logged out by whichever replica applies their events.
+	accounts := sys.addAccounts(t, "rep-hot@example.invalid", "rep-m1@example.invalid", "rep-m2@example.invalid", "rep-m3@example.invalid")
 	// Fill the stream first, so the replicas compete for the same backlog.
 	accepted := sys.sendAll(t, events, 4)
 	procs := make([]*syncerProcess, 3)
@@ -65,6 +69,7 @@ func TestThreeReplicasShareTheConsumer(t *testing.T) {
 	require.NoError(t, sys.pool.QueryRow(context.Background(), `SELECT count(DISTINCT event_id) FROM portal_sync_log`).Scan(&distinct))
 	require.Equal(t, len(events), distinct)
 	sys.requireMatchesModel(t, accepted)
+	sys.requireIdentity(t, accepted, accounts)
 }
 
 // TestReplicaThroughput measures how fast 1, 2 and 3 replicas drain a
