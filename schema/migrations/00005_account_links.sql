@@ -57,14 +57,19 @@ EXCEPTION WHEN insufficient_privilege THEN NULL; -- never granted there
 END $$;
 -- +goose StatementEnd
 
--- lock_email serializes every linking decision about one e-mail, so that
+-- lock_emails serializes every linking decision about one e-mail, so that
 -- two transactions never both see it unshared.
 -- +goose StatementBegin
 CREATE FUNCTION portalsync.lock_emails(emails text[]) RETURNS void
-LANGUAGE sql VOLATILE SET search_path = '' AS $$
-  SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('portalsync.email:' || e))
-  FROM (SELECT DISTINCT pg_catalog.lower(e) AS e FROM pg_catalog.unnest(emails) AS e WHERE e IS NOT NULL ORDER BY 1) s
-$$;
+LANGUAGE plpgsql VOLATILE SET search_path = '' AS $$
+DECLARE
+  e text;
+BEGIN
+  -- In sorted order, so that two transactions cannot deadlock on them.
+  FOR e IN SELECT DISTINCT pg_catalog.lower(x) FROM pg_catalog.unnest(emails) AS x WHERE x IS NOT NULL ORDER BY 1 LOOP
+    PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('portalsync.email:' || e));
+  END LOOP;
+END $$;
 -- +goose StatementEnd
 
 -- apply_access brings the accounts of the members member_ids in line with
@@ -207,6 +212,10 @@ BEGIN
      OR EXISTS (SELECT 1 FROM portalsync.account_links l WHERE l.auth_user_id = NEW.id) THEN
     RETURN NULL;
   END IF;
+  -- The members' rows first, then the e-mail: the order the syncer takes
+  -- them in (it upserts profiles, then links), so the two cannot deadlock.
+  PERFORM 1 FROM public.profiles p WHERE pg_catalog.lower(p.email) = pg_catalog.lower(NEW.email)
+  ORDER BY p.portal_member_id FOR UPDATE;
   PERFORM portalsync.lock_emails(ARRAY[NEW.email]);
   members := ARRAY(SELECT p.portal_member_id FROM public.profiles p
                    WHERE pg_catalog.lower(p.email) = pg_catalog.lower(NEW.email) ORDER BY 1);

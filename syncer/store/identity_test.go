@@ -2,11 +2,13 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/syncer/store"
@@ -95,5 +97,49 @@ func TestSharedEmailLinksNobody(t *testing.T) {
 	for _, m := range []string{"m1", "m2"} {
 		email, _ := identityOf(t, pool, m)
 		require.Empty(t, email, m)
+	}
+}
+
+// A sign-up (the trigger on auth.users) and an event for the member, at the
+// same moment, link the account exactly once and fail neither; two members
+// with one e-mail applied at once never both get it.
+func TestLinkingRaces(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	for i := range 20 {
+		member, email := fmt.Sprintf("race%d", i), fmt.Sprintf("race%d@example.invalid", i)
+		created := ev(fmt.Sprintf("r%d", i), event.MembershipCreated, t0, member, "o1", event.RolePeerMentor)
+		created.Member.Email = email
+		var g errgroup.Group
+		g.Go(func() error {
+			_, err := pool.Exec(ctx, `INSERT INTO auth.users (id, email, email_confirmed_at) VALUES (gen_random_uuid(), $1, now())`, email)
+			return err
+		})
+		g.Go(func() error {
+			_, err := s.Apply(ctx, created, store.Meta{StreamSeq: uint64(i + 1), Attempt: 1})
+			return err
+		})
+		require.NoError(t, g.Wait())
+		linked, _ := identityOf(t, pool, member)
+		require.Equal(t, email, linked, "member %s", member)
+
+		// Two members, one e-mail whose account exists, in two transactions.
+		shared := fmt.Sprintf("shared%d@example.invalid", i)
+		_, err := pool.Exec(ctx, `INSERT INTO auth.users (id, email, email_confirmed_at) VALUES (gen_random_uuid(), $1, now())`, shared)
+		require.NoError(t, err)
+		for j, m := range []string{"a", "b"} {
+			e := ev(fmt.Sprintf("s%d%s", i, m), event.MembershipCreated, t0, fmt.Sprintf("shared%d%s", i, m), "o1", event.RolePeerMentor)
+			e.Member.Email = shared
+			g.Go(func() error {
+				_, err := s.Apply(ctx, e, store.Meta{StreamSeq: uint64(1000 + 2*i + j), Attempt: 1})
+				return err
+			})
+		}
+		require.NoError(t, g.Wait())
+		var n int
+		require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM profiles WHERE portal_member_id LIKE $1 AND auth_user_id IS NOT NULL`,
+			fmt.Sprintf("shared%d_", i)).Scan(&n))
+		require.LessOrEqual(t, n, 1, "both members sharing an e-mail linked")
 	}
 }
