@@ -80,9 +80,12 @@ func TestSyncerKilledHard(t *testing.T) {
 	sent := make(chan []event.Event, 1)
 	go func() { sent <- sys.sendAll(t, events, 4) }()
 	for range 4 {
-		time.Sleep(250 * time.Millisecond)
+		// Kill once this process is applying (its first commits are in),
+		// not after a fixed time: on a loaded machine it may not have
+		// started consuming yet.
+		before := sys.countLog(t, "success")
+		require.Eventually(t, func() bool { return sys.countLog(t, "success") > before }, 30*time.Second, 2*time.Millisecond)
 		proc.Kill()
-		time.Sleep(50 * time.Millisecond)
 		proc.Start()
 	}
 	accepted := <-sent
