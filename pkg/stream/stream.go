@@ -200,16 +200,65 @@ func parseVersion(v string) ([3]int, bool) {
 }
 
 // Connect connects to NATS at url, reconnecting for ever once connected,
-// and checks the server version. Connection events are logged.
+// and checks the server version. Connection events are logged. It fails
+// when no server answers; Dial does not.
 func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn, error) {
+	opts := connectOptions(name, log.Named("nats"))
+	if deadline, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(deadline)))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	log.Named("nats").Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+	return nc, nil
+}
+
+// Dial returns a connection to NATS at url without waiting for a server:
+// while none answers, the connection keeps trying in the background (and
+// reconnects for ever once connected). Services dial this way so that they
+// start while NATS is down; Connected says when it can be used.
+func Dial(url, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	log = log.Named("nats")
-	opts := []nats.Option{
+	opts := append(connectOptions(name, log),
+		nats.RetryOnFailedConnect(true),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+		}))
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// Connected returns nil when nc is connected to a server recent enough.
+func Connected(nc *nats.Conn) error {
+	if !nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+	}
+	return CheckServerVersion(nc.ConnectedServerVersion())
+}
+
+func connectOptions(name string, log *zap.Logger) []nats.Option {
+	return []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("disconnected", zap.Error(err))
+			if err != nil {
+				log.Warn("disconnected", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
@@ -222,19 +271,6 @@ func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn
 			log.Error("async error", zap.String("subject", subject), zap.Error(err))
 		}),
 	}
-	if deadline, ok := ctx.Deadline(); ok {
-		opts = append(opts, nats.Timeout(time.Until(deadline)))
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to nats: %w", err)
-	}
-	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
-	return nc, nil
 }
 
 // Flags are the stream settings as command-line flags and environment
