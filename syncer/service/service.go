@@ -162,16 +162,20 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		if p := startup.Load(); p != nil {
 			return errors.New(*p)
 		}
+		c := consRef.Load()
+		if c == nil {
+			return errors.New("not consuming")
+		}
+		if err := c.Ready(); err != nil {
+			return err
+		}
 		if err := stream.Connected(nc); err != nil {
 			return err
 		}
 		if err := st.Ping(ctx); err != nil {
 			return fmt.Errorf("database unavailable: %w", err)
 		}
-		if c := consRef.Load(); c != nil {
-			return c.Ready()
-		}
-		return errors.New("not consuming")
+		return nil
 	}
 	state := func() Status {
 		var s Status
