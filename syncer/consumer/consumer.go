@@ -99,6 +99,7 @@ type hooks struct {
 	resumed   func(reason string)
 	recreated func()
 	fetched   func(n int)
+	kept      func(n int)
 }
 
 // New returns a consumer; Run starts it. metrics may be nil.
@@ -254,9 +255,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, queues []chan jetstream.Msg) e
 		}
 		if err == nil {
 			probe.reset()
-			c.resumeFrom(ReasonNATS)
-			c.resumeFrom(ReasonConsumer)
-			c.pause.setConsuming(true)
+			c.fetchOK()
 			continue
 		}
 		if ctx.Err() != nil {
@@ -293,6 +292,9 @@ func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, n int, qu
 	}
 	got := 0
 	for msg := range batch.Messages() {
+		if got == 0 {
+			c.fetchOK()
+		}
 		c.held.add(msg)
 		h := fnv.New32a()
 		h.Write([]byte(msg.Subject()))
@@ -304,6 +306,14 @@ func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, n int, qu
 		err = nil
 	}
 	return got, err
+}
+
+// fetchOK records that pulling works: NATS and the durable consumer are
+// there.
+func (c *Consumer) fetchOK() {
+	c.resumeFrom(ReasonNATS)
+	c.resumeFrom(ReasonConsumer)
+	c.pause.setConsuming(true)
 }
 
 // fetchFailed decides what a failed pull means: NATS unavailable, the
@@ -379,10 +389,14 @@ func (c *Consumer) keepAlive(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, m := range c.held.snapshot() {
+		held := c.held.snapshot()
+		for _, m := range held {
 			if err := m.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 				c.log.Debug("in-progress signal failed", zap.Error(err))
 			}
+		}
+		if c.hooks.kept != nil {
+			c.hooks.kept(len(held))
 		}
 	}
 }
