@@ -244,6 +244,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, queues []chan jetstream.Msg) e
 				}
 				continue
 			}
+			c.fetchOK()
 		}
 		free := c.held.waitFree(ctx, c.cfg.capacity())
 		if free == 0 {
