@@ -176,12 +176,6 @@ func (p *pauses) setConsuming(b bool) {
 	p.mu.Unlock()
 }
 
-func (p *pauses) isConsuming() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.consuming
-}
-
 func (p *pauses) state() (consuming bool, reason string, since time.Time, errText string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
