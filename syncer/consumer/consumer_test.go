@@ -142,7 +142,9 @@ func setup(t *testing.T, cfg Config) *testBundle {
 	b.dlq, err = deadletter.Open(ctx, b.js, deadletter.Config{EventStream: testStream})
 	require.NoError(t, err)
 	cfg.Stream = testStream
-	cfg.AckWait = cmpOr(cfg.AckWait, time.Second)
+	// Keep-alive rounds come every AckWait/3: 2 s leaves a loaded
+	// machine more than a second of slack.
+	cfg.AckWait = cmpOr(cfg.AckWait, 2*time.Second)
 	cfg.PullExpiry = cmpOr(cfg.PullExpiry, time.Second)
 	cfg.ProbeMax = cmpOr(cfg.ProbeMax, 200*time.Millisecond)
 	if cfg.BackOff == nil {
@@ -342,7 +344,7 @@ func TestConsumer(t *testing.T) {
 		b.run(t)
 		waitFor(t, b.paused, ReasonDatabase)
 		require.Contains(t, b.cons.Ready().Error(), "paused: database unavailable since")
-		// Keep-alive rounds spanning several AckWaits (1 s, a round every
+		// Keep-alive rounds spanning more than two AckWaits (a round every
 		// third of it) with everything held.
 		for range 7 {
 			for n := range b.kept {
