@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,9 @@ func openPool(cfg Config, n int, log *zap.Logger) (*pool, error) {
 func (p *pool) ensureStream(ctx context.Context, cfg Config, log *zap.Logger) error {
 	return wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
 		if err := stream.Connected(p.conns[0]); err != nil {
+			if errors.Is(err, stream.ErrServerTooOld) {
+				return wait.Permanent(err)
+			}
 			return err
 		}
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)

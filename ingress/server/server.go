@@ -307,10 +307,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	ensureCtx, cancelEnsure := context.WithCancel(ctx)
 	defer cancelEnsure()
 	ensured := make(chan struct{})
+	ensureErr := make(chan error, 1) // a server that is too old: exit
 	go func() {
 		defer close(ensured)
-		if pub.ensureStream(ensureCtx, cfg, log) == nil {
+		err := pub.ensureStream(ensureCtx, cfg, log)
+		switch {
+		case err == nil:
 			streamReady.Store(true)
+		case ensureCtx.Err() == nil:
+			ensureErr <- err
 		}
 	}()
 	defer func() { cancelEnsure(); <-ensured }()
@@ -356,6 +361,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
+	case err := <-ensureErr:
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+		return err
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")

@@ -242,12 +242,20 @@ func Dial(url, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, e
 	return nc, js, nil
 }
 
+// ErrServerTooOld is returned (wrapped) by Connected when the server is
+// older than MinServerVersion: a deployment to fix, not an outage to wait
+// out.
+var ErrServerTooOld = errors.New("nats-server too old")
+
 // Connected returns nil when nc is connected to a server recent enough.
 func Connected(nc *nats.Conn) error {
 	if !nc.IsConnected() {
 		return fmt.Errorf("not connected to NATS (%s)", nc.Status())
 	}
-	return CheckServerVersion(nc.ConnectedServerVersion())
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		return fmt.Errorf("%w: %w", ErrServerTooOld, err)
+	}
+	return nil
 }
 
 func connectOptions(name string, log *zap.Logger) []nats.Option {

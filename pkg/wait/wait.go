@@ -5,6 +5,7 @@ package wait
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,10 +18,26 @@ const (
 	Max   = 5 * time.Second
 )
 
+// permanentError marks an error no waiting fixes.
+type permanentError struct{ err error }
+
+func (p permanentError) Error() string { return p.err.Error() }
+func (p permanentError) Unwrap() error { return p.err }
+
+// Permanent wraps err so that Until returns it at once instead of waiting:
+// a misconfiguration, not an outage.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanentError{err}
+}
+
 // Until calls fn until it returns nil, waiting First, then twice as long
 // each time up to Max, between calls. The first failure is logged at WARN
 // ("waiting for what"), later ones at DEBUG, and success after a wait at
-// INFO. It returns ctx's error when ctx ends first.
+// INFO. It returns ctx's error when ctx ends first, and an error fn marks
+// Permanent at once.
 func Until(ctx context.Context, what string, log *zap.Logger, fn func(context.Context) error) error {
 	delay := First
 	start := time.Now()
@@ -34,6 +51,10 @@ func Until(ctx context.Context, what string, log *zap.Logger, fn func(context.Co
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		var perm permanentError
+		if errors.As(err, &perm) {
+			return perm.err
 		}
 		if n == 0 {
 			log.Warn("waiting for "+what, zap.Error(err))

@@ -219,6 +219,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		var dlq *deadletter.Queue
 		err := wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
 			if err := stream.Connected(nc); err != nil {
+				if errors.Is(err, stream.ErrServerTooOld) {
+					return wait.Permanent(err)
+				}
 				return err
 			}
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -231,7 +234,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			return err
 		})
 		if err != nil {
-			return nil
+			if ctx.Err() != nil {
+				return nil // stopped while waiting
+			}
+			return err
 		}
 		cons, err := consumer.New(js, st, dlq, metrics, cfg.Consumer, log.Named("consumer"))
 		if err != nil {
