@@ -51,7 +51,7 @@ type runCmd struct {
 	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
 	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Transactions at once per process (one member's events stay on one)."`
 	BatchSize       int             `env:"SYNCER_BATCH_SIZE" default:"1024" help:"Most events applied in one transaction (1: one event per transaction)."`
-	AckWait         time.Duration   `env:"SYNCER_ACK_WAIT" default:"30s" help:"Redelivery after this long without an ack or in-progress signal (held events get one every third of it)."`
+	AckWait         time.Duration   `env:"SYNCER_ACK_WAIT" default:"30s" help:"Redelivery after this long without an ack or in-progress signal (held events not settled within half of it get one)."`
 	MaxDeliver      int             `env:"SYNCER_MAX_DELIVER" default:"20" help:"Deliveries an event's own retryable failures may spend before it is logged as failed; outages spend none."`
 	BackOff         []time.Duration `env:"SYNCER_BACKOFF" default:"1s,5s,15s,30s,1m" help:"Retry delays after transient failures."`
 	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"10000" help:"Unacknowledged events in flight across replicas."`

@@ -34,8 +34,9 @@ type Config struct {
 	// "portalsync-syncer".
 	Durable string
 	// AckWait is how long the server waits for an ack (or an in-progress
-	// signal) before redelivering. Every held event is kept alive every
-	// AckWait/3 until it is settled. Default 30 s.
+	// signal) before redelivering. A held event not settled within
+	// AckWait/2 gets an in-progress signal, and again until it is settled,
+	// so the server hears of it at least every 2/3 of AckWait. Default 30 s.
 	AckWait time.Duration
 	// MaxDeliver is the delivery budget of an event whose own transaction
 	// keeps failing with a retryable error (a timeout, a deadlock that
@@ -123,7 +124,26 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// capacity is how many events the consumer holds at most.
+// capacity is how many events the consumer holds at most: a batch being
+// applied and the next one waiting, per worker, within MaxAckPending.
 func (c Config) capacity() int {
-	return max(1, min(c.Workers*c.BatchSize, c.MaxAckPending))
+	return max(1, min(2*c.Workers*c.BatchSize, c.MaxAckPending))
+}
+
+// fetchLimit is how many events the consumer may hold given the measured
+// apply rate of one busy worker (events per second; 0 when not measured
+// yet): what the workers can finish within half of AckWait, so that most
+// held events are settled before they need an in-progress signal; at
+// least one per worker, at most capacity. Before the first measurement it
+// is one batch per worker.
+func (c Config) fetchLimit(ratePerWorker float64) int {
+	limit := c.capacity()
+	if ratePerWorker <= 0 {
+		return max(1, min(c.Workers*c.BatchSize, limit))
+	}
+	within := ratePerWorker * float64(c.Workers) * c.AckWait.Seconds() / 2
+	if within < float64(limit) {
+		limit = max(int(within), min(c.Workers, limit))
+	}
+	return limit
 }

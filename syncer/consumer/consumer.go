@@ -82,6 +82,7 @@ type Consumer struct {
 	log     *zap.Logger
 
 	held  *heldSet
+	rate  rate // one busy worker's apply rate, for fetchLimit
 	db    *gate
 	pause *pauses
 	// bg runs the database probe; bgCtx ends with the work.
@@ -246,7 +247,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, queues []chan jetstream.Msg) e
 			}
 			c.fetchOK()
 		}
-		free := c.held.waitFree(ctx, c.cfg.capacity())
+		free := c.held.waitFree(ctx, func() int { return c.cfg.fetchLimit(c.rate.get()) })
 		if free == 0 {
 			break
 		}
@@ -378,11 +379,15 @@ func (c *Consumer) work(ctx context.Context, q <-chan jetstream.Msg, stop <-chan
 	}
 }
 
-// keepAlive tells the server every AckWait/3 that every held event is
-// still being worked on, so that nothing held (queued behind a slow
-// transaction, or waiting out an outage) is redelivered.
+// keepAlive tells the server that held events are still being worked
+// on, so that nothing held (queued behind a slow transaction, or waiting
+// out an outage) is redelivered: each event the server has not heard of
+// for AckWait/2 gets an in-progress signal, checked every AckWait/6, so
+// the server hears of it at least every 2/3 of AckWait. Events settled
+// sooner (most of them: fetchLimit holds about AckWait/2 of work) cost the
+// server no signal at all.
 func (c *Consumer) keepAlive(ctx context.Context) {
-	t := time.NewTicker(c.cfg.AckWait / 3)
+	t := time.NewTicker(c.cfg.AckWait / 6)
 	defer t.Stop()
 	for {
 		select {
@@ -390,7 +395,7 @@ func (c *Consumer) keepAlive(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		held := c.held.snapshot()
+		held := c.held.stale(time.Now().Add(-c.cfg.AckWait / 2))
 		for _, m := range held {
 			if err := m.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 				c.log.Debug("in-progress signal failed", zap.Error(err))

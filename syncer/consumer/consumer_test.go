@@ -142,7 +142,7 @@ func setup(t *testing.T, cfg Config) *testBundle {
 	b.dlq, err = deadletter.Open(ctx, b.js, deadletter.Config{EventStream: testStream})
 	require.NoError(t, err)
 	cfg.Stream = testStream
-	// Keep-alive rounds come every AckWait/3: 2 s leaves a loaded
+	// Held events are signalled at least every 2/3 of AckWait: 2 s leaves a loaded
 	// machine more than a second of slack.
 	cfg.AckWait = cmpOr(cfg.AckWait, 2*time.Second)
 	cfg.PullExpiry = cmpOr(cfg.PullExpiry, time.Second)
@@ -344,9 +344,9 @@ func TestConsumer(t *testing.T) {
 		b.run(t)
 		waitFor(t, b.paused, ReasonDatabase)
 		require.Contains(t, b.cons.Ready().Error(), "paused: database unavailable since")
-		// Keep-alive rounds spanning more than two AckWaits (a round every
-		// third of it) with everything held.
-		for range 7 {
+		// Keep-alive rounds spanning more than two AckWaits (every event is
+		// signalled at least every 2/3 of it) with everything held.
+		for range 4 {
 			for n := range b.kept {
 				if n == 8 {
 					break
@@ -402,7 +402,7 @@ func TestConsumer(t *testing.T) {
 			}
 		}
 		require.Equal(t, 6, b.cons.State().Held)
-		require.Equal(t, 6, b.info(t).NumAckPending, "the server delivered no more than Workers×BatchSize")
+		require.Equal(t, 6, b.info(t).NumAckPending, "the server delivered no more than one batch per worker before measuring")
 		close(b.applier.block)
 		require.Equal(t, map[action]int{actAck: 40}, b.wait(t, 40))
 		require.Zero(t, b.info(t).NumRedelivered)
@@ -509,4 +509,25 @@ func TestDecide(t *testing.T) {
 			require.Equal(t, tc.want, decide(tc.kind, tc.size, tc.retried, tc.attempt, tc.budget))
 		})
 	}
+}
+
+// The consumer holds what its workers can apply within half of AckWait,
+// between one event per worker and 2×Workers×BatchSize (and
+// MaxAckPending); one batch per worker before it has measured.
+func TestFetchLimit(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Workers: 4, BatchSize: 100, AckWait: 2 * time.Second}.withDefaults()
+	for _, tc := range []struct {
+		rate float64
+		want int
+	}{
+		{0, 400},     // not measured yet: one batch per worker
+		{1000, 800},  // fast: capacity
+		{50, 200},    // 50/s × 4 workers × 1 s
+		{1.0 / 6, 4}, // a 6-second transaction: one per worker
+		{0.001, 4},   // never below one per worker
+	} {
+		require.Equal(t, tc.want, cfg.fetchLimit(tc.rate), "rate %g", tc.rate)
+	}
+	require.Equal(t, 500, Config{Workers: 4, BatchSize: 200, MaxAckPending: 500}.withDefaults().fetchLimit(1e6))
 }

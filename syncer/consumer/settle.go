@@ -98,6 +98,7 @@ func (c *Consumer) handle(ctx context.Context, stop <-chan struct{}, ds []*deliv
 		a := decide(kind, len(ds), retried, attempt, c.cfg.MaxDeliver)
 		switch a {
 		case actAck:
+			c.rate.observe(len(ds), time.Since(started))
 			c.metrics.applySeconds.Observe(time.Since(started).Seconds())
 			c.metrics.batchSize.Observe(float64(len(ds)))
 			for i, d := range ds {

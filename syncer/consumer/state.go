@@ -9,21 +9,22 @@ import (
 	"go.uber.org/zap"
 )
 
-// heldSet is every event fetched and not yet settled.
+// heldSet is every event fetched and not yet settled, with when the
+// server last heard of it (delivery or in-progress signal).
 type heldSet struct {
 	mu      sync.Mutex
-	msgs    map[jetstream.Msg]struct{}
+	msgs    map[jetstream.Msg]time.Time
 	freed   chan struct{} // signalled when an event is settled
 	metrics *Metrics
 }
 
 func newHeldSet(m *Metrics) *heldSet {
-	return &heldSet{msgs: map[jetstream.Msg]struct{}{}, freed: make(chan struct{}, 1), metrics: m}
+	return &heldSet{msgs: map[jetstream.Msg]time.Time{}, freed: make(chan struct{}, 1), metrics: m}
 }
 
 func (h *heldSet) add(m jetstream.Msg) {
 	h.mu.Lock()
-	h.msgs[m] = struct{}{}
+	h.msgs[m] = time.Now()
 	n := len(h.msgs)
 	h.mu.Unlock()
 	h.metrics.held.Set(float64(n))
@@ -47,22 +48,29 @@ func (h *heldSet) len() int {
 	return len(h.msgs)
 }
 
-func (h *heldSet) snapshot() []jetstream.Msg {
+// stale returns the events the server last heard of before cutoff and
+// records that it hears of them now.
+func (h *heldSet) stale(cutoff time.Time) []jetstream.Msg {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := make([]jetstream.Msg, 0, len(h.msgs))
-	for m := range h.msgs {
-		out = append(out, m)
+	var out []jetstream.Msg
+	now := time.Now()
+	for m, at := range h.msgs {
+		if at.Before(cutoff) {
+			out = append(out, m)
+			h.msgs[m] = now
+		}
 	}
 	return out
 }
 
-// waitFree waits until a quarter of capacity (at least one) is free, or
+// waitFree waits until a quarter of limit() (at least one) is free, or
 // nothing is held, and returns how many events may be fetched; 0 when ctx
 // ended.
-func (h *heldSet) waitFree(ctx context.Context, capacity int) int {
-	need := max(1, capacity/4)
+func (h *heldSet) waitFree(ctx context.Context, limit func() int) int {
 	for {
+		capacity := limit()
+		need := max(1, capacity/4)
 		held := h.len()
 		if free := capacity - held; free >= need || (held == 0 && free > 0) {
 			return free
@@ -260,4 +268,31 @@ func (p *probe) sleep(ctx context.Context) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// rate is an exponentially weighted mean of one busy worker's apply rate,
+// in events per second.
+type rate struct {
+	mu sync.Mutex
+	v  float64
+}
+
+func (r *rate) observe(events int, took time.Duration) {
+	if took <= 0 {
+		return
+	}
+	v := float64(events) / took.Seconds()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.v == 0 {
+		r.v = v
+		return
+	}
+	r.v = 0.8*r.v + 0.2*v
+}
+
+func (r *rate) get() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.v
 }
