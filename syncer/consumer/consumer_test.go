@@ -142,8 +142,8 @@ func setup(t *testing.T, cfg Config) *testBundle {
 	b.dlq, err = deadletter.Open(ctx, b.js, deadletter.Config{EventStream: testStream})
 	require.NoError(t, err)
 	cfg.Stream = testStream
-	// Held events are signalled at least every 2/3 of AckWait: 2 s leaves a loaded
-	// machine more than a second of slack.
+	// Held events are signalled at least every 2/3 of AckWait: 2 s leaves
+	// a loaded machine more than half a second of slack.
 	cfg.AckWait = cmpOr(cfg.AckWait, 2*time.Second)
 	cfg.PullExpiry = cmpOr(cfg.PullExpiry, time.Second)
 	cfg.ProbeMax = cmpOr(cfg.ProbeMax, 200*time.Millisecond)
