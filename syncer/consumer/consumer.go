@@ -155,9 +155,9 @@ func (c *Consumer) Ready() error {
 }
 
 // Run consumes until ctx ends, then stops fetching, lets held events
-// finish and be acknowledged within ShutdownTimeout, and returns. It
-// returns early only when the durable consumer cannot be used for a
-// reason no wait fixes.
+// finish and be acknowledged within ShutdownTimeout, and returns. It never
+// stops consuming by itself: an unavailable database or NATS server, or a
+// removed durable consumer, is waited out, probed and recovered from.
 func (c *Consumer) Run(ctx context.Context) error {
 	// Work goes on after ctx ends, until the shutdown deadline.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
@@ -190,34 +190,29 @@ func (c *Consumer) Run(ctx context.Context) error {
 
 	c.log.Info("consuming", zap.String("stream", c.cfg.Stream), zap.String("consumer", c.cfg.Durable),
 		zap.Int("workers", c.cfg.Workers), zap.Int("batch_size", c.cfg.BatchSize), zap.Int("capacity", c.cfg.capacity()))
-	fetchErr := c.fetchLoop(ctx, queues)
+	c.fetchLoop(ctx, queues)
 
 	c.log.Info("stopping: finishing held events", zap.Duration("timeout", c.cfg.ShutdownTimeout), zap.Int("held", c.held.len()))
 	close(stop)
 	cancelBg()
 	finished := make(chan struct{})
 	go func() { wg.Wait(); stopKeep(); <-keepDone; c.bg.Wait(); close(finished) }()
+	defer c.pause.setConsuming(false)
 	select {
 	case <-finished:
+		c.log.Info("stopped")
+		return nil
 	case <-time.After(c.cfg.ShutdownTimeout):
 		cancelWork()
 		<-finished
-		if fetchErr == nil {
-			fetchErr = fmt.Errorf("shutdown: held events did not finish within %s; they will be redelivered", c.cfg.ShutdownTimeout)
-		}
+		return fmt.Errorf("shutdown: held events did not finish within %s; they will be redelivered", c.cfg.ShutdownTimeout)
 	}
-	c.pause.setConsuming(false)
-	if fetchErr != nil {
-		return fetchErr
-	}
-	c.log.Info("stopped")
-	return nil
 }
 
 // fetchLoop pulls events while ctx lasts: only as many as the workers have
 // room for, not while the database is unavailable, and recreating the
 // durable consumer when it is gone.
-func (c *Consumer) fetchLoop(ctx context.Context, queues []chan jetstream.Msg) error {
+func (c *Consumer) fetchLoop(ctx context.Context, queues []chan jetstream.Msg) {
 	var cons jetstream.Consumer
 	probe := c.newProbe()
 	for ctx.Err() == nil {
@@ -268,7 +263,6 @@ func (c *Consumer) fetchLoop(ctx context.Context, queues []chan jetstream.Msg) e
 			break
 		}
 	}
-	return nil
 }
 
 // ensureConsumer creates the durable consumer, or updates it to this
