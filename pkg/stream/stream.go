@@ -225,12 +225,21 @@ func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn
 // start while NATS is down; Connected says when it can be used.
 func Dial(url, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	log = log.Named("nats")
-	opts := append(connectOptions(name, log),
-		nats.RetryOnFailedConnect(true),
-		nats.ConnectHandler(func(nc *nats.Conn) {
-			log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
-		}))
-	nc, err := nats.Connect(url, opts...)
+	// A server that answers is connected to the ordinary way; only when
+	// none does is the connection left retrying in the background (such a
+	// connection was measured slower under load: 200 concurrent publishes
+	// timed out that a plain connection stored).
+	nc, err := nats.Connect(url, connectOptions(name, log)...)
+	if err == nil {
+		log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+	} else {
+		log.Warn("no NATS server answers yet; retrying in the background", zap.Error(err))
+		nc, err = nats.Connect(url, append(connectOptions(name, log),
+			nats.RetryOnFailedConnect(true),
+			nats.ConnectHandler(func(nc *nats.Conn) {
+				log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+			}))...)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats: %w", err)
 	}
