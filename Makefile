@@ -10,7 +10,7 @@ MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 1m
 
-.PHONY: help build run send test test-short lint fmt bench bench-go fuzz soak tidy clean
+.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go fuzz soak tidy clean
 
 help: ## Show this help.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -27,6 +27,15 @@ run: build ## Run NATS (unless NATS_URL is set), migrate, ingress and syncer.
 
 send: build ## Post a signed sample event to the running ingress (see README).
 	./scripts/send.sh $(ARGS)
+
+status: build ## `syncer status` against what `make run` started (reads .data/env).
+	./scripts/cli.sh status $(ARGS)
+
+dlq: build ## `syncer dlq list` against what `make run` started; ARGS="redrive --all" to redrive.
+	./scripts/cli.sh dlq $(or $(ARGS),list)
+
+replay: build ## `syncer replay $(ARGS)` against what `make run` started, e.g. ARGS="--all --dry-run".
+	./scripts/cli.sh replay $(ARGS)
 
 test: ## Run every test (race detector, fuzz seed corpora) in every module.
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)

@@ -293,7 +293,7 @@ func TestSyncerGracefulStopAcksInFlight(t *testing.T) {
 	_, err = next.Stop()
 	require.NoError(t, err)
 	require.Zero(t, strings.Count(next.output.String(), `"msg":"already applied"`),
-		"an event the first process applied was not acknowledged")
+		"an event the first process applied was not acknowledged: %s", firstLines(next.output.String(), `"msg":"already applied"`, 3))
 	require.Equal(t, len(events), sys.countLog(t, "success"))
 	var redelivered int
 	require.NoError(t, sys.pool.QueryRow(context.Background(), `SELECT count(*) FROM portal_sync_log WHERE attempt > 1`).Scan(&redelivered))
@@ -368,4 +368,18 @@ func TestLongWorkIsNotRedelivered(t *testing.T) {
 	require.Equal(t, 1, rows)
 	require.Equal(t, 1, attempt, "not redelivered while in progress")
 	require.Equal(t, "0", metricValue(t, scrape(t, sys.syncerURL), "portalsync_syncer_redeliveries_total"))
+}
+
+// firstLines returns the first n lines of out that contain what.
+func firstLines(out, what string, n int) string {
+	var picked []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, what) {
+			picked = append(picked, line)
+			if len(picked) == n {
+				break
+			}
+		}
+	}
+	return strings.Join(picked, "\n")
 }

@@ -8,6 +8,11 @@
 #    "portalsync" (created when missing), migrated by `syncer migrate`.
 #  - A webhook secret: PORTAL_WEBHOOK_SECRETS, or one generated once into
 #    ./.data/webhook-secret.
+#  - Ports are settings: PORTALSYNC_NATS_PORT (4223), INGRESS_ADDR
+#    (127.0.0.1:8080), SYNCER_HTTP_ADDR (127.0.0.1:8081). A port in use is
+#    reported before anything starts.
+#  - What it chose is written to ./.data/env, which `make status`, `make dlq`,
+#    `make replay` and `make send` read in a second terminal.
 # Ctrl-C (or SIGTERM) stops everything gracefully.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +41,26 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
+
+INGRESS_ADDR=${INGRESS_ADDR:-127.0.0.1:8080}
+SYNCER_HTTP_ADDR=${SYNCER_HTTP_ADDR:-127.0.0.1:8081}
+export INGRESS_ADDR SYNCER_HTTP_ADDR
+
+# port_free host:port setting: fails, naming the setting, when something
+# already listens there.
+port_free() {
+  local host=${1%:*} port=${1##*:}
+  [ -n "$host" ] || host=127.0.0.1
+  if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+    echo "port $port ($1) is already in use: stop what listens there or set $2 to another address" >&2
+    exit 1
+  fi
+}
+port_free "$INGRESS_ADDR" INGRESS_ADDR
+port_free "$SYNCER_HTTP_ADDR" SYNCER_HTTP_ADDR
+if [ -z "${NATS_URL:-}" ]; then
+  port_free "127.0.0.1:${PORTALSYNC_NATS_PORT:-4223}" PORTALSYNC_NATS_PORT
+fi
 
 wait_port() { # host port what
   for _ in $(seq 1 100); do
@@ -68,17 +93,47 @@ fi
 
 bin/syncer migrate
 
-INGRESS_ADDR=${INGRESS_ADDR:-127.0.0.1:8080} bin/ingress serve &
+bin/ingress serve &
 pids+=($!)
-SYNCER_HTTP_ADDR=${SYNCER_HTTP_ADDR:-127.0.0.1:8081} bin/syncer run &
+bin/syncer run &
 pids+=($!)
+
+# Both must be listening before the banner: a clash that appeared since the
+# check above, or any start-up error, ends here instead.
+wait_up() { # host:port what pid
+  local host=${1%:*} port=${1##*:}
+  [ -n "$host" ] || host=127.0.0.1
+  for _ in $(seq 1 100); do
+    kill -0 "$3" 2>/dev/null || { echo "$2 exited at start (see its log above)" >&2; exit 1; }
+    (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "$2 did not listen on $1 within 10 s" >&2
+  exit 1
+}
+wait_up "$INGRESS_ADDR" ingress "${pids[0]}"
+wait_up "$SYNCER_HTTP_ADDR" syncer "${pids[1]}"
+
+# For the second terminal: make status, make dlq, make replay, make send.
+umask 077
+cat > .data/env <<ENV
+NATS_URL=$NATS_URL
+DATABASE_URL=$DATABASE_URL
+INGRESS_ADDR=$INGRESS_ADDR
+SYNCER_HTTP_ADDR=$SYNCER_HTTP_ADDR
+SYNCER_URL=http://$SYNCER_HTTP_ADDR
+ENV
+for v in STREAM_NAME SYNCER_CONSUMER SYNCER_DEAD_LETTER_STREAM; do
+  [ -z "${!v:-}" ] || echo "$v=${!v}" >> .data/env
+done
 
 cat >&2 <<MSG
 
 portalsync is running.
-  webhooks:  POST http://${INGRESS_ADDR:-127.0.0.1:8080}/webhooks/portal
-  health:    http://${INGRESS_ADDR:-127.0.0.1:8080}/readyz  http://${SYNCER_HTTP_ADDR:-127.0.0.1:8081}/readyz
+  webhooks:  POST http://$INGRESS_ADDR/webhooks/portal
+  health:    http://$INGRESS_ADDR/readyz  http://$SYNCER_HTTP_ADDR/readyz
   send one:  make send        (or: PORTAL_WEBHOOK_SECRETS=\$(cat .data/webhook-secret) bin/ingress send --help)
+  inspect:   make status   make dlq   make replay ARGS="--all --dry-run"   (they read .data/env)
   stop:      Ctrl-C
 
 MSG

@@ -4,6 +4,10 @@
 # passed to `ingress send` (e.g. make send ARGS="--type role-updated --role coordinator").
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# What `make run` chose (ports, URLs); the environment wins.
+if [ -f .data/env ]; then
+  while IFS='=' read -r k v; do [ -n "${!k:-}" ] || export "$k=$v"; done < .data/env
+fi
 if [ -z "${PORTAL_WEBHOOK_SECRETS:-}" ]; then
   [ -s .data/webhook-secret ] || { echo "no .data/webhook-secret: start 'make run' first, or set PORTAL_WEBHOOK_SECRETS" >&2; exit 1; }
   PORTAL_WEBHOOK_SECRETS=$(cat .data/webhook-secret)

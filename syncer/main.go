@@ -51,13 +51,14 @@ type runCmd struct {
 	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
 	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Transactions at once per process (one member's events stay on one)."`
 	BatchSize       int             `env:"SYNCER_BATCH_SIZE" default:"1024" help:"Most events applied in one transaction (1: one event per transaction)."`
-	AckWait         time.Duration   `env:"SYNCER_ACK_WAIT" default:"30s" help:"Redelivery after this long without an ack."`
-	MaxDeliver      int             `env:"SYNCER_MAX_DELIVER" default:"20" help:"Deliveries before an event is logged as failed."`
+	AckWait         time.Duration   `env:"SYNCER_ACK_WAIT" default:"30s" help:"Redelivery after this long without an ack or in-progress signal (held events not settled within half of it get one)."`
+	MaxDeliver      int             `env:"SYNCER_MAX_DELIVER" default:"20" help:"Deliveries an event's own retryable failures may spend before it is logged as failed; outages spend none."`
 	BackOff         []time.Duration `env:"SYNCER_BACKOFF" default:"1s,5s,15s,30s,1m" help:"Retry delays after transient failures."`
 	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"10000" help:"Unacknowledged events in flight across replicas."`
 	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
 	ApplyTimeout    time.Duration   `env:"SYNCER_APPLY_TIMEOUT" default:"2m" help:"Bound of one transaction; longer work is kept alive with in-progress acks."`
-	PullExpiry      time.Duration   `env:"SYNCER_PULL_EXPIRY" default:"10s" help:"Pull request lifetime; a lost consumer leader is noticed within about this long."`
+	PullExpiry      time.Duration   `env:"SYNCER_PULL_EXPIRY" default:"10s" help:"Pull request lifetime; a lost consumer leader or a removed consumer is noticed within about this long."`
+	ProbeMax        time.Duration   `env:"SYNCER_PROBE_MAX" default:"5s" help:"Longest wait between probes of an unavailable database or NATS (from 100ms, doubling)."`
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
 	Pprof           bool            `env:"SYNCER_PPROF" help:"Serve /debug/pprof/ on the health address (profiling only)."`
 	LogRetention    time.Duration   `env:"SYNCER_LOG_RETENTION" default:"2160h" help:"Delete sync-log rows older than this (90 days); 0 keeps them."`
@@ -91,6 +92,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 			ShutdownTimeout: r.ShutdownTimeout,
 			PullExpiry:      r.PullExpiry,
 			ApplyTimeout:    r.ApplyTimeout,
+			ProbeMax:        r.ProbeMax,
 		},
 	}, log.Named("syncer"))
 }

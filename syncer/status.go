@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -23,8 +25,9 @@ import (
 type statusCmd struct {
 	dbFlags
 	natsFlags
-	Consumer string `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
-	JSON     bool   `name:"json" help:"Print JSON instead of a table."`
+	Consumer  string `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
+	SyncerURL string `name:"syncer-url" env:"SYNCER_URL" default:"http://127.0.0.1:8081" help:"Health address of a running syncer, asked whether it consumes or is paused."`
+	JSON      bool   `name:"json" help:"Print JSON instead of a table."`
 }
 
 // status is what `syncer status` reports.
@@ -51,6 +54,16 @@ type status struct {
 		StreamSeq int64     `json:"stream_seq"`
 		At        time.Time `json:"at"`
 	} `json:"last_applied"`
+	// Syncer is what the running syncer at --syncer-url reports.
+	Syncer struct {
+		URL       string         `json:"url"`
+		Reachable bool           `json:"reachable"`
+		Error     string         `json:"error,omitempty"`
+		Status    service.Status `json:"status"`
+	} `json:"syncer"`
+	// DatabaseError and NATSError say why a part could not be read.
+	DatabaseError string          `json:"database_error,omitempty"`
+	NATSError     string          `json:"nats_error,omitempty"`
 	DeadLetters   uint64          `json:"dead_letters"`
 	FailedLast24h int             `json:"failed_last_24h"`
 	Organizations []orgLastSynced `json:"organizations"`
@@ -63,20 +76,26 @@ type orgLastSynced struct {
 }
 
 func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
-	pool, err := service.OpenPool(ctx, c.DatabaseURL)
-	if err != nil {
-		return err
+	// Each source is optional: during an outage, status says what it can
+	// reach and what not, rather than failing.
+	st := &status{}
+	if pool, err := service.OpenPool(ctx, c.DatabaseURL); err != nil {
+		st.DatabaseError = err.Error()
+	} else {
+		defer pool.Close()
+		if err := collectDatabase(ctx, pool, st); err != nil {
+			st.DatabaseError = err.Error()
+		}
 	}
-	defer pool.Close()
-	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-status", zap.NewNop())
-	if err != nil {
-		return err
+	if nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-status", zap.NewNop()); err != nil {
+		st.NATSError = err.Error()
+	} else {
+		defer nc.Close()
+		if err := collectNATS(ctx, js, st, c.Config().Name, c.Consumer, c.DeadLetterStream); err != nil {
+			st.NATSError = err.Error()
+		}
 	}
-	defer nc.Close()
-	st, err := collectStatus(ctx, js, pool, c.Config().Name, c.Consumer, c.DeadLetterStream)
-	if err != nil {
-		return err
-	}
+	fetchSyncerStatus(ctx, c.SyncerURL, st)
 	if c.JSON {
 		enc := json.NewEncoder(g.Stdout)
 		enc.SetIndent("", "  ")
@@ -85,15 +104,14 @@ func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
 	return printStatus(g.Stdout, st)
 }
 
-func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Pool, streamName, consumerName, dlqName string) (*status, error) {
-	st := &status{}
+func collectNATS(ctx context.Context, js jetstream.JetStream, st *status, streamName, consumerName, dlqName string) error {
 	s, err := js.Stream(ctx, streamName)
 	if err != nil {
-		return nil, fmt.Errorf("stream %s: %w", streamName, err)
+		return fmt.Errorf("stream %s: %w", streamName, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("stream info: %w", err)
+		return fmt.Errorf("stream info: %w", err)
 	}
 	st.Stream.Name, st.Stream.Messages, st.Stream.FirstSeq, st.Stream.LastSeq = streamName, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq
 	st.Stream.Bytes, st.Stream.Replicas = info.State.Bytes, info.Config.Replicas
@@ -103,11 +121,11 @@ func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Po
 	switch {
 	case errors.Is(err, jetstream.ErrConsumerNotFound):
 	case err != nil:
-		return nil, fmt.Errorf("consumer %s: %w", consumerName, err)
+		return fmt.Errorf("consumer %s: %w", consumerName, err)
 	default:
 		ci, err := cons.Info(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("consumer info: %w", err)
+			return fmt.Errorf("consumer info: %w", err)
 		}
 		st.Consumer.ConsumersPresent = true
 		st.Consumer.Pending, st.Consumer.AckPending, st.Consumer.Redelivered = ci.NumPending, ci.NumAckPending, ci.NumRedelivered
@@ -116,13 +134,16 @@ func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Po
 
 	q := deadletter.New(js, deadletter.Config{Name: dlqName, EventStream: streamName})
 	if st.DeadLetters, err = q.Count(ctx); err != nil {
-		return nil, err
+		return err
 	}
+	return nil
+}
 
+func collectDatabase(ctx context.Context, pool *pgxpool.Pool, st *status) error {
 	var seq *int64
 	var at *time.Time
 	if err := pool.QueryRow(ctx, `SELECT max(stream_seq), max(processed_at) FROM portal_sync_log WHERE status = 'success'`).Scan(&seq, &at); err != nil {
-		return nil, fmt.Errorf("last applied: %w", err)
+		return fmt.Errorf("last applied: %w", err)
 	}
 	if seq != nil {
 		st.LastApplied.StreamSeq = *seq
@@ -130,8 +151,14 @@ func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Po
 	if at != nil {
 		st.LastApplied.At = *at
 	}
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE status = 'failed' AND processed_at > now() - interval '24 hours'`).Scan(&st.FailedLast24h); err != nil {
-		return nil, fmt.Errorf("failed count: %w", err)
+	// An event that failed and later succeeded (redriven after a fix, or
+	// applied on a later delivery) is failed no more.
+	if err := pool.QueryRow(ctx, `
+		SELECT count(DISTINCT f.event_id) FROM portal_sync_log f
+		WHERE f.status = 'failed' AND f.processed_at > now() - interval '24 hours'
+		  AND NOT EXISTS (SELECT 1 FROM portal_sync_log s
+		                  WHERE s.event_id = f.event_id AND s.status IN ('success', 'skipped'))`).Scan(&st.FailedLast24h); err != nil {
+		return fmt.Errorf("failed count: %w", err)
 	}
 	rows, err := pool.Query(ctx, `
 		SELECT o.portal_org_id, max(l.processed_at),
@@ -140,7 +167,7 @@ func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Po
 		WHERE l.status = 'success'
 		GROUP BY o.portal_org_id ORDER BY 2 DESC LIMIT 50`)
 	if err != nil {
-		return nil, fmt.Errorf("last success per organization: %w", err)
+		return fmt.Errorf("last success per organization: %w", err)
 	}
 	st.Organizations, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (orgLastSynced, error) {
 		var o orgLastSynced
@@ -148,13 +175,20 @@ func collectStatus(ctx context.Context, js jetstream.JetStream, pool *pgxpool.Po
 		return o, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("last success per organization: %w", err)
+		return fmt.Errorf("last success per organization: %w", err)
 	}
-	return st, nil
+	return nil
 }
 
 func printStatus(w io.Writer, st *status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "syncer\t%s\n", syncerLine(st))
+	if st.NATSError != "" {
+		fmt.Fprintf(tw, "nats\tunreachable: %s\n", oneLine(st.NATSError, 200))
+	}
+	if st.DatabaseError != "" {
+		fmt.Fprintf(tw, "database\tunreachable: %s\n", oneLine(st.DatabaseError, 200))
+	}
 	fmt.Fprintf(tw, "stream\t%s: %d events (seq %d..%d), %d bytes, %d replica(s)\n",
 		st.Stream.Name, st.Stream.Messages, st.Stream.FirstSeq, st.Stream.LastSeq, st.Stream.Bytes, st.Stream.Replicas)
 	if st.Consumer.ConsumersPresent {
@@ -185,4 +219,50 @@ func printStatus(w io.Writer, st *status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\n", o.PortalOrgID, o.LastSuccess.UTC().Format(time.RFC3339), o.Events24h)
 	}
 	return tw.Flush()
+}
+
+// fetchSyncerStatus asks the running syncer what it does.
+func fetchSyncerStatus(ctx context.Context, base string, st *status) {
+	st.Syncer.URL = base
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/status", nil)
+	if err != nil {
+		st.Syncer.Error = err.Error()
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		st.Syncer.Error = err.Error()
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		st.Syncer.Error = resp.Status
+		return
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st.Syncer.Status); err != nil {
+		st.Syncer.Error = fmt.Sprintf("read status: %v", err)
+		return
+	}
+	st.Syncer.Reachable = true
+}
+
+// syncerLine says in one line what the running syncer does.
+func syncerLine(st *status) string {
+	s := st.Syncer
+	switch {
+	case !s.Reachable:
+		return fmt.Sprintf("not reachable at %s (%s)", s.URL, s.Error)
+	case s.Status.Starting != "":
+		return fmt.Sprintf("starting: %s", s.Status.Starting)
+	case s.Status.Consumer.Paused != "":
+		return fmt.Sprintf("paused: %s since %s (%s), %d events held",
+			s.Status.Consumer.Paused, s.Status.Consumer.PausedSince.UTC().Format(time.RFC3339),
+			time.Since(s.Status.Consumer.PausedSince).Round(time.Second), s.Status.Consumer.Held)
+	case !s.Status.Consumer.Consuming:
+		return fmt.Sprintf("not consuming, %d events held", s.Status.Consumer.Held)
+	default:
+		return fmt.Sprintf("consuming, %d events held", s.Status.Consumer.Held)
+	}
 }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/pkg/wait"
 )
 
 // pool spreads publishes over several NATS connections, so that many
@@ -24,19 +26,13 @@ type pool struct {
 
 var _ Publisher = (*pool)(nil)
 
-// openPool connects n times (n >= 1) and ensures the stream once.
-func openPool(ctx context.Context, cfg Config, n int, log *zap.Logger) (*pool, error) {
+// openPool dials n connections (n >= 1) without waiting for a server:
+// while NATS is down they keep trying in the background, publishes fail
+// (the webhook is answered 503) and readiness says why.
+func openPool(cfg Config, n int, log *zap.Logger) (*pool, error) {
 	p := &pool{}
 	for i := range max(n, 1) {
-		var nc *nats.Conn
-		var js jetstream.JetStream
-		var err error
-		name := fmt.Sprintf("portalsync-ingress-%d", i)
-		if i == 0 {
-			nc, js, err = stream.OpenAndEnsure(ctx, cfg.NATSURL, name, cfg.Stream, log)
-		} else {
-			nc, js, err = stream.Open(ctx, cfg.NATSURL, name, log)
-		}
+		nc, js, err := stream.Dial(cfg.NATSURL, fmt.Sprintf("portalsync-ingress-%d", i), log)
 		if err != nil {
 			p.close()
 			return nil, err
@@ -44,6 +40,23 @@ func openPool(ctx context.Context, cfg Config, n int, log *zap.Logger) (*pool, e
 		p.conns, p.js = append(p.conns, nc), append(p.js, js)
 	}
 	return p, nil
+}
+
+// ensureStream waits for NATS and creates or updates the stream, until it
+// succeeds or ctx ends.
+func (p *pool) ensureStream(ctx context.Context, cfg Config, log *zap.Logger) error {
+	return wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
+		if err := stream.Connected(p.conns[0]); err != nil {
+			if errors.Is(err, stream.ErrServerTooOld) {
+				return wait.Permanent(err)
+			}
+			return err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_, err := stream.Ensure(sctx, p.js[0], cfg.Stream)
+		return err
+	})
 }
 
 // PublishMsg publishes on the next connection in turn.
@@ -55,8 +68,8 @@ func (p *pool) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.
 // ready reports whether every connection is up and the stream reachable.
 func (p *pool) ready(ctx context.Context, streamName string) error {
 	for _, nc := range p.conns {
-		if !nc.IsConnected() {
-			return errors.New("not connected to NATS")
+		if err := stream.Connected(nc); err != nil {
+			return err
 		}
 	}
 	if _, err := p.js[0].Stream(ctx, streamName); err != nil {

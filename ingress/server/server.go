@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -258,7 +259,7 @@ func (h *Handler) receive(c echo.Context) error {
 		c.Set(ctxReason, "store_unavailable")
 		h.log.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
 		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
-			"the event was not stored; retry later")
+			"the event may not have been stored; retry it later (a repeat with the same webhook-id is stored once)")
 		p.retryAfter = h.cfg.RetryAfter
 		p.cause = err
 		return p
@@ -295,12 +296,38 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("ingress config: %w", err)
 	}
-	pub, err := openPool(ctx, cfg, cfg.NATSConnections, log)
+	pub, err := openPool(cfg, cfg.NATSConnections, log)
 	if err != nil {
 		return err
 	}
 	defer pub.close()
-	ready := func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) }
+	// The stream is ensured in the background: the ingress serves (503,
+	// not ready) while NATS is down and accepts events once it is up.
+	var streamReady atomic.Bool
+	ensureCtx, cancelEnsure := context.WithCancel(ctx)
+	defer cancelEnsure()
+	ensured := make(chan struct{})
+	ensureErr := make(chan error, 1) // a server that is too old: exit
+	go func() {
+		defer close(ensured)
+		err := pub.ensureStream(ensureCtx, cfg, log)
+		switch {
+		case err == nil:
+			streamReady.Store(true)
+		case ensureCtx.Err() == nil:
+			ensureErr <- err
+		}
+	}()
+	defer func() { cancelEnsure(); <-ensured }()
+	ready := func(ctx context.Context) error {
+		if !streamReady.Load() {
+			if err := stream.Connected(pub.conns[0]); err != nil {
+				return fmt.Errorf("waiting for NATS: %w", err)
+			}
+			return fmt.Errorf("waiting for stream %s", cfg.Stream.Name)
+		}
+		return pub.ready(ctx, cfg.Stream.Name)
+	}
 	h, err := NewHandler(cfg, pub, ready, NewMetrics(), log.Named("http"))
 	if err != nil {
 		return err
@@ -334,6 +361,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serve: %w", err)
+	case err := <-ensureErr:
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+		return err
 	case <-ctx.Done():
 	}
 	log.Info("shutting down")

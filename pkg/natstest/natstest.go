@@ -34,6 +34,16 @@ func Run(t testing.TB) *Server {
 	return s
 }
 
+// New returns a JetStream server like Run's without starting it, to test
+// services that start while NATS is down; Start starts it. It is shut down
+// when the test ends.
+func New(t testing.TB) *Server {
+	t.Helper()
+	s := newServer(t)
+	t.Cleanup(s.Stop)
+	return s
+}
+
 func newServer(t testing.TB) *Server {
 	s := &Server{t: t, storeDir: t.TempDir()}
 	s.opts = server.Options{

@@ -200,16 +200,82 @@ func parseVersion(v string) ([3]int, bool) {
 }
 
 // Connect connects to NATS at url, reconnecting for ever once connected,
-// and checks the server version. Connection events are logged.
+// and checks the server version. Connection events are logged. It fails
+// when no server answers; Dial does not.
 func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn, error) {
+	opts := connectOptions(name, log.Named("nats"))
+	if deadline, ok := ctx.Deadline(); ok {
+		opts = append(opts, nats.Timeout(time.Until(deadline)))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	log.Named("nats").Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+	return nc, nil
+}
+
+// Dial returns a connection to NATS at url without waiting for a server:
+// while none answers, the connection keeps trying in the background (and
+// reconnects for ever once connected). Services dial this way so that they
+// start while NATS is down; Connected says when it can be used.
+func Dial(url, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	log = log.Named("nats")
-	opts := []nats.Option{
+	// A server that answers is connected to the ordinary way; only when
+	// none does is the connection left retrying in the background (such a
+	// connection was measured slower under load: 200 concurrent publishes
+	// timed out that a plain connection stored).
+	nc, err := nats.Connect(url, connectOptions(name, log)...)
+	if err == nil {
+		log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+	} else {
+		log.Warn("no NATS server answers yet; retrying in the background", zap.Error(err))
+		nc, err = nats.Connect(url, append(connectOptions(name, log),
+			nats.RetryOnFailedConnect(true),
+			nats.ConnectHandler(func(nc *nats.Conn) {
+				log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
+			}))...)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// ErrServerTooOld is returned (wrapped) by Connected when the server is
+// older than MinServerVersion: a deployment to fix, not an outage to wait
+// out.
+var ErrServerTooOld = errors.New("nats-server too old")
+
+// Connected returns nil when nc is connected to a server recent enough.
+func Connected(nc *nats.Conn) error {
+	if !nc.IsConnected() {
+		return fmt.Errorf("not connected to NATS (%s)", nc.Status())
+	}
+	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
+		return fmt.Errorf("%w: %w", ErrServerTooOld, err)
+	}
+	return nil
+}
+
+func connectOptions(name string, log *zap.Logger) []nats.Option {
+	return []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.RetryOnFailedConnect(false),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("disconnected", zap.Error(err))
+			if err != nil {
+				log.Warn("disconnected", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
@@ -222,19 +288,6 @@ func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn
 			log.Error("async error", zap.String("subject", subject), zap.Error(err))
 		}),
 	}
-	if deadline, ok := ctx.Deadline(); ok {
-		opts = append(opts, nats.Timeout(time.Until(deadline)))
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, fmt.Errorf("connect to nats: %w", err)
-	}
-	if err := CheckServerVersion(nc.ConnectedServerVersion()); err != nil {
-		nc.Close()
-		return nil, err
-	}
-	log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
-	return nc, nil
 }
 
 // Flags are the stream settings as command-line flags and environment

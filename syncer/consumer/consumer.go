@@ -1,18 +1,23 @@
 // Package consumer reads membership events from the JetStream stream with a
 // durable pull consumer and hands them to the store, one member at a time
 // per worker, acknowledging each only after its transaction committed.
+//
+// It fetches only what its workers have room for, keeps every held event
+// alive until it is settled, settles every outcome in one place
+// (settle.go), waits out an unavailable database or NATS server without
+// spending any event's deliveries, and recreates its durable consumer when
+// it is removed.
 package consumer
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -23,11 +28,14 @@ import (
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
-// Applier applies events; *store.Store satisfies it.
+// Applier applies events; *store.Store satisfies it. A single event is a
+// batch of one.
 type Applier interface {
-	Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error)
 	ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error)
 	LogFailure(ctx context.Context, f store.Failure, meta store.Meta) error
+	// Ping reports whether the database answers; its errors are
+	// classified like the others.
+	Ping(ctx context.Context) error
 }
 
 var _ Applier = (*store.Store)(nil)
@@ -40,101 +48,28 @@ type DeadLetters interface {
 
 var _ DeadLetters = (*deadletter.Queue)(nil)
 
-// Defaults for Config.
+// Pause reasons, as State, logs and metrics name them.
 const (
-	DefaultDurable         = "portalsync-syncer"
-	DefaultAckWait         = 30 * time.Second
-	DefaultMaxDeliver      = 20
-	DefaultWorkers         = 4
-	DefaultBatchSize       = 1024
-	DefaultMaxAckPending   = 10000
-	DefaultShutdownTimeout = 10 * time.Second
-	DefaultPullExpiry      = 10 * time.Second
-	DefaultApplyTimeout    = 2 * time.Minute
+	ReasonDatabase = "database unavailable"
+	ReasonNATS     = "NATS unavailable"
+	ReasonConsumer = "durable consumer missing"
 )
 
-// DefaultBackOff is the redelivery delay after each failed attempt; the
-// last value repeats.
-var DefaultBackOff = []time.Duration{time.Second, 5 * time.Second, 15 * time.Second, 30 * time.Second, time.Minute}
-
-// Config configures the consumer. Zero fields take the defaults.
-type Config struct {
-	// Stream is the stream name. Default stream.DefaultName.
-	Stream string
-	// Durable is the consumer name shared by every replica. Default
-	// "portalsync-syncer".
-	Durable string
-	// AckWait is how long the server waits for an ack before redelivering.
-	// Default 30 s.
-	AckWait time.Duration
-	// MaxDeliver bounds deliveries of one event; the last failed one is
-	// logged as failed and terminated. Default 20.
-	MaxDeliver int
-	// BackOff lists redelivery delays after a transient failure. Default
-	// 1s, 5s, 15s, 30s, 1m.
-	BackOff []time.Duration
-	// Workers is how many transactions run at once; one member's events
-	// always go to the same worker, in stream order. Default 4.
-	Workers int
-	// BatchSize is the most events one transaction applies; a worker takes
-	// what is waiting, up to this many, so batches are small when traffic
-	// is light. 1 applies every event on its own. Default 1024 (measured:
-	// docs/BENCHMARKS.md).
-	BatchSize int
-	// MaxAckPending bounds unacknowledged events across all replicas.
-	// Default 10000.
-	MaxAckPending int
-	// ShutdownTimeout bounds how long in-flight events may finish after
-	// the context ends. Default 10 s.
-	ShutdownTimeout time.Duration
-	// ApplyTimeout bounds one transaction, so a hung database call is
-	// retried instead of holding a worker. It may exceed AckWait: work in
-	// progress tells the server so every AckWait/3. Default 2 min.
-	ApplyTimeout time.Duration
-	// PullExpiry bounds one pull request; heartbeats come at half of it,
-	// so a lost consumer leader (a cluster node failing) is noticed within
-	// about this long. Default 10 s.
-	PullExpiry time.Duration
-}
-
-func (c Config) withDefaults() Config {
-	c.Stream = cmp.Or(c.Stream, stream.DefaultName)
-	c.Durable = cmp.Or(c.Durable, DefaultDurable)
-	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
-	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
-	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
-	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
-	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
-	c.ShutdownTimeout = cmp.Or(c.ShutdownTimeout, DefaultShutdownTimeout)
-	c.PullExpiry = cmp.Or(c.PullExpiry, DefaultPullExpiry)
-	c.ApplyTimeout = cmp.Or(c.ApplyTimeout, DefaultApplyTimeout)
-	if len(c.BackOff) == 0 {
-		c.BackOff = DefaultBackOff
-	}
-	return c
-}
-
-// Validate reports a specific problem with the configuration.
-func (c Config) Validate() error {
-	c = c.withDefaults()
-	switch {
-	case c.Workers < 1 || c.Workers > 1024:
-		return fmt.Errorf("workers must be 1 to 1024, got %d", c.Workers)
-	case c.BatchSize < 1 || c.BatchSize > 10000:
-		return fmt.Errorf("batch size must be 1 to 10000, got %d", c.BatchSize)
-	case c.MaxDeliver < 2:
-		return fmt.Errorf("max deliver must be at least 2, got %d", c.MaxDeliver)
-	case c.AckWait < time.Second:
-		return fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait)
-	case c.PullExpiry < time.Second:
-		return fmt.Errorf("pull expiry must be at least 1s, got %s", c.PullExpiry)
-	}
-	for _, d := range c.BackOff {
-		if d <= 0 {
-			return fmt.Errorf("backoff delays must be positive, got %s", d)
-		}
-	}
-	return nil
+// State is what the consumer is doing, for readiness, metrics and `syncer
+// status`.
+type State struct {
+	// Consuming is true while events are pulled from the durable
+	// consumer.
+	Consuming bool `json:"consuming"`
+	// Paused names why the consumer waits ("database unavailable", "NATS
+	// unavailable", "durable consumer missing"), empty when it does not.
+	Paused string `json:"paused,omitempty"`
+	// PausedSince is when the pause began.
+	PausedSince time.Time `json:"paused_since,omitzero"`
+	// PauseError is the error that started the pause.
+	PauseError string `json:"pause_error,omitempty"`
+	// Held counts events fetched and not yet settled (kept alive).
+	Held int `json:"held"`
 }
 
 // Consumer applies the stream's events to the database.
@@ -146,17 +81,27 @@ type Consumer struct {
 	metrics *Metrics
 	log     *zap.Logger
 
-	lastErr atomic.Pointer[timedErr]
+	held  *heldSet
+	rate  rate // one busy worker's apply rate, for fetchLimit
+	db    *gate
+	pause *pauses
+	// bg runs the database probe; bgCtx ends with the work.
+	bg    sync.WaitGroup
+	bgCtx context.Context
+
+	// hooks let tests wait for what the consumer did instead of sleeping.
+	hooks hooks
 }
 
-type timedErr struct {
-	err error
-	at  time.Time
+// hooks are called, when set, as things happen; tests set them.
+type hooks struct {
+	settled   func(seq uint64, a action)
+	paused    func(reason string)
+	resumed   func(reason string)
+	recreated func()
+	fetched   func(n int)
+	kept      func(n int)
 }
-
-// degradedFor is how long a transient failure keeps readiness degraded
-// when no later event succeeds.
-const degradedFor = 30 * time.Second
 
 // New returns a consumer; Run starts it. metrics may be nil.
 func New(js jetstream.JetStream, applier Applier, dlq DeadLetters, metrics *Metrics, cfg Config, log *zap.Logger) (*Consumer, error) {
@@ -166,10 +111,16 @@ func New(js jetstream.JetStream, applier Applier, dlq DeadLetters, metrics *Metr
 	if metrics == nil {
 		metrics = NewMetrics(prometheus.NewRegistry())
 	}
-	return &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, dlq: dlq, metrics: metrics, log: log}, nil
+	c := &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, dlq: dlq, metrics: metrics, log: log,
+		db: newGate(), pause: &pauses{since: map[string]pauseInfo{}}}
+	c.held = newHeldSet(metrics)
+	return c, nil
 }
 
-// ConsumerConfig is the durable consumer's server-side configuration.
+// ConsumerConfig is the durable consumer's server-side configuration. Its
+// MaxDeliver is unlimited: the server must never drop an event for its
+// delivery count (it would do so silently); the consumer decides when an
+// event's own failures have used up Config.MaxDeliver.
 func (c *Consumer) ConsumerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       c.cfg.Durable,
@@ -177,102 +128,220 @@ func (c *Consumer) ConsumerConfig() jetstream.ConsumerConfig {
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.cfg.AckWait,
-		MaxDeliver:    c.cfg.MaxDeliver,
+		MaxDeliver:    -1,
 		MaxAckPending: c.cfg.MaxAckPending,
 		FilterSubject: event.SubjectWildcard,
 	}
 }
 
-// Degraded returns the last transient error while it is current, or nil.
-func (c *Consumer) Degraded() error {
-	if p := c.lastErr.Load(); p != nil && time.Since(p.at) < degradedFor {
-		return p.err
+// State returns what the consumer is doing now.
+func (c *Consumer) State() State {
+	st := State{Held: c.held.len()}
+	st.Consuming, st.Paused, st.PausedSince, st.PauseError = c.pause.state()
+	return st
+}
+
+// Ready returns nil while the consumer pulls and applies events, and says
+// why not otherwise.
+func (c *Consumer) Ready() error {
+	st := c.State()
+	switch {
+	case st.Paused != "":
+		return fmt.Errorf("not consuming: paused: %s since %s (%d events held)", st.Paused, st.PausedSince.UTC().Format(time.RFC3339), st.Held)
+	case !st.Consuming:
+		return errors.New("not consuming")
 	}
 	return nil
 }
 
-func (c *Consumer) setDegraded(err error) {
-	if err == nil {
-		c.lastErr.Store(nil)
-		return
-	}
-	c.lastErr.Store(&timedErr{err: err, at: time.Now()})
-}
-
-// Run consumes until ctx ends, then stops fetching, lets in-flight events
-// finish and be acknowledged within ShutdownTimeout, and returns.
+// Run consumes until ctx ends, then stops fetching, lets held events
+// finish and be acknowledged within ShutdownTimeout, and returns. It never
+// stops consuming by itself: an unavailable database or NATS server, or a
+// removed durable consumer, is waited out, probed and recovered from.
 func (c *Consumer) Run(ctx context.Context) error {
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, c.ConsumerConfig())
-	if err != nil {
-		return fmt.Errorf("create consumer %s: %w", c.cfg.Durable, err)
-	}
 	// Work goes on after ctx ends, until the shutdown deadline.
 	workCtx, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelWork()
+	// Probes end when fetching does: nothing waits for them after that.
+	bgCtx, cancelBg := context.WithCancel(workCtx)
+	defer cancelBg()
+	c.bgCtx = bgCtx
 
 	queues := make([]chan jetstream.Msg, c.cfg.Workers)
-	// stop tells the consume callback and the workers that fetching has
-	// ended; queues are never closed, so a late callback cannot panic.
+	// stop tells the workers that fetching has ended.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i := range queues {
-		queues[i] = make(chan jetstream.Msg, 2*c.cfg.BatchSize)
+		// Never full: the consumer holds at most capacity events.
+		queues[i] = make(chan jetstream.Msg, c.cfg.capacity())
 		wg.Add(1)
 		go func(q <-chan jetstream.Msg) {
 			defer wg.Done()
 			c.work(workCtx, q, stop)
 		}(queues[i])
 	}
+	// Held events are kept alive until the workers are done with them.
+	keepCtx, stopKeep := context.WithCancel(workCtx)
+	keepDone := make(chan struct{})
+	go func() {
+		defer close(keepDone)
+		c.keepAlive(keepCtx)
+	}()
 
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		h := fnv.New32a()
-		h.Write([]byte(msg.Subject()))
-		select {
-		case queues[h.Sum32()%uint32(len(queues))] <- msg:
-		case <-stop:
-			// Not acknowledged: redelivered after AckWait.
-		}
-	},
-		jetstream.PullMaxMessages(min(max(2*c.cfg.Workers*c.cfg.BatchSize, 64), c.cfg.MaxAckPending)),
-		jetstream.PullExpiry(c.cfg.PullExpiry),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, context.Canceled) {
-				c.log.Debug("consume", zap.Error(err))
-				return
-			}
-			c.log.Warn("consume error", zap.Error(err))
-		}),
-	)
-	if err != nil {
-		close(stop)
-		wg.Wait()
-		return fmt.Errorf("consume: %w", err)
-	}
 	c.log.Info("consuming", zap.String("stream", c.cfg.Stream), zap.String("consumer", c.cfg.Durable),
-		zap.Int("workers", c.cfg.Workers), zap.Int("batch_size", c.cfg.BatchSize))
+		zap.Int("workers", c.cfg.Workers), zap.Int("batch_size", c.cfg.BatchSize), zap.Int("capacity", c.cfg.capacity()))
+	c.fetchLoop(ctx, queues)
 
-	<-ctx.Done()
-	c.log.Info("stopping: finishing in-flight events", zap.Duration("timeout", c.cfg.ShutdownTimeout))
-	deadline := time.Now().Add(c.cfg.ShutdownTimeout)
-	// Stop fetching; what the client holds already is handed over.
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-time.After(time.Until(deadline)):
-		cc.Stop()
-	}
+	c.log.Info("stopping: finishing held events", zap.Duration("timeout", c.cfg.ShutdownTimeout), zap.Int("held", c.held.len()))
 	close(stop)
+	cancelBg()
 	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
+	go func() { wg.Wait(); stopKeep(); <-keepDone; c.bg.Wait(); close(finished) }()
+	defer c.pause.setConsuming(false)
 	select {
 	case <-finished:
 		c.log.Info("stopped")
 		return nil
-	case <-time.After(time.Until(deadline)):
+	case <-time.After(c.cfg.ShutdownTimeout):
 		cancelWork()
 		<-finished
-		return fmt.Errorf("shutdown: in-flight events did not finish within %s; they will be redelivered", c.cfg.ShutdownTimeout)
+		return fmt.Errorf("shutdown: held events did not finish within %s; they will be redelivered", c.cfg.ShutdownTimeout)
 	}
+}
+
+// fetchLoop pulls events while ctx lasts: only as many as the workers have
+// room for, not while the database is unavailable, and recreating the
+// durable consumer when it is gone.
+func (c *Consumer) fetchLoop(ctx context.Context, queues []chan jetstream.Msg) {
+	var cons jetstream.Consumer
+	probe := c.newProbe()
+	for ctx.Err() == nil {
+		if !c.db.wait(ctx, nil) {
+			break
+		}
+		if nc := c.js.Conn(); nc != nil && !nc.IsConnected() {
+			c.pauseFor(ReasonNATS, nats.ErrConnectionReconnecting)
+			c.pause.setConsuming(false)
+			if !probe.sleep(ctx) {
+				break
+			}
+			continue
+		}
+		if cons == nil {
+			var err error
+			cons, err = c.ensureConsumer(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				c.log.Warn("create durable consumer, will retry", zap.Error(err))
+				if !probe.sleep(ctx) {
+					break
+				}
+				continue
+			}
+			c.fetchOK()
+		}
+		free := c.held.waitFree(ctx, func() int { return c.cfg.fetchLimit(c.rate.get()) })
+		if free == 0 {
+			break
+		}
+		n, err := c.fetch(ctx, cons, free, queues)
+		if c.hooks.fetched != nil && n > 0 {
+			c.hooks.fetched(n)
+		}
+		if err == nil {
+			probe.reset()
+			c.fetchOK()
+			continue
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		cons = c.fetchFailed(ctx, cons, err)
+		if !probe.sleep(ctx) {
+			break
+		}
+	}
+}
+
+// ensureConsumer creates the durable consumer, or updates it to this
+// configuration.
+func (c *Consumer) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cons, err := c.js.CreateOrUpdateConsumer(cctx, c.cfg.Stream, c.ConsumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("create consumer %s: %w", c.cfg.Durable, err)
+	}
+	return cons, nil
+}
+
+// fetch pulls up to n events and routes each to its member's worker as it
+// arrives; it returns how many came and the pull's error, if any.
+func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, n int, queues []chan jetstream.Msg) (int, error) {
+	fctx, cancel := context.WithTimeout(ctx, c.cfg.PullExpiry)
+	defer cancel()
+	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		return 0, err
+	}
+	got := 0
+	for msg := range batch.Messages() {
+		if got == 0 {
+			c.fetchOK()
+		}
+		c.held.add(msg)
+		h := fnv.New32a()
+		h.Write([]byte(msg.Subject()))
+		queues[h.Sum32()%uint32(len(queues))] <- msg
+		got++
+	}
+	err = batch.Error()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+		err = nil
+	}
+	return got, err
+}
+
+// fetchOK records that pulling works: NATS and the durable consumer are
+// there.
+func (c *Consumer) fetchOK() {
+	c.resumeFrom(ReasonNATS)
+	c.resumeFrom(ReasonConsumer)
+	c.pause.setConsuming(true)
+}
+
+// fetchFailed decides what a failed pull means: NATS unavailable, the
+// durable consumer removed (recreated at once) or a passing error. It
+// returns the consumer to go on with, nil to create it again.
+func (c *Consumer) fetchFailed(ctx context.Context, cons jetstream.Consumer, err error) jetstream.Consumer {
+	if nc := c.js.Conn(); nc != nil && !nc.IsConnected() {
+		c.pauseFor(ReasonNATS, err)
+		c.pause.setConsuming(false)
+		return cons
+	}
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, infoErr := c.js.Consumer(ictx, c.cfg.Stream, c.cfg.Durable)
+	cancel()
+	if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(infoErr, jetstream.ErrConsumerNotFound) {
+		c.pauseFor(ReasonConsumer, err)
+		c.pause.setConsuming(false)
+		c.log.Warn("durable consumer removed: recreating it with the same configuration; events it had delivered are delivered again and the sync log skips what was applied",
+			zap.String("consumer", c.cfg.Durable), zap.Error(err))
+		c.metrics.recreated.Inc()
+		if c.hooks.recreated != nil {
+			c.hooks.recreated()
+		}
+		return nil
+	}
+	if infoErr != nil {
+		c.pauseFor(ReasonNATS, infoErr)
+		c.pause.setConsuming(false)
+		return cons
+	}
+	c.log.Warn("pull failed, will retry", zap.Error(err))
+	return cons
 }
 
 // work takes what is waiting on q, up to BatchSize messages, and applies
@@ -300,7 +369,35 @@ func (c *Consumer) work(ctx context.Context, q <-chan jetstream.Msg, stop <-chan
 				break fill
 			}
 		}
-		c.handleBatch(ctx, batch)
+		c.handleMsgs(ctx, stop, batch)
+	}
+}
+
+// keepAlive tells the server that held events are still being worked
+// on, so that nothing held (queued behind a slow transaction, or waiting
+// out an outage) is redelivered: each event the server has not heard of
+// for AckWait/2 gets an in-progress signal, checked every AckWait/6, so
+// the server hears of it at least every 2/3 of AckWait. Events settled
+// sooner (most of them: fetchLimit holds about AckWait/2 of work) cost the
+// server no signal at all.
+func (c *Consumer) keepAlive(ctx context.Context) {
+	t := time.NewTicker(c.cfg.AckWait / 6)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		held := c.held.stale(time.Now().Add(-c.cfg.AckWait / 2))
+		for _, m := range held {
+			if err := m.InProgress(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+				c.log.Debug("in-progress signal failed", zap.Error(err))
+			}
+		}
+		if c.hooks.kept != nil {
+			c.hooks.kept(len(held))
+		}
 	}
 }
 
@@ -323,218 +420,52 @@ func (d *delivery) log() *zap.Logger {
 	return d.logger
 }
 
-// prepare reads a message's metadata and event; an undecodable message is
-// failed right away and nil returned.
-func (c *Consumer) prepare(ctx context.Context, msg jetstream.Msg) *delivery {
-	md, err := msg.Metadata()
-	if err != nil {
-		c.log.Error("message without metadata", zap.Error(err))
-		c.ack(msg.Term, "term")
-		return nil
+func (d *delivery) failure(reason string) store.Failure {
+	return store.Failure{
+		EventID: d.ev.ID, EventType: string(d.ev.Type), MemberID: d.ev.Member.ID, OrgID: d.ev.Organization.ID,
+		OccurredAt: d.ev.OccurredAt, Reason: reason,
 	}
-	meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
-	if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
-		meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
-	}
-	if meta.Attempt > 1 {
-		c.metrics.redelivered.Inc()
-	}
-	ev, err := event.Decode(msg.Data())
-	if err != nil {
-		c.fail(ctx, msg, meta, failureFromHeaders(msg, err), c.log.With(zap.Uint64("stream_seq", meta.StreamSeq), zap.Int("attempt", meta.Attempt)))
-		return nil
-	}
-	return &delivery{msg: msg, ev: ev, meta: meta, c: c}
 }
 
-// handleBatch applies a batch in one transaction. When the transaction
-// fails for a reason no retry fixes, every event is applied on its own, so
-// that only the bad one fails; on a transient failure all are retried.
-func (c *Consumer) handleBatch(ctx context.Context, msgs []jetstream.Msg) {
+// handleMsgs decodes messages and applies the decodable ones as one batch;
+// an undecodable message fails alone.
+func (c *Consumer) handleMsgs(ctx context.Context, stop <-chan struct{}, msgs []jetstream.Msg) {
 	ds := make([]*delivery, 0, len(msgs))
-	for _, m := range msgs {
-		if d := c.prepare(ctx, m); d != nil {
-			ds = append(ds, d)
+	for _, msg := range msgs {
+		md, err := msg.Metadata()
+		if err != nil {
+			c.log.Error("message without metadata", zap.Error(err))
+			c.settleMsg(msg, 0, actTerm, 0, "no metadata")
+			continue
 		}
-	}
-	switch len(ds) {
-	case 0:
-		return
-	case 1:
-		c.handle(ctx, ds[0])
-		return
-	}
-	items := make([]store.Item, len(ds))
-	for i, d := range ds {
-		items[i] = store.Item{Event: d.ev, Meta: d.meta}
-	}
-	started := time.Now()
-	results, err := c.inProgress(ds, func() ([]store.Result, error) {
-		ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
-		defer cancel()
-		return c.applier.ApplyBatch(ctx, items)
-	})
-	if err == nil {
-		c.metrics.applySeconds.Observe(time.Since(started).Seconds())
-		c.metrics.batchSize.Observe(float64(len(ds)))
-		c.setDegraded(nil)
-		for i, d := range ds {
-			c.done(d, results[i])
+		meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
+		if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
+			meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
 		}
-		return
-	}
-	exhausted := false
-	for _, d := range ds {
-		exhausted = exhausted || d.meta.Attempt >= c.cfg.MaxDeliver
-	}
-	if store.IsPermanent(err) || exhausted {
-		c.log.Warn("batch failed, applying its events one by one", zap.Int("events", len(ds)), zap.Error(err))
-		for _, d := range ds {
-			c.handle(ctx, d)
+		if meta.Attempt > 1 {
+			c.metrics.redelivered.Inc()
 		}
-		return
-	}
-	c.setDegraded(err)
-	c.log.Warn("transient failure, will retry the batch", zap.Int("events", len(ds)), zap.Error(err))
-	for _, d := range ds {
-		c.metrics.events.WithLabelValues(typeLabel(d.ev.Type), "retry").Inc()
-		delay := c.backoff(d.meta.Attempt)
-		c.ack(func() error { return d.msg.NakWithDelay(delay) }, "nak")
-	}
-}
-
-// done acknowledges an applied event and records it.
-func (c *Consumer) done(d *delivery, res store.Result) {
-	status := res.Status
-	if res.AlreadyDone {
-		status = "duplicate"
-		if ce := d.c.log.Check(zap.DebugLevel, "already applied"); ce != nil {
-			d.log().Debug("already applied", zap.String("status", res.Status))
+		ev, err := event.Decode(msg.Data())
+		if err != nil {
+			c.fail(ctx, stop, msg, meta, failureFromHeaders(msg, err),
+				c.log.With(zap.Uint64("stream_seq", meta.StreamSeq), zap.Int("attempt", meta.Attempt)))
+			continue
 		}
-	} else {
-		if ce := d.c.log.Check(zap.InfoLevel, "applied"); ce != nil {
-			d.log().Info("applied", zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))
-		}
-		if !d.meta.ReceivedAt.IsZero() {
-			c.metrics.endToEnd.Observe(time.Since(d.meta.ReceivedAt).Seconds())
-		}
+		ds = append(ds, &delivery{msg: msg, ev: ev, meta: meta, c: c})
 	}
-	c.metrics.events.WithLabelValues(typeLabel(d.ev.Type), status).Inc()
-	c.ack(d.msg.Ack, "ack")
-}
-
-// handle applies one event in its own transaction and acknowledges it
-// according to the outcome.
-func (c *Consumer) handle(ctx context.Context, d *delivery) {
-	msg, ev, meta, log := d.msg, d.ev, d.meta, d.log()
-	started := time.Now()
-	res, err := c.apply(ctx, msg, ev, meta)
-	switch {
-	case err == nil:
-		c.metrics.applySeconds.Observe(time.Since(started).Seconds())
-		c.metrics.batchSize.Observe(1)
-		c.setDegraded(nil)
-		c.done(d, res)
-	case store.IsPermanent(err):
-		c.fail(ctx, msg, meta, store.Failure{
-			EventID: ev.ID, EventType: string(ev.Type), MemberID: ev.Member.ID, OrgID: ev.Organization.ID,
-			OccurredAt: ev.OccurredAt, Reason: err.Error(),
-		}, log)
-	default:
-		c.setDegraded(err)
-		if meta.Attempt >= c.cfg.MaxDeliver {
-			c.fail(ctx, msg, meta, store.Failure{
-				EventID: ev.ID, EventType: string(ev.Type), MemberID: ev.Member.ID, OrgID: ev.Organization.ID,
-				OccurredAt: ev.OccurredAt, Reason: fmt.Sprintf("gave up after %d deliveries: %v", meta.Attempt, err),
-			}, log)
-			return
-		}
-		delay := c.backoff(meta.Attempt)
-		log.Warn("transient failure, will retry", zap.Duration("delay", delay), zap.Error(err))
-		c.metrics.events.WithLabelValues(typeLabel(ev.Type), "retry").Inc()
-		c.ack(func() error { return msg.NakWithDelay(delay) }, "nak")
+	if len(ds) > 0 {
+		c.handle(ctx, stop, ds)
 	}
-}
-
-// apply runs one event's transaction, bounded by ApplyTimeout.
-func (c *Consumer) apply(ctx context.Context, msg jetstream.Msg, ev *event.Event, meta store.Meta) (store.Result, error) {
-	var res store.Result
-	_, err := c.inProgress([]*delivery{{msg: msg}}, func() ([]store.Result, error) {
-		ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
-		defer cancel()
-		var err error
-		res, err = c.applier.Apply(ctx, ev, meta)
-		return nil, err
-	})
-	return res, err
-}
-
-// inProgress runs fn, telling the server every AckWait/3 that the
-// deliveries are still being worked on, so long work is not redelivered.
-func (c *Consumer) inProgress(ds []*delivery, fn func() ([]store.Result, error)) ([]store.Result, error) {
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(c.cfg.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, d := range ds {
-					c.ack(d.msg.InProgress, "in progress")
-				}
-			}
-		}
-	}()
-	return fn()
-}
-
-// fail copies the event to the dead-letter stream, logs it as failed and
-// terminates it, so it is not redelivered. When the dead letter or the
-// failure cannot be written, the message is redelivered later instead.
-func (c *Consumer) fail(ctx context.Context, msg jetstream.Msg, meta store.Meta, f store.Failure, log *zap.Logger) {
-	retry := func(what string, err error) {
-		c.setDegraded(err)
-		log.Warn("cannot "+what+", will retry", zap.Error(err))
-		c.ack(func() error { return msg.NakWithDelay(c.backoff(meta.Attempt)) }, "nak")
-	}
-	if err := c.dlq.Add(ctx, deadletter.Letter{
-		Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data(),
-		StreamSeq: meta.StreamSeq, Deliveries: meta.Attempt, Reason: f.Reason,
-	}); err != nil {
-		retry("dead-letter", err)
-		return
-	}
-	if err := c.applier.LogFailure(ctx, f, meta); err != nil {
-		retry("log failure", err)
-		return
-	}
-	c.metrics.deadLetters.Inc()
-	c.metrics.events.WithLabelValues(typeLabel(event.Type(f.EventType)), store.StatusFailed).Inc()
-	log.Warn("event failed", zap.String("reason", f.Reason))
-	c.ack(func() error { return msg.TermWithReason(truncate(f.Reason, 200)) }, "term")
-}
-
-func (c *Consumer) ack(fn func() error, what string) {
-	if err := fn(); err != nil {
-		// The server redelivers after AckWait; the database keeps the
-		// second application from doubling anything.
-		c.log.Warn("acknowledgement failed", zap.String("ack", what), zap.Error(err))
-	}
-}
-
-func (c *Consumer) backoff(attempt int) time.Duration {
-	i := min(max(attempt-1, 0), len(c.cfg.BackOff)-1)
-	return c.cfg.BackOff[i]
 }
 
 // failureFromHeaders describes an undecodable event from what the ingress
 // put in its headers.
 func failureFromHeaders(msg jetstream.Msg, err error) store.Failure {
 	h := msg.Headers()
-	id := h.Get(jetstream.MsgIDHeader)
+	id := h.Get(deadletter.HeaderOriginalID)
+	if id == "" {
+		id = h.Get(jetstream.MsgIDHeader)
+	}
 	if id == "" {
 		if md, mdErr := msg.Metadata(); mdErr == nil {
 			id = fmt.Sprintf("stream-seq-%d", md.Sequence.Stream)

@@ -15,6 +15,10 @@ type Metrics struct {
 	redelivered  prometheus.Counter
 	deadLetters  prometheus.Counter
 	endToEnd     prometheus.Histogram
+	held         prometheus.Gauge
+	paused       *prometheus.GaugeVec
+	pausedSince  *prometheus.GaugeVec
+	recreated    prometheus.Counter
 	// Pending and AckPending are set by whoever polls the consumer info.
 	Pending    prometheus.Gauge
 	AckPending prometheus.Gauge
@@ -50,6 +54,22 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "From the ingress receiving an event to its transaction committing, in seconds.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
 		}),
+		held: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "portalsync_syncer_held_events",
+			Help: "Events fetched and not yet settled; kept alive with in-progress signals, also while paused.",
+		}),
+		paused: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portalsync_syncer_paused",
+			Help: "1 while the consumer waits for a dependency, by reason (database unavailable, NATS unavailable, durable consumer missing).",
+		}, []string{"reason"}),
+		pausedSince: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "portalsync_syncer_paused_since_seconds",
+			Help: "Unix time the current pause began, by reason; 0 when not paused.",
+		}, []string{"reason"}),
+		recreated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portalsync_syncer_consumer_recreated_total",
+			Help: "Times the durable consumer was found removed and created again.",
+		}),
 		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "portalsync_syncer_consumer_pending",
 			Help: "Events in the stream not yet delivered to the consumer (lag).",
@@ -59,8 +79,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Events delivered and not yet acknowledged.",
 		}),
 	}
-	reg.MustRegister(m.events, m.applySeconds, m.batchSize, m.redelivered, m.deadLetters, m.endToEnd, m.Pending, m.AckPending)
+	reg.MustRegister(m.events, m.applySeconds, m.batchSize, m.redelivered, m.deadLetters, m.endToEnd,
+		m.held, m.paused, m.pausedSince, m.recreated, m.Pending, m.AckPending)
+	for _, r := range order {
+		m.setPaused(r, false)
+	}
 	return m
+}
+
+// setPaused records the start or end of a pause.
+func (m *Metrics) setPaused(reason string, on bool) {
+	if on {
+		m.paused.WithLabelValues(reason).Set(1)
+		m.pausedSince.WithLabelValues(reason).SetToCurrentTime()
+		return
+	}
+	m.paused.WithLabelValues(reason).Set(0)
+	m.pausedSince.WithLabelValues(reason).Set(0)
 }
 
 // typeLabel bounds the label's values: unknown types share one.

@@ -123,8 +123,12 @@ func (q *Queue) Add(ctx context.Context, l Letter) error {
 		msg.Header[k] = append([]string(nil), v...)
 	}
 	msg.Header.Del(jetstream.MsgIDHeader)
-	if id := l.Header.Get(jetstream.MsgIDHeader); id != "" {
-		msg.Header.Set(HeaderOriginalID, id)
+	// A redriven event carries its original id already (its message id is
+	// a redrive id): keep that, so it is listed and redriven by it again.
+	if l.Header.Get(HeaderOriginalID) == "" {
+		if id := l.Header.Get(jetstream.MsgIDHeader); id != "" {
+			msg.Header.Set(HeaderOriginalID, id)
+		}
 	}
 	msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("dlq-%s-%d", q.cfg.EventStream, l.StreamSeq))
 	msg.Header.Set(HeaderError, truncate(l.Reason, 1000))
@@ -246,12 +250,19 @@ func (q *Queue) Redrive(ctx context.Context, f Filter) (int, error) {
 		msg := nats.NewMsg(e.subject)
 		msg.Data = e.data
 		for k, v := range e.header {
-			if strings.HasPrefix(k, "Portal-Dlq-") || k == HeaderOriginalID || k == jetstream.MsgIDHeader {
+			if strings.HasPrefix(k, "Portal-Dlq-") || k == jetstream.MsgIDHeader {
 				continue
 			}
 			msg.Header[k] = append([]string(nil), v...)
 		}
+		// A new message id, so that the duplicate window does not drop it;
+		// the original id stays in HeaderOriginalID, so that a redriven
+		// event that fails again is dead-lettered, listed and redriven under
+		// the id it was sent with.
 		msg.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s~redrive~%d", truncate(e.EventID, 200), e.Seq))
+		if e.EventID != "" {
+			msg.Header.Set(HeaderOriginalID, e.EventID)
+		}
 		msg.Header.Set(HeaderRedriveFrom, strconv.FormatUint(e.Seq, 10))
 		if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(q.cfg.EventStream)); err != nil {
 			return n, fmt.Errorf("redrive dead letter %d: %w", e.Seq, err)

@@ -6,15 +6,19 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/pkg/wait"
 	"github.com/likeperson/portalsync/schema"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
@@ -68,8 +73,9 @@ func (c Config) DeadLetter(s stream.Config) deadletter.Config {
 	return deadletter.Config{Name: c.DeadLetterStream, EventStream: s.Name, Replicas: s.Replicas}
 }
 
-// OpenPool connects a pgx pool and checks the connection.
-func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+// NewPool returns a pgx pool over url without connecting: connections
+// are opened when first used.
+func NewPool(url string) (*pgxpool.Pool, error) {
 	if url == "" {
 		return nil, errors.New("DATABASE_URL is required")
 	}
@@ -83,9 +89,19 @@ func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	// tables (measured: one event per transaction fell from 1,300 to 270
 	// events/s). Plan each run for its own arguments instead.
 	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return pool, nil
+}
+
+// OpenPool connects a pgx pool and checks the connection (for commands,
+// which fail at once instead of waiting).
+func OpenPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pool, err := NewPool(url)
+	if err != nil {
+		return nil, err
 	}
 	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -109,7 +125,9 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *zap.Logger) error {
 	return nil
 }
 
-// Run runs the syncer until ctx ends.
+// Run runs the syncer until ctx ends. It serves its health endpoints
+// first and then waits for PostgreSQL and NATS as long as they are down
+// (readiness answers 503 meanwhile), instead of exiting.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	cfg.NATSURL = cmp.Or(cfg.NATSURL, DefaultNATSURL)
 	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
@@ -118,86 +136,161 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err := cfg.Consumer.Validate(); err != nil {
 		return err
 	}
-
-	pool, err := OpenPool(ctx, cfg.DatabaseURL)
+	if err := cfg.Stream.Validate(); err != nil {
+		return err
+	}
+	pool, err := NewPool(cfg.DatabaseURL)
 	if err != nil {
 		return err
 	}
 	defer pool.Close()
-	if cfg.Migrate {
-		if err := Migrate(ctx, pool, log); err != nil {
-			return err
-		}
-	} else {
-		db := stdlib.OpenDBFromPool(pool)
-		pending, err := schema.Pending(ctx, db)
-		_ = db.Close()
-		if err != nil {
-			return fmt.Errorf("check schema (run `syncer migrate` first): %w", err)
-		}
-		if pending > 0 {
-			return fmt.Errorf("%d schema migrations are pending: run `syncer migrate` first", pending)
-		}
-	}
-
-	nc, js, err := stream.OpenAndEnsure(ctx, cfg.NATSURL, "portalsync-syncer", cfg.Stream, log)
+	st := store.New(pool)
+	nc, js, err := stream.Dial(cfg.NATSURL, "portalsync-syncer", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 
-	dlq, err := deadletter.Open(setupCtx, js, cfg.DeadLetter(cfg.Stream))
-	if err != nil {
-		return err
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := consumer.NewMetrics(reg)
-	st := store.New(pool)
-	cons, err := consumer.New(js, st, dlq, metrics, cfg.Consumer, log.Named("consumer"))
-	if err != nil {
-		return err
-	}
-	go pollLag(ctx, js, cfg.Stream.Name, cfg.Consumer.Durable, metrics, log)
-
+	var startup atomic.Pointer[string] // what start-up waits for; nil once consuming
+	setStartup := func(s string) { startup.Store(&s) }
+	setStartup("starting")
+	var consRef atomic.Pointer[consumer.Consumer]
 	ready := func(ctx context.Context) error {
-		if !nc.IsConnected() {
-			return errors.New("not connected to NATS")
+		if p := startup.Load(); p != nil {
+			return errors.New(*p)
+		}
+		c := consRef.Load()
+		if c == nil {
+			return errors.New("not consuming")
+		}
+		if err := c.Ready(); err != nil {
+			return err
+		}
+		if err := stream.Connected(nc); err != nil {
+			return err
 		}
 		if err := st.Ping(ctx); err != nil {
-			return fmt.Errorf("database unreachable: %w", err)
-		}
-		if err := cons.Degraded(); err != nil {
-			return fmt.Errorf("degraded: %w", err)
+			return fmt.Errorf("database unavailable: %w", err)
 		}
 		return nil
 	}
-	srv, ln, err := healthServer(cfg, ready, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	state := func() Status {
+		var s Status
+		if p := startup.Load(); p != nil {
+			s.Starting = *p
+		}
+		if c := consRef.Load(); c != nil {
+			s.Consumer = c.State()
+		}
+		return s
+	}
+	srv, ln, err := healthServer(cfg, ready, state, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if err != nil {
 		return err
 	}
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("health server", zap.Error(err))
 		}
 	}()
+	defer func() {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+		wg.Wait()
+	}()
 	log.Info("syncer health endpoints", zap.String("addr", ln.Addr().String()))
 
-	if cfg.LogRetention > 0 {
-		go purgeLoop(ctx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
-	}
+	runErr := func() error {
+		setStartup("waiting for the database")
+		if err := wait.Until(ctx, "the database", log, st.Ping); err != nil {
+			return nil // stopped while waiting
+		}
+		if err := checkSchema(ctx, cfg, pool, log); err != nil {
+			return err
+		}
+		setStartup("waiting for NATS")
+		var dlq *deadletter.Queue
+		err := wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
+			if err := stream.Connected(nc); err != nil {
+				if errors.Is(err, stream.ErrServerTooOld) {
+					return wait.Permanent(err)
+				}
+				return err
+			}
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			if _, err := stream.Ensure(sctx, js, cfg.Stream); err != nil {
+				return err
+			}
+			var err error
+			dlq, err = deadletter.Open(sctx, js, cfg.DeadLetter(cfg.Stream))
+			return err
+		})
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while waiting
+			}
+			return err
+		}
+		cons, err := consumer.New(js, st, dlq, metrics, cfg.Consumer, log.Named("consumer"))
+		if err != nil {
+			return err
+		}
+		consRef.Store(cons)
+		startup.Store(nil)
 
-	runErr := cons.Run(ctx)
-
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancelShutdown()
-	_ = srv.Shutdown(shutdownCtx)
-	if err := nc.Drain(); err != nil {
+		bgCtx, cancelBg := context.WithCancel(ctx)
+		defer cancelBg()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pollLag(bgCtx, js, cfg.Stream.Name, cfg.Consumer.Durable, metrics, log)
+		}()
+		if cfg.LogRetention > 0 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				purgeLoop(bgCtx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
+			}()
+		}
+		return cons.Run(ctx)
+	}()
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn("drain nats", zap.Error(err))
 	}
 	return runErr
+}
+
+// Status is what GET /status answers: start-up progress, then what the
+// consumer does (`syncer status` prints it).
+type Status struct {
+	// Starting names what start-up waits for; empty once consuming.
+	Starting string         `json:"starting,omitempty"`
+	Consumer consumer.State `json:"consumer"`
+}
+
+// checkSchema migrates, or checks that no migration is pending.
+func checkSchema(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *zap.Logger) error {
+	if cfg.Migrate {
+		return Migrate(ctx, pool, log)
+	}
+	db := stdlib.OpenDBFromPool(pool)
+	pending, err := schema.Pending(ctx, db)
+	_ = db.Close()
+	if err != nil {
+		return fmt.Errorf("check schema (run `syncer migrate` first): %w", err)
+	}
+	if pending > 0 {
+		return fmt.Errorf("%d schema migrations are pending: run `syncer migrate` first", pending)
+	}
+	return nil
 }
 
 // pollLag reads the consumer's pending counts every few seconds into the
@@ -244,9 +337,13 @@ func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Du
 	}
 }
 
-func healthServer(cfg Config, ready func(context.Context) error, metrics http.Handler) (*http.Server, net.Listener, error) {
+func healthServer(cfg Config, ready func(context.Context) error, state func() Status, metrics http.Handler) (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(state())
+	})
 	if cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -26,18 +26,18 @@ type Item struct {
 // the order), then each table gets one multi-row upsert whose rows are
 // sorted by key, so concurrent batches lock rows in the same order. It
 // returns one Result per item, in order. When the transaction fails, no
-// item is applied: the caller retries or falls back to Apply per event to
-// isolate a bad one.
+// item is applied: the caller retries or falls back to one batch per event
+// to isolate a bad one. Errors are classified (KindOf).
 //
 // Organization rows are shared by every member of an organization, so
 // every concurrent batch would queue on them for its whole transaction:
 // ApplyBatch upserts them first in a short statement of their own (safe on
 // its own: the newest-event rule makes it idempotent, and a retried batch
-// finds them done).
+// finds them done). A batch of one does the same (Apply).
 func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) {
 	orgArgs := organizationArgs(items)
 	if _, err := s.pool.Exec(ctx, upsertOrganizationsSQL, orgArgs...); err != nil {
-		return nil, fmt.Errorf("apply batch of %d: upsert organizations: %w", len(items), err)
+		return nil, interpretError(fmt.Errorf("apply batch of %d: upsert organizations: %w", len(items), err))
 	}
 	var res []Result
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
@@ -49,28 +49,19 @@ func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) 
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("apply batch of %d: %w", len(items), err)
+		return nil, interpretError(fmt.Errorf("apply batch of %d: %w", len(items), err))
 	}
 	return res, nil
 }
 
-// Apply applies one event in one transaction, organization included: a
-// batch of one. It is the syncer's path when one event is waiting, and the
-// fallback that isolates a bad event of a failed batch.
+// Apply applies one event: a batch of one, with its organization upserted
+// before the transaction exactly as ApplyBatch does.
 func (s *Store) Apply(ctx context.Context, ev *event.Event, meta Meta) (Result, error) {
-	var res Result
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		results, err := ApplyBatchTx(ctx, tx, []Item{{Event: ev, Meta: meta}})
-		if err != nil {
-			return err
-		}
-		res = results[0]
-		return nil
-	})
+	res, err := s.ApplyBatch(ctx, []Item{{Event: ev, Meta: meta}})
 	if err != nil {
 		return Result{}, fmt.Errorf("apply event %s: %w", ev.ID, err)
 	}
-	return res, nil
+	return res[0], nil
 }
 
 // ApplyBatchTx is ApplyBatch inside the caller's transaction.

@@ -69,24 +69,6 @@ type Result struct {
 	Detail string
 }
 
-// IsPermanent reports whether retrying err is pointless.
-func IsPermanent(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch pgErr.Code {
-		case "40001", "40P01", "57014", "55P03": // serialization, deadlock, statement timeout, lock timeout
-			return false
-		}
-		switch pgErr.Code[:2] {
-		case "22", "23": // data exception, integrity constraint violation
-			return true
-		case "42": // syntax error or access rule violation: a deploy bug, not bad luck
-			return pgErr.Code != "42P01" // undefined table: migrations may still be running
-		}
-	}
-	return false
-}
-
 // Failure describes an event that cannot be applied.
 type Failure struct {
 	EventID    string
@@ -111,13 +93,21 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
 		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt)
 	if err != nil {
-		return fmt.Errorf("log failure of event %s: %w", f.EventID, err)
+		return interpretError(fmt.Errorf("log failure of event %s: %w", f.EventID, err))
 	}
 	return nil
 }
 
-// Ping checks the database connection.
-func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+// Ping checks that the database answers a query (not only that a
+// connection opens: a database in recovery accepts none, one shutting down
+// refuses the query).
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+		return interpretError(fmt.Errorf("ping database: %w", err))
+	}
+	return nil
+}
 
 func nullTime(t time.Time) any {
 	if t.IsZero() {

@@ -1,0 +1,314 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/ingress/server"
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/pkg/portalclient"
+	"github.com/likeperson/portalsync/pkg/servicetest"
+	"github.com/likeperson/portalsync/pkg/signature"
+	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/deadletter"
+	"github.com/likeperson/portalsync/syncer/service"
+)
+
+// outageLength is how long the outages of these tests last: longer than the
+// whole retry budget (SYNCER_MAX_DELIVER=3 with a 100 ms backoff spends it
+// in well under a second) and than AckWait many times over.
+const outageLength = 30 * time.Second
+
+// tightBudget is the issue's setting: three deliveries, 100 ms apart.
+func tightBudget(c *service.Config) {
+	c.Consumer.MaxDeliver = 3
+	c.Consumer.BackOff = []time.Duration{100 * time.Millisecond}
+	c.Consumer.ProbeMax = 500 * time.Millisecond
+}
+
+// runSyncer runs an in-process syncer against dbURL and natsURL until the
+// test ends and returns its health URL, without waiting for it to be
+// ready. mod changes the harness's configuration.
+func (s *system) runSyncer(t *testing.T, dbURL, natsURL string, mod func(*service.Config)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	cfg := service.Config{
+		DatabaseURL: dbURL, NATSURL: natsURL, HTTPListener: ln, Stream: s.stream,
+		Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
+			MaxDeliver: 1000, PullExpiry: 2 * time.Second, AckWait: 3 * time.Second, ProbeMax: 500 * time.Millisecond},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	runUntilCleanup(t, "the syncer", cancel, func() error { return service.Run(ctx, cfg, s.logger(t, "syncer")) })
+	return "http://" + ln.Addr().String()
+}
+
+// readyStatus returns the status code and body of base/readyz.
+func readyStatus(base string) (int, string) {
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	n, _ := resp.Body.Read(buf)
+	b.Write(buf[:n])
+	return resp.StatusCode, b.String()
+}
+
+// syncerStatus reads the syncer's /status.
+func syncerStatus(t *testing.T, base string) service.Status {
+	t.Helper()
+	resp, err := http.Get(base + "/status")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var st service.Status
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	return st
+}
+
+// requireNothingLost checks that every event has exactly one success row,
+// none failed, none dead-lettered, and the database equals the model.
+func (s *system) requireNothingLost(t *testing.T, events []event.Event) {
+	t.Helper()
+	s.waitApplied(t, ids(events), 90*time.Second)
+	require.Equal(t, len(events), s.countLog(t, "success"), "one success row per event")
+	require.Zero(t, s.countLog(t, "failed"), "no failed rows")
+	n, err := deadletter.New(s.jetStream(t), deadletter.Config{EventStream: s.stream.Name}).Count(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing dead-lettered")
+	s.requireMatchesModel(t, events)
+}
+
+// A 30-second PostgreSQL outage with SYNCER_MAX_DELIVER=3 and a 100 ms
+// backoff: the syncer pauses (not ready, "paused: database unavailable" in
+// /status and the metrics, the held events kept alive), and after the
+// outage applies every event once; nothing is dead-lettered or failed.
+func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withoutSyncer())
+	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
+	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), sys.natsURL, tightBudget)
+	servicetest.WaitReady(t, health, nil)
+
+	first := workload(21, "pgout-a", 10, 50)
+	sys.sendAll(t, first, 2)
+	sys.waitApplied(t, ids(first), 20*time.Second)
+
+	proxy.Cut()
+	began := time.Now()
+	during := workload(22, "pgout-b", 20, 200)
+	accepted := sys.sendAll(t, during, 4)
+	require.Len(t, accepted, len(during), "the ingress accepts while the database is down")
+	require.Eventually(t, func() bool {
+		st := syncerStatus(t, health)
+		return st.Consumer.Paused == consumer.ReasonDatabase && st.Consumer.Held > 0
+	}, 20*time.Second, 20*time.Millisecond, "the syncer pauses and holds events")
+	code, body := readyStatus(health)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "paused: database unavailable since")
+	metrics := scrape(t, health)
+	require.Equal(t, "1", metricValue(t, metrics, `portalsync_syncer_paused{reason="database unavailable"}`))
+	require.NotEqual(t, "0", metricValue(t, metrics, "portalsync_syncer_held_events"))
+
+	time.Sleep(time.Until(began.Add(outageLength))) // the outage itself
+	require.Zero(t, sys.countLog(t, "success")-len(first), "nothing applied while the database is down")
+	proxy.Restore()
+
+	sys.requireNothingLost(t, append(first, during...))
+	servicetest.WaitReady(t, health, nil)
+	require.Equal(t, "0", metricValue(t, scrape(t, health), `portalsync_syncer_paused{reason="database unavailable"}`))
+	var spent int
+	require.NoError(t, sys.pool.QueryRow(context.Background(), `SELECT coalesce(max(attempt), 0) FROM portal_sync_log`).Scan(&spent))
+	require.Less(t, spent, 3, "the outage spent no event's delivery budget")
+}
+
+// A 30-second NATS outage with events held by the syncer: the syncer and
+// the ingress report not ready, and afterwards every event is applied
+// once, nothing dead-lettered; events sent after the outage flow too.
+func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withoutSyncer())
+	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
+	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), sys.natsURL, tightBudget)
+	servicetest.WaitReady(t, health, nil)
+
+	// Events held by the syncer when NATS goes: the database is cut first
+	// so that they are fetched and not yet acknowledged.
+	proxy.Cut()
+	before := workload(23, "natsout-a", 20, 150)
+	accepted := sys.sendAll(t, before, 4)
+	require.Len(t, accepted, len(before))
+	// Paused, it pulls no more: what it fetched before is held, the rest
+	// waits in the stream.
+	require.Eventually(t, func() bool {
+		st := syncerStatus(t, health)
+		return st.Consumer.Paused == consumer.ReasonDatabase && st.Consumer.Held > 0
+	}, 20*time.Second, 20*time.Millisecond, "the syncer holds events")
+
+	sys.nats.Stop()
+	began := time.Now()
+	proxy.Restore() // applied now; their acknowledgements cannot reach the server
+	require.Eventually(t, func() bool { return syncerStatus(t, health).Consumer.Paused == consumer.ReasonNATS },
+		20*time.Second, 20*time.Millisecond, "the syncer pauses for NATS")
+	code, _ := readyStatus(health)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	code, body := readyStatus(sys.ingressURL)
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	// A publish during the outage may yet be stored (the client buffers it
+	// until it reconnects): the portal sends it again after the 503.
+	x := workload(24, "natsout-x", 1, 1)[0]
+	resp, err := sys.client.SendEvent(context.Background(), x)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, resp.Status)
+	require.Contains(t, string(resp.Body), "may not have been stored")
+
+	time.Sleep(time.Until(began.Add(outageLength))) // the outage itself
+	sys.nats.Start()
+	servicetest.WaitReady(t, sys.ingressURL, nil)
+	after := append(workload(25, "natsout-b", 20, 100), x)
+	require.Len(t, sys.sendAll(t, after, 4), len(after))
+	servicetest.WaitReady(t, health, nil)
+	sys.requireNothingLost(t, append(before, after...))
+}
+
+// The durable consumer removed while events flow: the syncer notices,
+// recreates it with the same configuration and goes on; every event is
+// applied once.
+func TestConsumerDeletedMidFlow(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withoutSyncer())
+	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, tightBudget)
+	servicetest.WaitReady(t, health, nil)
+	js := sys.jetStream(t)
+	ctx := context.Background()
+
+	first := workload(26, "cdel-a", 20, 200)
+	sent := make(chan []event.Event, 1)
+	go func() { sent <- sys.sendAll(t, first, 2) }()
+	require.Eventually(t, func() bool { return sys.countLog(t, "success") >= 20 }, 20*time.Second, 10*time.Millisecond)
+	require.NoError(t, js.DeleteConsumer(ctx, sys.stream.Name, consumer.DefaultDurable))
+	accepted := <-sent
+	second := workload(27, "cdel-b", 20, 200)
+	accepted = append(accepted, sys.sendAll(t, second, 2)...)
+	require.Len(t, accepted, len(first)+len(second))
+
+	sys.requireNothingLost(t, accepted)
+	require.Equal(t, "1", metricValue(t, scrape(t, health), "portalsync_syncer_consumer_recreated_total"))
+	cons, err := js.Consumer(ctx, sys.stream.Name, consumer.DefaultDurable)
+	require.NoError(t, err, "recreated")
+	info, err := cons.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.AckExplicitPolicy, info.Config.AckPolicy)
+	require.Equal(t, 3*time.Second, info.Config.AckWait, "same configuration")
+}
+
+// The syncer and the ingress started while PostgreSQL and NATS are both
+// down: they serve readiness (503) meanwhile, and come up by themselves,
+// the syncer when both dependencies are back, the ingress when NATS is.
+func TestStartWhileDependenciesDown(t *testing.T) {
+	t.Parallel()
+	db := schematest.NewDB(t)
+	sys := &system{pool: db.Pool, dbURL: db.URL, stream: testStream, pii: map[string]bool{}}
+	proxy := newTCPProxy(t, hostOf(t, db.URL))
+	proxy.Cut()
+	sys.nats = natstest.New(t) // not started
+	sys.natsURL = sys.nats.URL()
+
+	health := sys.runSyncer(t, viaProxy(t, db.URL, proxy), sys.natsURL, tightBudget)
+	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
+	require.NoError(t, err)
+	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	runUntilCleanup(t, "the ingress", cancel, func() error {
+		return server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
+			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, sys.logger(t, "ingress"))
+	})
+	sys.ingressURL = "http://" + ingressLn.Addr().String()
+	sys.client = &portalclient.Client{URL: sys.ingressURL + server.WebhookPath, Signer: signature.NewSigner(secret),
+		HTTP: &http.Client{Timeout: 10 * time.Second}}
+
+	require.Eventually(t, func() bool {
+		code, body := readyStatus(health)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "waiting for the database")
+	}, 20*time.Second, 20*time.Millisecond, "the syncer serves readiness while the database is down")
+	require.Eventually(t, func() bool {
+		code, body := readyStatus(sys.ingressURL)
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "NATS")
+	}, 20*time.Second, 20*time.Millisecond, "the ingress serves readiness while NATS is down")
+	e := workload(28, "down", 5, 1)[0]
+	resp, err := sys.client.SendEvent(context.Background(), e)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, resp.Status)
+
+	proxy.Restore()
+	require.Eventually(t, func() bool {
+		_, body := readyStatus(health)
+		return strings.Contains(body, "waiting for NATS")
+	}, 20*time.Second, 20*time.Millisecond, "the syncer found the database and waits for NATS")
+
+	sys.nats.Start()
+	servicetest.WaitReady(t, sys.ingressURL, nil)
+	servicetest.WaitReady(t, health, nil)
+	events := append(workload(29, "up", 10, 60), e) // e is sent again, as the portal does after a 503
+	require.Len(t, sys.sendAll(t, events, 2), len(events))
+	sys.requireNothingLost(t, events)
+}
+
+// A 6-second transaction with AckWait 2 s and one worker, so that every
+// other event queues behind it: all are kept alive, nothing is redelivered.
+func TestSlowTransactionCausesNoRedelivery(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withoutSyncer())
+	ctx := context.Background()
+	_, err := sys.pool.Exec(ctx, `
+		CREATE FUNCTION slow_member() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+		  IF NEW.portal_member_id = 'slow-m' THEN PERFORM pg_sleep(6); END IF;
+		  RETURN NEW;
+		END $$;
+		CREATE TRIGGER slow_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION slow_member();`)
+	require.NoError(t, err)
+	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, func(c *service.Config) {
+		c.Consumer.Workers = 1
+		c.Consumer.AckWait = 2 * time.Second
+		c.Consumer.BatchSize = 16
+	})
+	servicetest.WaitReady(t, health, nil)
+
+	slow := workload(30, "slow", 1, 1)
+	slow[0].Member.ID = "slow-m"
+	start := time.Now()
+	require.Len(t, sys.sendAll(t, slow, 1), 1)
+	require.Eventually(t, func() bool { return syncerStatus(t, health).Consumer.Held == 1 }, 10*time.Second, 5*time.Millisecond)
+	queued := workload(31, "queued", 30, 300)
+	require.Len(t, sys.sendAll(t, queued, 4), len(queued))
+	all := append(slow, queued...)
+	sys.requireNothingLost(t, all)
+	require.Greater(t, time.Since(start), 6*time.Second)
+
+	var redelivered int
+	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE attempt > 1`).Scan(&redelivered))
+	require.Zero(t, redelivered, "no event applied on a redelivery")
+	require.Equal(t, "0", metricValue(t, scrape(t, health), "portalsync_syncer_redeliveries_total"))
+	cons, err := sys.jetStream(t).Consumer(ctx, sys.stream.Name, consumer.DefaultDurable)
+	require.NoError(t, err)
+	info, err := cons.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.NumRedelivered, "the server redelivered nothing")
+}
