@@ -30,6 +30,10 @@ const (
 	// HeaderReceivedAt holds when the ingress received the webhook, in
 	// RFC 3339 with nanoseconds.
 	HeaderReceivedAt = "Portal-Received-At"
+	// HeaderBodySHA256 holds the hex SHA-256 of the body, so that a
+	// webhook-id sent again with a different body is told apart from a
+	// retry.
+	HeaderBodySHA256 = "Portal-Body-Sha256"
 )
 
 // Defaults for Config.
