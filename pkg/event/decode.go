@@ -225,6 +225,11 @@ func Decode(body []byte) (*Event, error) {
 			add("role", "must be one of peer_mentor, coordinator, org_admin")
 		}
 	}
+	if !known && w.Organization != nil && checkID(CanonicalID(w.Organization.ID)) == "" {
+		// Not validated for an unknown type, but kept when well-formed,
+		// so that its skipped log row reaches the organization's admins.
+		ev.Organization = Organization{ID: CanonicalID(w.Organization.ID)}
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}

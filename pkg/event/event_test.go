@@ -36,6 +36,14 @@ func TestDecodeUnknownTypeNeedsOnlyEnvelope(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ev.Type.Known())
 	require.Equal(t, time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC), ev.OccurredAt)
+
+	// A well-formed organization is kept, so the skipped row reaches it.
+	ev, err = event.Decode([]byte(`{"id":"e1","type":"membership-merged","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o-1"},"member":{"id":"m1"}}`))
+	require.NoError(t, err)
+	require.Equal(t, "o-1", ev.Organization.ID)
+	ev, err = event.Decode([]byte(`{"id":"e1","type":"membership-merged","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"a b"},"member":{"id":"m1"}}`))
+	require.NoError(t, err)
+	require.Empty(t, ev.Organization.ID)
 }
 
 func TestDecodeInvalid(t *testing.T) {

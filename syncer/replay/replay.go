@@ -54,7 +54,8 @@ type Report struct {
 	Read int
 	// Applied counts events applied (or, in a dry run, that would be).
 	Applied int
-	// Skipped counts events of an unknown type.
+	// Skipped counts events of an unknown type, and events whose every
+	// part newer data had superseded.
 	Skipped int
 	// FilteredOut counts events read but not of the selected organization.
 	FilteredOut int

@@ -57,7 +57,10 @@ type Meta struct {
 
 // Result says what applying one event did.
 type Result struct {
-	// Status is the logged status: success or skipped.
+	// Status is the logged status: success (the tables hold the event's
+	// change, or part of it: see Detail), skipped (unknown type, or every
+	// part superseded by newer data) or failed (refused: dated in the
+	// future; nothing applied).
 	Status string
 	// AlreadyDone is true when the event had been applied (or skipped)
 	// before; nothing was written.
