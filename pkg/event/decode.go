@@ -206,7 +206,7 @@ func Decode(body []byte) (*Event, error) {
 			checkMember(&ev.Member, add)
 		}
 	}
-	if known {
+	if known && ev.Type.NeedsOrganization() {
 		if w.Organization == nil {
 			add("organization", "is required")
 		} else {
@@ -225,7 +225,7 @@ func Decode(body []byte) (*Event, error) {
 			add("role", "must be one of peer_mentor, coordinator, org_admin")
 		}
 	}
-	if !known && w.Organization != nil && checkID(CanonicalID(w.Organization.ID)) == "" {
+	if !ev.Type.NeedsOrganization() && w.Organization != nil && checkID(CanonicalID(w.Organization.ID)) == "" {
 		// Not validated for an unknown type, but kept when well-formed,
 		// so that its skipped log row reaches the organization's admins.
 		ev.Organization = Organization{ID: CanonicalID(w.Organization.ID)}

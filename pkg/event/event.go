@@ -20,19 +20,31 @@ const (
 	RoleUpdated           Type = "role-updated"
 	MembershipDeactivated Type = "membership-deactivated"
 	MembershipReactivated Type = "membership-reactivated"
+	// MemberDeleted says the portal deleted the member's contact: the app
+	// erases the member (GDPR art. 17). It names no organization.
+	MemberDeleted Type = "member-deleted"
 )
 
-// Types lists the known event types in a stable order.
+// Types lists the membership event types in a stable order: each names an
+// organization and upserts the member.
 var Types = []Type{MembershipCreated, MembershipUpdated, RoleUpdated, MembershipDeactivated, MembershipReactivated}
+
+// AllTypes lists every known event type: the membership types and
+// MemberDeleted.
+var AllTypes = append(append([]Type(nil), Types...), MemberDeleted)
 
 // Known reports whether t is one of the types this version understands.
 func (t Type) Known() bool {
 	switch t {
-	case MembershipCreated, MembershipUpdated, RoleUpdated, MembershipDeactivated, MembershipReactivated:
+	case MembershipCreated, MembershipUpdated, RoleUpdated, MembershipDeactivated, MembershipReactivated, MemberDeleted:
 		return true
 	}
 	return false
 }
+
+// NeedsOrganization reports whether events of type t must name an
+// organization: every known type but MemberDeleted.
+func (t Type) NeedsOrganization() bool { return t.Known() && t != MemberDeleted }
 
 // RequiresRole reports whether events of type t must carry a role.
 func (t Type) RequiresRole() bool {

@@ -44,16 +44,23 @@ func newer(a, b *event.Event) bool {
 	return a.ID > b.ID
 }
 
-// Expect returns the expected state of every member the events mention.
-// Events with an unknown type change nothing; the same event id twice
-// counts once.
+// Expect returns the expected state of every member the events mention,
+// except erased ones: a member-deleted event erases the member for good,
+// whatever the order. Events with an unknown type change nothing; the same
+// event id twice counts once.
 func Expect(events []event.Event) map[string]Member {
 	type orgKey struct{ member, org string }
 	seen := map[string]bool{}
+	erased := map[string]bool{}
+	for i := range events {
+		if events[i].Type == event.MemberDeleted {
+			erased[events[i].Member.ID] = true
+		}
+	}
 	var known []*event.Event
 	for i := range events {
 		e := &events[i]
-		if !e.Type.Known() || seen[e.ID] {
+		if !e.Type.Known() || seen[e.ID] || erased[e.Member.ID] {
 			continue
 		}
 		seen[e.ID] = true

@@ -58,3 +58,17 @@ func TestExpectMergePatch(t *testing.T) {
 	require.Equal(t, map[string]string{"email": "", "first_name": "C", "last_name": "B", "phone": "+47 3"}, got["m"].Fields)
 	require.Equal(t, "C", got["m"].FirstName)
 }
+
+// TestExpectErased: a member-deleted event erases the member, before or
+// after their other events.
+func TestExpectErased(t *testing.T) {
+	t.Parallel()
+	t0 := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	got := eventmodel.Expect([]event.Event{
+		{ID: "e2", Type: event.MemberDeleted, OccurredAt: t0, Member: event.Member{ID: "m"}},
+		{ID: "e3", Type: event.MembershipUpdated, OccurredAt: t0.Add(time.Minute), Organization: event.Organization{ID: "o"}, Member: event.Member{ID: "m"}},
+		{ID: "e1", Type: event.MembershipCreated, OccurredAt: t0, Organization: event.Organization{ID: "o"}, Member: event.Member{ID: "k"}, Role: event.RolePeerMentor},
+	})
+	require.NotContains(t, got, "m")
+	require.Contains(t, got, "k")
+}

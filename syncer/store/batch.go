@@ -102,6 +102,11 @@ type batch struct {
 	// failed are the indexes of the items refused before applying (dated
 	// in the future).
 	failed []int
+	// erasures are the indexes of the member-deleted events to apply;
+	// erased holds their members and those erased before the batch, whose
+	// other events are skipped and whose log rows carry MemberHash.
+	erasures []int
+	erased   map[string]bool
 	// now is the syncer's clock; an event dated more than MaxAhead after
 	// it is refused.
 	now time.Time
@@ -125,6 +130,9 @@ func (b *batch) run(ctx context.Context) error {
 				return err
 			}
 		}
+	}
+	if err := b.eraseMembers(ctx); err != nil {
+		return err
 	}
 	return b.log(ctx)
 }
@@ -157,6 +165,18 @@ func (b *batch) sort(ctx context.Context) error {
 			return fmt.Errorf("look up log: %w", err)
 		}
 	}
+	var err error
+	if b.erased, err = b.erasedBefore(ctx); err != nil {
+		return err
+	}
+	erasedBy := map[string]string{} // member -> the batch's member-deleted event
+	for _, it := range b.items {
+		if ev := it.Event; ev.Type == event.MemberDeleted && ev.CheckClock(b.now, MaxAhead) == nil {
+			if _, ok := erasedBy[ev.Member.ID]; !ok && !b.erased[ev.Member.ID] {
+				erasedBy[ev.Member.ID] = ev.ID
+			}
+		}
+	}
 	first := map[string]int{}
 	for i, it := range b.items {
 		ev := it.Event
@@ -181,6 +201,21 @@ func (b *batch) sort(ctx context.Context) error {
 			b.failed = append(b.failed, i)
 			continue
 		}
+		switch by, erasing := erasedBy[ev.Member.ID]; {
+		case b.erased[ev.Member.ID]:
+			// Erased before: nothing may bring the member back.
+			b.results[i] = Result{Status: StatusSkipped, Detail: "member erased", MemberErased: true}
+			b.skipped = append(b.skipped, i)
+			continue
+		case erasing && by == ev.ID:
+			b.results[i] = Result{Status: StatusSuccess, MemberErased: true}
+			b.erasures = append(b.erasures, i)
+			continue
+		case erasing:
+			b.results[i] = Result{Status: StatusSkipped, Detail: "member erased by " + by, MemberErased: true}
+			b.skipped = append(b.skipped, i)
+			continue
+		}
 		b.results[i] = Result{Status: StatusSuccess}
 		b.live = append(b.live, i)
 	}
@@ -200,13 +235,22 @@ func (b *batch) logFailed(ctx context.Context) error {
 			VALUES ($1, $2, $3, nullif($4, ''), (SELECT id FROM public.organizations WHERE portal_org_id = $4),
 			        'failed', $5, $6, $7, $8, $9)
 			ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`,
-			ev.ID, string(ev.Type), ev.Member.ID, ev.Organization.ID, r.Detail, ev.OccurredAt,
+			ev.ID, string(ev.Type), b.loggedMember(ev.Member.ID), ev.Organization.ID, r.Detail, ev.OccurredAt,
 			nullTime(it.Meta.ReceivedAt), int64(it.Meta.StreamSeq), int32(max(it.Meta.Attempt, 1)))
 		if err != nil {
 			return fmt.Errorf("log refused event %s: %w", ev.ID, err)
 		}
 	}
 	return nil
+}
+
+// loggedMember is the member ID a log row may hold: the hash once the
+// member is erased.
+func (b *batch) loggedMember(id string) string {
+	if b.erased[id] {
+		return MemberHash(id)
+	}
+	return id
 }
 
 func text(s string) pgtype.Text            { return pgtype.Text{String: s, Valid: true} }
@@ -723,10 +767,13 @@ func (b *batch) judge(ctx context.Context) error {
 // log writes one row per applied, skipped or refused event, in stream
 // order.
 func (b *batch) log(ctx context.Context) error {
+	for _, i := range b.erasures {
+		b.erased[b.items[i].Event.Member.ID] = true
+	}
 	if err := b.logFailed(ctx); err != nil {
 		return err
 	}
-	idx := append(append([]int(nil), b.live...), b.skipped...)
+	idx := append(append(append([]int(nil), b.live...), b.skipped...), b.erasures...)
 	if len(idx) == 0 {
 		return nil
 	}
@@ -763,6 +810,9 @@ func (b *batch) log(ctx context.Context) error {
 			r.Detail = strings.Join(parts, "; ")
 		}
 		eventIDs[j], types[j], members[j], statuses[j], details[j] = ev.ID, string(ev.Type), ev.Member.ID, r.Status, r.Detail
+		if b.erased[ev.Member.ID] {
+			members[j] = MemberHash(ev.Member.ID)
+		}
 		if ev.Organization.ID != "" {
 			orgs[j] = text(ev.Organization.ID)
 		}

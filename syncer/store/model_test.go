@@ -32,6 +32,11 @@ func drawEvents(rt *rapid.T, prefix string, members, maxEvents int) []event.Even
 		member := fmt.Sprintf("%s-m%d", prefix, rapid.IntRange(0, members-1).Draw(rt, "member"))
 		org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
 		events[i] = *ev(fmt.Sprintf("%s-e%d", prefix, i), typ, at, member, org, role)
+		if rapid.IntRange(0, 24).Draw(rt, "erase") == 0 {
+			// Now and then the portal deletes the contact.
+			events[i] = event.Event{ID: events[i].ID, Type: event.MemberDeleted, OccurredAt: at, Member: event.Member{ID: member}}
+			continue
+		}
 		if events[i].HasProfile() {
 			events[i].Member = drawPatch(rt, events[i].Member)
 		}
@@ -115,6 +120,17 @@ func requireModel(t *testing.T, rt *rapid.T, pool *pgxpool.Pool, prefix string, 
 		}
 		if fmt.Sprint(got.Memberships) != fmt.Sprint(wantMS) || fmt.Sprint(got.Roles) != fmt.Sprint(wantRoles) {
 			rt.Fatalf("%s: memberships %v roles %v, model %v %v", member, got.Memberships, got.Roles, wantMS, wantRoles)
+		}
+	}
+	for _, e := range events {
+		if e.Type == event.MemberDeleted {
+			var n int
+			if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM profiles WHERE portal_member_id = $1`, e.Member.ID).Scan(&n); err != nil {
+				rt.Fatal(err)
+			}
+			if n != 0 {
+				rt.Fatalf("%s: erased, but its profile is back", e.Member.ID)
+			}
 		}
 	}
 	var logged int

@@ -70,6 +70,10 @@ type Result struct {
 	MemberCreated bool
 	// Detail describes what changed, without personal data.
 	Detail string
+	// MemberErased is true when the event erased its member or was
+	// skipped because the member is erased: the member's messages are to
+	// be purged from the streams.
+	MemberErased bool
 }
 
 // IsPermanent reports whether retrying err is pointless.
