@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -56,6 +57,11 @@ type Handler struct {
 	echo     *echo.Echo
 	limiter  *sourceLimiter
 	metrics  *Metrics
+
+	// stored is the event stream's handle, opened on the first duplicate
+	// and kept: reading a stored message back is then one request.
+	storedMu sync.Mutex
+	stored   jetstream.Stream
 }
 
 var _ Publisher = (jetstream.JetStream)(nil)
@@ -284,7 +290,11 @@ func (h *Handler) receive(c echo.Context) error {
 	}
 	status := http.StatusAccepted
 	if ack.Duplicate {
-		if p := h.sameBody(ctx, ev.ID, ack, bodyHash); p != nil {
+		// A budget of its own: the publish may have used most of its.
+		cmpCtx, cancelCmp := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
+		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash)
+		cancelCmp()
+		if p != nil {
 			c.Set(ctxReason, p.Reason)
 			return p
 		}
@@ -329,9 +339,9 @@ func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck
 }
 
 func (h *Handler) storedDigest(ctx context.Context, ack *jetstream.PubAck) (string, error) {
-	s, err := h.pub.Stream(ctx, cmp.Or(ack.Stream, h.cfg.Stream.Name))
+	s, err := h.storedStream(ctx, cmp.Or(ack.Stream, h.cfg.Stream.Name))
 	if err != nil {
-		return "", fmt.Errorf("stream %s: %w", ack.Stream, err)
+		return "", err
 	}
 	m, err := s.GetMsg(ctx, ack.Sequence)
 	if err != nil {
@@ -342,6 +352,20 @@ func (h *Handler) storedDigest(ctx context.Context, ack *jetstream.PubAck) (stri
 	}
 	// Stored before the digest header existed.
 	return bodyDigest(m.Data), nil
+}
+
+func (h *Handler) storedStream(ctx context.Context, name string) (jetstream.Stream, error) {
+	h.storedMu.Lock()
+	defer h.storedMu.Unlock()
+	if h.stored != nil && h.stored.CachedInfo().Config.Name == name {
+		return h.stored, nil
+	}
+	s, err := h.pub.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	h.stored = s
+	return s, nil
 }
 
 func checkContentType(ct string) error {
