@@ -107,6 +107,13 @@ type batch struct {
 	// other events are skipped and whose log rows carry MemberHash.
 	erasures []int
 	erased   map[string]bool
+	// What the upserts wrote (RETURNING), so that judge reads only the
+	// rows they left alone: the profile field stamps, the membership status
+	// stamps (and which memberships were inserted), the role stamps.
+	heldFields map[string][4]heldStamp
+	heldStatus map[pair]heldStamp
+	msInserted map[pair]bool
+	heldRole   map[pair]heldStamp
 	// now is the syncer's clock; an event dated more than MaxAhead after
 	// it is refused.
 	now time.Time
@@ -397,7 +404,8 @@ var upsertProfilesSQL = func() string {
 		    portal_event_id = CASE WHEN excluded.portal_updated_at IS NOT NULL AND %s < %s THEN excluded.portal_event_id ELSE p.portal_event_id END,
 		    updated_at = now()
 		WHERE %s
-		RETURNING portal_member_id, xmax = 0`,
+		RETURNING portal_member_id, xmax = 0, email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
+		          last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id`,
 		strings.Join(cols, ", "), strings.Join(sel, ", "), strings.Join(args, ", "), strings.Join(names, ", "),
 		strings.Join(set, ",\n\t\t    "), newestStored, newestIncoming, newestStored, newestIncoming,
 		strings.Join(anyNewer, "\n\t\t   OR "))
@@ -434,17 +442,24 @@ func (b *batch) profiles(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("upsert profiles: %w", err)
 	}
-	b.created = map[string]bool{}
+	b.created, b.heldFields = map[string]bool{}, map[string][4]heldStamp{}
 	for rows.Next() {
 		var k string
 		var inserted bool
-		if err := rows.Scan(&k, &inserted); err != nil {
+		var at [4]pgtype.Timestamptz
+		var id [4]pgtype.Text
+		if err := rows.Scan(&k, &inserted, &at[0], &id[0], &at[1], &id[1], &at[2], &id[2], &at[3], &id[3]); err != nil {
 			rows.Close()
 			return fmt.Errorf("upsert profiles: %w", err)
 		}
 		if inserted {
 			b.created[k] = true
 		}
+		var h [4]heldStamp
+		for i := range at {
+			h[i] = heldOf(at[i], id[i])
+		}
+		b.heldFields[k] = h
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -541,7 +556,7 @@ func (b *batch) memberships(ctx context.Context) error {
 		(coalesce(m.status_portal_at, '-infinity'), coalesce(m.status_event_id, '')) < (excluded.status_portal_at, excluded.status_event_id)
 		OR ((coalesce(m.status_portal_at, '-infinity'), coalesce(m.status_event_id, '')) = (excluded.status_portal_at, excluded.status_event_id)
 		    AND (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))))`
-	_, err := b.tx.Exec(ctx, `
+	rows, err := b.tx.Query(ctx, `
 		INSERT INTO public.organization_memberships AS m
 		  (profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
 		SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::timestamptz[])
@@ -554,9 +569,26 @@ func (b *batch) memberships(ctx context.Context) error {
 		    portal_updated_at = greatest(m.portal_updated_at, excluded.portal_updated_at),
 		    updated_at = now()
 		WHERE `+newerStatus+` OR m.portal_updated_at < excluded.portal_updated_at
-		   OR (m.status_portal_at IS NULL AND (m.status <> 'active' OR m.deactivated_at IS NOT NULL))`,
+		   OR (m.status_portal_at IS NULL AND (m.status <> 'active' OR m.deactivated_at IS NOT NULL))
+		RETURNING profile_id::text, organization_id::text, xmax = 0, status_portal_at, status_event_id`,
 		profs, orgs, statuses, deact, ats, eids, latest)
 	if err != nil {
+		return fmt.Errorf("upsert memberships: %w", err)
+	}
+	b.heldStatus, b.msInserted = map[pair]heldStamp{}, map[pair]bool{}
+	for rows.Next() {
+		var p pair
+		var inserted bool
+		var at pgtype.Timestamptz
+		var id pgtype.Text
+		if err := rows.Scan(&p.profile, &p.org, &inserted, &at, &id); err != nil {
+			rows.Close()
+			return fmt.Errorf("upsert memberships: %w", err)
+		}
+		b.heldStatus[p], b.msInserted[p] = heldOf(at, id), inserted
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert memberships: %w", err)
 	}
 	return nil
@@ -578,6 +610,7 @@ func (b *batch) roles(ctx context.Context) error {
 			all[p] = &role{k: keyOf(ev), role: string(ev.Role)}
 		}
 	}
+	b.heldRole = map[pair]heldStamp{}
 	if len(all) == 0 {
 		return nil
 	}
@@ -588,15 +621,30 @@ func (b *batch) roles(ctx context.Context) error {
 		r := all[k]
 		profs[i], orgs[i], roles[i], ats[i], eids[i] = k.profile, k.org, r.role, r.k.at, r.k.id
 	}
-	_, err := b.tx.Exec(ctx, `
+	rows, err := b.tx.Query(ctx, `
 		INSERT INTO public.role_assignments AS r (profile_id, organization_id, role, portal_updated_at, portal_event_id)
 		SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::text[]) ORDER BY 1, 2
 		ON CONFLICT (profile_id, organization_id) DO UPDATE
 		SET role = excluded.role, portal_updated_at = excluded.portal_updated_at,
 		    portal_event_id = excluded.portal_event_id, updated_at = now()
-		WHERE `+newerExcluded("r", "r.role <> excluded.role"),
+		WHERE `+newerExcluded("r", "r.role <> excluded.role")+`
+		RETURNING profile_id::text, organization_id::text, portal_updated_at, portal_event_id`,
 		profs, orgs, roles, ats, eids)
 	if err != nil {
+		return fmt.Errorf("upsert roles: %w", err)
+	}
+	for rows.Next() {
+		var p pair
+		var at pgtype.Timestamptz
+		var id pgtype.Text
+		if err := rows.Scan(&p.profile, &p.org, &at, &id); err != nil {
+			rows.Close()
+			return fmt.Errorf("upsert roles: %w", err)
+		}
+		b.heldRole[p] = heldOf(at, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert roles: %w", err)
 	}
 	return nil
@@ -684,80 +732,105 @@ func (b *batch) accessAndStatus(ctx context.Context) error {
 	return nil
 }
 
-// judge reads what the tables now hold for the batch's members and
-// memberships, and sets each applied event's status and detail from it: an
-// event whose every part a newer event had already written is skipped,
-// one that is partly superseded says so (see describe).
+// heldOf is a stamp as PostgreSQL returns it.
+func heldOf(at pgtype.Timestamptz, id pgtype.Text) heldStamp {
+	if !at.Valid || at.InfinityModifier != pgtype.Finite {
+		return heldStamp{}
+	}
+	return heldStamp{set: true, k: key{at.Time, id.String}}
+}
+
+// judge sets each applied event's status and detail from what the tables
+// now hold (see describe): an event whose every part a newer event had
+// already written is skipped, one that is partly superseded says so. The
+// stamps come from the upserts' RETURNING; only rows the upserts left
+// alone (every part there superseded: a late event) are read.
 func (b *batch) judge(ctx context.Context) error {
-	hs := map[string]*held{}
-	members := sortedKeys(b.profIDs)
-	ts := func(at pgtype.Timestamptz, id pgtype.Text) heldStamp {
-		if !at.Valid || at.InfinityModifier != pgtype.Finite {
-			return heldStamp{}
+	var members []string
+	var missing []pair
+	seenM, seenP := map[string]bool{}, map[pair]bool{}
+	for _, i := range b.live {
+		ev := b.items[i].Event
+		if _, ok := b.heldFields[ev.Member.ID]; !ok && ev.HasProfile() && ev.Member.Present() != 0 && !seenM[ev.Member.ID] {
+			seenM[ev.Member.ID] = true
+			members = append(members, ev.Member.ID)
 		}
-		return heldStamp{set: true, k: key{at.Time, id.String}}
+		p := b.pairOf(ev)
+		_, hasStatus := b.heldStatus[p]
+		_, hasRole := b.heldRole[p]
+		if ((statusIntent(ev.Type) != "" && !hasStatus) || (ev.Role != "" && !hasRole)) && !seenP[p] {
+			seenP[p] = true
+			missing = append(missing, p)
+		}
 	}
-	rows, err := b.tx.Query(ctx, `SELECT portal_member_id, email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
-		       last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id
-		FROM public.profiles WHERE portal_member_id = ANY($1)`, members)
-	if err != nil {
-		return fmt.Errorf("read profile stamps: %w", err)
-	}
-	for rows.Next() {
-		var m string
-		var at [4]pgtype.Timestamptz
-		var id [4]pgtype.Text
-		if err := rows.Scan(&m, &at[0], &id[0], &at[1], &id[1], &at[2], &id[2], &at[3], &id[3]); err != nil {
-			rows.Close()
+	if len(members) > 0 {
+		rows, err := b.tx.Query(ctx, `SELECT portal_member_id, email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
+			       last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id
+			FROM public.profiles WHERE portal_member_id = ANY($1)`, members)
+		if err != nil {
 			return fmt.Errorf("read profile stamps: %w", err)
 		}
-		h := &held{}
-		for i := range at {
-			h.fields[i] = ts(at[i], id[i])
+		for rows.Next() {
+			var m string
+			var at [4]pgtype.Timestamptz
+			var id [4]pgtype.Text
+			if err := rows.Scan(&m, &at[0], &id[0], &at[1], &id[1], &at[2], &id[2], &at[3], &id[3]); err != nil {
+				rows.Close()
+				return fmt.Errorf("read profile stamps: %w", err)
+			}
+			var h [4]heldStamp
+			for i := range at {
+				h[i] = heldOf(at[i], id[i])
+			}
+			b.heldFields[m] = h
 		}
-		hs[m] = h
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read profile stamps: %w", err)
+		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read profile stamps: %w", err)
-	}
-	type ms struct{ status, role heldStamp }
-	pairs := map[pair]ms{}
-	rows, err = b.tx.Query(ctx, `SELECT m.profile_id::text, m.organization_id::text, m.status_portal_at, m.status_event_id,
-		       r.portal_updated_at, r.portal_event_id
-		FROM public.organization_memberships m
-		LEFT JOIN public.role_assignments r ON r.profile_id = m.profile_id AND r.organization_id = m.organization_id
-		WHERE m.profile_id = ANY($1::text[]::uuid[])`, b.profileIDs())
-	if err != nil {
-		return fmt.Errorf("read membership stamps: %w", err)
-	}
-	for rows.Next() {
-		var p pair
-		var sAt, rAt pgtype.Timestamptz
-		var sID, rID pgtype.Text
-		if err := rows.Scan(&p.profile, &p.org, &sAt, &sID, &rAt, &rID); err != nil {
-			rows.Close()
+	if len(missing) > 0 {
+		profs, orgs := make([]string, len(missing)), make([]string, len(missing))
+		for i, p := range missing {
+			profs[i], orgs[i] = p.profile, p.org
+		}
+		rows, err := b.tx.Query(ctx, `SELECT m.profile_id::text, m.organization_id::text, m.status_portal_at, m.status_event_id,
+			       r.portal_updated_at, r.portal_event_id
+			FROM unnest($1::text[]::uuid[], $2::text[]::uuid[]) AS k(profile_id, organization_id)
+			JOIN public.organization_memberships m ON m.profile_id = k.profile_id AND m.organization_id = k.organization_id
+			LEFT JOIN public.role_assignments r ON r.profile_id = m.profile_id AND r.organization_id = m.organization_id`, profs, orgs)
+		if err != nil {
 			return fmt.Errorf("read membership stamps: %w", err)
 		}
-		pairs[p] = ms{ts(sAt, sID), ts(rAt, rID)}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read membership stamps: %w", err)
+		for rows.Next() {
+			var p pair
+			var sAt, rAt pgtype.Timestamptz
+			var sID, rID pgtype.Text
+			if err := rows.Scan(&p.profile, &p.org, &sAt, &sID, &rAt, &rID); err != nil {
+				rows.Close()
+				return fmt.Errorf("read membership stamps: %w", err)
+			}
+			if _, ok := b.heldStatus[p]; !ok {
+				b.heldStatus[p] = heldOf(sAt, sID)
+			}
+			if _, ok := b.heldRole[p]; !ok {
+				b.heldRole[p] = heldOf(rAt, rID)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read membership stamps: %w", err)
+		}
 	}
 	for _, i := range b.live {
 		ev := b.items[i].Event
-		h := held{}
-		if p := hs[ev.Member.ID]; p != nil {
-			h = *p
-		}
-		m, ok := pairs[b.pairOf(ev)]
-		if ok {
-			h.status, h.role = m.status, m.role
-		}
+		p := b.pairOf(ev)
+		h := held{fields: b.heldFields[ev.Member.ID], status: b.heldStatus[p], role: b.heldRole[p]}
 		r := &b.results[i]
 		r.Status, r.Detail = describe(ev, judgeEvent(ev, h), r.MemberCreated)
-		if ev.Role == "" && ok && !m.role.set {
+		// A membership this batch created, with no role row: say so, as
+		// the member has no access by role there yet.
+		if _, hasRole := b.heldRole[p]; b.msInserted[p] && !hasRole && ev.Role == "" {
 			r.Detail += "; the member has no role in organization " + ev.Organization.ID + " yet"
 		}
 	}
@@ -782,6 +855,7 @@ func (b *batch) log(ctx context.Context) error {
 	var (
 		eventIDs, types, members, statuses, details = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 		orgs                                        = make([]pgtype.Text, n)
+		orgIDs                                      = make([]pgtype.Text, n)
 		created                                     = make([]bool, n)
 		occurred                                    = make([]time.Time, n)
 		received                                    = make([]pgtype.Timestamptz, n)
@@ -815,6 +889,9 @@ func (b *batch) log(ctx context.Context) error {
 		}
 		if ev.Organization.ID != "" {
 			orgs[j] = text(ev.Organization.ID)
+			if id, ok := b.orgIDs[ev.Organization.ID]; ok {
+				orgIDs[j] = text(id)
+			}
 		}
 		created[j], occurred[j], seqs[j], attempts[j] = r.MemberCreated, ev.OccurredAt, int64(it.Meta.StreamSeq), int32(max(it.Meta.Attempt, 1))
 		if !it.Meta.ReceivedAt.IsZero() {
@@ -827,13 +904,14 @@ func (b *batch) log(ctx context.Context) error {
 		INSERT INTO public.portal_sync_log
 		  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail, member_created,
 		   occurred_at, received_at, stream_seq, attempt)
-		SELECT t.eid, t.typ, t.mem, t.porg, (SELECT o.id FROM public.organizations o WHERE o.portal_org_id = t.porg),
+		SELECT t.eid, t.typ, t.mem, t.porg,
+		       coalesce(t.oid, (SELECT o.id FROM public.organizations o WHERE o.portal_org_id = t.porg)),
 		       t.st, t.det, t.cr, t.occ, t.rec, t.seq, t.att
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[],
-		            $8::timestamptz[], $9::timestamptz[], $10::bigint[], $11::int[])
-		  AS t(eid, typ, mem, porg, st, det, cr, occ, rec, seq, att)
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::uuid[], $6::text[], $7::text[], $8::bool[],
+		            $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::int[])
+		  AS t(eid, typ, mem, porg, oid, st, det, cr, occ, rec, seq, att)
 		ON CONFLICT (event_id) WHERE status IN ('success', 'skipped') DO NOTHING`,
-		eventIDs, types, members, orgs, statuses, details, created, occurred, received, seqs, attempts)
+		eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts)
 	if err != nil {
 		return fmt.Errorf("insert log: %w", err)
 	}
