@@ -101,7 +101,7 @@ func (c Config) Validate() error {
 
 // JetStreamConfig returns the server-side stream configuration: file storage
 // and limits retention, so that events stay replayable after they are
-// consumed.
+// consumed; direct get allowed.
 func (c Config) JetStreamConfig() jetstream.StreamConfig {
 	c = c.WithDefaults()
 	maxBytes := c.MaxBytes
@@ -121,6 +121,10 @@ func (c Config) JetStreamConfig() jetstream.StreamConfig {
 		MaxMsgSize:  c.MaxMsgSize,
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  c.DuplicateWindow,
+		// Direct get: the ingress reads a stored message back (a webhook-id
+		// sent again, to compare bodies) without queueing on the JetStream
+		// API, which publishes also need.
+		AllowDirect: true,
 	}
 }
 
