@@ -152,29 +152,38 @@ func (b *batch) sort(ctx context.Context) error {
 			ids = append(ids, it.Event.ID)
 		}
 	}
+	// One round trip: the events already logged, and the members erased
+	// before (by tombstone hash).
+	byHash := map[string]string{}
+	for _, it := range b.items {
+		byHash[MemberHash(it.Event.Member.ID)] = it.Event.Member.ID
+	}
 	done := map[string]string{}
-	if len(ids) > 0 {
-		rows, err := b.tx.Query(ctx, `SELECT event_id, status FROM public.portal_sync_log
-			WHERE event_id = ANY($1) AND status IN ('success', 'skipped')`, ids)
-		if err != nil {
-			return fmt.Errorf("look up log: %w", err)
+	b.erased = map[string]bool{}
+	rows, err := b.tx.Query(ctx, `
+		SELECT false, event_id, status FROM public.portal_sync_log
+		WHERE event_id = ANY($1) AND status IN ('success', 'skipped')
+		UNION ALL
+		SELECT true, member_hash, '' FROM portalsync.erased_members WHERE member_hash = ANY($2)`, ids, sortedKeys(byHash))
+	if err != nil {
+		return fmt.Errorf("look up log and erased members: %w", err)
+	}
+	for rows.Next() {
+		var erased bool
+		var id, status string
+		if err := rows.Scan(&erased, &id, &status); err != nil {
+			rows.Close()
+			return fmt.Errorf("look up log and erased members: %w", err)
 		}
-		for rows.Next() {
-			var id, status string
-			if err := rows.Scan(&id, &status); err != nil {
-				rows.Close()
-				return fmt.Errorf("look up log: %w", err)
-			}
+		if erased {
+			b.erased[byHash[id]] = true
+		} else {
 			done[id] = status
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("look up log: %w", err)
-		}
 	}
-	var err error
-	if b.erased, err = b.erasedBefore(ctx); err != nil {
-		return err
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("look up log and erased members: %w", err)
 	}
 	erasedBy := map[string]string{} // member -> the batch's member-deleted event
 	for _, it := range b.items {

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/likeperson/portalsync/pkg/event"
 )
 
@@ -29,27 +27,6 @@ func (s *Store) Erase(ctx context.Context, memberID, eventID string) (Result, er
 	ev := &event.Event{ID: eventID, Type: event.MemberDeleted, OccurredAt: s.now().UTC().Truncate(time.Microsecond),
 		Member: event.Member{ID: event.CanonicalID(memberID)}}
 	return s.Apply(ctx, ev, Meta{Attempt: 1, ReceivedAt: s.now()})
-}
-
-// erasedBefore reads which of the batch's members were erased before.
-func (b *batch) erasedBefore(ctx context.Context) (map[string]bool, error) {
-	byHash := map[string]string{}
-	for _, it := range b.items {
-		byHash[MemberHash(it.Event.Member.ID)] = it.Event.Member.ID
-	}
-	rows, err := b.tx.Query(ctx, `SELECT member_hash FROM portalsync.erased_members WHERE member_hash = ANY($1)`, sortedKeys(byHash))
-	if err != nil {
-		return nil, fmt.Errorf("look up erased members: %w", err)
-	}
-	hashes, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("look up erased members: %w", err)
-	}
-	out := map[string]bool{}
-	for _, h := range hashes {
-		out[byHash[h]] = true
-	}
-	return out, nil
 }
 
 // eraseMembers erases the members of the batch's member-deleted events:
