@@ -290,7 +290,12 @@ func TestSyncerGracefulStopAcksInFlight(t *testing.T) {
 	applied := sys.countLog(t, "processed")
 	require.Less(t, applied, len(events), "stopped while work remained")
 
-	next := sys.syncerProcess(t, sys.dbURL, "LOG_LEVEL=debug")
+	// Small batches for the successor too: with the default 1024 it pulls
+	// thousands of events at once, and on a loaded machine those queued
+	// longer than the test's 2 s AckWait come back to it while it still
+	// holds them, a redelivery of its own that would read as the first
+	// process's.
+	next := sys.syncerProcess(t, sys.dbURL, "LOG_LEVEL=debug", "SYNCER_BATCH_SIZE=64")
 	next.Start()
 	sys.waitApplied(t, ids(events), 60*time.Second)
 	_, err = next.Stop()
