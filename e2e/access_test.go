@@ -59,7 +59,7 @@ func accessFixture(t *testing.T, sys *system) map[string]persona {
 	}
 	require.Equal(t, "success", sys.waitLogged(t, last))
 	// Everything applied: the log of each event exists.
-	require.Eventually(t, func() bool { return sys.countLog(t, "success") == len(people)+4 }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return sys.countLog(t, "processed") == len(people)+4 }, 20*time.Second, 10*time.Millisecond)
 	return out
 }
 

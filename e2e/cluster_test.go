@@ -39,13 +39,13 @@ func TestClusterStreamLeaderKilled(t *testing.T) {
 		accepted <- len(acc) == len(events)
 	}()
 	// Let events flow, then kill the stream leader.
-	require.Eventually(t, func() bool { return sys.countLog(t, "success") > 50 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return sys.countLog(t, "processed") > 50 }, 30*time.Second, 10*time.Millisecond)
 	cluster.ByName(leader).Stop()
-	t.Logf("stopped stream leader %s with %d events applied", leader, sys.countLog(t, "success"))
+	t.Logf("stopped stream leader %s with %d events applied", leader, sys.countLog(t, "processed"))
 
 	require.True(t, <-accepted, "every event accepted, after retries")
 	sys.waitApplied(t, got, 90*time.Second)
-	require.Equal(t, len(events), sys.countLog(t, "success"))
+	require.Equal(t, len(events), sys.countLog(t, "processed"))
 	require.Zero(t, sys.countLog(t, "failed"))
 	info, err = s.Info(ctx)
 	require.NoError(t, err)

@@ -64,7 +64,7 @@ func TestThreeReplicasShareTheConsumer(t *testing.T) {
 		t.Logf("replica %d applied %d of the hot member's events", i, n)
 		require.Positive(t, n, "replica %d got none of the hot member's events", i)
 	}
-	require.Equal(t, len(events), sys.countLog(t, "success"))
+	require.Equal(t, len(events), sys.countLog(t, "processed"))
 	var distinct int
 	require.NoError(t, sys.pool.QueryRow(context.Background(), `SELECT count(DISTINCT event_id) FROM portal_sync_log`).Scan(&distinct))
 	require.Equal(t, len(events), distinct)

@@ -57,6 +57,14 @@ func TestSyncerLeastPrivilege(t *testing.T) {
 	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT count(*) FROM auth.sessions WHERE user_id = $1`, user).Scan(&sessions))
 	require.Zero(t, sessions)
 
+	// Erasure works as the role too, through portalsync.erase_member only.
+	erased := sys.event("member-deleted", "lp-member", "lp-org", "", base.Add(4*time.Minute))
+	sys.send(t, erased)
+	require.Equal(t, "success", sys.waitLogged(t, erased.ID))
+	var left int
+	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT count(*) FROM profiles WHERE portal_member_id = 'lp-member'`).Scan(&left))
+	require.Zero(t, left)
+
 	// A poison message: the failed row is written by the role too.
 	js := sys.jetStream(t)
 	msg := nats.NewMsg(event.Subject("lp-poison"))

@@ -35,6 +35,8 @@ type cli struct {
 	Replay      replayCmd           `cmd:"" help:"Re-apply the stream to the database (resync or repair); safe while run replicas consume."`
 	DLQ         dlqCmd              `cmd:"" name:"dlq" help:"Inspect and redrive events that could not be applied."`
 	Status      statusCmd           `cmd:"" help:"Show stream, consumer, dead-letter and per-organization sync state."`
+	Repair      repairCmd           `cmd:"" help:"Repair rows that events dated in the future wrote (--future-times)."`
+	Erase       eraseCmd            `cmd:"" help:"Erase a member (GDPR art. 17): database rows, log member IDs, stream messages, dead letters."`
 	Healthcheck command.Healthcheck `cmd:"" help:"Exit 0 when the local service is ready (for container healthchecks)."`
 }
 

@@ -84,7 +84,7 @@ func printReport(w io.Writer, rep replay.Report, dryRun bool) error {
 	if dryRun {
 		verb = "would apply"
 	}
-	fmt.Fprintf(w, "read %d events up to stream seq %d in %s: %s %d, skipped %d (unknown type), filtered out %d, invalid %d\n",
+	fmt.Fprintf(w, "read %d events up to stream seq %d in %s: %s %d, skipped %d (unknown type or superseded), filtered out %d, invalid %d\n",
 		rep.Read, rep.LastSeq, rep.Took.Round(time.Millisecond), verb, rep.Applied, rep.Skipped, rep.FilteredOut, rep.Invalid)
 	if rep.Took > 0 && rep.Read > 0 {
 		fmt.Fprintf(w, "rate: %.0f events/s\n", float64(rep.Read)/rep.Took.Seconds())

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -26,6 +27,11 @@ func (p *recordingPublisher) PublishMsg(_ context.Context, _ *nats.Msg, _ ...jet
 	return &jetstream.PubAck{Stream: "EVENTS", Sequence: uint64(p.n)}, nil
 }
 
+// Stream is never called: this publisher never reports a duplicate.
+func (p *recordingPublisher) Stream(context.Context, string) (jetstream.Stream, error) {
+	return nil, errors.New("no stream in the fuzz target")
+}
+
 // FuzzWebhook sends arbitrary bodies, content types and signature headers
 // (signed correctly or not) through the whole handler: it never answers
 // 5xx, answers 2xx only after a publish, and every error is problem+json.
@@ -34,6 +40,9 @@ func FuzzWebhook(f *testing.F) {
 	f.Add([]byte(`{"id":"e1","type":"x","occurred_at":"2026-11-25T10:00:00Z","member":{"id":"a.>"}}`), "application/json; charset=utf-8", "e1", true)
 	f.Add([]byte(`[`), "text/plain", "", false)
 	f.Add([]byte(`{}`), "application/cloudevents+json", "e 1", true)
+	f.Add([]byte(`{"id":"e2","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"{0B9F2C1E-1A2B-4C3D-8E9F-00000000000A}","name":null},"member":{"id":"0B9F2C1E-1A2B-4C3D-8E9F-00000000000A","phone":null}}`), "application/json", "e2", true)
+	f.Add([]byte("{\"id\":\"e3\",\"type\":\"membership-updated\",\"occurred_at\":\"2026-11-25T10:00:00Z\",\"organization\":{\"id\":\"o\"},\"member\":{\"id\":\"m\",\"first_name\":\"K\xe5re\"}}"), "application/json", "e3", true)
+	f.Add([]byte(`{"id":"e4","type":"membership-deactivated","occurred_at":"2099-01-01T00:00:00Z","organization":{"id":"o"},"member":{"id":"m"}}`), "application/json", "e4", true)
 	now := time.Unix(1_800_000_000, 0)
 	secret, err := signature.NewSecret([]byte("fuzz-secret-fuzz-secret-fuzz-32b"))
 	if err != nil {

@@ -24,7 +24,8 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
-	// Reason classifies a signature failure.
+	// Reason classifies a signature failure, or a webhook-id conflict
+	// ("webhook_id_conflict").
 	Reason string `json:"reason,omitempty"`
 	// Errors lists each invalid field of the event.
 	Errors []event.FieldError `json:"errors,omitempty"`

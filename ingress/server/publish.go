@@ -65,6 +65,11 @@ func (p *pool) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.
 	return p.js[i].PublishMsg(ctx, msg, opts...)
 }
 
+// Stream opens a stream on the first connection.
+func (p *pool) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	return p.js[0].Stream(ctx, name)
+}
+
 // ready reports whether every connection is up and the stream reachable.
 func (p *pool) ready(ctx context.Context, streamName string) error {
 	for _, nc := range p.conns {

@@ -3,7 +3,9 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,10 +29,13 @@ import (
 	"github.com/likeperson/portalsync/pkg/stream"
 )
 
-// Publisher stores a message in JetStream and returns its acknowledgement;
+// Publisher stores a message in JetStream and returns its acknowledgement,
+// and opens the stream to read a stored message back (only when the
+// acknowledgement says the webhook-id was stored before);
 // jetstream.JetStream satisfies it.
 type Publisher interface {
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
 }
 
 // ReadinessChecker reports whether the service can accept events now.
@@ -52,6 +58,11 @@ type Handler struct {
 	echo     *echo.Echo
 	limiter  *sourceLimiter
 	metrics  *Metrics
+
+	// stored is the event stream's handle, opened on the first duplicate
+	// and kept: reading a stored message back is then one request.
+	storedMu sync.Mutex
+	stored   jetstream.Stream
 }
 
 var _ Publisher = (jetstream.JetStream)(nil)
@@ -226,6 +237,9 @@ func (h *Handler) receive(c echo.Context) error {
 
 	ev, err := event.Decode(body)
 	if err != nil {
+		if errors.Is(err, event.ErrNotUTF8) {
+			return newProblem(http.StatusBadRequest, "not-utf8", "Body is not UTF-8", "the body must be JSON encoded as UTF-8")
+		}
 		var verr event.ValidationError
 		if errors.As(err, &verr) {
 			p := newProblem(http.StatusBadRequest, "invalid-event", "Invalid event", verr.Error())
@@ -243,8 +257,19 @@ func (h *Handler) receive(c echo.Context) error {
 		return p
 	}
 
+	if err := ev.CheckClock(h.cfg.Now(), h.cfg.Tolerance); err != nil {
+		var verr event.ValidationError
+		errors.As(err, &verr)
+		c.Set(ctxReason, "occurred_at_in_future")
+		p := newProblem(http.StatusBadRequest, "invalid-event", "Invalid event", verr.Error())
+		p.Errors = verr
+		return p
+	}
+
+	bodyHash := bodyDigest(body)
 	msg := nats.NewMsg(event.Subject(ev.Member.ID))
 	msg.Data = body
+	msg.Header.Set(stream.HeaderBodySHA256, bodyHash)
 	msg.Header.Set(jetstream.MsgIDHeader, webhookID)
 	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
@@ -266,10 +291,82 @@ func (h *Handler) receive(c echo.Context) error {
 	}
 	status := http.StatusAccepted
 	if ack.Duplicate {
+		// A budget of its own: the publish may have used most of its.
+		cmpCtx, cancelCmp := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
+		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash)
+		cancelCmp()
+		if p != nil {
+			c.Set(ctxReason, p.Reason)
+			return p
+		}
 		status = http.StatusOK
 		h.metrics.duplicates.Inc()
 	}
 	return c.JSON(status, Accepted{EventID: ev.ID, StreamSeq: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+// bodyDigest is the hex SHA-256 of a body, stored with the message so that a
+// repeated webhook-id can be compared without the stored body.
+func bodyDigest(body []byte) string {
+	sum := sha256.Sum256(body)
+	return hex.EncodeToString(sum[:])
+}
+
+// sameBody checks, when JetStream answered that the webhook-id was stored
+// before, that the stored message has the same body: a sender that reuses
+// an id for a different event would otherwise lose it silently. It reads
+// the stored message by the sequence the acknowledgement names, so it
+// costs nothing on the normal path. It returns nil when the bodies match
+// (or the stored message is gone, e.g. erased), else a 409 or a 503.
+func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck, hash string) *Problem {
+	stored, err := h.storedDigest(ctx, ack)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil
+	case err != nil:
+		h.log.Warn("read stored duplicate", zap.String("event_id", id), zap.Uint64("stream_seq", ack.Sequence), zap.Error(err))
+		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
+			"the stored event with this webhook-id could not be compared; retry later")
+		p.Reason = "store_unavailable"
+		p.retryAfter = h.cfg.RetryAfter
+		return p
+	case stored == hash:
+		return nil
+	}
+	p := newProblem(http.StatusConflict, "webhook-id-conflict", "webhook-id reused with a different body",
+		fmt.Sprintf("webhook-id %s was stored before (stream sequence %d) with a different body; an event id must not be reused", id, ack.Sequence))
+	p.Reason = "webhook_id_conflict"
+	return p
+}
+
+func (h *Handler) storedDigest(ctx context.Context, ack *jetstream.PubAck) (string, error) {
+	s, err := h.storedStream(ctx, cmp.Or(ack.Stream, h.cfg.Stream.Name))
+	if err != nil {
+		return "", err
+	}
+	m, err := s.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		return "", fmt.Errorf("get stream seq %d: %w", ack.Sequence, err)
+	}
+	if d := m.Header.Get(stream.HeaderBodySHA256); d != "" {
+		return d, nil
+	}
+	// Stored before the digest header existed.
+	return bodyDigest(m.Data), nil
+}
+
+func (h *Handler) storedStream(ctx context.Context, name string) (jetstream.Stream, error) {
+	h.storedMu.Lock()
+	defer h.storedMu.Unlock()
+	if h.stored != nil && h.stored.CachedInfo().Config.Name == name {
+		return h.stored, nil
+	}
+	s, err := h.pub.Stream(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", name, err)
+	}
+	h.stored = s
+	return s, nil
 }
 
 func checkContentType(ct string) error {

@@ -171,9 +171,65 @@ func TestDuplicateStoredOnce(t *testing.T) {
 	require.EqualValues(t, 1, b.streamMsgs(t))
 }
 
-func TestOneStoredMessagePerDistinctWebhookID(t *testing.T) {
+// TestWebhookIDReusedWithOtherBody: the same webhook-id with a different
+// body is a 409 naming the id, and nothing more is stored; the same body
+// again stays a 200 duplicate.
+func TestWebhookIDReusedWithOtherBody(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
+	ctx := context.Background()
+	first, err := b.client.SendEvent(ctx, sampleEvent("evt_reuse", "member-3"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, first.Status)
+	a1, err := first.Accepted()
+	require.NoError(t, err)
+
+	other := sampleEvent("evt_reuse", "member-3")
+	other["role"] = "org_admin"
+	resp, err := b.client.SendEvent(ctx, other)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, resp.Status, string(resp.Body))
+	p := decodeProblem(t, resp)
+	require.Equal(t, "urn:portalsync:problem:webhook-id-conflict", p.Type)
+	require.Contains(t, p.Detail, "evt_reuse")
+	require.Contains(t, p.Detail, fmt.Sprint(a1.StreamSeq))
+
+	again, err := b.client.SendEvent(ctx, sampleEvent("evt_reuse", "member-3"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, again.Status, string(again.Body))
+	require.EqualValues(t, 1, b.streamMsgs(t))
+
+	s, err := b.js.Stream(ctx, "EVENTS")
+	require.NoError(t, err)
+	msg, err := s.GetMsg(ctx, a1.StreamSeq)
+	require.NoError(t, err)
+	require.Len(t, msg.Header.Get(stream.HeaderBodySHA256), 64)
+}
+
+// TestGUIDMemberIDKeyedCanonically: one member's GUID in upper case, with
+// braces, is stored under the lower-case subject.
+func TestGUIDMemberIDKeyedCanonically(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	resp, err := b.client.SendEvent(context.Background(), sampleEvent("evt_guid", "{0B9F2C1E-1A2B-4C3D-8E9F-00000000000A}"))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, resp.Status, string(resp.Body))
+	acc, err := resp.Accepted()
+	require.NoError(t, err)
+	s, err := b.js.Stream(context.Background(), "EVENTS")
+	require.NoError(t, err)
+	msg, err := s.GetMsg(context.Background(), acc.StreamSeq)
+	require.NoError(t, err)
+	require.Equal(t, "portal.member.0b9f2c1e-1a2b-4c3d-8e9f-00000000000a", msg.Subject)
+	require.Equal(t, "0b9f2c1e-1a2b-4c3d-8e9f-00000000000a", msg.Header.Get(stream.HeaderMemberID))
+}
+
+func TestOneStoredMessagePerDistinctWebhookID(t *testing.T) {
+	t.Parallel()
+	// 200 requests at once, 150 of them duplicates whose stored body is read
+	// back: the default publish timeout, not the 1 s the other tests use to
+	// see 503s quickly, so that a loaded machine does not time them out.
+	b := setup(t, func(c *server.Config) { c.PublishTimeout = server.DefaultPublishTimeout })
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	errs := make(chan error, 200)
@@ -251,6 +307,8 @@ func TestRejections(t *testing.T) {
 	}
 	other, err := signature.NewSecret([]byte("some-other-secret-32-bytes-long!"))
 	require.NoError(t, err)
+	// "Kåre" in Latin-1: not UTF-8.
+	latin1 := []byte(`{"id":"evt_r","type":"membership-updated","occurred_at":"2026-11-25T10:00:00Z","organization":{"id":"o"},"member":{"id":"m","first_name":"K` + "\xe5" + `re"}}`)
 
 	tests := []struct {
 		name   string
@@ -268,6 +326,9 @@ func TestRejections(t *testing.T) {
 		{"MissingField", mustJSON(t, map[string]any{"id": "evt_r", "type": "role-updated", "occurred_at": "2026-11-25T10:00:00Z", "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "m"}}), nil, 400, "invalid-event", "role"},
 		{"MalformedField", mustJSON(t, map[string]any{"id": "evt_r", "type": "role-updated", "occurred_at": "yesterday", "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "m"}, "role": "coordinator"}), nil, 400, "invalid-event", "occurred_at"},
 		{"WildcardMemberID", mustJSON(t, map[string]any{"id": "evt_r", "type": "role-updated", "occurred_at": "2026-11-25T10:00:00Z", "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "a.>"}, "role": "coordinator"}), nil, 400, "invalid-event", "member.id"},
+		{"NotUTF8", latin1, nil, 400, "not-utf8", ""},
+		{"OccurredAtInFuture", mustJSON(t, map[string]any{"id": "evt_r", "type": "membership-deactivated", "occurred_at": now.Add(6 * time.Minute).UTC().Format(time.RFC3339), "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "m"}}), nil, 400, "invalid-event", "occurred_at"},
+		{"OccurredAt2099", mustJSON(t, map[string]any{"id": "evt_r", "type": "membership-deactivated", "occurred_at": "2099-01-01T00:00:00Z", "organization": map[string]any{"id": "o"}, "member": map[string]any{"id": "m"}}), nil, 400, "invalid-event", "occurred_at"},
 		{"IDMismatch", mustJSON(t, sampleEvent("evt_other", "m")), signed("evt_r", now, mustJSON(t, sampleEvent("evt_other", "m")), b.secret), 400, "id-mismatch", "id"},
 		{"TooLarge", bytes.Repeat([]byte("x"), 5000), signed("evt_r", now, bytes.Repeat([]byte("x"), 5000), b.secret), 413, "body-too-large", ""},
 		{"TextPlain", valid, http.Header{"Content-Type": {"text/plain"}}, 415, "unsupported-media-type", ""},

@@ -262,7 +262,7 @@ func endToEnd(ctx context.Context, db *pgxpool.Pool, runID string, evs []sent, w
 	deadline := time.Now().Add(wait)
 	for {
 		var n int
-		if err := db.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE event_id LIKE $1 AND status = 'success'`, pattern).Scan(&n); err != nil {
+		if err := db.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE event_id LIKE $1 AND status IN ('success', 'skipped')`, pattern).Scan(&n); err != nil {
 			return nil, 0, fmt.Errorf("count applied: %w", err)
 		}
 		if n >= len(evs) || time.Now().After(deadline) {
@@ -270,7 +270,7 @@ func endToEnd(ctx context.Context, db *pgxpool.Pool, runID string, evs []sent, w
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	rows, err := db.Query(ctx, `SELECT event_id, processed_at FROM portal_sync_log WHERE event_id LIKE $1 AND status = 'success'`, pattern)
+	rows, err := db.Query(ctx, `SELECT event_id, processed_at FROM portal_sync_log WHERE event_id LIKE $1 AND status IN ('success', 'skipped')`, pattern)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read processed_at: %w", err)
 	}

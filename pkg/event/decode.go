@@ -54,16 +54,99 @@ func (v ValidationError) Error() string {
 // ErrNotJSON is wrapped by Decode when the body is not a JSON object.
 var ErrNotJSON = errors.New("body is not a JSON object")
 
+// ErrNotUTF8 is returned by Decode when the body is not valid UTF-8 (JSON
+// text must be, RFC 8259); decoding it anyway would replace bytes with
+// U+FFFD and store corrupted names.
+var ErrNotUTF8 = errors.New("body is not valid UTF-8")
+
 // wire mirrors Event with the time as text and the nested objects as
 // pointers, so that a malformed value is reported against its field and a
 // missing object is told apart from an empty one, in one decoding pass.
 type wire struct {
-	ID           string        `json:"id"`
-	Type         string        `json:"type"`
-	OccurredAt   string        `json:"occurred_at"`
-	Organization *Organization `json:"organization"`
-	Member       *Member       `json:"member"`
-	Role         string        `json:"role"`
+	ID           string      `json:"id"`
+	Type         string      `json:"type"`
+	OccurredAt   string      `json:"occurred_at"`
+	Organization *orgWire    `json:"organization"`
+	Member       *memberWire `json:"member"`
+	Role         string      `json:"role"`
+}
+
+type orgWire struct {
+	ID   string   `json:"id"`
+	Name nullable `json:"name"`
+}
+
+type memberWire struct {
+	ID        string   `json:"id"`
+	Email     nullable `json:"email"`
+	FirstName nullable `json:"first_name"`
+	LastName  nullable `json:"last_name"`
+	Phone     nullable `json:"phone"`
+}
+
+// nullable is a merge-patch string: absent, null, or a value.
+type nullable struct {
+	set bool
+	s   string
+}
+
+func (n *nullable) UnmarshalJSON(b []byte) error {
+	n.set = true
+	if string(b) == "null" {
+		return nil
+	}
+	return json.Unmarshal(b, &n.s)
+}
+
+// cleared reports whether the field is present and clears the value.
+func (n nullable) cleared() bool { return n.set && n.s == "" }
+
+func (w *memberWire) member() Member {
+	m := Member{ID: CanonicalID(w.ID), Email: w.Email.s, FirstName: w.FirstName.s, LastName: w.LastName.s, Phone: w.Phone.s}
+	for f, n := range map[Field]nullable{FieldEmail: w.Email, FieldFirstName: w.FirstName, FieldLastName: w.LastName, FieldPhone: w.Phone} {
+		if n.cleared() {
+			m.Cleared = m.Cleared.With(f)
+		}
+	}
+	return m
+}
+
+// CanonicalID returns the one form an ID is stored and keyed in: a GUID
+// (Dynamics IDs are, and compare case-insensitively), in any case and with
+// or without braces, becomes lower case without braces; any other ID is
+// returned as it is.
+func CanonicalID(id string) string {
+	g := id
+	if len(g) == 38 && g[0] == '{' && g[37] == '}' {
+		g = g[1:37]
+	}
+	if len(g) != 36 {
+		return id
+	}
+	for i := 0; i < 36; i++ {
+		c := g[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return id
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+				return id
+			}
+		}
+	}
+	return strings.ToLower(g)
+}
+
+// CheckClock returns a ValidationError naming occurred_at when the event is
+// dated more than tolerance after now: a portal clock that far ahead would
+// otherwise win every later newest-wins comparison for the member.
+func (e *Event) CheckClock(now time.Time, tolerance time.Duration) error {
+	if ahead := e.OccurredAt.Sub(now); ahead > tolerance {
+		return ValidationError{{Field: "occurred_at", Reason: fmt.Sprintf("is %s ahead of the receiver's clock (at most %s allowed)", ahead.Round(time.Second), tolerance)}}
+	}
+	return nil
 }
 
 // Decode parses and validates one event. It returns an error wrapping
@@ -72,6 +155,9 @@ type wire struct {
 // ignored so the portal can add fields; unknown event types decode without
 // error (see Type.Known) as long as the envelope is valid.
 func Decode(body []byte) (*Event, error) {
+	if !utf8.Valid(body) {
+		return nil, ErrNotUTF8
+	}
 	var w wire
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&w); err != nil {
@@ -103,14 +189,16 @@ func Decode(body []byte) (*Event, error) {
 	} else if t, err := time.Parse(time.RFC3339Nano, w.OccurredAt); err != nil {
 		add("occurred_at", "must be an RFC 3339 timestamp")
 	} else {
-		ev.OccurredAt = t.UTC()
+		// PostgreSQL keeps microseconds: the order used in memory must be
+		// the one the database compares.
+		ev.OccurredAt = t.UTC().Truncate(time.Microsecond)
 	}
 
 	known := ev.Type.Known()
 	if w.Member == nil {
 		add("member", "is required")
 	} else {
-		ev.Member = *w.Member
+		ev.Member = w.Member.member()
 		if r := checkID(ev.Member.ID); r != "" {
 			add("member.id", r)
 		}
@@ -118,11 +206,11 @@ func Decode(body []byte) (*Event, error) {
 			checkMember(&ev.Member, add)
 		}
 	}
-	if known {
+	if known && ev.Type.NeedsOrganization() {
 		if w.Organization == nil {
 			add("organization", "is required")
 		} else {
-			ev.Organization = *w.Organization
+			ev.Organization = Organization{ID: CanonicalID(w.Organization.ID), Name: w.Organization.Name.s, NameCleared: w.Organization.Name.cleared()}
 			if r := checkID(ev.Organization.ID); r != "" {
 				add("organization.id", r)
 			}
@@ -136,6 +224,11 @@ func Decode(body []byte) (*Event, error) {
 		case ev.Role != "" && !ev.Role.Valid():
 			add("role", "must be one of peer_mentor, coordinator, org_admin")
 		}
+	}
+	if !ev.Type.NeedsOrganization() && w.Organization != nil && checkID(CanonicalID(w.Organization.ID)) == "" {
+		// Not validated for an unknown type, but kept when well-formed,
+		// so that its skipped log row reaches the organization's admins.
+		ev.Organization = Organization{ID: CanonicalID(w.Organization.ID)}
 	}
 	if len(errs) > 0 {
 		return nil, errs
@@ -178,7 +271,7 @@ func checkID(id string) string {
 	return ""
 }
 
-// ValidID reports whether id is a valid portal ID.
+// ValidID reports whether id is a valid portal ID (after CanonicalID).
 func ValidID(id string) bool { return checkID(id) == "" }
 
 func isIDByte(c byte) bool {

@@ -20,12 +20,17 @@ type Membership struct {
 type Member struct {
 	// Status is "active" while any membership is active.
 	Status string
-	// FirstName is the first name of the newest profile snapshot
-	// (membership-created or -updated); "" when there is none, since then
-	// the fields come from whichever event happened to create the member.
+	// FirstName is the first name of the newest membership-created or
+	// -updated event that carries one; "" when there is none, since then the
+	// name comes from whichever event happened to create the member.
 	FirstName string
 	// HasSnapshot reports whether FirstName is defined.
 	HasSnapshot bool
+	// Fields holds, by JSON name, each profile field that some
+	// membership-created or -updated event carries (a merge patch: absent
+	// fields are left alone), with the value of the newest such event; ""
+	// means cleared. Fields no such event carries are undefined.
+	Fields map[string]string
 	// Memberships by portal organization ID.
 	Memberships map[string]Membership
 }
@@ -39,16 +44,23 @@ func newer(a, b *event.Event) bool {
 	return a.ID > b.ID
 }
 
-// Expect returns the expected state of every member the events mention.
-// Events with an unknown type change nothing; the same event id twice
-// counts once.
+// Expect returns the expected state of every member the events mention,
+// except erased ones: a member-deleted event erases the member for good,
+// whatever the order. Events with an unknown type change nothing; the same
+// event id twice counts once.
 func Expect(events []event.Event) map[string]Member {
 	type orgKey struct{ member, org string }
 	seen := map[string]bool{}
+	erased := map[string]bool{}
+	for i := range events {
+		if events[i].Type == event.MemberDeleted {
+			erased[events[i].Member.ID] = true
+		}
+	}
 	var known []*event.Event
 	for i := range events {
 		e := &events[i]
-		if !e.Type.Known() || seen[e.ID] {
+		if !e.Type.Known() || seen[e.ID] || erased[e.Member.ID] {
 			continue
 		}
 		seen[e.ID] = true
@@ -63,7 +75,7 @@ func Expect(events []event.Event) map[string]Member {
 		k := orgKey{e.Member.ID, e.Organization.ID}
 		m, ok := out[e.Member.ID]
 		if !ok {
-			m = Member{Memberships: map[string]Membership{}}
+			m = Member{Memberships: map[string]Membership{}, Fields: map[string]string{}}
 		}
 		if _, ok := status[k]; !ok {
 			status[k] = "active"
@@ -78,7 +90,14 @@ func Expect(events []event.Event) map[string]Member {
 			role[k] = string(e.Role)
 		}
 		if e.HasProfile() {
-			m.FirstName, m.HasSnapshot = e.Member.FirstName, true
+			for _, f := range event.ProfileFields {
+				if e.Member.Has(f) {
+					m.Fields[f.String()] = e.Member.Value(f)
+				}
+			}
+			if e.Member.Has(event.FieldFirstName) {
+				m.FirstName, m.HasSnapshot = e.Member.FirstName, true
+			}
 		}
 		out[e.Member.ID] = m
 	}

@@ -30,6 +30,10 @@ const (
 	// HeaderReceivedAt holds when the ingress received the webhook, in
 	// RFC 3339 with nanoseconds.
 	HeaderReceivedAt = "Portal-Received-At"
+	// HeaderBodySHA256 holds the hex SHA-256 of the body, so that a
+	// webhook-id sent again with a different body is told apart from a
+	// retry.
+	HeaderBodySHA256 = "Portal-Body-Sha256"
 )
 
 // Defaults for Config.
@@ -97,7 +101,7 @@ func (c Config) Validate() error {
 
 // JetStreamConfig returns the server-side stream configuration: file storage
 // and limits retention, so that events stay replayable after they are
-// consumed.
+// consumed; direct get allowed.
 func (c Config) JetStreamConfig() jetstream.StreamConfig {
 	c = c.WithDefaults()
 	maxBytes := c.MaxBytes
@@ -117,6 +121,10 @@ func (c Config) JetStreamConfig() jetstream.StreamConfig {
 		MaxMsgSize:  c.MaxMsgSize,
 		Discard:     jetstream.DiscardOld,
 		Duplicates:  c.DuplicateWindow,
+		// Direct get: the ingress reads a stored message back (a webhook-id
+		// sent again, to compare bodies) without queueing on the JetStream
+		// API, which publishes also need.
+		AllowDirect: true,
 	}
 }
 

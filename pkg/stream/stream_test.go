@@ -49,6 +49,7 @@ func TestEnsureCreatesReplayableStream(t *testing.T) {
 	require.Equal(t, jetstream.FileStorage, info.Config.Storage)
 	require.Equal(t, []string{"portal.member.>"}, info.Config.Subjects)
 	require.Equal(t, time.Minute, info.Config.Duplicates)
+	require.True(t, info.Config.AllowDirect, "the ingress reads duplicates back by direct get")
 
 	// Ensure again with another setting updates the stream in place.
 	s, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS_T", DuplicateWindow: 2 * time.Minute})

@@ -281,6 +281,23 @@ func (q *Queue) Redrive(ctx context.Context, f Filter) (int, error) {
 	return n, nil
 }
 
+// PurgeMember deletes every dead letter of one member (their subject,
+// SubjectPrefix + event.MemberKey), for erasure. A dead-letter stream that
+// does not exist holds none.
+func (q *Queue) PurgeMember(ctx context.Context, memberID string) error {
+	s, err := q.js.Stream(ctx, q.cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("dead-letter stream %s: %w", q.cfg.Name, err)
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(SubjectPrefix+event.MemberKey(memberID))); err != nil {
+		return fmt.Errorf("purge dead letters of a member: %w", err)
+	}
+	return nil
+}
+
 // Count returns how many dead letters are held.
 func (q *Queue) Count(ctx context.Context) (uint64, error) {
 	s, err := q.js.Stream(ctx, q.cfg.Name)

@@ -54,11 +54,13 @@ type Report struct {
 	Read int
 	// Applied counts events applied (or, in a dry run, that would be).
 	Applied int
-	// Skipped counts events of an unknown type.
+	// Skipped counts events of an unknown type, and events whose every
+	// part newer data had superseded.
 	Skipped int
 	// FilteredOut counts events read but not of the selected organization.
 	FilteredOut int
-	// Invalid counts events that could not be decoded or applied.
+	// Invalid counts events that could not be decoded or applied, or that
+	// the store refused (dated in the future).
 	Invalid int
 	// Changes holds, per table, the rows inserted, updated and deleted.
 	Changes []TableChange
@@ -116,7 +118,7 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 	lastSeq := info.State.LastSeq
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if opts.MemberID != "" {
-		cfg.FilterSubjects = []string{event.Subject(opts.MemberID)}
+		cfg.FilterSubjects = []string{event.Subject(event.CanonicalID(opts.MemberID))}
 	}
 	switch {
 	case opts.FromSeq > 0:
@@ -215,7 +217,7 @@ func (r *Replayer) item(msg jetstream.Msg, md *jetstream.MsgMetadata, opts Optio
 		r.log.Warn("replay: invalid event", zap.Uint64("stream_seq", md.Sequence.Stream), zap.Error(err))
 		return store.Item{}, false
 	}
-	if opts.OrgID != "" && ev.Organization.ID != opts.OrgID {
+	if opts.OrgID != "" && ev.Organization.ID != event.CanonicalID(opts.OrgID) {
 		rep.FilteredOut++
 		return store.Item{}, false
 	}
@@ -322,6 +324,8 @@ func count(results []store.Result, rep *Report) {
 		case res.AlreadyDone:
 		case res.Status == store.StatusSkipped:
 			rep.Skipped++
+		case res.Status == store.StatusFailed:
+			rep.Invalid++
 		default:
 			rep.Applied++
 		}

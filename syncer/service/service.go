@@ -30,6 +30,7 @@ import (
 	"github.com/likeperson/portalsync/schema"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
+	"github.com/likeperson/portalsync/syncer/erase"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -239,7 +240,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			}
 			return err
 		}
-		cons, err := consumer.New(js, st, dlq, metrics, cfg.Consumer, log.Named("consumer"))
+		// A member-deleted event also purges the member's messages (erasure).
+		applier := erase.NewApplier(st, erase.NewPurger(js, cfg.Stream.Name, dlq), log.Named("erase"))
+		cons, err := consumer.New(js, applier, dlq, metrics, cfg.Consumer, log.Named("consumer"))
 		if err != nil {
 			return err
 		}

@@ -41,7 +41,7 @@ func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) 
 	}
 	var res []Result
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		b := &batch{tx: tx, items: items, results: make([]Result, len(items)), orgArgs: orgArgs}
+		b := &batch{tx: tx, items: items, results: make([]Result, len(items)), orgArgs: orgArgs, now: s.now()}
 		if err := b.run(ctx); err != nil {
 			return err
 		}
@@ -66,7 +66,7 @@ func (s *Store) Apply(ctx context.Context, ev *event.Event, meta Meta) (Result, 
 
 // ApplyBatchTx is ApplyBatch inside the caller's transaction.
 func ApplyBatchTx(ctx context.Context, tx pgx.Tx, items []Item) ([]Result, error) {
-	b := &batch{tx: tx, items: items, results: make([]Result, len(items))}
+	b := &batch{tx: tx, items: items, results: make([]Result, len(items)), now: time.Now()}
 	if err := b.run(ctx); err != nil {
 		return nil, err
 	}
@@ -90,22 +90,31 @@ type batch struct {
 	orgArgs []any
 	profIDs map[string]string // portal member id -> uuid
 	created map[string]bool   // portal member ids inserted by this batch
+	// failed are the indexes of the items refused before applying (dated
+	// in the future).
+	failed []int
+	// erasures are the indexes of the member-deleted events to apply;
+	// erased holds their members and those erased before the batch, whose
+	// other events are skipped and whose log rows carry MemberHash.
+	erasures []int
+	erased   map[string]bool
+	// What the upserts wrote (RETURNING), so that judge reads only the
+	// rows they left alone: the profile field stamps, the membership status
+	// stamps (and which memberships were inserted), the role stamps.
+	heldFields map[string][4]heldStamp
+	heldStatus map[pair]heldStamp
+	msInserted map[pair]bool
+	heldRole   map[pair]heldStamp
+	// now is the syncer's clock; an event dated more than MaxAhead after
+	// it is refused.
+	now time.Time
 }
 
-// key orders events the way the portal does: by time, then by id.
-type key struct {
-	at time.Time
-	id string
-}
-
-func keyOf(e *event.Event) key { return key{e.OccurredAt, e.ID} }
-
-func (k key) after(o key) bool {
-	if c := k.at.Compare(o.at); c != 0 {
-		return c > 0
-	}
-	return k.id > o.id
-}
+// MaxAhead is how far in the future an event's occurred_at may be by the
+// syncer's clock: the ingress's default webhook timestamp tolerance. An
+// event dated later is logged failed and never applied, since it would
+// win every later newest-wins comparison for its member.
+const MaxAhead = 5 * time.Minute
 
 func (b *batch) run(ctx context.Context) error {
 	if err := b.sort(ctx); err != nil {
@@ -113,12 +122,15 @@ func (b *batch) run(ctx context.Context) error {
 	}
 	if len(b.live) > 0 {
 		for _, step := range []func(context.Context) error{
-			b.organizations, b.profiles, b.linkAuthUsers, b.memberships, b.roles, b.accessAndStatus,
+			b.organizations, b.profiles, b.linkAuthUsers, b.memberships, b.roles, b.accessAndStatus, b.judge,
 		} {
 			if err := step(ctx); err != nil {
 				return err
 			}
 		}
+	}
+	if err := b.eraseMembers(ctx); err != nil {
+		return err
 	}
 	return b.log(ctx)
 }
@@ -131,24 +143,45 @@ func (b *batch) sort(ctx context.Context) error {
 			ids = append(ids, it.Event.ID)
 		}
 	}
+	// One round trip: the events already logged, and the members erased
+	// before (by tombstone hash).
+	byHash := map[string]string{}
+	for _, it := range b.items {
+		byHash[MemberHash(it.Event.Member.ID)] = it.Event.Member.ID
+	}
 	done := map[string]string{}
-	if len(ids) > 0 {
-		rows, err := b.tx.Query(ctx, `SELECT event_id, status FROM public.portal_sync_log
-			WHERE event_id = ANY($1) AND status IN ('success', 'skipped')`, ids)
-		if err != nil {
-			return fmt.Errorf("look up log: %w", err)
+	b.erased = map[string]bool{}
+	rows, err := b.tx.Query(ctx, `
+		SELECT false, event_id, status FROM public.portal_sync_log
+		WHERE event_id = ANY($1) AND status IN ('success', 'skipped')
+		UNION ALL
+		SELECT true, member_hash, '' FROM portalsync.erased_members WHERE member_hash = ANY($2)`, ids, sortedKeys(byHash))
+	if err != nil {
+		return fmt.Errorf("look up log and erased members: %w", err)
+	}
+	for rows.Next() {
+		var erased bool
+		var id, status string
+		if err := rows.Scan(&erased, &id, &status); err != nil {
+			rows.Close()
+			return fmt.Errorf("look up log and erased members: %w", err)
 		}
-		for rows.Next() {
-			var id, status string
-			if err := rows.Scan(&id, &status); err != nil {
-				rows.Close()
-				return fmt.Errorf("look up log: %w", err)
-			}
+		if erased {
+			b.erased[byHash[id]] = true
+		} else {
 			done[id] = status
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("look up log: %w", err)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("look up log and erased members: %w", err)
+	}
+	erasedBy := map[string]string{} // member -> the batch's member-deleted event
+	for _, it := range b.items {
+		if ev := it.Event; ev.Type == event.MemberDeleted && ev.CheckClock(b.now, MaxAhead) == nil {
+			if _, ok := erasedBy[ev.Member.ID]; !ok && !b.erased[ev.Member.ID] {
+				erasedBy[ev.Member.ID] = ev.ID
+			}
 		}
 	}
 	first := map[string]int{}
@@ -170,10 +203,61 @@ func (b *batch) sort(ctx context.Context) error {
 			b.skipped = append(b.skipped, i)
 			continue
 		}
+		if err := ev.CheckClock(b.now, MaxAhead); err != nil {
+			b.results[i] = Result{Status: StatusFailed, Detail: "not applied: " + err.Error() + " by the syncer's clock"}
+			b.failed = append(b.failed, i)
+			continue
+		}
+		switch by, erasing := erasedBy[ev.Member.ID]; {
+		case b.erased[ev.Member.ID]:
+			// Erased before: nothing may bring the member back.
+			b.results[i] = Result{Status: StatusSkipped, Detail: "member erased", MemberErased: true}
+			b.skipped = append(b.skipped, i)
+			continue
+		case erasing && by == ev.ID:
+			b.results[i] = Result{Status: StatusSuccess, MemberErased: true}
+			b.erasures = append(b.erasures, i)
+			continue
+		case erasing:
+			b.results[i] = Result{Status: StatusSkipped, Detail: "member erased by " + by, MemberErased: true}
+			b.skipped = append(b.skipped, i)
+			continue
+		}
 		b.results[i] = Result{Status: StatusSuccess}
 		b.live = append(b.live, i)
 	}
 	return nil
+}
+
+// logFailed writes a failed row for each event refused before applying,
+// once per stream sequence (as LogFailure does).
+func (b *batch) logFailed(ctx context.Context) error {
+	for _, i := range b.failed {
+		it, r := b.items[i], b.results[i]
+		ev := it.Event
+		_, err := b.tx.Exec(ctx, `
+			INSERT INTO public.portal_sync_log
+			  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail,
+			   occurred_at, received_at, stream_seq, attempt)
+			VALUES ($1, $2, $3, nullif($4, ''), (SELECT id FROM public.organizations WHERE portal_org_id = $4),
+			        'failed', $5, $6, $7, $8, $9)
+			ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`,
+			ev.ID, string(ev.Type), b.loggedMember(ev.Member.ID), ev.Organization.ID, r.Detail, ev.OccurredAt,
+			nullTime(it.Meta.ReceivedAt), int64(it.Meta.StreamSeq), int32(max(it.Meta.Attempt, 1)))
+		if err != nil {
+			return fmt.Errorf("log refused event %s: %w", ev.ID, err)
+		}
+	}
+	return nil
+}
+
+// loggedMember is the member ID a log row may hold: the hash once the
+// member is erased.
+func (b *batch) loggedMember(id string) string {
+	if b.erased[id] {
+		return MemberHash(id)
+	}
+	return id
 }
 
 func text(s string) pgtype.Text            { return pgtype.Text{String: s, Valid: true} }
@@ -225,7 +309,7 @@ func organizationArgs(items []Item) []any {
 			o = &org{}
 			orgs[ev.Organization.ID] = o
 		}
-		if ev.Organization.Name != "" && (!o.named || keyOf(ev).after(o.k)) {
+		if ev.Organization.HasName() && (!o.named || keyOf(ev).after(o.k)) {
 			o.named, o.k, o.name = true, keyOf(ev), ev.Organization.Name
 		}
 	}
@@ -276,64 +360,106 @@ func newerExcluded(alias, valuesDiffer string) string {
 	return fmt.Sprintf("(%s < %s OR (%s = %s AND %s))", stored, incoming, stored, incoming, valuesDiffer)
 }
 
+// profileColumns are the profile field columns, in event.ProfileFields
+// order; each has <name>_portal_at and <name>_event_id, the stamp of the
+// value it holds.
+var profileColumns = []string{"email", "first_name", "last_name", "phone"}
+
+// upsertProfilesSQL writes each member's merge patch: a field is written
+// when the batch carries it and its event is newer than the field's stamp
+// (or is the same event and the value differs, which lets a replay repair
+// it); a field the batch does not carry keeps its value. A new member is
+// inserted with every field, carried or not (then unstamped).
+var upsertProfilesSQL = func() string {
+	var cols, sel, set, anyNewer []string
+	args := []string{"$1::text[]"}
+	for i, c := range profileColumns {
+		v, at, eid := 2+3*i, 3+3*i, 4+3*i
+		args = append(args, fmt.Sprintf("$%d::text[]", v), fmt.Sprintf("$%d::timestamptz[]", at), fmt.Sprintf("$%d::text[]", eid))
+		cols = append(cols, c, c+"_portal_at", c+"_event_id")
+		sel = append(sel, fmt.Sprintf("nullif(t.v%d, '')", i), fmt.Sprintf("t.a%d", i), fmt.Sprintf("t.e%d", i))
+		stored := fmt.Sprintf("(coalesce(p.%s_portal_at, '-infinity'), coalesce(p.%s_event_id, ''))", c, c)
+		incoming := fmt.Sprintf("(excluded.%s_portal_at, excluded.%s_event_id)", c, c)
+		newer := fmt.Sprintf("(excluded.%s_portal_at IS NOT NULL AND (%s < %s OR (%s = %s AND p.%s IS DISTINCT FROM excluded.%s)))",
+			c, stored, incoming, stored, incoming, c, c)
+		anyNewer = append(anyNewer, newer)
+		for _, col := range []string{c, c + "_portal_at", c + "_event_id"} {
+			set = append(set, fmt.Sprintf("%s = CASE WHEN %s THEN excluded.%s ELSE p.%s END", col, newer, col, col))
+		}
+	}
+	names := []string{"k"}
+	for i := range profileColumns {
+		names = append(names, fmt.Sprintf("v%d", i), fmt.Sprintf("a%d", i), fmt.Sprintf("e%d", i))
+	}
+	newestStored := "(coalesce(p.portal_updated_at, '-infinity'), coalesce(p.portal_event_id, ''))"
+	newestIncoming := "(excluded.portal_updated_at, excluded.portal_event_id)"
+	return fmt.Sprintf(`
+		INSERT INTO public.profiles AS p (portal_member_id, %s, portal_updated_at, portal_event_id)
+		SELECT t.k, %s, t.ts, t.eid
+		FROM unnest(%s, $14::timestamptz[], $15::text[]) AS t(%s, ts, eid)
+		ORDER BY t.k
+		ON CONFLICT (portal_member_id) DO UPDATE
+		SET %s,
+		    portal_updated_at = CASE WHEN excluded.portal_updated_at IS NOT NULL AND %s < %s THEN excluded.portal_updated_at ELSE p.portal_updated_at END,
+		    portal_event_id = CASE WHEN excluded.portal_updated_at IS NOT NULL AND %s < %s THEN excluded.portal_event_id ELSE p.portal_event_id END,
+		    updated_at = now()
+		WHERE %s
+		RETURNING portal_member_id, xmax = 0, email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
+		          last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id`,
+		strings.Join(cols, ", "), strings.Join(sel, ", "), strings.Join(args, ", "), strings.Join(names, ", "),
+		strings.Join(set, ",\n\t\t    "), newestStored, newestIncoming, newestStored, newestIncoming,
+		strings.Join(anyNewer, "\n\t\t   OR "))
+}()
+
 func (b *batch) profiles(ctx context.Context) error {
-	// Per member: the newest profile snapshot, or else the fields of the
-	// batch's first event, to create a member the app does not know.
-	type prof struct {
-		snap bool
-		k    key
-		m    event.Member
+	evs := make([]*event.Event, len(b.live))
+	for j, i := range b.live {
+		evs[j] = b.items[i].Event
 	}
-	profs := map[string]*prof{}
-	for _, i := range b.live {
-		ev := b.items[i].Event
-		p, ok := profs[ev.Member.ID]
-		if !ok {
-			p = &prof{m: ev.Member}
-			profs[ev.Member.ID] = p
-		}
-		if ev.HasProfile() && (!p.snap || keyOf(ev).after(p.k)) {
-			p.snap, p.k, p.m = true, keyOf(ev), ev.Member
-		}
-	}
-	keys := sortedKeys(profs)
+	patches := reduceProfiles(evs)
+	keys := sortedKeys(patches)
 	n := len(keys)
-	emails, firsts, lasts, phones := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	args := []any{keys}
+	for f := range profileColumns {
+		vals, ats, eids := make([]string, n), make([]pgtype.Timestamptz, n), make([]pgtype.Text, n)
+		for i, k := range keys {
+			p := patches[k]
+			vals[i] = p.value(f)
+			if fp := p.fields[f]; fp.set {
+				ats[i], eids[i] = stamp(fp.k.at), text(fp.k.id)
+			}
+		}
+		args = append(args, vals, ats, eids)
+	}
 	ats, eids := make([]pgtype.Timestamptz, n), make([]pgtype.Text, n)
 	for i, k := range keys {
-		p := profs[k]
-		emails[i], firsts[i], lasts[i], phones[i] = p.m.Email, p.m.FirstName, p.m.LastName, p.m.Phone
-		if p.snap {
-			ats[i], eids[i] = stamp(p.k.at), text(p.k.id)
+		if nk, ok := patches[k].newest(); ok {
+			ats[i], eids[i] = stamp(nk.at), text(nk.id)
 		}
 	}
-	rows, err := b.tx.Query(ctx, `
-		INSERT INTO public.profiles AS p (portal_member_id, email, first_name, last_name, phone, portal_updated_at, portal_event_id)
-		SELECT k, nullif(e, ''), nullif(f, ''), nullif(l, ''), nullif(ph, ''), ts, eid
-		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $7::text[]) AS t(k, e, f, l, ph, ts, eid)
-		ORDER BY k
-		ON CONFLICT (portal_member_id) DO UPDATE
-		SET email = excluded.email, first_name = excluded.first_name, last_name = excluded.last_name,
-		    phone = excluded.phone, portal_updated_at = excluded.portal_updated_at,
-		    portal_event_id = excluded.portal_event_id, updated_at = now()
-		WHERE excluded.portal_updated_at IS NOT NULL AND `+newerExcluded("p",
-		"(p.email, p.first_name, p.last_name, p.phone) IS DISTINCT FROM (excluded.email, excluded.first_name, excluded.last_name, excluded.phone)")+`
-		RETURNING portal_member_id, xmax = 0`,
-		keys, emails, firsts, lasts, phones, ats, eids)
+	args = append(args, ats, eids)
+	rows, err := b.tx.Query(ctx, upsertProfilesSQL, args...)
 	if err != nil {
 		return fmt.Errorf("upsert profiles: %w", err)
 	}
-	b.created = map[string]bool{}
+	b.created, b.heldFields = map[string]bool{}, map[string][4]heldStamp{}
 	for rows.Next() {
 		var k string
 		var inserted bool
-		if err := rows.Scan(&k, &inserted); err != nil {
+		var at [4]pgtype.Timestamptz
+		var id [4]pgtype.Text
+		if err := rows.Scan(&k, &inserted, &at[0], &id[0], &at[1], &id[1], &at[2], &id[2], &at[3], &id[3]); err != nil {
 			rows.Close()
 			return fmt.Errorf("upsert profiles: %w", err)
 		}
 		if inserted {
 			b.created[k] = true
 		}
+		var h [4]heldStamp
+		for i := range at {
+			h[i] = heldOf(at[i], id[i])
+		}
+		b.heldFields[k] = h
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
@@ -429,7 +555,7 @@ func (b *batch) memberships(ctx context.Context) error {
 		(coalesce(m.status_portal_at, '-infinity'), coalesce(m.status_event_id, '')) < (excluded.status_portal_at, excluded.status_event_id)
 		OR ((coalesce(m.status_portal_at, '-infinity'), coalesce(m.status_event_id, '')) = (excluded.status_portal_at, excluded.status_event_id)
 		    AND (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))))`
-	_, err := b.tx.Exec(ctx, `
+	rows, err := b.tx.Query(ctx, `
 		INSERT INTO public.organization_memberships AS m
 		  (profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
 		SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::text[], $7::timestamptz[])
@@ -442,9 +568,26 @@ func (b *batch) memberships(ctx context.Context) error {
 		    portal_updated_at = greatest(m.portal_updated_at, excluded.portal_updated_at),
 		    updated_at = now()
 		WHERE `+newerStatus+` OR m.portal_updated_at < excluded.portal_updated_at
-		   OR (m.status_portal_at IS NULL AND (m.status <> 'active' OR m.deactivated_at IS NOT NULL))`,
+		   OR (m.status_portal_at IS NULL AND (m.status <> 'active' OR m.deactivated_at IS NOT NULL))
+		RETURNING profile_id::text, organization_id::text, xmax = 0, status_portal_at, status_event_id`,
 		profs, orgs, statuses, deact, ats, eids, latest)
 	if err != nil {
+		return fmt.Errorf("upsert memberships: %w", err)
+	}
+	b.heldStatus, b.msInserted = map[pair]heldStamp{}, map[pair]bool{}
+	for rows.Next() {
+		var p pair
+		var inserted bool
+		var at pgtype.Timestamptz
+		var id pgtype.Text
+		if err := rows.Scan(&p.profile, &p.org, &inserted, &at, &id); err != nil {
+			rows.Close()
+			return fmt.Errorf("upsert memberships: %w", err)
+		}
+		b.heldStatus[p], b.msInserted[p] = heldOf(at, id), inserted
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert memberships: %w", err)
 	}
 	return nil
@@ -466,6 +609,7 @@ func (b *batch) roles(ctx context.Context) error {
 			all[p] = &role{k: keyOf(ev), role: string(ev.Role)}
 		}
 	}
+	b.heldRole = map[pair]heldStamp{}
 	if len(all) == 0 {
 		return nil
 	}
@@ -476,15 +620,30 @@ func (b *batch) roles(ctx context.Context) error {
 		r := all[k]
 		profs[i], orgs[i], roles[i], ats[i], eids[i] = k.profile, k.org, r.role, r.k.at, r.k.id
 	}
-	_, err := b.tx.Exec(ctx, `
+	rows, err := b.tx.Query(ctx, `
 		INSERT INTO public.role_assignments AS r (profile_id, organization_id, role, portal_updated_at, portal_event_id)
 		SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::text[]) ORDER BY 1, 2
 		ON CONFLICT (profile_id, organization_id) DO UPDATE
 		SET role = excluded.role, portal_updated_at = excluded.portal_updated_at,
 		    portal_event_id = excluded.portal_event_id, updated_at = now()
-		WHERE `+newerExcluded("r", "r.role <> excluded.role"),
+		WHERE `+newerExcluded("r", "r.role <> excluded.role")+`
+		RETURNING profile_id::text, organization_id::text, portal_updated_at, portal_event_id`,
 		profs, orgs, roles, ats, eids)
 	if err != nil {
+		return fmt.Errorf("upsert roles: %w", err)
+	}
+	for rows.Next() {
+		var p pair
+		var at pgtype.Timestamptz
+		var id pgtype.Text
+		if err := rows.Scan(&p.profile, &p.org, &at, &id); err != nil {
+			rows.Close()
+			return fmt.Errorf("upsert roles: %w", err)
+		}
+		b.heldRole[p] = heldOf(at, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert roles: %w", err)
 	}
 	return nil
@@ -509,9 +668,121 @@ func (b *batch) accessAndStatus(ctx context.Context) error {
 	return b.identity(ctx, applyAccessSQL, "apply account access")
 }
 
-// log writes one row per applied or skipped event, in stream order.
+// heldOf is a stamp as PostgreSQL returns it.
+func heldOf(at pgtype.Timestamptz, id pgtype.Text) heldStamp {
+	if !at.Valid || at.InfinityModifier != pgtype.Finite {
+		return heldStamp{}
+	}
+	return heldStamp{set: true, k: key{at.Time, id.String}}
+}
+
+// judge sets each applied event's status and detail from what the tables
+// now hold (see describe): an event whose every part a newer event had
+// already written is skipped, one that is partly superseded says so. The
+// stamps come from the upserts' RETURNING; only rows the upserts left
+// alone (every part there superseded: a late event) are read.
+func (b *batch) judge(ctx context.Context) error {
+	var members []string
+	var missing []pair
+	seenM, seenP := map[string]bool{}, map[pair]bool{}
+	for _, i := range b.live {
+		ev := b.items[i].Event
+		if _, ok := b.heldFields[ev.Member.ID]; !ok && ev.HasProfile() && ev.Member.Present() != 0 && !seenM[ev.Member.ID] {
+			seenM[ev.Member.ID] = true
+			members = append(members, ev.Member.ID)
+		}
+		p := b.pairOf(ev)
+		_, hasStatus := b.heldStatus[p]
+		_, hasRole := b.heldRole[p]
+		if ((statusIntent(ev.Type) != "" && !hasStatus) || (ev.Role != "" && !hasRole)) && !seenP[p] {
+			seenP[p] = true
+			missing = append(missing, p)
+		}
+	}
+	if len(members) > 0 {
+		rows, err := b.tx.Query(ctx, `SELECT portal_member_id, email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
+			       last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id
+			FROM public.profiles WHERE portal_member_id = ANY($1)`, members)
+		if err != nil {
+			return fmt.Errorf("read profile stamps: %w", err)
+		}
+		for rows.Next() {
+			var m string
+			var at [4]pgtype.Timestamptz
+			var id [4]pgtype.Text
+			if err := rows.Scan(&m, &at[0], &id[0], &at[1], &id[1], &at[2], &id[2], &at[3], &id[3]); err != nil {
+				rows.Close()
+				return fmt.Errorf("read profile stamps: %w", err)
+			}
+			var h [4]heldStamp
+			for i := range at {
+				h[i] = heldOf(at[i], id[i])
+			}
+			b.heldFields[m] = h
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read profile stamps: %w", err)
+		}
+	}
+	if len(missing) > 0 {
+		profs, orgs := make([]string, len(missing)), make([]string, len(missing))
+		for i, p := range missing {
+			profs[i], orgs[i] = p.profile, p.org
+		}
+		rows, err := b.tx.Query(ctx, `SELECT m.profile_id::text, m.organization_id::text, m.status_portal_at, m.status_event_id,
+			       r.portal_updated_at, r.portal_event_id
+			FROM unnest($1::text[]::uuid[], $2::text[]::uuid[]) AS k(profile_id, organization_id)
+			JOIN public.organization_memberships m ON m.profile_id = k.profile_id AND m.organization_id = k.organization_id
+			LEFT JOIN public.role_assignments r ON r.profile_id = m.profile_id AND r.organization_id = m.organization_id`, profs, orgs)
+		if err != nil {
+			return fmt.Errorf("read membership stamps: %w", err)
+		}
+		for rows.Next() {
+			var p pair
+			var sAt, rAt pgtype.Timestamptz
+			var sID, rID pgtype.Text
+			if err := rows.Scan(&p.profile, &p.org, &sAt, &sID, &rAt, &rID); err != nil {
+				rows.Close()
+				return fmt.Errorf("read membership stamps: %w", err)
+			}
+			if _, ok := b.heldStatus[p]; !ok {
+				b.heldStatus[p] = heldOf(sAt, sID)
+			}
+			if _, ok := b.heldRole[p]; !ok {
+				b.heldRole[p] = heldOf(rAt, rID)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("read membership stamps: %w", err)
+		}
+	}
+	for _, i := range b.live {
+		ev := b.items[i].Event
+		p := b.pairOf(ev)
+		h := held{fields: b.heldFields[ev.Member.ID], status: b.heldStatus[p], role: b.heldRole[p]}
+		r := &b.results[i]
+		r.Status, r.Detail = describe(ev, judgeEvent(ev, h), r.MemberCreated)
+		// A membership this batch created, with no role row: say so, as
+		// the member has no access by role there yet.
+		if _, hasRole := b.heldRole[p]; b.msInserted[p] && !hasRole && ev.Role == "" {
+			r.Detail += "; the member has no role in organization " + ev.Organization.ID + " yet"
+		}
+	}
+	return nil
+}
+
+// log writes one row per applied, skipped or refused event, in stream
+// order.
 func (b *batch) log(ctx context.Context) error {
-	idx := append(append([]int(nil), b.live...), b.skipped...)
+	for _, i := range b.erasures {
+		b.erased[b.items[i].Event.Member.ID] = true
+	}
+	if err := b.logFailed(ctx); err != nil {
+		return err
+	}
+	idx := append(append(append([]int(nil), b.live...), b.skipped...), b.erasures...)
 	if len(idx) == 0 {
 		return nil
 	}
@@ -535,9 +806,9 @@ func (b *batch) log(ctx context.Context) error {
 	for j, i := range idx {
 		it, r := b.items[i], &b.results[i]
 		ev := it.Event
-		if r.Status == StatusSuccess {
-			parts := []string{string(ev.Type) + " applied"}
-			if len(b.live) > 1 {
+		if _, isLive := last[ev.Member.ID]; isLive && ev.Type.Known() {
+			parts := []string{r.Detail}
+			if len(b.live) > 1 && r.Status == StatusSuccess {
 				parts[0] += fmt.Sprintf(" (batch of %d)", len(b.live))
 			}
 			if r.MemberCreated {
@@ -549,9 +820,12 @@ func (b *batch) log(ctx context.Context) error {
 			r.Detail = strings.Join(parts, "; ")
 		}
 		eventIDs[j], types[j], members[j], statuses[j], details[j] = ev.ID, string(ev.Type), ev.Member.ID, r.Status, r.Detail
+		if b.erased[ev.Member.ID] {
+			members[j] = MemberHash(ev.Member.ID)
+		}
 		if ev.Organization.ID != "" {
 			orgs[j] = text(ev.Organization.ID)
-			if id, ok := b.orgIDs[ev.Organization.ID]; ok && r.Status == StatusSuccess {
+			if id, ok := b.orgIDs[ev.Organization.ID]; ok {
 				orgIDs[j] = text(id)
 			}
 		}
@@ -560,12 +834,18 @@ func (b *batch) log(ctx context.Context) error {
 			received[j] = stamp(it.Meta.ReceivedAt)
 		}
 	}
+	// Every row names the organization the body names, skipped ones
+	// too, so that its admins see them.
 	_, err := b.tx.Exec(ctx, `
 		INSERT INTO public.portal_sync_log
 		  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail, member_created,
 		   occurred_at, received_at, stream_seq, attempt)
-		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::uuid[], $6::text[], $7::text[], $8::bool[],
-		                     $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::int[])
+		SELECT t.eid, t.typ, t.mem, t.porg,
+		       coalesce(t.oid, (SELECT o.id FROM public.organizations o WHERE o.portal_org_id = t.porg)),
+		       t.st, t.det, t.cr, t.occ, t.rec, t.seq, t.att
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::uuid[], $6::text[], $7::text[], $8::bool[],
+		            $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::int[])
+		  AS t(eid, typ, mem, porg, oid, st, det, cr, occ, rec, seq, att)
 		ON CONFLICT (event_id) WHERE status IN ('success', 'skipped') DO NOTHING`,
 		eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts)
 	if err != nil {

@@ -46,8 +46,59 @@ func drawEvents(rt *rapid.T, prefix string, members, maxEvents int) []event.Even
 		org := rapid.SampledFrom([]string{"o1", "o2"}).Draw(rt, "org")
 		events[i] = *ev(fmt.Sprintf("%s-e%d", prefix, i), typ, at, member, org, role)
 		events[i].Member.Email = emails[n]
+		if rapid.IntRange(0, 24).Draw(rt, "erase") == 0 {
+			// Now and then the portal deletes the contact.
+			events[i] = event.Event{ID: events[i].ID, Type: event.MemberDeleted, OccurredAt: at, Member: event.Member{ID: member}}
+			continue
+		}
+		if events[i].HasProfile() {
+			events[i].Member = drawPatch(rt, events[i].Member)
+		}
 	}
 	return events
+}
+
+// drawPatch makes a member's fields a random JSON Merge Patch: each field
+// absent, null, or a value.
+func drawPatch(rt *rapid.T, m event.Member) event.Member {
+	out := event.Member{ID: m.ID}
+	for _, f := range event.ProfileFields {
+		switch rapid.IntRange(0, 2).Draw(rt, f.String()) {
+		case 1:
+			out.Cleared = out.Cleared.With(f)
+		case 2:
+			v := m.Value(f)
+			switch f {
+			case event.FieldEmail:
+				out.Email = v
+			case event.FieldFirstName:
+				out.FirstName = v
+			case event.FieldLastName:
+				out.LastName = v + m.FirstName // distinct per event
+			case event.FieldPhone:
+				out.Phone = v
+			}
+		}
+	}
+	return out
+}
+
+// profileFields reads a member's profile fields by JSON name ("" for NULL).
+func profileFields(t *testing.T, pool *pgxpool.Pool, member string) map[string]string {
+	t.Helper()
+	var e, f, l, p *string
+	err := pool.QueryRow(context.Background(), `SELECT email, first_name, last_name, phone FROM profiles WHERE portal_member_id = $1`, member).Scan(&e, &f, &l, &p)
+	if err != nil {
+		t.Fatalf("read profile %s: %v", member, err)
+	}
+	out := map[string]string{}
+	for name, v := range map[string]*string{"email": e, "first_name": f, "last_name": l, "phone": p} {
+		out[name] = ""
+		if v != nil {
+			out[name] = *v
+		}
+	}
+	return out
 }
 
 // drawDeliveries is a random order of the events with up to maxRepeats
@@ -68,6 +119,12 @@ func requireModel(t *testing.T, rt *rapid.T, pool *pgxpool.Pool, prefix string, 
 		if got.ProfileStatus != want.Status || (want.HasSnapshot && got.FirstName != want.FirstName) {
 			rt.Fatalf("%s: status %s first name %q, model %s %q", member, got.ProfileStatus, got.FirstName, want.Status, want.FirstName)
 		}
+		fields := profileFields(t, pool, member)
+		for name, v := range want.Fields {
+			if fields[name] != v {
+				rt.Fatalf("%s: %s is %q, model (portal-time order) %q", member, name, fields[name], v)
+			}
+		}
 		wantMS, wantRoles := map[string]string{}, map[string]string{}
 		for org, m := range want.Memberships {
 			wantMS[org] = m.Status
@@ -77,6 +134,17 @@ func requireModel(t *testing.T, rt *rapid.T, pool *pgxpool.Pool, prefix string, 
 		}
 		if fmt.Sprint(got.Memberships) != fmt.Sprint(wantMS) || fmt.Sprint(got.Roles) != fmt.Sprint(wantRoles) {
 			rt.Fatalf("%s: memberships %v roles %v, model %v %v", member, got.Memberships, got.Roles, wantMS, wantRoles)
+		}
+	}
+	for _, e := range events {
+		if e.Type == event.MemberDeleted {
+			var n int
+			if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM profiles WHERE portal_member_id = $1`, e.Member.ID).Scan(&n); err != nil {
+				rt.Fatal(err)
+			}
+			if n != 0 {
+				rt.Fatalf("%s: erased, but its profile is back", e.Member.ID)
+			}
 		}
 	}
 	var logged int

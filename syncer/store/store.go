@@ -57,7 +57,10 @@ type Meta struct {
 
 // Result says what applying one event did.
 type Result struct {
-	// Status is the logged status: success or skipped.
+	// Status is the logged status: success (the tables hold the event's
+	// change, or part of it: see Detail), skipped (unknown type, or every
+	// part superseded by newer data) or failed (refused: dated in the
+	// future; nothing applied).
 	Status string
 	// AlreadyDone is true when the event had been applied (or skipped)
 	// before; nothing was written.
@@ -67,6 +70,10 @@ type Result struct {
 	MemberCreated bool
 	// Detail describes what changed, without personal data.
 	Detail string
+	// MemberErased is true when the event erased its member or was
+	// skipped because the member is erased: the member's messages are to
+	// be purged from the streams.
+	MemberErased bool
 }
 
 // Failure describes an event that cannot be applied.

@@ -1,0 +1,126 @@
+// Package erase reaches the copies of an erased member that live outside
+// the database: the member's messages in the event stream and in the
+// dead-letter stream. The database side (profile, memberships, roles,
+// sync-log member IDs, tombstone) is the store's member-deleted event.
+package erase
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/store"
+)
+
+// Streams is what the purger needs of JetStream; jetstream.JetStream
+// satisfies it.
+type Streams interface {
+	Stream(ctx context.Context, name string) (jetstream.Stream, error)
+}
+
+// DeadLetters purges a member's dead letters; *deadletter.Queue satisfies
+// it.
+type DeadLetters interface {
+	PurgeMember(ctx context.Context, memberID string) error
+}
+
+// Purger deletes a member's messages from the event stream (the subject
+// portal.member.<key>: every event of the member is under it) and from the
+// dead-letter stream, so that neither a replay nor a redrive can bring the
+// member back.
+type Purger struct {
+	js     Streams
+	stream string
+	dlq    DeadLetters
+}
+
+// NewPurger returns a Purger of the event stream named stream.
+func NewPurger(js Streams, stream string, dlq DeadLetters) *Purger {
+	return &Purger{js: js, stream: stream, dlq: dlq}
+}
+
+// Purge deletes the member's messages from both streams and returns how
+// many events the event stream held for the member.
+func (p *Purger) Purge(ctx context.Context, memberID string) (uint64, error) {
+	memberID = event.CanonicalID(memberID)
+	subject := event.Subject(memberID)
+	s, err := p.js.Stream(ctx, p.stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", p.stream, err)
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(subject))
+	if err != nil {
+		return 0, fmt.Errorf("stream %s info: %w", p.stream, err)
+	}
+	n := info.State.Subjects[subject]
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(subject)); err != nil {
+		return 0, fmt.Errorf("purge the member's events: %w", err)
+	}
+	if err := p.dlq.PurgeMember(ctx, memberID); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+// Store is the syncer's applier (*store.Store), as the consumer uses it.
+type Store interface {
+	Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error)
+	ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error)
+	LogFailure(ctx context.Context, f store.Failure, meta store.Meta) error
+	Ping(ctx context.Context) error
+}
+
+// Applier applies events through a Store and, once a member-deleted event
+// is committed (or an event of an erased member skipped: the portal sent
+// it again), purges the member's messages. When the purge fails it
+// returns the error, so the event is delivered again: the store then finds
+// it done and the purge is retried.
+type Applier struct {
+	Store
+	purger *Purger
+	log    *zap.Logger
+}
+
+// NewApplier wraps st.
+func NewApplier(st Store, p *Purger, log *zap.Logger) *Applier {
+	return &Applier{Store: st, purger: p, log: log}
+}
+
+// Apply applies one event, then purges an erased member's messages.
+func (a *Applier) Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error) {
+	res, err := a.Store.Apply(ctx, ev, meta)
+	if err != nil {
+		return res, err
+	}
+	return res, a.purge(ctx, ev, res)
+}
+
+// ApplyBatch applies a batch, then purges the messages of the members it
+// erased.
+func (a *Applier) ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error) {
+	res, err := a.Store.ApplyBatch(ctx, items)
+	if err != nil {
+		return res, err
+	}
+	var errs []error
+	for i, it := range items {
+		errs = append(errs, a.purge(ctx, it.Event, res[i]))
+	}
+	return res, errors.Join(errs...)
+}
+
+func (a *Applier) purge(ctx context.Context, ev *event.Event, res store.Result) error {
+	if !res.MemberErased && !(ev.Type == event.MemberDeleted && res.AlreadyDone && res.Status == store.StatusSuccess) {
+		return nil
+	}
+	n, err := a.purger.Purge(ctx, ev.Member.ID)
+	if err != nil {
+		return fmt.Errorf("erase event %s: %w", ev.ID, err)
+	}
+	a.log.Info("erased member's messages purged", zap.String("event_id", ev.ID), zap.Uint64("events", n))
+	return nil
+}

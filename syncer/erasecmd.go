@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/likeperson/portalsync/pkg/command"
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/logging"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/deadletter"
+	"github.com/likeperson/portalsync/syncer/erase"
+	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/syncer/store"
+)
+
+type eraseCmd struct {
+	dbFlags
+	natsFlags
+
+	Member string `required:"" help:"The portal member ID to erase (a GUID in any form)."`
+}
+
+// Run erases the member in the database first (profile, memberships,
+// roles, account locked out, log rows pseudonymized, tombstone), then
+// purges the member's messages from the event and dead-letter streams. The
+// tombstone keeps a replay from bringing the member back even before the
+// purge; running the command again finishes an interrupted purge.
+func (c *eraseCmd) Run(ctx context.Context, g *command.Globals) error {
+	member := event.CanonicalID(c.Member)
+	if !event.ValidID(member) {
+		return fmt.Errorf("--member: not a valid portal member ID")
+	}
+	log, err := logging.New(c.LogLevel, g.Stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	pool, err := service.OpenPool(ctx, c.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	eventID := fmt.Sprintf("erase-cli-%d", time.Now().UnixNano())
+	res, err := store.New(pool).Erase(ctx, member, eventID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Stdout, "%s (logged as %s)\n", res.Detail, eventID)
+
+	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-erase", log)
+	if err != nil {
+		return fmt.Errorf("the database is erased; the stream purge needs NATS (run the command again): %w", err)
+	}
+	defer nc.Close()
+	dlq := deadletter.New(js, deadletter.Config{Name: c.DeadLetterStream, EventStream: c.Config().Name})
+	n, err := erase.NewPurger(js, c.Config().Name, dlq).Purge(ctx, member)
+	if err != nil {
+		return fmt.Errorf("the database is erased; purge the streams by running the command again: %w", err)
+	}
+	fmt.Fprintf(g.Stdout, "purged %d events of the member from %s and their dead letters from %s\n", n, c.Config().Name, c.DeadLetterStream)
+	return nil
+}
