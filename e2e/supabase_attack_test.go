@@ -71,6 +71,34 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 	}
 }
 
+// Who may execute the identity functions and the access-token hook, by
+// the catalog: the syncer's role the two it calls, Supabase Auth the hook,
+// nobody else but their owner — service_role included, which Supabase's
+// default privileges hand every function postgres creates in public.
+func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
+	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, db.URL("supabase_admin"))
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `
+		SELECT p.proname || ' ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
+		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
+		     aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
+		WHERE (n.nspname = 'portalsync' AND p.proname IN ('link_members', 'apply_access', 'lock_emails', 'link_account', 'unlink_profile')
+		       OR n.nspname = 'public' AND p.proname = 'custom_access_token_hook')
+		  AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE'
+		ORDER BY 1`)
+	require.NoError(t, err)
+	holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{
+		"apply_access portalsync_syncer",
+		"custom_access_token_hook supabase_auth_admin",
+		"link_members portalsync_syncer",
+	}, holders)
+}
+
 // Every SECURITY DEFINER function of the project pins search_path empty,
 // so a caller's search_path (or a temporary table named like one of ours)
 // cannot redirect what it reads or writes.

@@ -10,6 +10,9 @@
 --    and the profile's mirror of the link and of the sync's ban flag is
 --    cleared with it, so that no stale "banned by the sync" outlives the
 --    account.
+--  * Only Supabase Auth (supabase_auth_admin) may execute the access-token
+--    hook, as docs/ACCESS.md says: Supabase's default privileges had also
+--    handed EXECUTE to service_role, which 00005 did not take back.
 
 -- +goose Up
 -- +goose StatementBegin
@@ -78,6 +81,8 @@ CREATE TRIGGER portalsync_unlink_profile
   FOR EACH ROW EXECUTE FUNCTION portalsync.unlink_profile();
 
 REVOKE ALL ON FUNCTION portalsync.unlink_profile() FROM PUBLIC;
+
+REVOKE ALL ON FUNCTION public.custom_access_token_hook(jsonb) FROM service_role;
 
 -- Stale flags of accounts deleted before this migration.
 UPDATE public.profiles p SET auth_banned_by_sync = false
