@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"sort"
 	"testing"
 	"time"
@@ -99,29 +98,15 @@ func orgRoles(t *testing.T, r supabasetest.Reply) []string {
 }
 
 // readsAs counts the rows of every table a request with the access token
-// reads, as PostgREST runs it: logged in as authenticator, SET LOCAL ROLE
-// authenticated, the verified claims in request.jwt.claims.
+// reads, as PostgREST runs it (asToken).
 func (s *supa) readsAs(t *testing.T, accessToken string) int {
 	t.Helper()
-	ctx := context.Background()
-	claims, err := supabasetest.Claims(accessToken)
-	require.NoError(t, err)
-	b, err := json.Marshal(claims)
-	require.NoError(t, err)
-	conn, err := pgx.Connect(ctx, s.db.URL("authenticator"))
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	tx, err := conn.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(b))
-	require.NoError(t, err)
 	n := 0
-	for table := range rowKeys {
-		n += len(visible(t, s.system, tx, table))
-	}
+	s.asToken(t, accessToken, func(tx pgx.Tx) {
+		for table := range rowKeys {
+			n += len(visible(t, s.system, tx, table))
+		}
+	})
 	return n
 }
 

@@ -89,7 +89,7 @@ func Migrate(ctx context.Context, db *sql.DB) (Result, error) {
 	}()
 
 	var hasUsers bool
-	if err := conn.QueryRowContext(ctx, "SELECT "+authRel("users")+" IS NOT NULL").Scan(&hasUsers); err != nil {
+	if err := conn.QueryRowContext(ctx, hasAuthUsersSQL).Scan(&hasUsers); err != nil {
 		return res, fmt.Errorf("migrate: look for auth.users: %w", err)
 	}
 	if !hasUsers {
@@ -149,32 +149,59 @@ func Pending(ctx context.Context, db *sql.DB) (int, error) {
 	return n, nil
 }
 
-// authRight is one right the migrating role needs on Supabase's auth
-// schema, and the statement that grants it.
-type authRight struct {
-	check string // a boolean SQL expression about current_user
-	grant string // the statement, with %[1]s for the role
-	super bool   // only a superuser can run grant
+// hasAuthUsersSQL reports whether auth.users exists, looked up in the
+// catalog so that it needs no USAGE on the schema (which the role may lack).
+const hasAuthUsersSQL = `SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+	WHERE n.nspname = 'auth' AND c.relname = 'users')`
+
+// authRightsSQL answers, one row per entry of authGrants and in its order,
+// whether the migrating role (current_user) holds that right. The auth
+// tables are found by name in the catalog, for the same reason.
+const authRightsSQL = `
+WITH t AS (
+  SELECT (SELECT oid FROM pg_namespace WHERE nspname = 'auth') AS auth,
+         (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'auth' AND c.relname = 'users') AS users,
+         (SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'auth' AND c.relname = 'sessions') AS sessions,
+         (SELECT r FROM pg_roles r WHERE r.rolname = current_user) AS me)
+SELECT coalesce(x.ok, false) FROM t, unnest(ARRAY[
+  has_schema_privilege(t.auth, 'USAGE'),
+  has_table_privilege(t.users, 'SELECT'),
+  has_table_privilege(t.users, 'UPDATE'),
+  has_table_privilege(t.users, 'TRIGGER'),
+  has_table_privilege(t.users, 'REFERENCES'),
+  has_table_privilege(t.sessions, 'SELECT'),
+  has_table_privilege(t.sessions, 'DELETE'),
+  -- Supabase Auth turns row-level security on for its tables with no
+  -- policies: the linking functions, which run with the migrating role's
+  -- rights, see rows only when it bypasses RLS.
+  (t.me).rolsuper OR (t.me).rolbypassrls
+    OR NOT EXISTS (SELECT 1 FROM pg_class WHERE oid IN (t.users, t.sessions) AND relrowsecurity),
+  EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'portalsync_syncer') OR (t.me).rolsuper OR (t.me).rolcreaterole
+]) WITH ORDINALITY AS x(ok, i)
+ORDER BY x.i`
+
+// authGrant is the statement that grants one right of authRightsSQL, with
+// {role} for the migrating role's quoted name (not a format verb: a
+// statement without it must come out as it is).
+type authGrant struct {
+	grant string
+	super bool // only a superuser can run it
 }
 
-var authRights = []authRight{
+// authGrants are in the order of authRightsSQL's rows.
+var authGrants = [...]authGrant{
 	// The auth schema belongs to a superuser (supabase_admin) on Supabase.
-	{check: `has_schema_privilege((SELECT oid FROM pg_namespace WHERE nspname = 'auth'), 'USAGE')`, grant: "GRANT USAGE ON SCHEMA auth TO %[1]s;", super: true},
-	{check: "has_table_privilege(authUsers, 'SELECT')", grant: "GRANT SELECT ON auth.users TO %[1]s;"},
-	{check: "has_table_privilege(authUsers, 'UPDATE')", grant: "GRANT UPDATE ON auth.users TO %[1]s;"},
-	{check: "has_table_privilege(authUsers, 'TRIGGER')", grant: "GRANT TRIGGER ON auth.users TO %[1]s;"},
-	{check: "has_table_privilege(authUsers, 'REFERENCES')", grant: "GRANT REFERENCES ON auth.users TO %[1]s;"},
-	{check: "has_table_privilege(authSessions, 'SELECT')", grant: "GRANT SELECT ON auth.sessions TO %[1]s;"},
-	{check: "has_table_privilege(authSessions, 'DELETE')", grant: "GRANT DELETE ON auth.sessions TO %[1]s;"},
-	// Supabase Auth turns row-level security on for its tables with no
-	// policies: the linking functions, which run with the migrating role's
-	// rights, see rows only when it bypasses RLS.
-	{check: `(SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
-	         OR NOT EXISTS (SELECT 1 FROM pg_class WHERE oid IN (authUsers, authSessions) AND relrowsecurity)`,
-		grant: "ALTER ROLE %[1]s BYPASSRLS;", super: true},
-	{check: `EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'portalsync_syncer')
-	         OR (SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user)`,
-		grant: "CREATE ROLE portalsync_syncer NOLOGIN;", super: true},
+	{grant: "GRANT USAGE ON SCHEMA auth TO {role};", super: true},
+	{grant: "GRANT SELECT ON auth.users TO {role};"},
+	{grant: "GRANT UPDATE ON auth.users TO {role};"},
+	{grant: "GRANT TRIGGER ON auth.users TO {role};"},
+	{grant: "GRANT REFERENCES ON auth.users TO {role};"},
+	{grant: "GRANT SELECT ON auth.sessions TO {role};"},
+	{grant: "GRANT DELETE ON auth.sessions TO {role};"},
+	{grant: "ALTER ROLE {role} BYPASSRLS;", super: true},
+	{grant: "CREATE ROLE portalsync_syncer NOLOGIN;", super: true},
 }
 
 // AuthRightsError says which rights the migrating role lacks on an existing
@@ -211,19 +238,39 @@ func checkAuthRights(ctx context.Context, conn *sql.Conn) error {
 	if err := conn.QueryRowContext(ctx, "SELECT current_user").Scan(&role); err != nil {
 		return fmt.Errorf("migrate: current role: %w", err)
 	}
-	e := &AuthRightsError{Role: role}
-	quoted := `"` + strings.ReplaceAll(role, `"`, `""`) + `"`
-	for _, r := range authRights {
+	rows, err := conn.QueryContext(ctx, authRightsSQL)
+	if err != nil {
+		return fmt.Errorf("migrate: check rights on auth: %w", err)
+	}
+	defer rows.Close()
+	var held []bool
+	for rows.Next() {
 		var ok bool
-		check := strings.NewReplacer("authUsers", authRel("users"), "authSessions", authRel("sessions")).Replace(r.check)
-		if err := conn.QueryRowContext(ctx, "SELECT "+check).Scan(&ok); err != nil {
+		if err := rows.Scan(&ok); err != nil {
 			return fmt.Errorf("migrate: check rights on auth: %w", err)
 		}
-		if ok {
+		held = append(held, ok)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("migrate: check rights on auth: %w", err)
+	}
+	if len(held) != len(authGrants) {
+		return fmt.Errorf("migrate: check rights on auth: %d answers for %d rights", len(held), len(authGrants))
+	}
+	return missingRights(role, held)
+}
+
+// missingRights is the error naming the grants for the rights not held
+// (held[i] answers authGrants[i]), or nil when all are held.
+func missingRights(role string, held []bool) error {
+	e := &AuthRightsError{Role: role}
+	quoted := `"` + strings.ReplaceAll(role, `"`, `""`) + `"`
+	for i, g := range authGrants {
+		if held[i] {
 			continue
 		}
-		stmt := fmt.Sprintf(r.grant, quoted)
-		if r.super {
+		stmt := strings.ReplaceAll(g.grant, "{role}", quoted)
+		if g.super {
 			e.Superuser = append(e.Superuser, stmt)
 		} else {
 			e.Statements = append(e.Statements, stmt)
@@ -233,10 +280,4 @@ func checkAuthRights(ctx context.Context, conn *sql.Conn) error {
 		return e
 	}
 	return nil
-}
-
-// authRel finds a table of the auth schema by name without a lookup that
-// needs USAGE on the schema (which the role may lack).
-func authRel(name string) string {
-	return "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'auth' AND c.relname = '" + name + "')"
 }

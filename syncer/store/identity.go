@@ -23,14 +23,21 @@ const linkMembersSQL = `SELECT portal_member_id, outcome FROM portalsync.link_me
 // sessions) and lifts the sync's bans of active ones.
 const applyAccessSQL = `SELECT portal_member_id, change FROM portalsync.apply_access($1::text[])`
 
-// identityNotes are the sync-log words for each outcome of linkMembersSQL
-// and applyAccessSQL. None holds personal data: a shared e-mail is never
-// named.
-var identityNotes = map[string]string{
-	"linked":   "app account linked",
-	"shared":   "e-mail shared by several portal members; app account not linked",
-	"revoked":  "app access revoked",
-	"restored": "app access restored",
+// identityNote is the sync-log words for an outcome of linkMembersSQL or
+// applyAccessSQL (false for an outcome the log does not mention). None
+// holds personal data: a shared e-mail is never named.
+func identityNote(outcome string) (string, bool) {
+	switch outcome {
+	case "linked":
+		return "app account linked", true
+	case "shared":
+		return "e-mail shared by several portal members; app account not linked", true
+	case "revoked":
+		return "app access revoked", true
+	case "restored":
+		return "app access restored", true
+	}
+	return "", false
 }
 
 // identity runs one of the identity statements for the batch's members, in
@@ -47,20 +54,25 @@ func (b *batch) identity(ctx context.Context, sql, what string, args ...any) err
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	for _, o := range got {
-		if note, ok := identityNotes[o.What]; ok {
+		if note, ok := identityNote(o.What); ok {
 			b.notes[o.Member] = append(b.notes[o.Member], note)
 		}
 	}
 	return nil
 }
 
-// seenEmails are, per member, the e-mails the batch's applied events carry,
-// newest event first: linking tries them all, as applying the events one
-// by one (in whatever order) would have.
-func (b *batch) seenEmails() (members, emails []string) {
-	idx := slices.Clone(b.live)
+// seenEmails are the batch's seenEmails.
+func (b *batch) seenEmails() (members, emails []string) { return seenEmails(b.items, b.live) }
+
+// seenEmails are, per member, the lower-cased e-mails that the events
+// items[live[i]] carry, newest event first and each once (members[i] has
+// emails[i]): linking tries them all, as applying the events one by one
+// (in whatever order) would have. A pure decision, apart from the SQL that
+// uses it.
+func seenEmails(items []Item, live []int) (members, emails []string) {
+	idx := slices.Clone(live)
 	slices.SortStableFunc(idx, func(x, y int) int {
-		kx, ky := keyOf(b.items[x].Event), keyOf(b.items[y].Event)
+		kx, ky := keyOf(items[x].Event), keyOf(items[y].Event)
 		switch {
 		case kx.after(ky):
 			return -1
@@ -71,7 +83,7 @@ func (b *batch) seenEmails() (members, emails []string) {
 	})
 	seen := map[[2]string]bool{}
 	for _, i := range idx {
-		m := b.items[i].Event.Member
+		m := items[i].Event.Member
 		k := [2]string{m.ID, strings.ToLower(m.Email)}
 		if m.Email == "" || seen[k] {
 			continue

@@ -144,3 +144,8 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
+
+// AdminDeleteUser deletes a user for good as the service role.
+func (a *Auth) AdminDeleteUser(ctx context.Context, id string) (Reply, error) {
+	return a.call(ctx, http.MethodDelete, "/admin/users/"+id, ServiceToken(), map[string]any{"should_soft_delete": false})
+}
