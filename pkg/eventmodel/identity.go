@@ -70,6 +70,7 @@ func ExpectIdentity(events []event.Event, accounts []Account) map[string]Identit
 			holders[e]++
 		}
 	}
+	erasedEmails := ErasedEmails(events)
 	out := map[string]Identity{}
 	for m, st := range members {
 		var id Identity
@@ -78,7 +79,9 @@ func ExpectIdentity(events []event.Event, accounts []Account) map[string]Identit
 			if !a.Confirmed || a.SSO || e == "" || a.Email != e {
 				continue
 			}
-			if holders[e] > 1 {
+			// An erased member held the e-mail too: whether the other
+			// could link depends on whether the erasure came first.
+			if holders[e] > 1 || erasedEmails[e] {
 				id.Undecided = true
 				break
 			}
@@ -90,6 +93,28 @@ func ExpectIdentity(events []event.Event, accounts []Account) map[string]Identit
 			break
 		}
 		out[m] = id
+	}
+	return out
+}
+
+// ErasedEmails are the lower-cased e-mails that the events of erased
+// members (those with a member-deleted event) carried. An account with
+// such an e-mail is banned with its sessions ended when it was linked to
+// the member before the erasure, and left alone when the erasure came
+// first (the member's other events are then skipped): which one depends
+// on the order the events were applied in.
+func ErasedEmails(events []event.Event) map[string]bool {
+	erased := map[string]bool{}
+	for _, e := range events {
+		if e.Type == event.MemberDeleted {
+			erased[e.Member.ID] = true
+		}
+	}
+	out := map[string]bool{}
+	for _, e := range events {
+		if erased[e.Member.ID] && e.Member.Email != "" {
+			out[strings.ToLower(e.Member.Email)] = true
+		}
 	}
 	return out
 }

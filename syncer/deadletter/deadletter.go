@@ -120,9 +120,14 @@ func (q *Queue) Add(ctx context.Context, l Letter) error {
 	msg := nats.NewMsg(SubjectPrefix + key)
 	msg.Data = l.Data
 	for k, v := range l.Header {
+		// The server's own headers (a direct get's Nats-Sequence,
+		// Nats-Stream, …; a redrive's Nats-Expected-Stream) describe the
+		// old message and would steer or confuse this publish.
+		if strings.HasPrefix(k, "Nats-") {
+			continue
+		}
 		msg.Header[k] = append([]string(nil), v...)
 	}
-	msg.Header.Del(jetstream.MsgIDHeader)
 	// A redriven event carries its original id already (its message id is
 	// a redrive id): keep that, so it is listed and redriven by it again.
 	if l.Header.Get(HeaderOriginalID) == "" {
@@ -250,7 +255,7 @@ func (q *Queue) Redrive(ctx context.Context, f Filter) (int, error) {
 		msg := nats.NewMsg(e.subject)
 		msg.Data = e.data
 		for k, v := range e.header {
-			if strings.HasPrefix(k, "Portal-Dlq-") || k == jetstream.MsgIDHeader {
+			if strings.HasPrefix(k, "Portal-Dlq-") || strings.HasPrefix(k, "Nats-") {
 				continue
 			}
 			msg.Header[k] = append([]string(nil), v...)

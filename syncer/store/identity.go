@@ -53,6 +53,9 @@ func (b *batch) identity(ctx context.Context, sql, what string, args ...any) err
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	if b.notes == nil {
+		b.notes = map[string][]string{}
+	}
 	for _, o := range got {
 		if note, ok := identityNote(o.What); ok {
 			b.notes[o.Member] = append(b.notes[o.Member], note)
