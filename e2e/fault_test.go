@@ -89,8 +89,8 @@ func TestSyncerKilledHard(t *testing.T) {
 		// Kill once this process is applying (its first commits are in),
 		// not after a fixed time: on a loaded machine it may not have
 		// started consuming yet.
-		before := sys.countLog(t, "success")
-		require.Eventually(t, func() bool { return sys.countLog(t, "success") > before }, 30*time.Second, 2*time.Millisecond)
+		before := sys.countLog(t, "processed")
+		require.Eventually(t, func() bool { return sys.countLog(t, "processed") > before }, 30*time.Second, 2*time.Millisecond)
 		proc.Kill()
 		proc.Start()
 	}
