@@ -42,14 +42,14 @@ type cli struct {
 
 // dbFlags are shared by every subcommand that reaches the database.
 type dbFlags struct {
-	DatabaseURL string `name:"database-url" env:"DATABASE_URL" required:"" help:"PostgreSQL URL; a role that bypasses RLS (service_role on Supabase)."`
+	DatabaseURL string `name:"database-url" env:"DATABASE_URL" required:"" help:"PostgreSQL URL: a login role that is a member of portalsync_syncer (on plain PostgreSQL also the owner)."`
 	LogLevel    string `env:"LOG_LEVEL" default:"info" help:"debug, info, warn or error."`
 }
 
 type runCmd struct {
 	dbFlags
 	NATSURL         string          `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:":8081" help:"Address of /healthz and /readyz."`
+	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:":8081" help:"Address of /healthz, /readyz, /status and /metrics."`
 	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
 	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Transactions at once per process (one member's events stay on one)."`
 	BatchSize       int             `env:"SYNCER_BATCH_SIZE" default:"1024" help:"Most events applied in one transaction (1: one event per transaction)."`

@@ -42,8 +42,8 @@ const (
 
 // Config configures the syncer service.
 type Config struct {
-	// DatabaseURL connects to PostgreSQL as a role that bypasses RLS
-	// (service_role on Supabase). Required.
+	// DatabaseURL connects to PostgreSQL as a login role that is a member
+	// of portalsync_syncer (on plain PostgreSQL also the owner). Required.
 	DatabaseURL string
 	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
 	NATSURL string
