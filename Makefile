@@ -1,5 +1,5 @@
 # portalsync: one Go workspace (go.work) with the modules pkg, schema, ingress,
-# syncer and e2e. Every target covers all of them.
+# syncer, loadgen, e2e and testkit. Every target covers all of them.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
