@@ -24,8 +24,9 @@ type Problem struct {
 	Title  string `json:"title"`
 	Status int    `json:"status"`
 	Detail string `json:"detail,omitempty"`
-	// Reason classifies a signature failure, or a webhook-id conflict
-	// ("webhook_id_conflict").
+	// Reason classifies a signature failure, a webhook-id conflict
+	// ("webhook_id_conflict"), or a repeated webhook-id whose stored body
+	// could not be read to compare ("store_unavailable").
 	Reason string `json:"reason,omitempty"`
 	// Errors lists each invalid field of the event.
 	Errors []event.FieldError `json:"errors,omitempty"`
