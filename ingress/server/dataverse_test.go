@@ -131,34 +131,33 @@ func TestDataverseKeys(t *testing.T) {
 	t.Parallel()
 	b := dvSetup(t, func(c *server.Config) { c.Dataverse.KeyHeader = "X-Api-Key" })
 	body := dvFixture(t, "contact-delete.json")
-	for name, tc := range map[string]struct {
-		mutate func(*http.Request)
-		status int
-	}{
-		"header old key": {func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.Header.Set("x-api-key", dvOldKey) }, http.StatusAccepted},
-		"header new key": {func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.Header.Set("x-api-key", dvNewKey) }, http.StatusOK},
-		"code parameter": {func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.URL.RawQuery = "code=" + dvNewKey }, http.StatusOK},
-		"other header":   {nil, http.StatusUnauthorized},
-		"no key":         {func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader) }, http.StatusUnauthorized},
-		"wrong key":      {func(r *http.Request) { r.Header.Set("x-api-key", dvNewKey+"x") }, http.StatusUnauthorized},
-		"wrong code":     {func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.URL.RawQuery = "code=nope" }, http.StatusUnauthorized},
-	} {
-		if tc.status != http.StatusUnauthorized {
-			continue
-		}
-		r := b.dvPost(t, body, tc.mutate)
-		require.Equal(t, tc.status, r.status, name)
-		require.Equal(t, "urn:portalsync:problem:invalid-key", r.problem(t).Type, name)
+	inHeader := func(key string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.Header.Set("x-api-key", key) }
 	}
-	// The accepted ones in order: the first stores, the others are duplicates.
-	for _, name := range []string{"header old key", "header new key", "code parameter"} {
-		mutate := map[string]func(*http.Request){
-			"header old key": func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.Header.Set("x-api-key", dvOldKey) },
-			"header new key": func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.Header.Set("x-api-key", dvNewKey) },
-			"code parameter": func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.URL.RawQuery = "code=" + dvNewKey },
-		}[name]
+	inCode := func(key string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader); r.URL.RawQuery = "code=" + key }
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*http.Request)
+	}{
+		{"the default header, not the configured one", nil},
+		{"no key", func(r *http.Request) { r.Header.Del(dataverse.DefaultKeyHeader) }},
+		{"wrong key", inHeader(dvNewKey + "x")},
+		{"a prefix of a key", inHeader(dvNewKey[:20])},
+		{"wrong code", inCode("dataverse-wrong-key-0123456789abcdef")},
+	} {
+		r := b.dvPost(t, body, tc.mutate)
+		require.Equal(t, http.StatusUnauthorized, r.status, tc.name)
+		require.Equal(t, "urn:portalsync:problem:invalid-key", r.problem(t).Type, tc.name)
+	}
+	require.EqualValues(t, 0, b.streamMsgs(t))
+
+	r := b.dvPost(t, body, inHeader(dvOldKey))
+	require.Equal(t, http.StatusAccepted, r.status, "HttpHeader with the old key of a rotation: %s", r.body)
+	for name, mutate := range map[string]func(*http.Request){"HttpHeader, new key": inHeader(dvNewKey), "WebhookKey": inCode(dvNewKey), "HttpQueryString, old key": inCode(dvOldKey)} {
 		r := b.dvPost(t, body, mutate)
-		require.Contains(t, []int{http.StatusAccepted, http.StatusOK}, r.status, "%s: %s", name, r.body)
+		require.Equal(t, http.StatusOK, r.status, "%s: %s", name, r.body)
 	}
 	require.EqualValues(t, 1, b.streamMsgs(t))
 }
