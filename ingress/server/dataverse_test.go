@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/likeperson/portalsync/ingress/dataverse"
 	"github.com/likeperson/portalsync/ingress/server"
@@ -296,4 +300,46 @@ func TestDataverseFutureTimeIs422(t *testing.T) {
 	require.Equal(t, "occurred_at_in_future", p.Reason)
 	require.Equal(t, "occurred_at", p.Errors[0].Field)
 	require.EqualValues(t, 0, b.streamMsgs(t))
+}
+
+// TestDataverseUntranslatableLogHoldsNoPersonalData: the log line a 422
+// leaves for reconciliation names the reason, table, row and operation,
+// never a column's value.
+func TestDataverseUntranslatableLogHoldsNoPersonalData(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.DebugLevel)
+	h, err := server.NewHandler(server.Config{Secrets: []signature.Secret{testSecret(t)},
+		Dataverse: &dataverse.Config{Keys: []string{dvNewKey}, Organization: dvOrg}}, nil, nil, nil, zap.New(core))
+	require.NoError(t, err)
+	var c map[string]any
+	require.NoError(t, json.Unmarshal(dvFixture(t, "contact-create.json"), &c))
+	attrs := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)["Attributes"].([]any)
+	for _, a := range attrs {
+		if kv := a.(map[string]any); kv["key"] == "emailaddress1" {
+			kv["value"] = "kari-at-example" // the contract refuses it: 422
+		}
+	}
+	body, err := json.Marshal(c)
+	require.NoError(t, err)
+	req := httptest.NewRequest(http.MethodPost, server.DataversePath+"?code="+dvNewKey, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(dataverse.HeaderOrganization, dvOrg)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusUnprocessableEntity, rec.Code, rec.Body.String())
+	require.NotContains(t, rec.Body.String(), "kari-at-example")
+
+	found := false
+	for _, e := range logs.All() {
+		text := e.Message + fmt.Sprint(e.ContextMap())
+		for _, personal := range []string{"kari-at-example", "Kari", "Nordmann", "+47 912 34 567", dvNewKey} {
+			require.NotContains(t, text, personal)
+		}
+		if e.Message == "dataverse change not translated; left to reconciliation" {
+			found = true
+			require.Equal(t, "invalid-event", e.ContextMap()["reason"])
+			require.Equal(t, "a1b2c3d4-0000-4000-8000-00000000c001", e.ContextMap()["row_id"])
+		}
+	}
+	require.True(t, found, "the 422 is logged for reconciliation")
 }
