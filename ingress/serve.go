@@ -12,6 +12,7 @@ import (
 	"github.com/likeperson/portalsync/ingress/dataverse"
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/command"
+	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/pkg/logging"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
@@ -140,7 +141,7 @@ func loadDataverse(list, file, header, org, mappingFile string) (*dataverse.Conf
 		}
 		return nil, nil
 	}
-	m, err := dataverse.LoadMapping(mappingFile)
+	m, err := dvmap.LoadMapping(mappingFile)
 	if err != nil {
 		return nil, err
 	}

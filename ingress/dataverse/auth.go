@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/likeperson/portalsync/pkg/dvmap"
 )
 
 // DefaultKeyHeader is the header a key is looked for in when the service
@@ -107,8 +109,8 @@ type Config struct {
 	// compared without regard to case. Required.
 	Organization string
 	// Mapping says which tables and columns are members, organizations and
-	// memberships. Default DefaultMapping().
-	Mapping *Mapping
+	// memberships. Default dvmap.DefaultMapping().
+	Mapping *dvmap.Mapping
 }
 
 // Validate reports what is wrong with the configuration.

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/ingress/dataverse"
+	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/pkg/event"
 )
 
@@ -33,7 +34,7 @@ func translate(t *testing.T, name string, sizeExceeded bool) (dataverse.Result, 
 	t.Helper()
 	c, err := dataverse.Decode(fixture(t, name))
 	require.NoError(t, err)
-	return dataverse.Translate(c, dataverse.DefaultMapping(), sizeExceeded)
+	return dataverse.Translate(c, dvmap.DefaultMapping(), sizeExceeded)
 }
 
 // body decodes a translated event's stored JSON into a map, to see
@@ -127,7 +128,7 @@ func TestTranslateContactWithoutOrganizationIsUntranslatable(t *testing.T) {
 	c, err := dataverse.Decode(fixture(t, "contact-update.json"))
 	require.NoError(t, err)
 	c.PostEntityImages = nil
-	_, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	var ue *dataverse.UntranslatableError
 	require.ErrorAs(t, err, &ue)
 	require.Equal(t, "no-organization", ue.Reason)
@@ -185,18 +186,18 @@ func TestTranslateMembershipSetStateAndDelete(t *testing.T) {
 	c, err := dataverse.Decode(fixture(t, "membership-setstate.json"))
 	require.NoError(t, err)
 	c.InputParameters["state"] = dataverse.Value{Kind: dataverse.KindOption, Num: 0}
-	res, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	res, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
 	require.Equal(t, event.MembershipReactivated, res.Events[0].Event.Type)
 
 	c.MessageName = "Delete"
 	c.InputParameters = map[string]dataverse.Value{"target": {Kind: dataverse.KindReference, Str: membershipID, Logical: "hlf_membership"}}
-	res, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	res, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
 	require.Equal(t, event.MembershipDeactivated, res.Events[0].Event.Type, "a deleted membership ends")
 
 	c.PreEntityImages = nil
-	_, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	var ue *dataverse.UntranslatableError
 	require.ErrorAs(t, err, &ue)
 	require.Equal(t, "no-member", ue.Reason)
@@ -209,7 +210,7 @@ func TestTranslateMembershipStateAndRole(t *testing.T) {
 	c, err := dataverse.Decode(fixture(t, "membership-update-role.json"))
 	require.NoError(t, err)
 	c.InputParameters["target"].Entity.Attributes["statecode"] = dataverse.Value{Kind: dataverse.KindOption, Num: 1}
-	res, err := dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	res, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
 	require.Len(t, res.Events, 2)
 	require.Equal(t, event.MembershipDeactivated, res.Events[0].Event.Type)
@@ -217,7 +218,7 @@ func TestTranslateMembershipStateAndRole(t *testing.T) {
 	require.NotEqual(t, res.Events[0].Event.ID, res.Events[1].Event.ID)
 
 	c.InputParameters["target"].Entity.Attributes["hlf_role"] = dataverse.Value{Kind: dataverse.KindOption, Num: 7}
-	_, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	var ue *dataverse.UntranslatableError
 	require.ErrorAs(t, err, &ue)
 	require.Equal(t, "unknown-role", ue.Reason)
@@ -240,9 +241,9 @@ func TestTranslateRetryGivesSameIDs(t *testing.T) {
 	c, err := dataverse.Decode(fixture(t, "contact-delete.json"))
 	require.NoError(t, err)
 	c.OperationID = strings.Repeat("o", 120)
-	a, err := dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	a, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
-	b, err := dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	b, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
 	require.LessOrEqual(t, len(a.Events[0].Event.ID), event.MaxIDLength)
 	require.Equal(t, a.Events[0].Event.ID, b.Events[0].Event.ID)
@@ -265,19 +266,19 @@ func TestTranslateTablesNotMirrored(t *testing.T) {
 	c, err := dataverse.Decode(fixture(t, "contact-create.json"))
 	require.NoError(t, err)
 	c.PrimaryEntityName = "account"
-	res, err := dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	res, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
 	require.NotEmpty(t, res.Ignored)
 
 	c.PrimaryEntityName = "lead"
-	_, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	var ue *dataverse.UntranslatableError
 	require.ErrorAs(t, err, &ue)
 	require.Equal(t, "table-not-mapped", ue.Reason)
 
 	c.PrimaryEntityName = "contact"
 	c.MessageName = "Assign"
-	res, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	res, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
 	require.Contains(t, res.Ignored, "not mapped")
 }
@@ -289,7 +290,7 @@ func TestTranslateInvalidValue(t *testing.T) {
 	c, err := dataverse.Decode(fixture(t, "contact-create.json"))
 	require.NoError(t, err)
 	c.InputParameters["target"].Entity.Attributes["emailaddress1"] = dataverse.Value{Kind: dataverse.KindString, Str: "not-an-email"}
-	_, err = dataverse.Translate(c, dataverse.DefaultMapping(), false)
+	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	var ue *dataverse.UntranslatableError
 	require.ErrorAs(t, err, &ue)
 	require.Equal(t, "invalid-event", ue.Reason)
@@ -299,7 +300,7 @@ func TestTranslateInvalidValue(t *testing.T) {
 
 func TestLoadMapping(t *testing.T) {
 	t.Parallel()
-	m, err := dataverse.LoadMapping("")
+	m, err := dvmap.LoadMapping("")
 	require.NoError(t, err)
 	require.Equal(t, "contact", m.Member.Table)
 	require.Equal(t, "emailaddress1", m.Member.Email)
@@ -311,7 +312,7 @@ func TestLoadMapping(t *testing.T) {
 		require.NoError(t, os.WriteFile(p, []byte(s), 0o600))
 		return p
 	}
-	m, err = dataverse.LoadMapping(write(`{"membership": {"table": "HLF_Medlemskap", "role": "hlf_rolle", "roles": {"1": "peer_mentor", "2": "coordinator"}}}`))
+	m, err = dvmap.LoadMapping(write(`{"membership": {"table": "HLF_Medlemskap", "role": "hlf_rolle", "roles": {"1": "peer_mentor", "2": "coordinator"}}}`))
 	require.NoError(t, err)
 	require.Equal(t, "hlf_medlemskap", m.Membership.Table, "logical names in lower case")
 	require.Equal(t, "hlf_contactid", m.Membership.Member, "the rest from the defaults")
@@ -340,10 +341,10 @@ func TestLoadMapping(t *testing.T) {
 		`{"membership": {"active_states": [0], "inactive_states": [0]}}`: "both active and inactive",
 		`not json`: "invalid character",
 	} {
-		_, err := dataverse.LoadMapping(write(bad))
+		_, err := dvmap.LoadMapping(write(bad))
 		require.ErrorContains(t, err, want, bad)
 	}
-	_, err = dataverse.LoadMapping(filepath.Join(dir, "missing.json"))
+	_, err = dvmap.LoadMapping(filepath.Join(dir, "missing.json"))
 	require.Error(t, err)
 }
 
@@ -385,7 +386,7 @@ func FuzzDecode(f *testing.F) {
 		f.Add(fixture(f, name), false)
 	}
 	f.Add([]byte(`{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"x","OperationId":"y","InputParameters":[{"key":"Target","value":{"Attributes":[{"key":"a","value":{"Attributes":[{"key":"b","value":{"Attributes":[]}}]}}]}}]}`), true)
-	m := dataverse.DefaultMapping()
+	m := dvmap.DefaultMapping()
 	f.Fuzz(func(t *testing.T, body []byte, sizeExceeded bool) {
 		c, err := dataverse.Decode(body)
 		if err != nil {

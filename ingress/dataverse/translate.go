@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/pkg/event"
 )
 
@@ -46,7 +47,7 @@ func untranslatable(reason, format string, args ...any) *UntranslatableError {
 // Translate maps a context to contract events. sizeExceeded is true when
 // Dataverse stripped the body (HeaderMsgSizeExceeded): only a Delete of a
 // member, which needs nothing but the id, can still be translated.
-func Translate(c *Context, m Mapping, sizeExceeded bool) (Result, error) {
+func Translate(c *Context, m dvmap.Mapping, sizeExceeded bool) (Result, error) {
 	msg := strings.ToLower(c.MessageName)
 	switch c.PrimaryEntityName {
 	case m.Member.Table:
@@ -68,7 +69,7 @@ func sizeError(c *Context) *UntranslatableError {
 		"parameters and images", c.PrimaryEntityName, event.CanonicalID(c.PrimaryEntityID))
 }
 
-func translateMember(c *Context, m Mapping, msg string, sizeExceeded bool) (Result, error) {
+func translateMember(c *Context, m dvmap.Mapping, msg string, sizeExceeded bool) (Result, error) {
 	typ, ok := m.Member.Messages[msg]
 	if !ok {
 		return Result{Ignored: fmt.Sprintf("message %s of %s is not mapped", c.MessageName, c.PrimaryEntityName)}, nil
@@ -139,7 +140,7 @@ func setField(m *event.Member, f event.Field, s string) {
 	}
 }
 
-func orgOf(ref Value, m Mapping) event.Organization {
+func orgOf(ref Value, m dvmap.Mapping) event.Organization {
 	o := event.Organization{ID: event.CanonicalID(ref.Str)}
 	if ref.Logical == m.Organization.Table && strings.TrimSpace(ref.Name) != "" {
 		o.Name = strings.TrimSpace(ref.Name)
@@ -147,7 +148,7 @@ func orgOf(ref Value, m Mapping) event.Organization {
 	return o
 }
 
-func translateMembership(c *Context, m Mapping, msg string) (Result, error) {
+func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error) {
 	mt := m.Membership
 	var target *Entity
 	var state *int

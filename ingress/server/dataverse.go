@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/ingress/dataverse"
+	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/pkg/event"
 )
 
@@ -29,7 +30,7 @@ type DataverseAccepted struct {
 type dataverseIntake struct {
 	cfg     dataverse.Config
 	keys    *dataverse.Keys
-	mapping dataverse.Mapping
+	mapping dvmap.Mapping
 }
 
 func newDataverseIntake(cfg dataverse.Config) (*dataverseIntake, error) {
@@ -40,7 +41,7 @@ func newDataverseIntake(cfg dataverse.Config) (*dataverseIntake, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dataverse intake: %w", err)
 	}
-	m := dataverse.DefaultMapping()
+	m := dvmap.DefaultMapping()
 	if cfg.Mapping != nil {
 		m = *cfg.Mapping
 	}

@@ -1,4 +1,8 @@
-package dataverse
+// Package dvmap is the declarative mapping of Dataverse (Dynamics 365)
+// tables and columns to the project's members, organizations and
+// memberships, shared by the ingress's Dataverse intake and the syncer's
+// reconciler. The file format is documented in docs/DATAVERSE.md.
+package dvmap
 
 import (
 	"bytes"
@@ -26,7 +30,9 @@ type Mapping struct {
 
 // MemberTable maps the member's table. Default "contact".
 type MemberTable struct {
-	Table     string `json:"table"`
+	Table string `json:"table"`
+	// EntitySet is the table's Web API collection. Default "contacts".
+	EntitySet string `json:"entity_set"`
 	ID        string `json:"id"`
 	FirstName string `json:"first_name"`
 	LastName  string `json:"last_name"`
@@ -50,15 +56,17 @@ type MemberTable struct {
 // (EntityReference.Name) and acknowledges the organization table's own
 // messages without an event.
 type OrganizationTable struct {
-	Table string `json:"table"`
-	ID    string `json:"id"`
-	Name  string `json:"name"`
+	Table     string `json:"table"`
+	EntitySet string `json:"entity_set"`
+	ID        string `json:"id"`
+	Name      string `json:"name"`
 }
 
 // MembershipTable maps the membership table: one row per member and
 // organization, with a role and a state.
 type MembershipTable struct {
 	Table        string `json:"table"`
+	EntitySet    string `json:"entity_set"`
 	ID           string `json:"id"`
 	Member       string `json:"member"`       // lookup to the member table
 	Organization string `json:"organization"` // lookup to the organization table
@@ -78,13 +86,13 @@ type MembershipTable struct {
 func DefaultMapping() Mapping {
 	return Mapping{
 		Member: MemberTable{
-			Table: "contact", ID: "contactid", FirstName: "firstname", LastName: "lastname",
+			Table: "contact", EntitySet: "contacts", ID: "contactid", FirstName: "firstname", LastName: "lastname",
 			Email: "emailaddress1", Phone: "mobilephone", Organization: "parentcustomerid", ModifiedOn: "modifiedon",
 			Messages: map[string]event.Type{"create": event.MembershipUpdated, "update": event.MembershipUpdated, "delete": event.MemberDeleted},
 		},
-		Organization: OrganizationTable{Table: "account", ID: "accountid", Name: "name"},
+		Organization: OrganizationTable{Table: "account", EntitySet: "accounts", ID: "accountid", Name: "name"},
 		Membership: MembershipTable{
-			Table: "hlf_membership", ID: "hlf_membershipid", Member: "hlf_contactid", Organization: "hlf_accountid",
+			Table: "hlf_membership", EntitySet: "hlf_memberships", ID: "hlf_membershipid", Member: "hlf_contactid", Organization: "hlf_accountid",
 			Role: "hlf_role", State: "statecode", ModifiedOn: "modifiedon",
 			Roles:        map[string]event.Role{"100000000": event.RolePeerMentor, "100000001": event.RoleCoordinator, "100000002": event.RoleOrgAdmin},
 			ActiveStates: []int{0}, InactiveStates: []int{1},
@@ -129,7 +137,8 @@ func (m Mapping) normalized() Mapping {
 	for _, s := range []*string{&m.Member.Table, &m.Member.ID, &m.Member.FirstName, &m.Member.LastName, &m.Member.Email,
 		&m.Member.Phone, &m.Member.Organization, &m.Member.ModifiedOn, &m.Organization.Table, &m.Organization.ID,
 		&m.Organization.Name, &m.Membership.Table, &m.Membership.ID, &m.Membership.Member, &m.Membership.Organization,
-		&m.Membership.Role, &m.Membership.State, &m.Membership.ModifiedOn} {
+		&m.Membership.Role, &m.Membership.State, &m.Membership.ModifiedOn,
+		&m.Member.EntitySet, &m.Organization.EntitySet, &m.Membership.EntitySet} {
 		low(s)
 	}
 	msgs := make(map[string]event.Type, len(m.Member.Messages))
@@ -151,6 +160,9 @@ func (m Mapping) Validate() error {
 		}
 	}
 	name("member.table", m.Member.Table)
+	name("member.entity_set", m.Member.EntitySet)
+	name("organization.entity_set", m.Organization.EntitySet)
+	name("membership.entity_set", m.Membership.EntitySet)
 	name("member.id", m.Member.ID)
 	name("member.first_name", m.Member.FirstName)
 	name("member.last_name", m.Member.LastName)
