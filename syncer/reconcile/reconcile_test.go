@@ -255,3 +255,35 @@ func TestConfigValidate(t *testing.T) {
 	var pos reconcile.Position
 	require.NoError(t, json.Unmarshal([]byte(`{"tables":{}}`), &pos))
 }
+
+// TestRunPassesOnSchedule: Run makes a pass at once and then one every
+// Interval, picking up changes, sets the last-success metric, and returns
+// when its context ends.
+func TestRunPassesOnSchedule(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *reconcile.Config) { c.Interval = 50 * time.Millisecond })
+	b.putContact(1, t0, "A")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.rec.Run(ctx) }()
+	require.Eventually(t, func() bool { return len(b.events(t)) == 1 }, 10*time.Second, 10*time.Millisecond, "the first pass")
+	b.putContact(2, t0, "B")
+	require.Eventually(t, func() bool { return len(b.events(t)) == 2 }, 10*time.Second, 10*time.Millisecond, "a later pass reads the change")
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	families, err := b.reg.Gather()
+	require.NoError(t, err)
+	found := false
+	for _, f := range families {
+		if f.GetName() == "portalsync_reconcile_last_success_timestamp_seconds" {
+			found = true
+			require.Greater(t, f.GetMetric()[0].GetGauge().GetValue(), 0.0)
+		}
+	}
+	require.True(t, found)
+}
