@@ -10,7 +10,7 @@ MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 1m
 
-.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go fuzz soak tidy clean
+.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile fuzz soak tidy clean
 
 help: ## Show this help.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench: build ## The benchmark scenarios of docs/BENCHMARKS.md (minutes; writes .
 
 bench-go: ## Run the Go benchmarks of every module.
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+bench-reconcile: ## The reconciler's full read of a 100,000-row fake portal (docs/BENCHMARKS.md; about a minute).
+	$(GO) test -run '^$$' -bench BenchmarkFullRead100kRows -benchtime=1x -count=3 -benchmem ./syncer/reconcile/
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 1m).
 	./scripts/fuzz.sh $(FUZZTIME)

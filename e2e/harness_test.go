@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/likeperson/portalsync/ingress/dataverse"
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/portalclient"
@@ -117,6 +118,8 @@ type options struct {
 	// supabase runs on a database of the Supabase-shaped cluster, the
 	// syncer as the least-privileged login role.
 	supabase *supabasetest.Database
+	// dataverse serves POST /webhooks/dataverse with this configuration.
+	dataverse *dataverse.Config
 }
 
 // Option changes what start runs.
@@ -127,6 +130,9 @@ func withoutSyncer() Option { return func(o *options) { o.noSyncer = true } }
 
 // onSupabase runs on db, a database of the Supabase-shaped cluster.
 func onSupabase(db *supabasetest.Database) Option { return func(o *options) { o.supabase = db } }
+
+// withDataverse serves the Dataverse intake with cfg.
+func withDataverse(cfg dataverse.Config) Option { return func(o *options) { o.dataverse = &cfg } }
 
 // onCluster runs on the given JetStream cluster with an R3 stream.
 func onCluster(c *natstest.Cluster) Option { return func(o *options) { o.cluster = c } }
@@ -169,7 +175,7 @@ func start(t *testing.T, opts ...Option) *system {
 	require.NoError(t, err)
 	runUntilCleanup(t, "the ingress", cancel, func() error {
 		return server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
-			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, sys.logger(t, "ingress"))
+			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second, Dataverse: o.dataverse}, sys.logger(t, "ingress"))
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()
 	servicetest.WaitReady(t, sys.ingressURL, nil)

@@ -9,34 +9,41 @@ import (
 	"strings"
 	"time"
 
+	"github.com/likeperson/portalsync/ingress/dataverse"
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/command"
+	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/pkg/logging"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
 )
 
 type serveCmd struct {
-	Addr              string        `env:"INGRESS_ADDR" default:":8080" help:"HTTP listen address."`
-	NATSURL           string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	NATSConnections   int           `name:"nats-connections" env:"INGRESS_NATS_CONNECTIONS" default:"1" help:"NATS connections publishes are spread over."`
-	Secrets           string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Comma-separated webhook secrets (whsec_...); all are accepted, for rotation. This or --secrets-file is required."`
-	SecretsFile       string        `name:"secrets-file" env:"PORTAL_WEBHOOK_SECRETS_FILE" type:"existingfile" help:"File holding the webhook secrets, separated by commas or new lines."`
-	Tolerance         time.Duration `env:"WEBHOOK_TOLERANCE" default:"5m" help:"Allowed clock difference of webhook-timestamp, either way."`
-	MaxBodyBytes      int64         `env:"INGRESS_MAX_BODY_BYTES" default:"262144" help:"Largest accepted body."`
-	PublishTimeout    time.Duration `env:"INGRESS_PUBLISH_TIMEOUT" default:"5s" help:"Wait for the JetStream ack before answering 503."`
-	RetryAfter        time.Duration `env:"INGRESS_RETRY_AFTER" default:"5s" help:"Retry-After sent with a 503."`
-	ShutdownTimeout   time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish on SIGTERM."`
-	ReadHeaderTimeout time.Duration `env:"INGRESS_READ_HEADER_TIMEOUT" default:"5s" help:"Time allowed to read request headers."`
-	ReadTimeout       time.Duration `env:"INGRESS_READ_TIMEOUT" default:"30s" help:"Time allowed to read a whole request."`
-	MaxHeaderBytes    int           `env:"INGRESS_MAX_HEADER_BYTES" default:"16384" help:"Largest request header block (431 beyond)."`
-	RateLimit         float64       `env:"INGRESS_RATE_LIMIT" default:"1000" help:"Requests per second allowed from one source address; 0 turns the limit off."`
-	RateBurst         int           `env:"INGRESS_RATE_BURST" default:"0" help:"Burst allowed above the rate (0: twice the rate)."`
-	AllowedSources    []string      `env:"INGRESS_ALLOWED_SOURCES" help:"Comma-separated networks (CIDR) webhooks may come from; empty allows all."`
-	TrustedProxies    []string      `env:"INGRESS_TRUSTED_PROXIES" help:"Comma-separated networks of reverse proxies whose X-Forwarded-For is believed."`
-	TLSCertFile       string        `name:"tls-cert-file" env:"INGRESS_TLS_CERT_FILE" help:"Serve HTTPS with this certificate (PEM)."`
-	TLSKeyFile        string        `name:"tls-key-file" env:"INGRESS_TLS_KEY_FILE" help:"Private key (PEM) for --tls-cert-file."`
-	LogLevel          string        `env:"LOG_LEVEL" default:"info" help:"debug, info, warn or error."`
+	Addr                  string        `env:"INGRESS_ADDR" default:":8080" help:"HTTP listen address."`
+	NATSURL               string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
+	NATSConnections       int           `name:"nats-connections" env:"INGRESS_NATS_CONNECTIONS" default:"1" help:"NATS connections publishes are spread over."`
+	Secrets               string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Comma-separated webhook secrets (whsec_...); all are accepted, for rotation. This or --secrets-file is required."`
+	SecretsFile           string        `name:"secrets-file" env:"PORTAL_WEBHOOK_SECRETS_FILE" type:"existingfile" help:"File holding the webhook secrets, separated by commas or new lines."`
+	Tolerance             time.Duration `env:"WEBHOOK_TOLERANCE" default:"5m" help:"Allowed clock difference of webhook-timestamp, either way."`
+	MaxBodyBytes          int64         `env:"INGRESS_MAX_BODY_BYTES" default:"262144" help:"Largest accepted body."`
+	PublishTimeout        time.Duration `env:"INGRESS_PUBLISH_TIMEOUT" default:"5s" help:"Wait for the JetStream ack before answering 503."`
+	RetryAfter            time.Duration `env:"INGRESS_RETRY_AFTER" default:"5s" help:"Retry-After sent with a 503."`
+	ShutdownTimeout       time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish on SIGTERM."`
+	ReadHeaderTimeout     time.Duration `env:"INGRESS_READ_HEADER_TIMEOUT" default:"5s" help:"Time allowed to read request headers."`
+	ReadTimeout           time.Duration `env:"INGRESS_READ_TIMEOUT" default:"30s" help:"Time allowed to read a whole request."`
+	MaxHeaderBytes        int           `env:"INGRESS_MAX_HEADER_BYTES" default:"16384" help:"Largest request header block (431 beyond)."`
+	RateLimit             float64       `env:"INGRESS_RATE_LIMIT" default:"1000" help:"Requests per second allowed from one source address; 0 turns the limit off."`
+	RateBurst             int           `env:"INGRESS_RATE_BURST" default:"0" help:"Burst allowed above the rate (0: twice the rate)."`
+	AllowedSources        []string      `env:"INGRESS_ALLOWED_SOURCES" help:"Comma-separated networks (CIDR) webhooks may come from; empty allows all."`
+	TrustedProxies        []string      `env:"INGRESS_TRUSTED_PROXIES" help:"Comma-separated networks of reverse proxies whose X-Forwarded-For is believed."`
+	TLSCertFile           string        `name:"tls-cert-file" env:"INGRESS_TLS_CERT_FILE" help:"Serve HTTPS with this certificate (PEM)."`
+	TLSKeyFile            string        `name:"tls-key-file" env:"INGRESS_TLS_KEY_FILE" help:"Private key (PEM) for --tls-cert-file."`
+	DataverseKeys         string        `name:"dataverse-keys" env:"DATAVERSE_WEBHOOK_KEYS" help:"Comma-separated keys a Dataverse webhook may send (header or ?code=); all are accepted, for rotation. Setting these (or the file) serves POST /webhooks/dataverse."`
+	DataverseKeysFile     string        `name:"dataverse-keys-file" env:"DATAVERSE_WEBHOOK_KEYS_FILE" type:"existingfile" help:"File holding the Dataverse keys, separated by commas or new lines."`
+	DataverseKeyHeader    string        `name:"dataverse-key-header" env:"DATAVERSE_KEY_HEADER" default:"x-portalsync-key" help:"Header a Dataverse HttpHeader key is sent in."`
+	DataverseOrganization string        `name:"dataverse-organization" env:"DATAVERSE_ORGANIZATION" help:"The x-ms-dynamics-organization Dataverse webhooks must carry (e.g. hlf.crm4.dynamics.com); required with Dataverse keys."`
+	DataverseMappingFile  string        `name:"dataverse-mapping-file" env:"DATAVERSE_MAPPING_FILE" type:"existingfile" help:"JSON file mapping Dataverse tables and columns to members, organizations and memberships (docs/DATAVERSE.md); empty: the defaults."`
+	LogLevel              string        `env:"LOG_LEVEL" default:"info" help:"debug, info, warn or error."`
 	stream.Flags
 }
 
@@ -58,7 +65,12 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 	if err != nil {
 		return fmt.Errorf("INGRESS_TRUSTED_PROXIES: %w", err)
 	}
+	dv, err := loadDataverse(s.DataverseKeys, s.DataverseKeysFile, s.DataverseKeyHeader, s.DataverseOrganization, s.DataverseMappingFile)
+	if err != nil {
+		return err
+	}
 	return server.Run(ctx, server.Config{
+		Dataverse:         dv,
 		Addr:              s.Addr,
 		NATSURL:           s.NATSURL,
 		NATSConnections:   s.NATSConnections,
@@ -104,6 +116,40 @@ func loadSecrets(list, file string) ([]signature.Secret, error) {
 		}
 		return secrets, nil
 	}
+}
+
+// loadDataverse builds the Dataverse intake's configuration, or nil when
+// no key is set (the intake is off). The keys are never logged.
+func loadDataverse(list, file, header, org, mappingFile string) (*dataverse.Config, error) {
+	if list != "" && file != "" {
+		return nil, errors.New("set DATAVERSE_WEBHOOK_KEYS or DATAVERSE_WEBHOOK_KEYS_FILE, not both")
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("DATAVERSE_WEBHOOK_KEYS_FILE: %w", err)
+		}
+		list = string(b)
+	}
+	keys := dataverse.ParseKeys(list)
+	if len(keys) == 0 {
+		if file != "" {
+			return nil, errors.New("DATAVERSE_WEBHOOK_KEYS_FILE holds no key")
+		}
+		if org != "" || mappingFile != "" {
+			return nil, errors.New("DATAVERSE_ORGANIZATION or DATAVERSE_MAPPING_FILE is set but no DATAVERSE_WEBHOOK_KEYS")
+		}
+		return nil, nil
+	}
+	m, err := dvmap.LoadMapping(mappingFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &dataverse.Config{Keys: keys, KeyHeader: header, Organization: org, Mapping: &m}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("dataverse: %w", err)
+	}
+	return cfg, nil
 }
 
 // parsePrefixes parses CIDR networks; a bare address is a one-address

@@ -49,3 +49,39 @@ func TestParsePrefixes(t *testing.T) {
 	_, err = parsePrefixes([]string{"example.org"})
 	require.Error(t, err)
 }
+
+func TestLoadDataverse(t *testing.T) {
+	t.Parallel()
+	const keyA, keyB = "dataverse-key-a-0123456789abcdef", "dataverse-key-b-0123456789abcdef"
+	cfg, err := loadDataverse("", "", "", "", "")
+	require.NoError(t, err)
+	require.Nil(t, cfg, "no key: the intake is off")
+
+	cfg, err = loadDataverse(keyA+","+keyB, "", "x-api-key", "hlf.crm4.dynamics.com", "")
+	require.NoError(t, err)
+	require.Equal(t, []string{keyA, keyB}, cfg.Keys)
+	require.Equal(t, "contact", cfg.Mapping.Member.Table, "the default mapping")
+
+	dir := t.TempDir()
+	keys := filepath.Join(dir, "keys")
+	require.NoError(t, os.WriteFile(keys, []byte(keyA+"\n"+keyB+"\n"), 0o600))
+	mapping := filepath.Join(dir, "mapping.json")
+	require.NoError(t, os.WriteFile(mapping, []byte(`{"membership": {"table": "hlf_medlemskap"}}`), 0o600))
+	cfg, err = loadDataverse("", keys, "", "hlf.crm4.dynamics.com", mapping)
+	require.NoError(t, err)
+	require.Len(t, cfg.Keys, 2)
+	require.Equal(t, "hlf_medlemskap", cfg.Mapping.Membership.Table)
+
+	_, err = loadDataverse(keyA, keys, "", "hlf.crm4.dynamics.com", "")
+	require.ErrorContains(t, err, "not both")
+	_, err = loadDataverse(keyA, "", "", "", "")
+	require.ErrorContains(t, err, "DATAVERSE_ORGANIZATION")
+	_, err = loadDataverse("", "", "", "hlf.crm4.dynamics.com", "")
+	require.ErrorContains(t, err, "DATAVERSE_WEBHOOK_KEYS")
+	_, err = loadDataverse("short", "", "", "hlf.crm4.dynamics.com", "")
+	require.ErrorContains(t, err, "shorter than")
+	require.NotContains(t, err.Error(), "short\"")
+	require.NoError(t, os.WriteFile(mapping, []byte(`{"member": {"table": "account"}}`), 0o600))
+	_, err = loadDataverse(keyA, "", "", "hlf.crm4.dynamics.com", mapping)
+	require.ErrorContains(t, err, "three different tables", "the mapping is validated at start")
+}

@@ -6,16 +6,19 @@ require (
 	github.com/alecthomas/kong v1.17.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/likeperson/portalsync/pkg v0.0.0
-	github.com/likeperson/portalsync/schema v0.0.0-00010101000000-000000000000
+	github.com/likeperson/portalsync/schema v0.0.0
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/zap v1.28.0
+	golang.org/x/oauth2 v0.37.0
 	golang.org/x/sync v0.25.0
 	golang.org/x/term v0.48.0
 	pgregory.net/rapid v1.2.0
 )
+
+require github.com/kylelemons/godebug v1.1.0 // indirect
 
 require (
 	dario.cat/mergo v1.0.2 // indirect
@@ -44,6 +47,7 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/klauspost/compress v1.20.4 // indirect
+	github.com/likeperson/portalsync/testkit v0.0.0
 	github.com/lufia/plan9stats v0.0.0-20260330125221-c963978e514e // indirect
 	github.com/magiconair/properties v1.18.12 // indirect
 	github.com/mfridman/interpolate v0.0.2 // indirect
@@ -97,3 +101,5 @@ require (
 replace github.com/likeperson/portalsync/pkg => ../pkg
 
 replace github.com/likeperson/portalsync/schema => ../schema
+
+replace github.com/likeperson/portalsync/testkit => ../testkit

@@ -37,6 +37,7 @@ type cli struct {
 	Status      statusCmd           `cmd:"" help:"Show stream, consumer, dead-letter and per-organization sync state."`
 	Repair      repairCmd           `cmd:"" help:"Repair rows that events dated in the future wrote (--future-times)."`
 	Erase       eraseCmd            `cmd:"" help:"Erase a member (GDPR art. 17): database rows, log member IDs, stream messages, dead letters."`
+	Reconcile   reconcileCmd        `cmd:"" help:"Read the portal (Dataverse Web API) and publish what the app lacks: a loop, --once or --dry-run."`
 	Healthcheck command.Healthcheck `cmd:"" help:"Exit 0 when the local service is ready (for container healthchecks)."`
 }
 

@@ -19,15 +19,17 @@ import (
 	"github.com/likeperson/portalsync/pkg/command"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/deadletter"
+	"github.com/likeperson/portalsync/syncer/reconcile"
 	"github.com/likeperson/portalsync/syncer/service"
 )
 
 type statusCmd struct {
 	dbFlags
 	natsFlags
-	Consumer  string `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
-	SyncerURL string `name:"syncer-url" env:"SYNCER_URL" default:"http://127.0.0.1:8081" help:"Health address of a running syncer, asked whether it consumes or is paused."`
-	JSON      bool   `name:"json" help:"Print JSON instead of a table."`
+	Consumer        string `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
+	SyncerURL       string `name:"syncer-url" env:"SYNCER_URL" default:"http://127.0.0.1:8081" help:"Health address of a running syncer, asked whether it consumes or is paused."`
+	JSON            bool   `name:"json" help:"Print JSON instead of a table."`
+	ReconcileBucket string `name:"reconcile-bucket" env:"RECONCILE_BUCKET" default:"PORTALSYNC_RECONCILE" help:"KV bucket of the Dataverse reconciler's position."`
 }
 
 // status is what `syncer status` reports.
@@ -67,6 +69,9 @@ type status struct {
 	DeadLetters   uint64          `json:"dead_letters"`
 	FailedLast24h int             `json:"failed_last_24h"`
 	Organizations []orgLastSynced `json:"organizations"`
+	// Reconciler is the Dataverse reconciler's position (empty when it
+	// never ran).
+	Reconciler *reconcile.Position `json:"reconciler,omitempty"`
 }
 
 type orgLastSynced struct {
@@ -93,6 +98,11 @@ func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
 		defer nc.Close()
 		if err := collectNATS(ctx, js, st, c.Config().Name, c.Consumer, c.DeadLetterStream); err != nil {
 			st.NATSError = err.Error()
+		}
+		if kv, err := js.KeyValue(ctx, c.ReconcileBucket); err == nil {
+			if pos, err := reconcile.ReadPosition(ctx, kv); err == nil {
+				st.Reconciler = &pos
+			}
 		}
 	}
 	fetchSyncerStatus(ctx, c.SyncerURL, st)
@@ -206,6 +216,7 @@ func printStatus(w io.Writer, st *status) error {
 	}
 	fmt.Fprintf(tw, "dead letters\t%d\n", st.DeadLetters)
 	fmt.Fprintf(tw, "failed (24 h)\t%d\n", st.FailedLast24h)
+	fmt.Fprintf(tw, "reconciler\t%s\n", reconcilerLine(st.Reconciler))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -219,6 +230,27 @@ func printStatus(w io.Writer, st *status) error {
 		fmt.Fprintf(tw, "%s\t%s\t%d\n", o.PortalOrgID, o.LastSuccess.UTC().Format(time.RFC3339), o.Events24h)
 	}
 	return tw.Flush()
+}
+
+// reconcilerLine says where the Dataverse reconciler stands.
+func reconcilerLine(pos *reconcile.Position) string {
+	if pos == nil || (pos.LastSuccess.IsZero() && len(pos.Tables) == 0) {
+		return "never ran"
+	}
+	var parts []string
+	if pos.LastSuccess.IsZero() {
+		parts = append(parts, "no pass completed")
+	} else {
+		parts = append(parts, fmt.Sprintf("last pass %s (%s ago), %d correction(s) at the last full read", pos.LastSuccess.UTC().Format(time.RFC3339),
+			time.Since(pos.LastSuccess).Round(time.Second), pos.Corrections))
+	}
+	for _, k := range []string{"member", "membership"} {
+		if t, ok := pos.Tables[k]; ok {
+			parts = append(parts, fmt.Sprintf("%s: read %s (%d rows), full read %s, delta link kept", k,
+				t.ReadAt.UTC().Format(time.RFC3339), t.Rows, t.FullReadAt.UTC().Format(time.RFC3339)))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 // fetchSyncerStatus asks the running syncer what it does.

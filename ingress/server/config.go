@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/likeperson/portalsync/ingress/dataverse"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
 )
@@ -88,6 +89,10 @@ type Config struct {
 	TLSKeyFile  string
 	// Stream is the JetStream stream the events are stored in.
 	Stream stream.Config
+	// Dataverse, when set, serves POST /webhooks/dataverse: Dynamics 365
+	// (Dataverse) webhooks, authenticated by key and translated to events.
+	// Default nil (the route answers 404).
+	Dataverse *dataverse.Config
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
@@ -130,6 +135,11 @@ func (c Config) validate() error {
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("TLS needs both a certificate file and a key file")
+	}
+	if c.Dataverse != nil {
+		if err := c.Dataverse.Validate(); err != nil {
+			return fmt.Errorf("dataverse: %w", err)
+		}
 	}
 	return c.Stream.Validate()
 }

@@ -18,6 +18,9 @@ type Metrics struct {
 	requestSeconds prometheus.Histogram
 	publishSeconds prometheus.Histogram
 	duplicates     prometheus.Counter
+	// dataverseUntranslated counts Dataverse changes answered 422, by
+	// reason: each is left to reconciliation.
+	dataverseUntranslated *prometheus.CounterVec
 }
 
 // NewMetrics creates the ingress metrics in a registry of their own, with
@@ -48,8 +51,12 @@ func NewMetrics() *Metrics {
 			Name: "portalsync_ingress_duplicates_total",
 			Help: "Webhooks JetStream had stored already (same webhook-id within the duplicate window).",
 		}),
+		dataverseUntranslated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portalsync_ingress_dataverse_untranslated_total",
+			Help: "Dataverse webhooks that could not become events (answered 422, logged for reconciliation), by reason.",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.rejected, m.requestSeconds, m.publishSeconds, m.duplicates,
+	reg.MustRegister(m.requests, m.rejected, m.requestSeconds, m.publishSeconds, m.duplicates, m.dataverseUntranslated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

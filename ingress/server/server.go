@@ -58,6 +58,8 @@ type Handler struct {
 	echo     *echo.Echo
 	limiter  *sourceLimiter
 	metrics  *Metrics
+	// dataverse is the Dataverse intake; nil when not configured.
+	dataverse *dataverseIntake
 
 	// stored is the event stream's handle, opened on the first duplicate
 	// and kept: reading a stored message back is then one request.
@@ -82,6 +84,11 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metr
 		metrics = NewMetrics()
 	}
 	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, metrics: metrics, log: log}
+	if cfg.Dataverse != nil {
+		if h.dataverse, err = newDataverseIntake(*cfg.Dataverse); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.RateLimit > 0 {
 		h.limiter = newSourceLimiter(cfg.RateLimit, cmp.Or(cfg.RateBurst, int(2*cfg.RateLimit)))
 	}
@@ -92,6 +99,9 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metr
 	e.IPExtractor = ipExtractor(cfg.TrustedProxies)
 	e.Use(h.accessLog)
 	e.POST(WebhookPath, h.receive, h.guard)
+	if h.dataverse != nil {
+		e.POST(DataversePath, h.receiveDataverse, h.dataverseStatuses, h.guard)
+	}
 	e.GET("/healthz", h.healthz)
 	e.GET("/readyz", h.readyz)
 	e.GET("/metrics", echo.WrapHandler(metrics.Handler()))
@@ -108,6 +118,8 @@ const (
 	ctxEventType = "portalsync.event_type"
 	ctxMemberID  = "portalsync.member_id"
 	ctxReason    = "portalsync.reason"
+	// ctxCorrelationID is Dataverse's x-ms-correlation-request-id.
+	ctxCorrelationID = "portalsync.correlation_id"
 )
 
 // accessLog writes one line per request with identifiers only: never a
@@ -120,18 +132,19 @@ func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		req := c.Request()
-		if req.URL.Path != WebhookPath {
+		if req.URL.Path != WebhookPath && req.URL.Path != DataversePath {
 			return nil
 		}
 		reason, _ := c.Get(ctxReason).(string)
 		h.metrics.observeRequest(c.Response().Status, time.Since(start).Seconds(), reason)
 		fields := []zap.Field{
+			zap.String("path", req.URL.Path),
 			zap.String("method", req.Method),
 			zap.Int("status", c.Response().Status),
 			zap.Duration("latency", time.Since(start)),
 			zap.String("remote", c.RealIP()),
 		}
-		for _, k := range []string{ctxEventID, ctxEventType, ctxMemberID, ctxReason} {
+		for _, k := range []string{ctxEventID, ctxEventType, ctxMemberID, ctxReason, ctxCorrelationID} {
 			if v, ok := c.Get(k).(string); ok && v != "" {
 				fields = append(fields, zap.String(strings.TrimPrefix(k, "portalsync."), v))
 			}
@@ -266,11 +279,28 @@ func (h *Handler) receive(c echo.Context) error {
 		return p
 	}
 
+	ack, err := h.publish(c, ev, body)
+	if err != nil {
+		return err
+	}
+	status := http.StatusAccepted
+	if ack.Duplicate {
+		status = http.StatusOK
+	}
+	return c.JSON(status, Accepted{EventID: ev.ID, StreamSeq: ack.Sequence, Duplicate: ack.Duplicate})
+}
+
+// publish stores a validated event (body is its JSON, ev.ID its
+// webhook-id) and waits for JetStream's acknowledgement. A duplicate is
+// compared with the stored body. The error is a *Problem: 503 when the
+// event may not have been stored, 409 for an id reused with another body.
+func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstream.PubAck, error) {
+	req := c.Request()
 	bodyHash := bodyDigest(body)
 	msg := nats.NewMsg(event.Subject(ev.Member.ID))
 	msg.Data = body
 	msg.Header.Set(stream.HeaderBodySHA256, bodyHash)
-	msg.Header.Set(jetstream.MsgIDHeader, webhookID)
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
 	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
 	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
@@ -287,9 +317,8 @@ func (h *Handler) receive(c echo.Context) error {
 			"the event may not have been stored; retry it later (a repeat with the same webhook-id is stored once)")
 		p.retryAfter = h.cfg.RetryAfter
 		p.cause = err
-		return p
+		return nil, p
 	}
-	status := http.StatusAccepted
 	if ack.Duplicate {
 		// A budget of its own: the publish may have used most of its.
 		cmpCtx, cancelCmp := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
@@ -297,12 +326,11 @@ func (h *Handler) receive(c echo.Context) error {
 		cancelCmp()
 		if p != nil {
 			c.Set(ctxReason, p.Reason)
-			return p
+			return nil, p
 		}
-		status = http.StatusOK
 		h.metrics.duplicates.Inc()
 	}
-	return c.JSON(status, Accepted{EventID: ev.ID, StreamSeq: ack.Sequence, Duplicate: ack.Duplicate})
+	return ack, nil
 }
 
 // bodyDigest is the hex SHA-256 of a body, stored with the message so that a
@@ -453,7 +481,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
 	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("path", WebhookPath),
-		zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""), zap.Float64("rate_limit", cfg.RateLimit))
+		zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""), zap.Float64("rate_limit", cfg.RateLimit),
+		zap.Bool("dataverse", cfg.Dataverse != nil))
 
 	select {
 	case err := <-serveErr:

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/command"
+	"github.com/likeperson/portalsync/pkg/dvmap"
+	"github.com/likeperson/portalsync/pkg/logging"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/reconcile"
+	"github.com/likeperson/portalsync/syncer/service"
+)
+
+type reconcileCmd struct {
+	dbFlags
+	natsFlags
+	URL             string        `name:"dataverse-url" env:"DATAVERSE_URL" required:"" help:"The Dataverse environment, e.g. https://hlf.crm4.dynamics.com."`
+	TokenURL        string        `name:"token-url" env:"DATAVERSE_TOKEN_URL" required:"" help:"Microsoft Entra ID token endpoint: https://login.microsoftonline.com/<tenant id>/oauth2/v2.0/token."`
+	ClientID        string        `name:"client-id" env:"DATAVERSE_CLIENT_ID" required:"" help:"The application user's client id."`
+	ClientSecret    string        `name:"client-secret" env:"DATAVERSE_CLIENT_SECRET" required:"" help:"The application user's client secret."`
+	Scope           string        `env:"DATAVERSE_SCOPE" help:"Token scope (default: <dataverse-url>/.default)."`
+	MappingFile     string        `name:"mapping-file" env:"DATAVERSE_MAPPING_FILE" type:"existingfile" help:"JSON mapping of tables and columns (docs/DATAVERSE.md); empty: the defaults."`
+	PageSize        int           `name:"page-size" env:"RECONCILE_PAGE_SIZE" default:"5000" help:"Rows per page (Prefer: odata.maxpagesize)."`
+	Interval        time.Duration `env:"RECONCILE_INTERVAL" default:"15m" help:"Wait between passes."`
+	MaxThrottleWait time.Duration `name:"max-throttle-wait" env:"RECONCILE_MAX_THROTTLE_WAIT" default:"5m" help:"Longest Retry-After waited out after a 429."`
+	Bucket          string        `env:"RECONCILE_BUCKET" default:"PORTALSYNC_RECONCILE" help:"NATS KV bucket holding the delta links."`
+	HTTPAddr        string        `name:"http-addr" env:"RECONCILE_HTTP_ADDR" default:":8082" help:"Address of /healthz and /metrics while running as a loop."`
+	Once            bool          `help:"Make one pass and exit."`
+	Full            bool          `help:"Read every table in full (ignore the stored delta links)."`
+	DryRun          bool          `name:"dry-run" help:"Read the portal in full and print what differs from the app; publish and store nothing."`
+}
+
+// Run reconciles the app against the portal: one pass (--once, --dry-run)
+// or a pass every --interval.
+func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
+	log, err := logging.New(c.LogLevel, g.Stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	m, err := dvmap.LoadMapping(c.MappingFile)
+	if err != nil {
+		return err
+	}
+	pool, err := service.OpenPool(ctx, c.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-reconcile", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if !c.DryRun {
+		// Like the other binaries: the stream is created or updated first.
+		if _, err := stream.Ensure(ctx, js, c.Config()); err != nil {
+			return err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	r, err := reconcile.New(ctx, reconcile.Config{
+		URL: c.URL, TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Scope: c.Scope,
+		PageSize: c.PageSize, Interval: c.Interval, MaxThrottleWait: c.MaxThrottleWait, Mapping: &m,
+		Stream: c.Config(), Bucket: c.Bucket,
+	}, js, pool, reconcile.NewMetrics(reg), log.Named("reconcile"))
+	if err != nil {
+		return err
+	}
+	if c.Once || c.DryRun {
+		rep, err := r.Once(ctx, reconcile.Options{Full: c.Full, DryRun: c.DryRun, Out: g.Stdout})
+		if err != nil {
+			return err
+		}
+		if c.DryRun {
+			fmt.Fprintf(g.Stdout, "%d difference(s); rows read %v; nothing published\n", rep.Differences, rep.Rows)
+			return nil
+		}
+		fmt.Fprintf(g.Stdout, "rows read %v, full read %v, %d events published (repeats are dropped by id), %d correction(s), %d row(s) skipped\n",
+			rep.Rows, rep.FullRead, rep.Published, rep.Corrections, rep.Skipped)
+		return nil
+	}
+	if c.Full {
+		if _, err := r.Once(ctx, reconcile.Options{Full: true}); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", c.HTTPAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{"status":"ok"}`)) })
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	log.Info("reconciler running", zap.String("http", ln.Addr().String()), zap.Duration("interval", c.Interval))
+	runErr := r.Run(ctx)
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(shutdownCtx)
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return runErr
+}
