@@ -3,6 +3,7 @@ module github.com/likeperson/portalsync/testkit
 go 1.26.8
 
 require (
+	github.com/alecthomas/kong v1.17.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/likeperson/portalsync/schema v0.0.0
