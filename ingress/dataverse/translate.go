@@ -114,7 +114,7 @@ func translateMember(c *Context, m dvmap.Mapping, msg string, sizeExceeded bool)
 	if msg == "update" && member.Present() == 0 {
 		return Result{Ignored: fmt.Sprintf("no mapped column of %s changed", c.PrimaryEntityName)}, nil
 	}
-	org, ok := lookup(c, target, m.Member.Organization)
+	org, ok := lookup(c, target, m.Member.Organization, m.Organization.Table)
 	if !ok {
 		return Result{}, untranslatable("no-organization", "%s %s names no organization in %s (Target or a post-image); register a post-image with it on the step",
 			c.PrimaryEntityName, memberID, m.Member.Organization)
@@ -225,12 +225,12 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 		return Result{Ignored: fmt.Sprintf("no mapped column of %s changed", c.PrimaryEntityName)}, nil
 	}
 
-	memberRef, ok := lookup(c, target, mt.Member)
+	memberRef, ok := lookup(c, target, mt.Member, m.Member.Table)
 	if !ok {
 		return Result{}, untranslatable("no-member", "%s %s names no member in %s (Target or an image); register a pre- or post-image with it on the step",
 			c.PrimaryEntityName, event.CanonicalID(c.PrimaryEntityID), mt.Member)
 	}
-	orgRef, ok := lookup(c, target, mt.Organization)
+	orgRef, ok := lookup(c, target, mt.Organization, m.Organization.Table)
 	if !ok {
 		return Result{}, untranslatable("no-organization", "%s %s names no organization in %s (Target or an image); register a pre- or post-image with it on the step",
 			c.PrimaryEntityName, event.CanonicalID(c.PrimaryEntityID), mt.Organization)
@@ -271,13 +271,28 @@ func targetEntity(c *Context) (*Entity, error) {
 	return v.Entity, nil
 }
 
+// emptyGUID is Guid.Empty, which Dataverse may write for a lookup that
+// points at no row.
+const emptyGUID = "00000000-0000-0000-0000-000000000000"
+
 // lookup finds a lookup column in the Target, then the post-images, then
-// the pre-images (an Update's Target holds only what changed).
-func lookup(c *Context, target *Entity, attr string) (Value, bool) {
+// the pre-images (an Update's Target holds only what changed). A reference
+// counts only when its id is a row id (braces and case are canonicalized),
+// not Guid.Empty, and it points at table: a polymorphic lookup such as a
+// contact's parentcustomerid (Customer: account or contact) may name a row
+// of another table, whose id must not become an organization's.
+func lookup(c *Context, target *Entity, attr, table string) (Value, bool) {
 	for _, e := range entities(c, target) {
-		if v, ok := e.Attributes[attr]; ok && v.Kind == KindReference && event.ValidID(v.Str) {
-			return v, true
+		v, ok := e.Attributes[attr]
+		if !ok || v.Kind != KindReference {
+			continue
 		}
+		id := event.CanonicalID(v.Str)
+		if !event.ValidID(id) || id == emptyGUID || (v.Logical != "" && v.Logical != table) {
+			continue
+		}
+		v.Str = id
+		return v, true
 	}
 	return Value{}, false
 }

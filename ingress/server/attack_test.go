@@ -1,0 +1,88 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/event"
+)
+
+// replaceOnce returns body with old replaced by repl, failing when old is
+// not in the fixture (so a changed fixture cannot make the test vacuous).
+func replaceOnce(t *testing.T, body []byte, old, repl string) []byte {
+	t.Helper()
+	require.Equal(t, 1, bytes.Count(body, []byte(old)), "fixture must hold %q once", old)
+	return bytes.Replace(body, []byte(old), []byte(repl), 1)
+}
+
+// storedOrganization reads the organization id of the event stored at seq.
+func (b *testBundle) storedEvent(t *testing.T, seq uint64) *event.Event {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, "EVENTS")
+	require.NoError(t, err)
+	msg, err := s.GetMsg(ctx, seq)
+	require.NoError(t, err)
+	ev, err := event.Decode(msg.Data)
+	require.NoError(t, err)
+	return ev
+}
+
+const contactOrgRef = `"Id": "B0000000-0000-4000-8000-00000000A001", "KeyAttributes": [], "LogicalName": "account"`
+
+// TestDataverseAttackLookupToOtherTable: a contact's parentcustomerid is a
+// Customer lookup, which may point at another contact. That contact's id
+// must not become an organization: the change is 422 no-organization.
+func TestDataverseAttackLookupToOtherTable(t *testing.T) {
+	t.Parallel()
+	b := dvSetup(t, nil)
+	body := replaceOnce(t, dvFixture(t, "contact-create.json"), contactOrgRef,
+		`"Id": "B0000000-0000-4000-8000-00000000A001", "KeyAttributes": [], "LogicalName": "contact"`)
+	r := b.dvPost(t, body, nil)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
+	require.Equal(t, "no_organization", r.problem(t).Reason)
+	require.EqualValues(t, 0, b.streamMsgs(t))
+}
+
+// TestDataverseAttackEmptyGUIDLookup: Guid.Empty in a lookup points at no
+// row; it must not become organization 00000000-….
+func TestDataverseAttackEmptyGUIDLookup(t *testing.T) {
+	t.Parallel()
+	b := dvSetup(t, nil)
+	body := replaceOnce(t, dvFixture(t, "contact-create.json"), contactOrgRef,
+		`"Id": "00000000-0000-0000-0000-000000000000", "KeyAttributes": [], "LogicalName": "account"`)
+	r := b.dvPost(t, body, nil)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
+	require.Equal(t, "no_organization", r.problem(t).Reason)
+	require.EqualValues(t, 0, b.streamMsgs(t))
+}
+
+// TestDataverseAttackBracedUpperCaseGUIDs: GUIDs in braces and upper case,
+// in PrimaryEntityId and in a lookup, are the same rows as their canonical
+// lower-case form: stored under the canonical ids, and the same event id.
+func TestDataverseAttackBracedUpperCaseGUIDs(t *testing.T) {
+	t.Parallel()
+	b := dvSetup(t, nil)
+	plain := dvFixture(t, "contact-create.json")
+	body := replaceOnce(t, plain, `"PrimaryEntityId": "a1b2c3d4-0000-4000-8000-00000000c001"`,
+		`"PrimaryEntityId": "{A1B2C3D4-0000-4000-8000-00000000C001}"`)
+	body = replaceOnce(t, body, contactOrgRef,
+		`"Id": "{B0000000-0000-4000-8000-00000000A001}", "KeyAttributes": [], "LogicalName": "account"`)
+	r := b.dvPost(t, body, nil)
+	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
+	a := r.accepted(t)
+	require.Len(t, a.Events, 1)
+	ev := b.storedEvent(t, a.Events[0].StreamSeq)
+	require.Equal(t, "a1b2c3d4-0000-4000-8000-00000000c001", ev.Member.ID)
+	require.Equal(t, "b0000000-0000-4000-8000-00000000a001", ev.Organization.ID)
+
+	// The same operation in the plain form is Dataverse's retry: a duplicate.
+	r = b.dvPost(t, plain, nil)
+	require.Equal(t, http.StatusOK, r.status, string(r.body))
+	require.True(t, r.accepted(t).Events[0].Duplicate)
+	require.EqualValues(t, 1, b.streamMsgs(t))
+}
