@@ -324,6 +324,7 @@ func TestLoadMapping(t *testing.T) {
 	require.NoError(t, err)
 	c.PrimaryEntityName = "hlf_medlemskap"
 	tgt := c.InputParameters["target"].Entity
+	tgt.LogicalName = "hlf_medlemskap" // a Target of the context's own table
 	tgt.Attributes["hlf_rolle"] = dataverse.Value{Kind: dataverse.KindOption, Num: 2}
 	delete(tgt.Attributes, "hlf_role")
 	res, err := dataverse.Translate(c, m, false)

@@ -262,13 +262,21 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 	return res, nil
 }
 
-// targetEntity is the Target parameter of Create and Update.
+// targetEntity is the Target parameter of Create and Update. A Target of
+// another row or table than PrimaryEntityName/PrimaryEntityId is refused:
+// whose change it is would be a guess (ids compare in canonical form).
 func targetEntity(c *Context) (*Entity, error) {
 	v, ok := c.InputParameters["target"]
 	if !ok || v.Kind != KindEntity {
 		return nil, untranslatable("no-target", "%s of %s carries no Target entity", c.MessageName, c.PrimaryEntityName)
 	}
-	return v.Entity, nil
+	e := v.Entity
+	if (e.ID != "" && event.CanonicalID(e.ID) != event.CanonicalID(c.PrimaryEntityID)) ||
+		(e.LogicalName != "" && e.LogicalName != c.PrimaryEntityName) {
+		return nil, untranslatable("target-mismatch", "the Target of %s of %s %s is another row or table than PrimaryEntityName/PrimaryEntityId",
+			c.MessageName, c.PrimaryEntityName, event.CanonicalID(c.PrimaryEntityID))
+	}
+	return e, nil
 }
 
 // emptyGUID is Guid.Empty, which Dataverse may write for a lookup that

@@ -86,3 +86,23 @@ func TestDataverseAttackBracedUpperCaseGUIDs(t *testing.T) {
 	require.True(t, r.accepted(t).Events[0].Duplicate)
 	require.EqualValues(t, 1, b.streamMsgs(t))
 }
+
+// TestDataverseAttackTargetIDMismatch: a Target whose Id is another row
+// than PrimaryEntityId is ambiguous (whose data is it?) and never becomes
+// an event.
+func TestDataverseAttackTargetIDMismatch(t *testing.T) {
+	t.Parallel()
+	b := dvSetup(t, nil)
+	body := replaceOnce(t, dvFixture(t, "contact-create.json"), `"Id": "a1b2c3d4-0000-4000-8000-00000000c001"`,
+		`"Id": "a1b2c3d4-0000-4000-8000-00000000c999"`)
+	r := b.dvPost(t, body, nil)
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
+	require.Equal(t, "target_mismatch", r.problem(t).Reason)
+	require.EqualValues(t, 0, b.streamMsgs(t))
+
+	// Only case and braces differ: the same row.
+	body = replaceOnce(t, dvFixture(t, "contact-create.json"), `"Id": "a1b2c3d4-0000-4000-8000-00000000c001"`,
+		`"Id": "{A1B2C3D4-0000-4000-8000-00000000C001}"`)
+	r = b.dvPost(t, body, nil)
+	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
+}
