@@ -109,10 +109,16 @@ type wireEntity struct {
 // maxDepth bounds nested entities (a Target inside a parameter inside …).
 const maxDepth = 4
 
+// utf8BOM is the byte order mark a .NET writer may put before UTF-8 text.
+var utf8BOM = []byte("\xef\xbb\xbf")
+
 // Decode parses the JSON of a RemoteExecutionContext. It requires
 // MessageName, PrimaryEntityName and PrimaryEntityId (the part Dataverse
-// keeps when the body was too large) and an OperationId.
+// keeps when the body was too large) and an OperationId. A leading UTF-8
+// byte order mark is skipped: the body is the same context, and a 400 for
+// it would be final.
 func Decode(body []byte) (*Context, error) {
+	body = bytes.TrimPrefix(body, utf8BOM)
 	if !utf8.Valid(body) {
 		return nil, fmt.Errorf("%w: body is not UTF-8", ErrNotContext)
 	}

@@ -106,3 +106,15 @@ func TestDataverseAttackTargetIDMismatch(t *testing.T) {
 	r = b.dvPost(t, body, nil)
 	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
 }
+
+// TestDataverseAttackBOM: a body that starts with a UTF-8 byte order mark
+// (as .NET writers may emit) is the same context, not a 400 that Dataverse
+// would never retry.
+func TestDataverseAttackBOM(t *testing.T) {
+	t.Parallel()
+	b := dvSetup(t, nil)
+	body := append([]byte("\xef\xbb\xbf"), dvFixture(t, "contact-create.json")...)
+	r := b.dvPost(t, body, nil)
+	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
+	require.EqualValues(t, 1, b.streamMsgs(t))
+}
