@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,8 +160,11 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 			return Result{}, err
 		}
 		target = t
-		if v, ok := t.Attributes[mt.State]; ok && v.Kind == KindOption {
-			n := int(v.Num)
+		if v, ok := t.Attributes[mt.State]; ok && v.Kind != KindNull {
+			n, err := optionValue(c, mt.State, v)
+			if err != nil {
+				return Result{}, err
+			}
 			state = &n
 		}
 	case "setstate", "setstatedynamicentity":
@@ -168,7 +172,10 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 		if !ok || v.Kind != KindOption {
 			return Result{}, untranslatable("no-state", "%s of %s carries no State", c.MessageName, c.PrimaryEntityName)
 		}
-		n := int(v.Num)
+		n, err := optionValue(c, "State", v)
+		if err != nil {
+			return Result{}, err
+		}
 		state = &n
 		target = &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{}}
 	case "delete":
@@ -185,8 +192,12 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 	var steps []step
 	var role event.Role
 	roleVal, roleSet := target.Attributes[mt.Role]
-	if roleSet && roleVal.Kind == KindOption {
-		key := strconv.FormatInt(int64(roleVal.Num), 10)
+	if roleSet && roleVal.Kind != KindNull {
+		n, err := optionValue(c, mt.Role, roleVal)
+		if err != nil {
+			return Result{}, err
+		}
+		key := strconv.Itoa(n)
 		r, ok := mt.Roles[key]
 		if !ok {
 			return Result{}, &UntranslatableError{Reason: "unknown-role", Detail: fmt.Sprintf("%s.%s value %s maps to no role", c.PrimaryEntityName, mt.Role, key),
@@ -260,6 +271,19 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 		res.Events = append(res.Events, r.Events...)
 	}
 	return res, nil
+}
+
+// optionValue reads an option set column: an OptionSetValue whose Value is
+// a whole number in Int32's range, as Dataverse's option values are. Any
+// other shape (no Value, a string, a bare number, a fraction) is refused
+// rather than ignored: ignoring a role would leave the member without the
+// role the portal gives them.
+func optionValue(c *Context, attr string, v Value) (int, error) {
+	if v.Kind != KindOption || v.Num != math.Trunc(v.Num) || v.Num < math.MinInt32 || v.Num > math.MaxInt32 {
+		return 0, &UntranslatableError{Reason: "bad-attribute", Detail: fmt.Sprintf("%s.%s is not an option set value", c.PrimaryEntityName, attr),
+			Fields: []event.FieldError{{Field: attr, Reason: "not an option set value"}}}
+	}
+	return int(v.Num), nil
 }
 
 // targetEntity is the Target parameter of Create and Update. A Target of

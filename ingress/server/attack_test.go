@@ -118,3 +118,32 @@ func TestDataverseAttackBOM(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
 	require.EqualValues(t, 1, b.streamMsgs(t))
 }
+
+// TestDataverseAttackOptionSetWithoutValue: a role or state that is not an
+// option set value ({"Value": null}, a string, a bare number) is not
+// silently dropped (the member would lose the role the portal gives them):
+// 422 bad-attribute naming the column.
+func TestDataverseAttackOptionSetWithoutValue(t *testing.T) {
+	t.Parallel()
+	b := dvSetup(t, nil)
+	role := `"key": "hlf_role",
+      "value": {
+       "__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts",
+       "Value": 100000001
+      }`
+	for name, repl := range map[string]string{
+		"NullValue":  `"key": "hlf_role", "value": {"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": null}`,
+		"NoValue":    `"key": "hlf_role", "value": {"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts"}`,
+		"BareNumber": `"key": "hlf_role", "value": 100000001`,
+		"Text":       `"key": "hlf_role", "value": "coordinator"`,
+		"Fractional": `"key": "hlf_role", "value": {"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": 100000001.5}`,
+	} {
+		body := replaceOnce(t, dvFixture(t, "membership-create.json"), role, repl)
+		r := b.dvPost(t, body, nil)
+		require.Equal(t, http.StatusUnprocessableEntity, r.status, "%s: %s", name, r.body)
+		p := r.problem(t)
+		require.Equal(t, "bad_attribute", p.Reason, name)
+		require.Contains(t, p.Detail, "hlf_role", name)
+	}
+	require.EqualValues(t, 0, b.streamMsgs(t))
+}
