@@ -1,11 +1,13 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -297,6 +299,7 @@ func (h *Handler) receive(c echo.Context) error {
 func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstream.PubAck, error) {
 	req := c.Request()
 	bodyHash := bodyDigest(body)
+	rawHash := rawDigest(body)
 	msg := nats.NewMsg(event.Subject(ev.Member.ID))
 	msg.Data = body
 	msg.Header.Set(stream.HeaderBodySHA256, bodyHash)
@@ -322,7 +325,7 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstr
 	if ack.Duplicate {
 		// A budget of its own: the publish may have used most of its.
 		cmpCtx, cancelCmp := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
-		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash)
+		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash, rawHash)
 		cancelCmp()
 		if p != nil {
 			c.Set(ctxReason, p.Reason)
@@ -333,9 +336,23 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstr
 	return ack, nil
 }
 
-// bodyDigest is the hex SHA-256 of a body, stored with the message so that a
-// repeated webhook-id can be compared without the stored body.
+// bodyDigest is the hex SHA-256 of a body with its insignificant JSON
+// whitespace removed, stored with the message so that a repeated
+// webhook-id can be compared without the stored body: a retry that spaces
+// the same JSON differently is the same event. A body that is not JSON
+// (never stored: it fails decoding first) is hashed as it is.
 func bodyDigest(body []byte) string {
+	var compact bytes.Buffer
+	compact.Grow(len(body))
+	if err := json.Compact(&compact, body); err != nil {
+		return rawDigest(body)
+	}
+	return rawDigest(compact.Bytes())
+}
+
+// rawDigest is the hex SHA-256 of the bytes as they are: what messages
+// stored before bodyDigest compacted carry in their digest header.
+func rawDigest(body []byte) string {
 	sum := sha256.Sum256(body)
 	return hex.EncodeToString(sum[:])
 }
@@ -346,7 +363,7 @@ func bodyDigest(body []byte) string {
 // the stored message by the sequence the acknowledgement names, so it
 // costs nothing on the normal path. It returns nil when the bodies match
 // (or the stored message is gone, e.g. erased), else a 409 or a 503.
-func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck, hash string) *Problem {
+func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck, hash, rawHash string) *Problem {
 	stored, err := h.storedDigest(ctx, ack)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -358,7 +375,7 @@ func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck
 		p.Reason = "store_unavailable"
 		p.retryAfter = h.cfg.RetryAfter
 		return p
-	case stored == hash:
+	case stored == hash || stored == rawHash:
 		return nil
 	}
 	p := newProblem(http.StatusConflict, "webhook-id-conflict", "webhook-id reused with a different body",

@@ -30,9 +30,9 @@ const (
 	// HeaderReceivedAt holds when the ingress received the webhook, in
 	// RFC 3339 with nanoseconds.
 	HeaderReceivedAt = "Portal-Received-At"
-	// HeaderBodySHA256 holds the hex SHA-256 of the body, so that a
-	// webhook-id sent again with a different body is told apart from a
-	// retry.
+	// HeaderBodySHA256 holds the hex SHA-256 of the body without its
+	// insignificant JSON whitespace, so that a webhook-id sent again with
+	// a different body is told apart from a retry (however it is spaced).
 	HeaderBodySHA256 = "Portal-Body-Sha256"
 )
 

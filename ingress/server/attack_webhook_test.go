@@ -1,0 +1,86 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/portalclient"
+)
+
+// TestWebhookIDSameBodyOtherWhitespace: a sender's retry that serializes
+// the same JSON with other insignificant whitespace is the same event:
+// 200 duplicate, not a 409 that tells the sender it reused an id.
+func TestWebhookIDSameBodyOtherWhitespace(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	compact := mustJSON(t, sampleEvent("evt_ws", "member-ws"))
+	var indented bytes.Buffer
+	require.NoError(t, json.Indent(&indented, compact, "", "\t"))
+	indented.WriteString("\r\n")
+
+	first, err := b.client.Send(ctx, "evt_ws", indented.Bytes())
+	require.NoError(t, err)
+	require.Equal(t, http.StatusAccepted, first.Status, string(first.Body))
+	again, err := b.client.Send(ctx, "evt_ws", compact)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, again.Status, string(again.Body))
+	a, err := again.Accepted()
+	require.NoError(t, err)
+	require.True(t, a.Duplicate)
+	require.EqualValues(t, 1, b.streamMsgs(t))
+
+	// A different value is still a conflict, however it is spaced.
+	other := sampleEvent("evt_ws", "member-ws")
+	other["role"] = "org_admin"
+	resp, err := b.client.Send(ctx, "evt_ws", mustJSON(t, other))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, resp.Status, string(resp.Body))
+}
+
+// TestWebhookIDConflictRace: two different bodies with one webhook-id sent
+// at once: JetStream stores one, the other is told 409 (never both 2xx,
+// never a silent drop), however the two requests interleave.
+func TestWebhookIDConflictRace(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	for round := range 10 {
+		id := "evt_race_" + string(rune('a'+round))
+		one := sampleEvent(id, "member-race")
+		two := sampleEvent(id, "member-race")
+		two["role"] = "coordinator"
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		resps := make([]*portalclient.Response, 2)
+		errs := make([]error, 2)
+		for i, ev := range []map[string]any{one, two} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				resps[i], errs[i] = b.client.SendEvent(ctx, ev)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		require.NoError(t, errs[0])
+		require.NoError(t, errs[1])
+		statuses := []int{resps[0].Status, resps[1].Status}
+		require.ElementsMatch(t, []int{http.StatusAccepted, http.StatusConflict}, statuses, "round %d: %s / %s", round, resps[0].Body, resps[1].Body)
+		for _, r := range resps {
+			if r.Status == http.StatusConflict {
+				p := decodeProblem(t, r)
+				require.Equal(t, "urn:portalsync:problem:webhook-id-conflict", p.Type)
+				require.Contains(t, p.Detail, id)
+			}
+		}
+	}
+	require.EqualValues(t, 10, b.streamMsgs(t))
+}
