@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/likeperson/portalsync/pkg/event"
 )
 
 // Headers Dataverse sets on every webhook request.
@@ -141,6 +143,19 @@ func Decode(body []byte) (*Context, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("%w: missing %s", ErrNotContext, strings.Join(sorted(missing), ", "))
 	}
+	// Dataverse's row and operation ids are GUIDs; anything else is not a
+	// context (and must not reach a log line as a "row id": it could be any
+	// text, an e-mail address too).
+	for _, f := range []struct {
+		name string
+		id   *string
+	}{{"PrimaryEntityId", &c.PrimaryEntityID}, {"OperationId", &c.OperationID}} {
+		g := event.CanonicalID(*f.id)
+		if !isGUID(g) {
+			return nil, fmt.Errorf("%w: %s is not a GUID", ErrNotContext, f.name)
+		}
+		*f.id = g
+	}
 	if w.OperationCreatedOn != "" {
 		t, err := ParseDate(w.OperationCreatedOn)
 		if err != nil {
@@ -159,6 +174,27 @@ func Decode(body []byte) (*Context, error) {
 		return nil, fmt.Errorf("%w: PostEntityImages: %v", ErrNotContext, err)
 	}
 	return c, nil
+}
+
+// isGUID reports whether s is a GUID in canonical form (lower case, no
+// braces), as event.CanonicalID writes one.
+func isGUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if i == 8 || i == 13 || i == 18 || i == 23 {
+			if c != '-' {
+				return false
+			}
+			continue
+		}
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func sorted(s []string) []string {

@@ -66,7 +66,9 @@ func TestDecodeReadsRemoteExecutionContext(t *testing.T) {
 
 	for _, bad := range []string{``, `[]`, `{}`, `{"MessageName":"Create"}`, "\xff",
 		`{"MessageName":"Create","PrimaryEntityName":"contact","PrimaryEntityId":"x","OperationId":"y","OperationCreatedOn":"/Date(x)/"}`,
-		`{"MessageName":"Create","PrimaryEntityName":"contact","PrimaryEntityId":"x","OperationId":"y","PostEntityImages":[{"key":"a","value":1}]}`} {
+		`{"MessageName":"Create","PrimaryEntityName":"contact","PrimaryEntityId":"x","OperationId":"y","PostEntityImages":[{"key":"a","value":1}]}`,
+		`{"MessageName":"Create","PrimaryEntityName":"contact","PrimaryEntityId":"kari@example.invalid","OperationId":"5d3c7a10-8b0e-4f11-9c2d-0000000000c1"}`,
+		`{"MessageName":"Create","PrimaryEntityName":"contact","PrimaryEntityId":"a1b2c3d4-0000-4000-8000-00000000c001","OperationId":"../x"}`} {
 		_, err := dataverse.Decode([]byte(bad))
 		require.ErrorIs(t, err, dataverse.ErrNotContext, "%q", bad)
 	}
@@ -386,7 +388,7 @@ func FuzzDecode(f *testing.F) {
 		"membership-update-role.json", "membership-setstate.json", "contact-update-size-exceeded.json"} {
 		f.Add(fixture(f, name), false)
 	}
-	f.Add([]byte(`{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"x","OperationId":"y","InputParameters":[{"key":"Target","value":{"Attributes":[{"key":"a","value":{"Attributes":[{"key":"b","value":{"Attributes":[]}}]}}]}}]}`), true)
+	f.Add([]byte(`{"MessageName":"Update","PrimaryEntityName":"contact","PrimaryEntityId":"a1b2c3d4-0000-4000-8000-00000000c001","OperationId":"{5D3C7A10-8B0E-4F11-9C2D-0000000000C1}","InputParameters":[{"key":"Target","value":{"Attributes":[{"key":"a","value":{"Attributes":[{"key":"b","value":{"Attributes":[]}}]}}]}}]}`), true)
 	m := dvmap.DefaultMapping()
 	f.Fuzz(func(t *testing.T, body []byte, sizeExceeded bool) {
 		c, err := dataverse.Decode(body)

@@ -3,12 +3,19 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/likeperson/portalsync/ingress/dataverse"
+	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/signature"
 )
 
 // replaceOnce returns body with old replaced by repl, failing when old is
@@ -146,4 +153,30 @@ func TestDataverseAttackOptionSetWithoutValue(t *testing.T) {
 		require.Contains(t, p.Detail, "hlf_role", name)
 	}
 	require.EqualValues(t, 0, b.streamMsgs(t))
+}
+
+// TestDataverseAttackNonGUIDRowID: a PrimaryEntityId that is no GUID (here
+// an e-mail address) is not a context: 400, and no log line carries it as
+// a row id.
+func TestDataverseAttackNonGUIDRowID(t *testing.T) {
+	t.Parallel()
+	core, logs := observer.New(zap.DebugLevel)
+	h, err := server.NewHandler(server.Config{Secrets: []signature.Secret{testSecret(t)},
+		Dataverse: &dataverse.Config{Keys: []string{dvNewKey}, Organization: dvOrg}}, nil, nil, nil, zap.New(core))
+	require.NoError(t, err)
+	const email = "kari.nordmann@example.invalid"
+	body := replaceOnce(t, dvFixture(t, "contact-create.json"), `"PrimaryEntityId": "a1b2c3d4-0000-4000-8000-00000000c001"`,
+		`"PrimaryEntityId": "`+email+`"`)
+	req := httptest.NewRequest(http.MethodPost, server.DataversePath, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(dataverse.HeaderOrganization, dvOrg)
+	req.Header.Set(dataverse.DefaultKeyHeader, dvNewKey)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	require.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+	require.Contains(t, rec.Body.String(), "PrimaryEntityId is not a GUID")
+	require.NotContains(t, rec.Body.String(), email)
+	for _, e := range logs.All() {
+		require.NotContains(t, e.Message+fmt.Sprint(e.ContextMap()), "example.invalid")
+	}
 }
