@@ -12,7 +12,7 @@ import (
 
 // TestDataverseAttackHeld: hostile input the intake already answers as
 // Dataverse's retry rule wants (4xx for what never succeeds), each through
-// the real ingress. Nothing of it is stored.
+// the real ingress (a Latin-1 body included). Nothing of it is stored.
 func TestDataverseAttackHeld(t *testing.T) {
 	t.Parallel()
 	b := dvSetup(t, nil)
@@ -44,6 +44,7 @@ func TestDataverseAttackHeld(t *testing.T) {
 		{"ReferenceWithoutID", replaceOnce(t, create, `"Id": "B0000000-0000-4000-8000-00000000A001", `, ``), nil, http.StatusUnprocessableEntity, "dataverse-no-organization"},
 		{"DeepNesting", []byte(strings.Replace(string(create), `{"key": "donotemail", "value": false}`,
 			`{"key": "donotemail", "value": `+strings.Repeat(`{"Attributes":[{"key":"a","value":`, 50)+`1`+strings.Repeat(`}]}`, 50)+`}`, 1)), nil, http.StatusBadRequest, "not-dataverse-context"},
+		{"Latin1Name", replaceOnce(t, create, `{"key": "firstname", "value": "Kari"}`, "{\"key\": \"firstname\", \"value\": \"K\xe5re\"}"), nil, http.StatusBadRequest, "not-dataverse-context"},
 		{"TooLarge", []byte(`{"MessageName":"` + strings.Repeat("a", 2<<20) + `"}`), nil, http.StatusRequestEntityTooLarge, "body-too-large"},
 	} {
 		r := b.dvPost(t, tc.body, tc.mutate)
