@@ -65,8 +65,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight events may finish after
 	// the context ends. Default 10 s.
 	ShutdownTimeout time.Duration
-	// ApplyTimeout bounds one transaction, so a hung database call is
-	// retried instead of holding a worker. It may exceed AckWait: held
+	// ApplyTimeout bounds one transaction, and the write of an event's
+	// failed sync-log row, so a hung database call is retried instead of
+	// holding a worker. It may exceed AckWait: held
 	// events are kept alive. Default 2 min.
 	ApplyTimeout time.Duration
 	// PullExpiry bounds one pull request, so a lost consumer leader (a
