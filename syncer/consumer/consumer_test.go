@@ -508,6 +508,28 @@ func TestConsumer(t *testing.T) {
 	})
 }
 
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, Config{}.Validate(), "the defaults are valid")
+	for name, tc := range map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"NegativeApplyTimeout":    {Config{ApplyTimeout: -time.Second}, "apply timeout"},
+		"TinyApplyTimeout":        {Config{ApplyTimeout: time.Millisecond}, "apply timeout"},
+		"NegativeShutdownTimeout": {Config{ShutdownTimeout: -time.Second}, "shutdown timeout"},
+		"NegativeAckWait":         {Config{AckWait: -time.Second}, "ack wait"},
+		"NoWorkers":               {Config{Workers: -1}, "workers"},
+		"MaxDeliverOne":           {Config{MaxDeliver: 1}, "max deliver"},
+		"ZeroBackOff":             {Config{BackOff: []time.Duration{0}}, "backoff"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			require.ErrorContains(t, tc.cfg.Validate(), tc.want)
+		})
+	}
+}
+
 // decide is the outcome table; every row is here.
 func TestDecide(t *testing.T) {
 	t.Parallel()
