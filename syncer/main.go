@@ -59,7 +59,7 @@ type runCmd struct {
 	BackOff         []time.Duration `env:"SYNCER_BACKOFF" default:"1s,5s,15s,30s,1m" help:"Retry delays after transient failures."`
 	MaxAckPending   int             `env:"SYNCER_MAX_ACK_PENDING" default:"10000" help:"Unacknowledged events in flight across replicas."`
 	ShutdownTimeout time.Duration   `env:"SYNCER_SHUTDOWN_TIMEOUT" default:"10s" help:"Time for in-flight events on SIGTERM."`
-	ApplyTimeout    time.Duration   `env:"SYNCER_APPLY_TIMEOUT" default:"2m" help:"Bound of one transaction; longer work is kept alive with in-progress acks."`
+	ApplyTimeout    time.Duration   `env:"SYNCER_APPLY_TIMEOUT" default:"2m" help:"Bound of one transaction (and of writing a failed sync-log row); longer work is kept alive with in-progress acks."`
 	PullExpiry      time.Duration   `env:"SYNCER_PULL_EXPIRY" default:"10s" help:"Pull request lifetime; a lost consumer leader or a removed consumer is noticed within about this long."`
 	ProbeMax        time.Duration   `env:"SYNCER_PROBE_MAX" default:"5s" help:"Longest wait between probes of an unavailable database or NATS (from 100ms, doubling)."`
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`

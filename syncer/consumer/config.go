@@ -65,9 +65,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight events may finish after
 	// the context ends. Default 10 s.
 	ShutdownTimeout time.Duration
-	// ApplyTimeout bounds one transaction, so a hung database call is
-	// retried instead of holding a worker. It may exceed AckWait: held
-	// events are kept alive. Default 2 min.
+	// ApplyTimeout bounds one transaction, and the write of an event's
+	// failed sync-log row, so a hung database call is retried instead of
+	// holding a worker. It may exceed AckWait: held
+	// events are kept alive. At least 100 ms. Default 2 min.
 	ApplyTimeout time.Duration
 	// PullExpiry bounds one pull request, so a lost consumer leader (a
 	// cluster node failing) or a removed consumer is noticed within about
@@ -111,6 +112,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait)
 	case c.PullExpiry < time.Second:
 		return fmt.Errorf("pull expiry must be at least 1s, got %s", c.PullExpiry)
+	case c.ApplyTimeout < 100*time.Millisecond:
+		// A negative one would pass the zero-means-default rule and time
+		// out every transaction: all events would end as dead letters.
+		return fmt.Errorf("apply timeout must be at least 100ms, got %s", c.ApplyTimeout)
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("shutdown timeout must not be negative, got %s", c.ShutdownTimeout)
 	case c.ProbeMax < 100*time.Millisecond:
 		return fmt.Errorf("probe max must be at least 100ms, got %s", c.ProbeMax)
 	case c.MaxAckPending < 1:

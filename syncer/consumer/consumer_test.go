@@ -32,6 +32,9 @@ type fakeApplier struct {
 	failures []store.Failure
 	down     atomic.Bool // Ping fails and every call is unavailable
 	block    chan struct{}
+	// logHangs makes that many LogFailure calls hang until their context
+	// ends, as a call on a connection that stopped answering does.
+	logHangs atomic.Int32
 }
 
 func newFakeApplier() *fakeApplier {
@@ -71,7 +74,11 @@ func (f *fakeApplier) ApplyBatch(ctx context.Context, items []store.Item) ([]sto
 	return res, nil
 }
 
-func (f *fakeApplier) LogFailure(_ context.Context, fl store.Failure, _ store.Meta) error {
+func (f *fakeApplier) LogFailure(ctx context.Context, fl store.Failure, _ store.Meta) error {
+	if f.logHangs.Add(-1) >= 0 {
+		<-ctx.Done()
+		return &store.Error{Kind: store.KindRetry, Err: ctx.Err()}
+	}
 	if f.down.Load() {
 		return errDown
 	}
@@ -306,6 +313,22 @@ func TestConsumer(t *testing.T) {
 		require.Zero(t, b.info(t).NumRedelivered, "a fault of the event's own data is not retried")
 	})
 
+	t.Run("HungFailureLogIsBoundedAndRedelivered", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{ApplyTimeout: 200 * time.Millisecond})
+		b.applier.logHangs.Store(1)
+		b.applier.outcome = func([]store.Item) error {
+			return &store.Error{Kind: store.KindEventFault, Err: errors.New("invalid input")}
+		}
+		b.publish(t, 1, "")
+		b.run(t)
+		// The hung write is given up after ApplyTimeout and the event
+		// redelivered; the second delivery writes its row and fails.
+		require.Equal(t, map[action]int{actNak: 1, actFail: 1}, b.wait(t, 2))
+		require.Len(t, b.applier.failed(), 1)
+		require.Equal(t, uint64(1), b.deadLetters(t))
+	})
+
 	t.Run("ConflictIsRetriedAtOnceWithoutRedelivery", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, Config{})
@@ -483,6 +506,28 @@ func TestConsumer(t *testing.T) {
 		}
 		require.NoError(t, b.cons.Ready())
 	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, Config{}.Validate(), "the defaults are valid")
+	for name, tc := range map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"NegativeApplyTimeout":    {Config{ApplyTimeout: -time.Second}, "apply timeout"},
+		"TinyApplyTimeout":        {Config{ApplyTimeout: time.Millisecond}, "apply timeout"},
+		"NegativeShutdownTimeout": {Config{ShutdownTimeout: -time.Second}, "shutdown timeout"},
+		"NegativeAckWait":         {Config{AckWait: -time.Second}, "ack wait"},
+		"NoWorkers":               {Config{Workers: -1}, "workers"},
+		"MaxDeliverOne":           {Config{MaxDeliver: 1}, "max deliver"},
+		"ZeroBackOff":             {Config{BackOff: []time.Duration{0}}, "backoff"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			require.ErrorContains(t, tc.cfg.Validate(), tc.want)
+		})
+	}
 }
 
 // decide is the outcome table; every row is here.

@@ -149,6 +149,15 @@ func (c *Consumer) apply(ctx context.Context, items []store.Item) ([]store.Resul
 	return c.applier.ApplyBatch(ctx, items)
 }
 
+// logFailure writes an event's failed sync-log row, bounded by
+// ApplyTimeout like a transaction: a hung call would otherwise hold the
+// worker, and every member routed to it, until shutdown.
+func (c *Consumer) logFailure(ctx context.Context, f store.Failure, meta store.Meta) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
+	defer cancel()
+	return c.applier.LogFailure(ctx, f, meta)
+}
+
 // dbAnswers tells an unreachable database from another error.
 func (c *Consumer) dbAnswers(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -183,7 +192,7 @@ func (c *Consumer) done(d *delivery, res store.Result) {
 // otherwise, the event is redelivered later and fails again.
 func (c *Consumer) fail(ctx context.Context, stop <-chan struct{}, msg jetstream.Msg, meta store.Meta, f store.Failure, log *zap.Logger) {
 	for {
-		err := c.applier.LogFailure(ctx, f, meta)
+		err := c.logFailure(ctx, f, meta)
 		if err == nil {
 			break
 		}

@@ -249,17 +249,21 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		consRef.Store(cons)
 		startup.Store(nil)
 
+		// The lag poller uses NATS and the purge loop the pool: both are
+		// joined here, before nc.Drain below and the deferred pool.Close.
+		var bg sync.WaitGroup
 		bgCtx, cancelBg := context.WithCancel(ctx)
+		defer bg.Wait()
 		defer cancelBg()
-		wg.Add(1)
+		bg.Add(1)
 		go func() {
-			defer wg.Done()
-			pollLag(bgCtx, js, cfg.Stream.Name, cfg.Consumer.Durable, metrics, log)
+			defer bg.Done()
+			pollLag(bgCtx, js, cfg.Stream.Name, cons.ConsumerConfig().Durable, metrics, log)
 		}()
 		if cfg.LogRetention > 0 {
-			wg.Add(1)
+			bg.Add(1)
 			go func() {
-				defer wg.Done()
+				defer bg.Done()
 				purgeLoop(bgCtx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
 			}()
 		}
@@ -299,7 +303,6 @@ func checkSchema(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *zap.L
 // pollLag reads the consumer's pending counts every few seconds into the
 // lag gauges.
 func pollLag(ctx context.Context, js jetstream.JetStream, streamName, durable string, m *consumer.Metrics, log *zap.Logger) {
-	durable = cmp.Or(durable, consumer.DefaultDurable)
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
