@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -139,7 +140,7 @@ func Ensure(ctx context.Context, js jetstream.StreamManager, c Config) (jetstrea
 	var lastErr error
 	for attempt := 0; ; attempt++ {
 		attemptCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s, err := js.CreateOrUpdateStream(attemptCtx, c.JetStreamConfig())
+		s, err := ensureOnce(attemptCtx, js, c.JetStreamConfig())
 		cancel()
 		if err == nil {
 			return s, nil
@@ -155,6 +156,31 @@ func Ensure(ctx context.Context, js jetstream.StreamManager, c Config) (jetstrea
 		}
 	}
 	return nil, fmt.Errorf("create or update stream %s: %w", c.Name, lastErr)
+}
+
+// ensureOnce updates the stream only when it is missing or its settings
+// differ: every replica and ingress calls Ensure at start, and an update
+// that changes nothing still rewrites the stream's configuration on the
+// server, racing the consumers being created at the same moment.
+func ensureOnce(ctx context.Context, js jetstream.StreamManager, want jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, want.Name)
+	switch {
+	case err == nil && sameSettings(s.CachedInfo().Config, want):
+		return s, nil
+	case err != nil && !errors.Is(err, jetstream.ErrStreamNotFound):
+		return nil, err
+	}
+	return js.CreateOrUpdateStream(ctx, want)
+}
+
+// sameSettings reports whether the server's stream configuration have
+// already holds every setting JetStreamConfig makes (want).
+func sameSettings(have, want jetstream.StreamConfig) bool {
+	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
+		have.Retention == want.Retention && have.Storage == want.Storage &&
+		max(have.Replicas, 1) == max(want.Replicas, 1) && have.MaxAge == want.MaxAge &&
+		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs && have.MaxMsgSize == want.MaxMsgSize &&
+		have.Discard == want.Discard && have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect
 }
 
 // retryable reports whether a stream API error may pass by itself.

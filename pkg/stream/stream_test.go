@@ -58,3 +58,46 @@ func TestEnsureCreatesReplayableStream(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2*time.Minute, info.Config.Duplicates)
 }
+
+// countingStreams counts the stream updates Ensure sends.
+type countingStreams struct {
+	jetstream.StreamManager
+	updates int
+}
+
+func (c *countingStreams) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	c.updates++
+	return c.StreamManager.CreateOrUpdateStream(ctx, cfg)
+}
+
+// Every replica ensures the stream at start: a stream that already has
+// the settings is not updated (an update that changes nothing still races
+// the consumers created at the same moment), one that differs is.
+func TestEnsureUpdatesOnlyWhatDiffers(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Run(t)
+	ctx := context.Background()
+	nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	c := &countingStreams{StreamManager: js}
+
+	cfg := stream.Config{Name: "EVENTS_U", DuplicateWindow: time.Minute}
+	_, err = stream.Ensure(ctx, c, cfg)
+	require.NoError(t, err)
+	require.Equal(t, 1, c.updates, "created")
+	for range 3 {
+		_, err = stream.Ensure(ctx, c, cfg)
+		require.NoError(t, err)
+	}
+	require.Equal(t, 1, c.updates, "the same settings again: no update")
+	cfg.MaxAge = 48 * time.Hour
+	s, err := stream.Ensure(ctx, c, cfg)
+	require.NoError(t, err)
+	require.Equal(t, 2, c.updates, "another setting: updated")
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 48*time.Hour, info.Config.MaxAge)
+}
