@@ -7,7 +7,9 @@
 # 2. syncer events/s from a full stream (100,000 events, 10,000 members),
 #    one event per transaction and batched, at this disk's flush and with a
 #    1.5 ms flush simulated (commit_delay), against the database's ceiling
-#    for the same SQL (BenchmarkApplyBatchCeiling)
+#    for the same SQL (BenchmarkApplyBatchCeiling: the syncer's own pool
+#    constructor and session settings, batches of 1,024 from 4 clients,
+#    auth.users holding 50,000 accounts), against the server named below
 # 3. end-to-end latency at 1,000 events/s for 60 s (loadgen)
 # 4. replay of 1,000,000 events
 # 5. peak memory (VmHWM) of ingress and syncer

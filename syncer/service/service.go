@@ -85,11 +85,11 @@ func NewPool(url string) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("parse DATABASE_URL: %w", err)
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "portalsync-syncer"
-	// pgx prepares every statement; after five runs PostgreSQL may switch
-	// to a generic plan that ignores the array sizes and scans whole
-	// tables (measured: one event per transaction fell from 1,300 to 270
-	// events/s). Plan each run for its own arguments instead.
-	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	// Statements keep PostgreSQL's default plan_cache_mode (auto): a
+	// session-wide force_custom_plan re-planned every foreign-key check
+	// and cost 23 % of the ceiling. The account link, which must plan for
+	// its arguments, sets force_custom_plan on its function instead
+	// (migration 00020).
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)

@@ -11,17 +11,44 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
 // BenchmarkApplyBatchCeiling applies batches of the syncer's own set-based
 // SQL straight to PostgreSQL from several connections at once, with no
 // NATS and no decoding: the database's ceiling for the syncer's work.
-// Reported as events/s. BATCH and CLIENTS change the shape.
+// Reported as events/s. It runs as the syncer does: the pool comes from
+// the syncer's own constructor (service.NewPool: the same session
+// settings and pool size), batches and clients default to the consumer's
+// BatchSize and Workers (BATCH and CLIENTS change them), and auth.users
+// holds an account for every member (AUTH_USERS more, unrelated ones), so
+// linking and banning cost what they cost in production.
 func BenchmarkApplyBatchCeiling(b *testing.B) {
 	db := schematest.NewDB(b)
-	s := store.New(db.Pool)
-	batchSize, clients := envInt("BATCH", 256), envInt("CLIENTS", 4)
+	pool, err := service.NewPool(db.URL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	s := store.New(pool)
+	batchSize, clients := envInt("BATCH", consumer.DefaultBatchSize), envInt("CLIENTS", consumer.DefaultWorkers)
+	// Accounts for the benchmark's 10,000 members (their e-mails,
+	// confirmed) and further unrelated ones; in statements of 500 rows,
+	// as the account trigger takes a lock per e-mail.
+	for from, n := 0, 10000+envInt("AUTH_USERS", 40000); from < n; from += 500 {
+		if _, err := db.Pool.Exec(context.Background(), `
+			INSERT INTO auth.users (id, aud, role, email, email_confirmed_at)
+			SELECT gen_random_uuid(), 'authenticated', 'authenticated',
+			       CASE WHEN i < 10000 THEN 'm' || i || '@example.invalid' ELSE 'u' || i || '@example.invalid' END, now()
+			FROM generate_series($1::int, least($1::int + 499, $2::int - 1)) AS i`, from, n); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := db.Pool.Exec(context.Background(), `ANALYZE auth.users`); err != nil {
+		b.Fatal(err)
+	}
 	types := []event.Type{event.MembershipCreated, event.MembershipCreated, event.MembershipUpdated, event.RoleUpdated, event.MembershipDeactivated, event.MembershipReactivated}
 	var mu sync.Mutex
 	seq := 0
