@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -14,12 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/store"
 )
@@ -87,15 +82,8 @@ func tracesInStream(t *testing.T, js jetstream.JetStream, name string, needles .
 func TestEraseCommandLeavesNoTrace(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := schematest.NewDB(t)
-	ns := natstest.Run(t)
-	nc, err := stream.Connect(ctx, ns.URL(), "test", zaptest.NewLogger(t))
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
-	require.NoError(t, err)
+	b := setupCLI(t)
+	db, js := b.db, b.js
 	dlq, err := deadletter.Open(ctx, js, deadletter.Config{Name: "DEAD", EventStream: "EVENTS"})
 	require.NoError(t, err)
 
@@ -112,14 +100,8 @@ func TestEraseCommandLeavesNoTrace(t *testing.T) {
 	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	var seq uint64
 	publish := func(ev event.Event) *nats.Msg {
-		body, err := json.Marshal(ev)
-		require.NoError(t, err)
-		msg := nats.NewMsg(event.Subject(ev.Member.ID))
-		msg.Data = body
-		msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
-		ack, err := js.PublishMsg(ctx, msg)
-		require.NoError(t, err)
-		seq = ack.Sequence
+		msg, n := b.publish(t, ev)
+		seq = n
 		return msg
 	}
 	member := event.Member{ID: gone, Email: email, FirstName: first, LastName: last, Phone: phone}
@@ -134,7 +116,7 @@ func TestEraseCommandLeavesNoTrace(t *testing.T) {
 	_, err = db.Pool.Exec(ctx, `INSERT INTO auth.sessions (id, user_id) VALUES (gen_random_uuid(), $1)`, user)
 	require.NoError(t, err)
 
-	common := []string{"--database-url", db.URL, "--nats-url", ns.URL(), "--stream-name", "EVENTS", "--log-level", "error"}
+	common := b.common
 	cli := func(args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer

@@ -8,48 +8,30 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 )
 
 func TestReplayAndDLQCommands(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := schematest.NewDB(t)
-	ns := natstest.Run(t)
-	nc, err := stream.Connect(ctx, ns.URL(), "test", zaptest.NewLogger(t))
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
-	require.NoError(t, err)
+	b := setupCLI(t)
+	db := b.db
 	for i := range 5 {
-		body, err := json.Marshal(event.Event{
+		b.publish(t, event.Event{
 			ID: fmt.Sprintf("e%d", i), Type: event.MembershipCreated, OccurredAt: time.Date(2026, 11, 25, 10, i, 0, 0, time.UTC),
 			Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: fmt.Sprintf("m%d", i)}, Role: event.RolePeerMentor,
 		})
-		require.NoError(t, err)
-		msg := nats.NewMsg(event.Subject(fmt.Sprintf("m%d", i)))
-		msg.Data = body
-		_, err = js.PublishMsg(ctx, msg)
-		require.NoError(t, err)
 	}
-	common := []string{"--database-url", db.URL, "--nats-url", ns.URL(), "--stream-name", "EVENTS", "--log-level", "error"}
+	common := b.common
 	cli := func(args ...string) (string, error) {
 		var out, errOut bytes.Buffer
 		err := run(ctx, append(args, common...), &out, &errOut)
 		return out.String(), err
 	}
 
-	_, err = cli("replay")
+	_, err := cli("replay")
 	require.ErrorContains(t, err, "say what to replay")
 
 	out, err := cli("replay", "--all", "--dry-run")
@@ -89,7 +71,7 @@ func TestReplayAndDLQCommands(t *testing.T) {
 	require.EqualValues(t, 5, st.LastApplied.StreamSeq)
 	require.Len(t, st.Organizations, 1)
 
-	dlqArgs := []string{"--nats-url", ns.URL(), "--stream-name", "EVENTS"}
+	dlqArgs := []string{"--nats-url", b.nats.URL(), "--stream-name", "EVENTS"}
 	var buf bytes.Buffer
 	require.NoError(t, run(ctx, append([]string{"dlq", "list"}, dlqArgs...), &buf, &buf))
 	require.Contains(t, buf.String(), "no dead letters")

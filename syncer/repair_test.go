@@ -3,19 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 )
 
 // TestRepairFutureTimes: a deactivation dated 2099, applied before such
@@ -24,29 +17,15 @@ import (
 func TestRepairFutureTimes(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db := schematest.NewDB(t)
-	ns := natstest.Run(t)
-	nc, err := stream.Connect(ctx, ns.URL(), "test", zaptest.NewLogger(t))
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
-	require.NoError(t, err)
-	publish := func(ev event.Event) {
-		body, err := json.Marshal(ev)
-		require.NoError(t, err)
-		msg := nats.NewMsg(event.Subject(ev.Member.ID))
-		msg.Data = body
-		_, err = js.PublishMsg(ctx, msg)
-		require.NoError(t, err)
-	}
+	b := setupCLI(t)
+	db := b.db
+	publish := func(ev event.Event) { b.publish(t, ev) }
 	org := event.Organization{ID: "o1"}
 	created := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
 	publish(event.Event{ID: "e1", Type: event.MembershipCreated, OccurredAt: created, Organization: org, Member: event.Member{ID: "m1"}, Role: event.RolePeerMentor})
 	publish(event.Event{ID: "e2", Type: event.MembershipDeactivated, OccurredAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Organization: org, Member: event.Member{ID: "m1"}})
 	publish(event.Event{ID: "e3", Type: event.MembershipCreated, OccurredAt: created, Organization: org, Member: event.Member{ID: "m2"}, Role: event.RolePeerMentor})
-	common := []string{"--database-url", db.URL, "--nats-url", ns.URL(), "--stream-name", "EVENTS", "--log-level", "error"}
+	common := b.common
 	cli := func(args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
@@ -64,7 +43,7 @@ func TestRepairFutureTimes(t *testing.T) {
 	require.Equal(t, "active", m)
 
 	// What the old code left behind: the 2099 deactivation applied.
-	_, err = db.Pool.Exec(ctx, `UPDATE organization_memberships SET status = 'inactive', deactivated_at = '2099-01-01Z',
+	_, err := db.Pool.Exec(ctx, `UPDATE organization_memberships SET status = 'inactive', deactivated_at = '2099-01-01Z',
 		status_portal_at = '2099-01-01Z', status_event_id = 'e2', portal_updated_at = '2099-01-01Z'
 		WHERE profile_id = (SELECT id FROM profiles WHERE portal_member_id = 'm1')`)
 	require.NoError(t, err)
