@@ -835,7 +835,10 @@ func (b *batch) log(ctx context.Context) error {
 		}
 	}
 	// Every row names the organization the body names, skipped ones
-	// too, so that its admins see them.
+	// too, so that its admins see them. No ON CONFLICT: sort left out the
+	// events logged before, so a conflict is a concurrent duplicate, whose
+	// unique violation makes the batch retry (classifyCode) and the retry
+	// find the event done.
 	_, err := b.tx.Exec(ctx, `
 		INSERT INTO public.portal_sync_log
 		  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail, member_created,
@@ -845,8 +848,7 @@ func (b *batch) log(ctx context.Context) error {
 		       t.st, t.det, t.cr, t.occ, t.rec, t.seq, t.att
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]::uuid[], $6::text[], $7::text[], $8::bool[],
 		            $9::timestamptz[], $10::timestamptz[], $11::bigint[], $12::int[])
-		  AS t(eid, typ, mem, porg, oid, st, det, cr, occ, rec, seq, att)
-		ON CONFLICT (event_id) WHERE status IN ('success', 'skipped') DO NOTHING`,
+		  AS t(eid, typ, mem, porg, oid, st, det, cr, occ, rec, seq, att)`,
 		eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts)
 	if err != nil {
 		return fmt.Errorf("insert log: %w", err)

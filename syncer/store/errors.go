@@ -87,12 +87,20 @@ func interpretError(err error) error {
 	return &Error{Kind: classify(err), Err: err}
 }
 
+// logDoneIndex is the sync log's one-success-per-event index.
+const logDoneIndex = "portal_sync_log_event_done_idx"
+
 // classify maps a driver error to a Kind. An error it does not know is the
 // event's fault only when the database answered it (a PgError); anything
 // else that is not a timeout is taken as the database being unreachable.
 func classify(err error) Kind {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
+		if pgErr.Code == "23505" && pgErr.ConstraintName == logDoneIndex {
+			// The same event logged by a concurrent batch (another
+			// replica, a redelivery): retrying finds it done.
+			return KindRetry
+		}
 		return classifyCode(pgErr.Code)
 	}
 	switch {

@@ -44,6 +44,7 @@ func TestKindOf(t *testing.T) {
 		{"canceled", context.Canceled, store.KindUnavailable},
 		{"data exception", pg("22001"), store.KindEventFault},
 		{"constraint", pg("23505"), store.KindEventFault},
+		{"event logged concurrently", fmt.Errorf("apply: %w", &pgconn.PgError{Code: "23505", ConstraintName: "portal_sync_log_event_done_idx"}), store.KindRetry},
 		{"raised", pg("P0001"), store.KindEventFault},
 		{"syntax", pg("42601"), store.KindEventFault},
 		{"classified", &store.Error{Kind: store.KindRetry, Err: io.EOF}, store.KindRetry},

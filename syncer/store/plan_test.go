@@ -10,10 +10,11 @@ import (
 	"github.com/likeperson/portalsync/syncer/service"
 )
 
-// TestPlanCacheModeOnlyForTheLink: the syncer's sessions plan statements
-// the default way (no session-wide force_custom_plan), and only the
-// account link's function forces custom plans.
-func TestPlanCacheModeOnlyForTheLink(t *testing.T) {
+// TestNoForcedCustomPlans: the syncer's sessions plan statements the
+// default way (no session-wide force_custom_plan), and none of the
+// project's functions forces custom plans either: their statements read
+// by key (docs/BENCHMARKS.md).
+func TestNoForcedCustomPlans(t *testing.T) {
 	db := schematest.NewDB(t)
 	pool, err := service.NewPool(db.URL)
 	require.NoError(t, err)
@@ -22,8 +23,9 @@ func TestPlanCacheModeOnlyForTheLink(t *testing.T) {
 	var mode string
 	require.NoError(t, pool.QueryRow(ctx, `SHOW plan_cache_mode`).Scan(&mode))
 	require.Equal(t, "auto", mode, "syncer session")
-	var cfg []string
-	require.NoError(t, pool.QueryRow(ctx, `SELECT coalesce(proconfig, '{}') FROM pg_proc
-		WHERE oid = 'portalsync.link_members(text[], text[], text[])'::regprocedure`).Scan(&cfg))
-	require.Contains(t, cfg, "plan_cache_mode=force_custom_plan")
+	var forced []string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT coalesce(array_agg(p.oid::regprocedure::text), '{}') FROM pg_proc p
+		WHERE p.pronamespace IN ('portalsync'::regnamespace, 'public'::regnamespace)
+		  AND EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'plan_cache_mode=%')`).Scan(&forced))
+	require.Empty(t, forced)
 }

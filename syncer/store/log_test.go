@@ -1,0 +1,80 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/store"
+)
+
+// The log insert has no ON CONFLICT: the same event logged by a concurrent
+// transaction (another replica, a redelivery) after this batch's pre-check
+// raises the unique violation, which is a retry, and the retried batch
+// finds the event done. One success row, whatever the race.
+func TestConcurrentDuplicateRetriesToOneSuccess(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	e := ev("dup-1", event.MembershipCreated, t0, "m-dup", "o1", event.RolePeerMentor)
+
+	// The other replica, at its log write: its row for the event is in,
+	// not yet committed.
+	other, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer other.Rollback(ctx) //nolint:errcheck // committed below
+	_, err = other.Exec(ctx, `INSERT INTO portal_sync_log (event_id, event_type, portal_member_id, status, stream_seq)
+		VALUES ('dup-1', 'membership-created', 'm-dup', 'success', 7)`)
+	require.NoError(t, err)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.ApplyBatch(ctx, items(e))
+		done <- err
+	}()
+	// This batch passed its pre-check and waits on the other's index entry.
+	require.Eventually(t, func() bool {
+		var waiting bool
+		require.NoError(t, pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO public.portal_sync_log%')`).Scan(&waiting))
+		return waiting
+	}, 10*time.Second, 20*time.Millisecond)
+	require.NoError(t, other.Commit(ctx))
+
+	err = <-done
+	require.Error(t, err)
+	require.Equal(t, store.KindRetry, store.KindOf(err), "%v", err)
+
+	res, err := s.ApplyBatch(ctx, items(e))
+	require.NoError(t, err)
+	require.True(t, res[0].AlreadyDone)
+	require.Equal(t, []string{"success"}, logRows(t, pool, "dup-1"))
+}
+
+// The log has no per-row foreign key to organizations; deleting an
+// organization still clears its id from the log rows (what ON DELETE SET
+// NULL did), and leaves other organizations' rows alone.
+func TestDeletedOrganizationLeavesNoIDInLog(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	apply(t, s, ev("o-1", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor))
+	apply(t, s, ev("o-2", event.MembershipCreated, t0, "m2", "o2", event.RolePeerMentor))
+
+	_, err := pool.Exec(ctx, `DELETE FROM organizations WHERE portal_org_id = 'o1'`)
+	require.NoError(t, err)
+
+	var o1, o2 *string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT
+		(SELECT organization_id::text FROM portal_sync_log WHERE event_id = 'o-1'),
+		(SELECT organization_id::text FROM portal_sync_log WHERE event_id = 'o-2')`).Scan(&o1, &o2))
+	require.Nil(t, o1, "the deleted organization's id is gone from its rows")
+	require.NotNil(t, o2)
+	var dangling int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log l
+		WHERE l.organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = l.organization_id)`).Scan(&dangling))
+	require.Zero(t, dangling)
+}
