@@ -12,12 +12,16 @@
 --   * link_members decides links only for the batch's members that have
 --     none (read by account_links' primary key); with none, it does no
 --     more. Its rules are 00005's, unchanged.
---   * apply_access reads each member's profile and link once, and from
---     that one read bans or lifts bans, deletes sessions, and writes the
---     profile's mirror of its link and ban flag where it differs (a new
---     link, a resync's new profile, a ban changed), and nothing else. The
---     syncer calls it after link_members in the same transaction, and the
---     account trigger after linking.
+--   * apply_access brings the members' profiles and accounts in line with
+--     their memberships in one statement: it reads each member's profile,
+--     link and memberships once, derives the profile's status from the
+--     memberships (the syncer's own statement before, which wrote the
+--     profile a second time), bans or lifts bans, deletes sessions, and
+--     writes each profile once, where its status, its mirror of the link or
+--     the ban flag differs (a status change, a new link, a resync's new
+--     profile), and nothing else. The syncer calls it after link_members
+--     and the membership upserts, in the same transaction; the account
+--     trigger after linking.
 --   * Neither forces custom plans any more: their statements read by key.
 
 -- +goose Up
@@ -99,12 +103,23 @@ RETURNS TABLE (portal_member_id text, change text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = '' AS $$
 BEGIN
   RETURN QUERY
+  -- Per member: the profile as held, the status its memberships give it
+  -- (active while one is; a member with none keeps the held status), and
+  -- its link.
   WITH acc AS (
-    SELECT p.id AS pid, p.portal_member_id AS m, p.status, p.auth_user_id AS mirrored_u,
-           p.auth_banned_by_sync AS mirrored_by_sync, l.auth_user_id AS u, l.banned_by_sync AS by_sync
+    SELECT p.id AS pid, x.id AS m, p.status AS held_status, p.deactivated_at AS held_deactivated_at,
+           p.auth_user_id AS held_u, p.auth_banned_by_sync AS held_by_sync,
+           coalesce(d.status, p.status) AS status,
+           CASE WHEN d.status IS NULL THEN p.deactivated_at ELSE d.deactivated_at END AS deactivated_at,
+           l.auth_user_id AS u, l.banned_by_sync AS by_sync
     FROM pg_catalog.unnest(member_ids) AS x(id)
-    JOIN portalsync.account_links l ON l.portal_member_id = x.id
-    JOIN public.profiles p ON p.portal_member_id = x.id),
+    JOIN public.profiles p ON p.portal_member_id = x.id
+    LEFT JOIN portalsync.account_links l ON l.portal_member_id = x.id
+    LEFT JOIN LATERAL (
+      SELECT CASE WHEN bool_or(ms.status = 'active') THEN 'active' ELSE 'inactive' END AS status,
+             CASE WHEN bool_or(ms.status = 'active') THEN NULL ELSE max(ms.deactivated_at) END AS deactivated_at
+      FROM public.organization_memberships ms WHERE ms.profile_id = p.id
+      HAVING count(*) > 0) d ON true),
   banned AS (
     UPDATE auth.users u SET banned_until = now() + interval '876000 hours', updated_at = now()
     FROM acc WHERE u.id = acc.u AND acc.status = 'inactive'
@@ -119,16 +134,21 @@ BEGIN
     WHERE l.portal_member_id IN (SELECT m FROM banned UNION ALL SELECT m FROM lifted)),
   ended AS (
     DELETE FROM auth.sessions s USING acc WHERE s.user_id = acc.u AND acc.status = 'inactive'),
-  flag AS (
-    SELECT acc.pid, acc.u, acc.mirrored_u, acc.mirrored_by_sync,
-           CASE WHEN acc.m IN (SELECT m FROM banned) THEN true
+  want AS (
+    SELECT acc.pid, acc.held_status, acc.held_deactivated_at, acc.held_u, acc.held_by_sync,
+           acc.status, acc.deactivated_at, coalesce(acc.u, acc.held_u) AS u,
+           CASE WHEN acc.u IS NULL THEN acc.held_by_sync
+                WHEN acc.m IN (SELECT m FROM banned) THEN true
                 WHEN acc.m IN (SELECT m FROM lifted) THEN false
                 ELSE acc.by_sync END AS by_sync
     FROM acc),
-  mirrored AS (
-    UPDATE public.profiles p SET auth_user_id = f.u, auth_banned_by_sync = f.by_sync, updated_at = now()
-    FROM flag f
-    WHERE p.id = f.pid AND (f.mirrored_u, f.mirrored_by_sync) IS DISTINCT FROM (f.u, f.by_sync))
+  settled AS (
+    UPDATE public.profiles p SET status = w.status, deactivated_at = w.deactivated_at,
+           auth_user_id = w.u, auth_banned_by_sync = w.by_sync, updated_at = now()
+    FROM want w
+    WHERE p.id = w.pid
+      AND (w.held_status, w.held_deactivated_at, w.held_u, w.held_by_sync)
+          IS DISTINCT FROM (w.status, w.deactivated_at, w.u, w.by_sync))
   SELECT b.m, 'revoked'::text FROM banned b
   UNION ALL SELECT f.m, 'restored'::text FROM lifted f;
 END $$;

@@ -299,9 +299,24 @@ func (r *Replayer) apply(ctx context.Context, tx pgx.Tx, items []store.Item, rep
 	return nil
 }
 
+// retryAttempts bounds how often a batch that met concurrent work is tried.
+const retryAttempts = 3
+
 func (r *Replayer) batch(ctx context.Context, tx pgx.Tx, items []store.Item) ([]store.Result, error) {
 	if tx == nil {
-		return r.st.ApplyBatch(ctx, items)
+		// A conflict with concurrent work (a deadlock, the live syncer
+		// logging the same event) is retried, as the syncer retries it.
+		for attempt := 1; ; attempt++ {
+			res, err := r.st.ApplyBatch(ctx, items)
+			if store.KindOf(err) != store.KindRetry || attempt == retryAttempts {
+				return res, err
+			}
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+			}
+		}
 	}
 	sp, err := tx.Begin(ctx)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -108,6 +109,9 @@ type batch struct {
 	// now is the syncer's clock; an event dated more than MaxAhead after
 	// it is refused.
 	now time.Time
+	// logged are the indexes of replayed items whose event the log holds
+	// already (success or skipped): applied again, not logged again.
+	logged map[int]bool
 }
 
 // MaxAhead is how far in the future an event's occurred_at may be by the
@@ -139,9 +143,7 @@ func (b *batch) run(ctx context.Context) error {
 func (b *batch) sort(ctx context.Context) error {
 	ids := make([]string, 0, len(b.items))
 	for _, it := range b.items {
-		if !it.Meta.Replay {
-			ids = append(ids, it.Event.ID)
-		}
+		ids = append(ids, it.Event.ID)
 	}
 	// One round trip: the events already logged, and the members erased
 	// before (by tombstone hash).
@@ -150,7 +152,7 @@ func (b *batch) sort(ctx context.Context) error {
 		byHash[MemberHash(it.Event.Member.ID)] = it.Event.Member.ID
 	}
 	done := map[string]string{}
-	b.erased = map[string]bool{}
+	b.erased, b.logged = map[string]bool{}, map[int]bool{}
 	rows, err := b.tx.Query(ctx, `
 		SELECT false, event_id, status FROM public.portal_sync_log
 		WHERE event_id = ANY($1) AND status IN ('success', 'skipped')
@@ -187,9 +189,13 @@ func (b *batch) sort(ctx context.Context) error {
 	first := map[string]int{}
 	for i, it := range b.items {
 		ev := it.Event
-		if status, ok := done[ev.ID]; ok && !it.Meta.Replay {
-			b.results[i] = Result{Status: status, AlreadyDone: true}
-			continue
+		if status, ok := done[ev.ID]; ok {
+			if !it.Meta.Replay {
+				b.results[i] = Result{Status: status, AlreadyDone: true}
+				continue
+			}
+			// Applied again to repair the tables; its row stays the one.
+			b.logged[i] = true
 		}
 		if j, ok := first[ev.ID]; ok {
 			// The same event twice in one batch: the first one's result.
@@ -404,7 +410,7 @@ var upsertProfilesSQL = func() string {
 		    portal_event_id = CASE WHEN excluded.portal_updated_at IS NOT NULL AND %s < %s THEN excluded.portal_event_id ELSE p.portal_event_id END,
 		    updated_at = now()
 		WHERE %s
-		RETURNING portal_member_id, xmax = 0, email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
+		RETURNING portal_member_id, id::text, xmax = 0, email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
 		          last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id`,
 		strings.Join(cols, ", "), strings.Join(sel, ", "), strings.Join(args, ", "), strings.Join(names, ", "),
 		strings.Join(set, ",\n\t\t    "), newestStored, newestIncoming, newestStored, newestIncoming,
@@ -442,16 +448,17 @@ func (b *batch) profiles(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("upsert profiles: %w", err)
 	}
-	b.created, b.heldFields = map[string]bool{}, map[string][4]heldStamp{}
+	b.created, b.heldFields, b.profIDs = map[string]bool{}, map[string][4]heldStamp{}, make(map[string]string, n)
 	for rows.Next() {
-		var k string
+		var k, pid string
 		var inserted bool
 		var at [4]pgtype.Timestamptz
 		var id [4]pgtype.Text
-		if err := rows.Scan(&k, &inserted, &at[0], &id[0], &at[1], &id[1], &at[2], &id[2], &at[3], &id[3]); err != nil {
+		if err := rows.Scan(&k, &pid, &inserted, &at[0], &id[0], &at[1], &id[1], &at[2], &id[2], &at[3], &id[3]); err != nil {
 			rows.Close()
 			return fmt.Errorf("upsert profiles: %w", err)
 		}
+		b.profIDs[k] = pid
 		if inserted {
 			b.created[k] = true
 		}
@@ -465,9 +472,19 @@ func (b *batch) profiles(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert profiles: %w", err)
 	}
-	b.profIDs, err = b.ids(ctx, `SELECT portal_member_id, id::text FROM public.profiles WHERE portal_member_id = ANY($1)`, keys)
-	if err != nil {
-		return fmt.Errorf("read profile ids: %w", err)
+	// The rows the upsert left alone (nothing newer to write) are read.
+	var unwritten []string
+	for _, k := range keys {
+		if _, ok := b.profIDs[k]; !ok {
+			unwritten = append(unwritten, k)
+		}
+	}
+	if len(unwritten) > 0 {
+		ids, err := b.ids(ctx, `SELECT portal_member_id, id::text FROM public.profiles WHERE portal_member_id = ANY($1)`, unwritten)
+		if err != nil {
+			return fmt.Errorf("read profile ids: %w", err)
+		}
+		maps.Copy(b.profIDs, ids)
 	}
 	// The first event of each created member says so.
 	seen := map[string]bool{}
@@ -650,22 +667,10 @@ func (b *batch) roles(ctx context.Context) error {
 }
 
 // accessAndStatus derives the affected profiles' status from their
-// memberships, then brings their accounts in line (identity.go).
+// memberships and brings their accounts in line, in one statement
+// (identity.go).
 func (b *batch) accessAndStatus(ctx context.Context) error {
-	_, err := b.tx.Exec(ctx, `
-		WITH want AS (
-		  SELECT profile_id,
-		         CASE WHEN bool_or(status = 'active') THEN 'active' ELSE 'inactive' END AS status,
-		         CASE WHEN bool_or(status = 'active') THEN NULL ELSE max(deactivated_at) END AS deactivated_at
-		  FROM public.organization_memberships WHERE profile_id = ANY($1::text[]::uuid[]) GROUP BY profile_id)
-		UPDATE public.profiles p SET status = want.status, deactivated_at = want.deactivated_at, updated_at = now()
-		FROM want
-		WHERE p.id = want.profile_id AND (p.status <> want.status OR p.deactivated_at IS DISTINCT FROM want.deactivated_at)`,
-		b.profileIDs())
-	if err != nil {
-		return fmt.Errorf("derive profile status: %w", err)
-	}
-	return b.identity(ctx, applyAccessSQL, "apply account access")
+	return b.identity(ctx, applyAccessSQL, "apply status and account access")
 }
 
 // heldOf is a stamp as PostgreSQL returns it.
@@ -782,7 +787,8 @@ func (b *batch) log(ctx context.Context) error {
 	if err := b.logFailed(ctx); err != nil {
 		return err
 	}
-	idx := append(append(append([]int(nil), b.live...), b.skipped...), b.erasures...)
+	idx := slices.DeleteFunc(append(append(append([]int(nil), b.live...), b.skipped...), b.erasures...),
+		func(i int) bool { return b.logged[i] })
 	if len(idx) == 0 {
 		return nil
 	}

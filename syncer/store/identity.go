@@ -19,8 +19,10 @@ import (
 // and restores kept links onto their profiles.
 const linkMembersSQL = `SELECT portal_member_id, outcome FROM portalsync.link_members($1::text[], $2::text[], $3::text[])`
 
-// applyAccessSQL bans the accounts of inactive members (deleting their
-// sessions) and lifts the sync's bans of active ones.
+// applyAccessSQL derives the members' profile status from their
+// memberships, bans the accounts of inactive members (deleting their
+// sessions), lifts the sync's bans of active ones, and mirrors links and
+// ban flags onto the profiles.
 const applyAccessSQL = `SELECT portal_member_id, change FROM portalsync.apply_access($1::text[])`
 
 // identityNote is the sync-log words for an outcome of linkMembersSQL or

@@ -78,3 +78,25 @@ func TestDeletedOrganizationLeavesNoIDInLog(t *testing.T) {
 		WHERE l.organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = l.organization_id)`).Scan(&dangling))
 	require.Zero(t, dangling)
 }
+
+// A replayed event is applied again (repairing its rows) but keeps its one
+// log row, also when the batch holds events the log does not know yet.
+func TestReplayWritesNoSecondLogRow(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	old := ev("r-1", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor)
+	apply(t, s, old)
+	_, err := pool.Exec(ctx, `UPDATE profiles SET first_name = 'damaged' WHERE portal_member_id = 'm1'`)
+	require.NoError(t, err)
+
+	fresh := ev("r-2", event.MembershipCreated, t0, "m2", "o1", event.RolePeerMentor)
+	replay := store.Meta{StreamSeq: 1, Attempt: 1, Replay: true}
+	res, err := s.ApplyBatch(ctx, []store.Item{{Event: old, Meta: replay}, {Event: fresh, Meta: store.Meta{StreamSeq: 2, Attempt: 1, Replay: true}}})
+	require.NoError(t, err)
+	require.Equal(t, store.StatusSuccess, res[0].Status)
+	require.False(t, res[0].AlreadyDone)
+	require.Equal(t, "F-r-1", memberState(t, pool, "m1").FirstName, "repaired")
+	require.Equal(t, []string{"success"}, logRows(t, pool, "r-1"))
+	require.Equal(t, []string{"success"}, logRows(t, pool, "r-2"))
+}
