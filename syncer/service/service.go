@@ -87,9 +87,8 @@ func NewPool(url string) (*pgxpool.Pool, error) {
 	cfg.ConnConfig.RuntimeParams["application_name"] = "portalsync-syncer"
 	// Statements keep PostgreSQL's default plan_cache_mode (auto): a
 	// session-wide force_custom_plan re-planned every foreign-key check
-	// and cost 23 % of the ceiling. The account link, which must plan for
-	// its arguments, sets force_custom_plan on its function instead
-	// (migration 00020).
+	// and cost 23 % of the ceiling. No function forces it either: the
+	// account functions read by key (migration 00021).
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)

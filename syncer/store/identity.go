@@ -10,13 +10,15 @@ import (
 )
 
 // Linking accounts to members, bans and sessions live in SECURITY DEFINER
-// functions of migration 00005, so that the syncer's role needs no right on
-// Supabase's auth tables and the trigger on auth.users (sign-up, e-mail
-// confirmation) decides with the very same rules.
+// functions (migration 00005, made lean in 00021), so that the syncer's
+// role needs no right on Supabase's auth tables and the trigger on
+// auth.users (sign-up, e-mail confirmation) decides with the very same
+// rules.
 
-// linkMembersSQL links the members $1 to the accounts with their confirmed
-// e-mail, or with an e-mail their applied events carried ($2[i] for $3[i]),
-// and restores kept links onto their profiles.
+// linkMembersSQL links the members $1 that have no link yet to the
+// accounts with their confirmed e-mail, or with an e-mail their applied
+// events carried ($2[i] for $3[i]). applyAccessSQL, later in the same
+// transaction, writes the links onto the profiles.
 const linkMembersSQL = `SELECT portal_member_id, outcome FROM portalsync.link_members($1::text[], $2::text[], $3::text[])`
 
 // applyAccessSQL derives the members' profile status from their
