@@ -71,9 +71,9 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 	}
 }
 
-// Who may execute the identity functions and the access-token hook, by
-// the catalog: the syncer's role the two it calls, Supabase Auth the hook,
-// nobody else but their owner — service_role included, which Supabase's
+// Who may execute the project's functions and the access-token hook, by
+// the catalog: the syncer's role the three it calls, the app's users the
+// policy helpers, Supabase Auth the hook, nobody else but their owner — service_role included, which Supabase's
 // default privileges hand every function postgres creates in public.
 func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
@@ -85,8 +85,7 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 		SELECT p.proname || ' ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
 		     aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-		WHERE (n.nspname = 'portalsync' AND p.proname IN ('link_members', 'apply_access', 'lock_emails', 'link_account', 'unlink_profile')
-		       OR n.nspname = 'public' AND p.proname = 'custom_access_token_hook')
+		WHERE (n.nspname = 'portalsync' OR n.nspname = 'public' AND p.proname = 'custom_access_token_hook')
 		  AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE'
 		ORDER BY 1`)
 	require.NoError(t, err)
@@ -95,8 +94,13 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 	require.Equal(t, []string{
 		"apply_access portalsync_syncer",
 		"custom_access_token_hook supabase_auth_admin",
+		"erase_member portalsync_syncer",
 		"link_members portalsync_syncer",
-	}, holders)
+		// The policy helpers (docs/ACCESS.md).
+		"managed_profile_ids authenticated",
+		"my_org_ids authenticated",
+		"my_profile_id authenticated",
+	}, holders, "every function of the portalsync schema, and the hook")
 }
 
 // Every SECURITY DEFINER function of the project pins search_path empty,
