@@ -154,7 +154,12 @@ BEGIN
 END $$;
 -- +goose StatementEnd
 
+ALTER FUNCTION portalsync.link_members(text[], text[], text[]) SET enable_seqscan = off;
+ALTER FUNCTION portalsync.apply_access(text[]) SET enable_seqscan = off;
+
 -- +goose Down
+ALTER FUNCTION portalsync.apply_access(text[]) RESET enable_seqscan;
+ALTER FUNCTION portalsync.link_members(text[], text[], text[]) RESET enable_seqscan;
 -- 00005's bodies (and 00020's custom plans for the link).
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION portalsync.apply_access(member_ids text[])
