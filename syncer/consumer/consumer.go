@@ -414,10 +414,16 @@ type delivery struct {
 
 func (d *delivery) log() *zap.Logger {
 	if d.logger == nil {
-		d.logger = d.c.log.With(zap.Uint64("stream_seq", d.meta.StreamSeq), zap.Int("attempt", d.meta.Attempt),
-			zap.String("event_id", d.ev.ID), zap.String("event_type", string(d.ev.Type)), zap.String("member_id", d.ev.Member.ID))
+		d.logger = d.c.log.With(d.fields()...)
 	}
 	return d.logger
+}
+
+// fields identify the event in a log line (never personal data), with
+// room for two more.
+func (d *delivery) fields() []zap.Field {
+	return append(make([]zap.Field, 0, 7), zap.Uint64("stream_seq", d.meta.StreamSeq), zap.Int("attempt", d.meta.Attempt),
+		zap.String("event_id", d.ev.ID), zap.String("event_type", string(d.ev.Type)), zap.String("member_id", d.ev.Member.ID))
 }
 
 func (d *delivery) failure(reason string) store.Failure {

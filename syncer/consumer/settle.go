@@ -171,11 +171,13 @@ func (c *Consumer) done(d *delivery, res store.Result) {
 	if res.AlreadyDone {
 		status = "duplicate"
 		if ce := c.log.Check(zap.DebugLevel, "already applied"); ce != nil {
-			d.log().Debug("already applied", zap.String("status", res.Status))
+			ce.Write(append(d.fields(), zap.String("status", res.Status))...)
 		}
 	} else {
+		// One line per applied event at info: written straight from the
+		// event's fields, with no per-event child logger.
 		if ce := c.log.Check(zap.InfoLevel, "applied"); ce != nil {
-			d.log().Info("applied", zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))
+			ce.Write(append(d.fields(), zap.String("status", res.Status), zap.Bool("member_created", res.MemberCreated))...)
 		}
 		if !d.meta.ReceivedAt.IsZero() {
 			c.metrics.endToEnd.Observe(time.Since(d.meta.ReceivedAt).Seconds())
