@@ -67,6 +67,7 @@ CEILING_MIX=created=2,updated=1,role=1,deactivated=1,reactivated=1
 log_count() { sql "SELECT count(*) FROM portal_sync_log"; }
 # Events per second between the first and the last processed_at.
 log_rate() { sql "SELECT round(count(*) / extract(epoch FROM max(processed_at) - min(processed_at)))::int FROM portal_sync_log"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 wait_log() { # count timeout_s
   for _ in $(seq 1 $(($2 * 5))); do [ "$(log_count)" -ge "$1" ] && return 0; sleep 0.2; done
   echo "bench: only $(log_count) of $1 events applied in $2 s" >&2; exit 1
@@ -195,13 +196,13 @@ with 50,000 accounts in auth.users.
 
 | # | scenario | measured | reference | ratio |
 |---|---|---|---|---|
-| 1 | ingress, wrk, 50 connections | $ING_RPS req/s, p99 $ING_P99 (non-2xx: ${ING_NON2XX:-0}) | raw JetStream sync publish with ids: $RAW4 msg/s (4 clients), $RAW50 msg/s (50 clients) | $(echo "scale=2; $ING_RPS / $RAW4" | bc) of 4-client raw |
+| 1 | ingress, wrk, 50 connections | $ING_RPS req/s, p99 $ING_P99 (non-2xx: ${ING_NON2XX:-0}) | raw JetStream sync publish with ids: $RAW4 msg/s (4 clients), $RAW50 msg/s (50 clients) | $(ratio "$ING_RPS" "$RAW4") of 4-client raw |
 | 1 | ingress, loadgen, 50 connections | $LG_RPS req/s, p99 $LG_P99 | (load generator shares the CPU) | |
 | 2 | syncer, one event per transaction, LOG_LEVEL=warn | ${SYNC_RATE[1:warn]} events/s | | |
 | 2 | syncer, one event per transaction, 1.5 ms flush, warn | ${SLOW_RATE[1]} events/s | | |
 | 2 | syncer, batched (1024), 1.5 ms flush, warn | ${SLOW_RATE[1024]} events/s | | |
-| 2 | syncer, batched (1024), LOG_LEVEL=warn | ${SYNC_RATE[1024:warn]} events/s | ceiling, same SQL straight to PostgreSQL (4 clients, batches of 1024, median of $(echo $CEILS | tr ' ' '/')): $CEIL events/s | $(echo "scale=2; ${SYNC_RATE[1024:warn]} / $CEIL" | bc) |
-| 2 | syncer, batched (1024), LOG_LEVEL=info (deployed) | ${SYNC_RATE[1024:info]} events/s | the same ceiling | $(echo "scale=2; ${SYNC_RATE[1024:info]} / $CEIL" | bc) |
+| 2 | syncer, batched (1024), LOG_LEVEL=warn | ${SYNC_RATE[1024:warn]} events/s | ceiling, same SQL straight to PostgreSQL (4 clients, batches of 1024, median of $(echo $CEILS | tr ' ' '/')): $CEIL events/s | $(ratio "${SYNC_RATE[1024:warn]}" "$CEIL") |
+| 2 | syncer, batched (1024), LOG_LEVEL=info (deployed) | ${SYNC_RATE[1024:info]} events/s | the same ceiling | $(ratio "${SYNC_RATE[1024:info]}" "$CEIL") |
 | 3 | end to end at 1,000 events/s, ${E2E_SECONDS} s | p50/p95/p99/max $E2E | accept p50/p95/p99/max $ACC | |
 | 4 | replay of $REPLAY_EVENTS events | $(printf '%.1f' "$REPLAY_S") s, $REPLAY_RATE events/s | | |
 | 5 | peak RSS | ingress ${ING_HWM1} MB (1), ${ING_HWM3} MB (3); syncer ${SYNC_HWM[1:warn]} MB (2, per event), ${SYNC_HWM[1024:info]} MB (2, batched, info), ${SYN_HWM3} MB (3) | | |
