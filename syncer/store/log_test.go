@@ -36,11 +36,13 @@ func TestConcurrentDuplicateRetriesToOneSuccess(t *testing.T) {
 		done <- err
 	}()
 	// This batch passed its pre-check and waits on the other's index entry.
+	// (Only this test's database: other tests run in parallel.)
 	require.Eventually(t, func() bool {
 		var waiting bool
-		require.NoError(t, pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO public.portal_sync_log%')`).Scan(&waiting))
-		return waiting
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'
+			  AND query LIKE '%INSERT INTO public.portal_sync_log%')`).Scan(&waiting)
+		return err == nil && waiting
 	}, 10*time.Second, 20*time.Millisecond)
 	require.NoError(t, other.Commit(ctx))
 
