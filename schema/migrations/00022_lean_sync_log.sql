@@ -17,7 +17,8 @@
 --
 -- The indexes stay: the primary key, one success per event
 -- (portal_sync_log_event_done_idx), the org admins' newest-first read
--- (portal_sync_log_org_newest_idx), the failed rows (partial), and
+-- (portal_sync_log_org_newest_idx), the two partial ones of the failed
+-- rows (newest first, and one row per stream sequence), and
 -- portal_sync_log_member_idx, which erasure reads (erase_member replaces a
 -- member's id in every row of theirs).
 
