@@ -81,6 +81,24 @@ func TestDeletedOrganizationLeavesNoIDInLog(t *testing.T) {
 	require.Zero(t, dangling)
 }
 
+// TRUNCATE fires no DELETE trigger: truncating the organizations (their
+// memberships and roles with them) but keeping the log clears every
+// organization id from the log.
+func TestTruncatedOrganizationsLeaveNoIDInLog(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	apply(t, s, ev("t-1", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor))
+
+	_, err := pool.Exec(ctx, `TRUNCATE organizations CASCADE`)
+	require.NoError(t, err)
+
+	var rows, withID int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), count(organization_id) FROM portal_sync_log`).Scan(&rows, &withID))
+	require.Equal(t, 1, rows, "the log is kept")
+	require.Zero(t, withID)
+}
+
 // A replayed event is applied again (repairing its rows) but keeps its one
 // log row, also when the batch holds events the log does not know yet.
 func TestReplayWritesNoSecondLogRow(t *testing.T) {
