@@ -73,8 +73,10 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 
 // Who may execute the project's functions and the access-token hook, by
 // the catalog: the syncer's role the three it calls, the app's users the
-// policy helpers, Supabase Auth the hook, nobody else but their owner — service_role included, which Supabase's
-// default privileges hand every function postgres creates in public.
+// policy helpers, Supabase Auth the hook, nobody else but their owner
+// (the trigger functions nobody) — service_role included, which
+// Supabase's default privileges hand every function postgres creates in
+// public.
 func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
 	ctx := context.Background()

@@ -22,7 +22,14 @@
 --     profile), and nothing else. The syncer calls it after link_members
 --     and the membership upserts, in the same transaction; the account
 --     trigger after linking.
---   * Neither forces custom plans any more: their statements read by key.
+--   * Neither forces custom plans any more (00020 did for the link): their
+--     statements read by key. Both run with enable_seqscan = off instead: a
+--     generic plan cached while the tables were small (a new database, the
+--     first batches) hashed or scanned whole tables, and kept doing so for
+--     every small batch once they had grown. The setting is set after the
+--     bodies below because CREATE OR REPLACE FUNCTION replaces a function's
+--     settings with its own SET clauses; a later migration that replaces
+--     either body must set it again (store's TestNoForcedCustomPlans checks).
 
 -- +goose Up
 ALTER FUNCTION portalsync.link_members(text[], text[], text[]) RESET plan_cache_mode;

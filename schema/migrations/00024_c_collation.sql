@@ -7,9 +7,10 @@
 -- unchanged (both collations are deterministic), and the syncer already
 -- sorts its keys bytewise in Go.
 --
--- Each ALTER rewrites its table and indexes under an exclusive lock: on a
--- large sync log, run the migration while the syncer is stopped (the
--- ingress keeps accepting; the stream holds the events meanwhile).
+-- The type stays text, so no table is rewritten, but each ALTER rebuilds
+-- the indexes on its columns under an ACCESS EXCLUSIVE lock: on a large
+-- sync log, run the migration while the syncer is stopped (the ingress
+-- keeps accepting; the stream holds the events meanwhile).
 
 -- +goose Up
 ALTER TABLE public.profiles ALTER COLUMN portal_member_id TYPE text COLLATE "C";

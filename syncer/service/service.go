@@ -88,7 +88,8 @@ func NewPool(url string) (*pgxpool.Pool, error) {
 	// Statements keep PostgreSQL's default plan_cache_mode (auto): a
 	// session-wide force_custom_plan re-planned every foreign-key check
 	// and cost 23 % of the ceiling. No function forces it either: the
-	// account functions read by key (migration 00021).
+	// account functions read by key, with sequential scans off (migration
+	// 00021).
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)

@@ -21,12 +21,14 @@ const (
 	// the database and apply the same events again.
 	KindUnavailable
 	// KindRetry: a conflict with concurrent work (serialization failure,
-	// deadlock) or a timeout (statement or lock timeout, the apply
-	// deadline). Retrying soon usually succeeds.
+	// deadlock, the same event logged by another transaction meanwhile) or
+	// a timeout (statement or lock timeout, the apply deadline). Retrying
+	// soon usually succeeds.
 	KindRetry
 	// KindEventFault: the event's own data cannot be applied (invalid
-	// value, violated constraint, a raised exception, an SQL error). Only
-	// this kind spends the event's deliveries.
+	// value, a violated constraint other than the log's above, a raised
+	// exception, an SQL error). Only this kind spends the event's
+	// deliveries.
 	KindEventFault
 )
 

@@ -36,11 +36,13 @@ func TestConcurrentDuplicateRetriesToOneSuccess(t *testing.T) {
 		done <- err
 	}()
 	// This batch passed its pre-check and waits on the other's index entry.
+	// (Only this test's database: other tests run in parallel.)
 	require.Eventually(t, func() bool {
 		var waiting bool
-		require.NoError(t, pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-			WHERE wait_event_type = 'Lock' AND query LIKE '%INSERT INTO public.portal_sync_log%')`).Scan(&waiting))
-		return waiting
+		err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'
+			  AND query LIKE '%INSERT INTO public.portal_sync_log%')`).Scan(&waiting)
+		return err == nil && waiting
 	}, 10*time.Second, 20*time.Millisecond)
 	require.NoError(t, other.Commit(ctx))
 
@@ -77,6 +79,24 @@ func TestDeletedOrganizationLeavesNoIDInLog(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log l
 		WHERE l.organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = l.organization_id)`).Scan(&dangling))
 	require.Zero(t, dangling)
+}
+
+// TRUNCATE fires no DELETE trigger: truncating the organizations (their
+// memberships and roles with them) but keeping the log clears every
+// organization id from the log.
+func TestTruncatedOrganizationsLeaveNoIDInLog(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	apply(t, s, ev("t-1", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor))
+
+	_, err := pool.Exec(ctx, `TRUNCATE organizations CASCADE`)
+	require.NoError(t, err)
+
+	var rows, withID int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*), count(organization_id) FROM portal_sync_log`).Scan(&rows, &withID))
+	require.Equal(t, 1, rows, "the log is kept")
+	require.Zero(t, withID)
 }
 
 // A replayed event is applied again (repairing its rows) but keeps its one
