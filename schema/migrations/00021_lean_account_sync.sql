@@ -5,7 +5,7 @@
 -- every member of every batch: link_members looked for accounts, locked
 -- e-mails and counted every profile sharing each member's e-mail, then both
 -- functions joined the batch's profiles with account_links to mirror the
--- links and the sync's ban flags onto the profiles (76 of about 270 ms of
+-- links and the sync's ban flags onto the profiles (76 of 151 ms of top-level
 -- statement time per batch of 1,024 with 50,000 accounts,
 -- docs/BENCHMARKS.md).
 --
