@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -141,4 +142,40 @@ func TestOrganizationDeletedDuringBatchLeavesNoIDInLog(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log l
 		WHERE l.organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = l.organization_id)`).Scan(&dangling))
 	require.Zero(t, dangling, "a log row names an organization that is gone")
+}
+
+// Live deliveries and replays of the same batch race on several
+// connections: every one ends applied (retrying conflicts, as the
+// consumer and the replayer do) and each event has one success row.
+func TestRacingDuplicatesAndReplaysOneRowEach(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	var evs []*event.Event
+	for i := range 6 {
+		evs = append(evs, ev(fmt.Sprintf("race-%d", i), event.MembershipCreated, t0.Add(time.Duration(i)*time.Second),
+			fmt.Sprintf("m%d", i%3), "o1", event.RolePeerMentor))
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			its := items(evs...)
+			for i := range its {
+				its[i].Meta.Replay = g%2 == 1
+			}
+			for attempt := 0; ; attempt++ {
+				_, err := s.ApplyBatch(ctx, its)
+				if store.KindOf(err) != store.KindRetry || attempt == 20 {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 8 {
+		require.NoError(t, <-errs)
+	}
+	for _, e := range evs {
+		require.Equal(t, []string{"success"}, logRows(t, pool, e.ID), e.ID)
+	}
 }
