@@ -245,7 +245,7 @@ func (b *batch) logFailed(ctx context.Context) error {
 			INSERT INTO public.portal_sync_log
 			  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail,
 			   occurred_at, received_at, stream_seq, attempt)
-			VALUES ($1, $2, $3, nullif($4, ''), (SELECT id FROM public.organizations WHERE portal_org_id = $4),
+			VALUES ($1, $2, $3, nullif($4, ''), (SELECT id FROM public.organizations WHERE portal_org_id = $4 FOR KEY SHARE),
 			        'failed', $5, $6, $7, $8, $9)
 			ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`,
 			ev.ID, string(ev.Type), b.loggedMember(ev.Member.ID), ev.Organization.ID, r.Detail, ev.OccurredAt,
@@ -345,8 +345,11 @@ func (b *batch) organizations(ctx context.Context) error {
 			return fmt.Errorf("upsert organizations: %w", err)
 		}
 	}
+	// FOR KEY SHARE, as the log's foreign key took it before 00022: an
+	// organization deleted meanwhile waits for this transaction, so that
+	// its trigger clears the ids this batch logs.
 	var err error
-	b.orgIDs, err = b.ids(ctx, `SELECT portal_org_id, id::text FROM public.organizations WHERE portal_org_id = ANY($1)`, args[0].([]string))
+	b.orgIDs, err = b.ids(ctx, `SELECT portal_org_id, id::text FROM public.organizations WHERE portal_org_id = ANY($1) FOR KEY SHARE`, args[0].([]string))
 	if err != nil {
 		return fmt.Errorf("read organization ids: %w", err)
 	}

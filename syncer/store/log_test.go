@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -119,4 +120,82 @@ func TestReplayWritesNoSecondLogRow(t *testing.T) {
 	require.Equal(t, "F-r-1", memberState(t, pool, "m1").FirstName, "repaired")
 	require.Equal(t, []string{"success"}, logRows(t, pool, "r-1"))
 	require.Equal(t, []string{"success"}, logRows(t, pool, "r-2"))
+}
+
+// An organization deleted while a batch that logs a failed event naming
+// it is in flight: the log row must not keep the deleted organization's
+// id (00022 promised what the foreign key's ON DELETE SET NULL gave). The
+// deletion's trigger runs before the batch commits, so the batch itself
+// must hold the organization until then, as the key's check did.
+func TestOrganizationDeletedDuringBatchLeavesNoIDInLog(t *testing.T) {
+	t.Parallel()
+	_, pool := setup(t)
+	s := store.New(pool)
+	ctx := context.Background()
+	apply(t, s, ev("d-1", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor))
+
+	// A failed event (dated in the future) names o1.
+	future := ev("d-2", event.MembershipDeactivated, time.Now().Add(time.Hour), "m1", "o1", "")
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck // committed below
+	_, err = store.ApplyBatchTx(ctx, tx, []store.Item{{Event: future, Meta: store.Meta{StreamSeq: 2, Attempt: 1}}})
+	require.NoError(t, err)
+
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(ctx, `DELETE FROM organizations WHERE portal_org_id = 'o1'`)
+		deleted <- err
+	}()
+	// Either the deletion waits for the batch, or it is done before the
+	// batch commits; give it the time to be done.
+	select {
+	case err := <-deleted:
+		require.NoError(t, err)
+		deleted <- nil
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.NoError(t, tx.Commit(ctx))
+	require.NoError(t, <-deleted)
+
+	var dangling int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log l
+		WHERE l.organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = l.organization_id)`).Scan(&dangling))
+	require.Zero(t, dangling, "a log row names an organization that is gone")
+}
+
+// Live deliveries and replays of the same batch race on several
+// connections: every one ends applied (retrying conflicts, as the
+// consumer and the replayer do) and each event has one success row.
+func TestRacingDuplicatesAndReplaysOneRowEach(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	var evs []*event.Event
+	for i := range 6 {
+		evs = append(evs, ev(fmt.Sprintf("race-%d", i), event.MembershipCreated, t0.Add(time.Duration(i)*time.Second),
+			fmt.Sprintf("m%d", i%3), "o1", event.RolePeerMentor))
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			its := items(evs...)
+			for i := range its {
+				its[i].Meta.Replay = g%2 == 1
+			}
+			for attempt := 0; ; attempt++ {
+				_, err := s.ApplyBatch(ctx, its)
+				if store.KindOf(err) != store.KindRetry || attempt == 20 {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	for range 8 {
+		require.NoError(t, <-errs)
+	}
+	for _, e := range evs {
+		require.Equal(t, []string{"success"}, logRows(t, pool, e.ID), e.ID)
+	}
 }

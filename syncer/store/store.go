@@ -94,7 +94,7 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 		  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail,
 		   occurred_at, received_at, stream_seq, attempt)
 		VALUES ($1, $2, nullif($3, ''), nullif($4, ''),
-		        (SELECT id FROM public.organizations WHERE portal_org_id = $4),
+		        (SELECT id FROM public.organizations WHERE portal_org_id = $4 FOR KEY SHARE),
 		        'failed', $5, $6, $7, $8, $9)
 		ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`,
 		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
