@@ -86,7 +86,7 @@ BEGIN
     ORDER BY s.m, s.ord),
   ins AS (
     INSERT INTO portalsync.account_links (portal_member_id, auth_user_id)
-    SELECT a.m, a.u FROM acct a ORDER BY a.m
+    SELECT a.m, a.u FROM acct a ORDER BY a.m COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING account_links.portal_member_id)
   SELECT coalesce(array_agg(ins.portal_member_id), '{}') INTO linked FROM ins;

@@ -331,7 +331,7 @@ func organizationArgs(items []Item) []any {
 
 var upsertOrganizationsSQL = `
 	INSERT INTO public.organizations AS o (portal_org_id, name, portal_updated_at, portal_event_id)
-	SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) ORDER BY 1
+	SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[]) AS t(k, n, a, e) ORDER BY t.k COLLATE "C"
 	ON CONFLICT (portal_org_id) DO UPDATE
 	SET name = excluded.name, portal_updated_at = excluded.portal_updated_at,
 	    portal_event_id = excluded.portal_event_id, updated_at = now()
@@ -406,7 +406,7 @@ var upsertProfilesSQL = func() string {
 		INSERT INTO public.profiles AS p (portal_member_id, %s, portal_updated_at, portal_event_id)
 		SELECT t.k, %s, t.ts, t.eid
 		FROM unnest(%s, $14::timestamptz[], $15::text[]) AS t(%s, ts, eid)
-		ORDER BY t.k
+		ORDER BY t.k COLLATE "C"
 		ON CONFLICT (portal_member_id) DO UPDATE
 		SET %s,
 		    portal_updated_at = CASE WHEN excluded.portal_updated_at IS NOT NULL AND %s < %s THEN excluded.portal_updated_at ELSE p.portal_updated_at END,
@@ -810,7 +810,9 @@ func (b *batch) log(ctx context.Context) error {
 	// A member's notes go with its last event in the batch.
 	last := map[string]int{}
 	for _, i := range b.live {
-		last[b.items[i].Event.Member.ID] = i
+		if !b.logged[i] {
+			last[b.items[i].Event.Member.ID] = i
+		}
 	}
 	for j, i := range idx {
 		it, r := b.items[i], &b.results[i]

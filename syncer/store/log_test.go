@@ -199,3 +199,28 @@ func TestRacingDuplicatesAndReplaysOneRowEach(t *testing.T) {
 		require.Equal(t, []string{"success"}, logRows(t, pool, e.ID), e.ID)
 	}
 }
+
+// What changed for a member beyond its rows (here: access revoked) is told
+// in the row of its last event that gets one: in a replay whose last event
+// for the member is logged already (no second row), the row of the event
+// the replay logs says it.
+func TestReplayNotesGoToALoggedRow(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `INSERT INTO auth.users (id, email, email_confirmed_at) VALUES (gen_random_uuid(), 'm1@example.invalid', now())`)
+	require.NoError(t, err)
+	updated := ev("n-2", event.MembershipUpdated, t0, "m1", "o1", "")
+	apply(t, s, updated)
+
+	deactivated := ev("n-3", event.MembershipDeactivated, t0.Add(time.Minute), "m1", "o1", "")
+	_, err = s.ApplyBatch(ctx, []store.Item{
+		{Event: deactivated, Meta: store.Meta{StreamSeq: 3, Attempt: 1, Replay: true}},
+		{Event: updated, Meta: store.Meta{StreamSeq: 4, Attempt: 1, Replay: true}},
+	})
+	require.NoError(t, err)
+	var detail string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT detail FROM portal_sync_log WHERE event_id = 'n-3'`).Scan(&detail))
+	require.Contains(t, detail, "app access revoked")
+	require.Equal(t, []string{"success"}, logRows(t, pool, "n-2"))
+}
