@@ -73,7 +73,7 @@ func TestThreeReplicasShareTheConsumer(t *testing.T) {
 }
 
 // TestReplicaThroughput measures how fast 1, 2 and 3 replicas drain a
-// backlog. It runs with `make bench-replicas` (PORTALSYNC_BENCH=1).
+// backlog. It runs with PORTALSYNC_BENCH=1 (docs/OPERATIONS.md).
 func TestReplicaThroughput(t *testing.T) {
 	if os.Getenv("PORTALSYNC_BENCH") == "" {
 		t.Skip("set PORTALSYNC_BENCH=1 to measure replica throughput")
