@@ -224,3 +224,44 @@ func TestReplayNotesGoToALoggedRow(t *testing.T) {
 	require.Contains(t, detail, "app access revoked")
 	require.Equal(t, []string{"success"}, logRows(t, pool, "n-2"))
 }
+
+// The account trigger logs a shared e-mail at sign-up once per
+// organization of each member; an organization deleted while that sign-up
+// is not yet committed waits for it, and no row keeps the id (00025).
+func TestOrganizationDeletedDuringSharedEmailSignUpLeavesNoIDInLog(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	for i, m := range []string{"sh-1", "sh-2"} {
+		e := ev(fmt.Sprintf("sh-e%d", i), event.MembershipCreated, t0, m, "o1", event.RolePeerMentor)
+		e.Member.Email = "shared@example.invalid"
+		apply(t, s, e)
+	}
+	signUp, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer signUp.Rollback(ctx) //nolint:errcheck // committed below
+	_, err = signUp.Exec(ctx, `INSERT INTO auth.users (id, email, email_confirmed_at) VALUES (gen_random_uuid(), 'shared@example.invalid', now())`)
+	require.NoError(t, err)
+	var logged int
+	require.NoError(t, signUp.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE event_type = 'account-link' AND organization_id IS NOT NULL`).Scan(&logged))
+	require.Equal(t, 2, logged, "one row per member in o1")
+
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(ctx, `DELETE FROM organizations WHERE portal_org_id = 'o1'`)
+		deleted <- err
+	}()
+	select {
+	case err := <-deleted:
+		require.NoError(t, err)
+		deleted <- nil
+	case <-time.After(500 * time.Millisecond):
+	}
+	require.NoError(t, signUp.Commit(ctx))
+	require.NoError(t, <-deleted)
+
+	var dangling int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log l
+		WHERE l.organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = l.organization_id)`).Scan(&dangling))
+	require.Zero(t, dangling, "a log row names an organization that is gone")
+}
