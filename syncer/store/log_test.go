@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
@@ -142,26 +144,7 @@ func TestOrganizationDeletedDuringBatchLeavesNoIDInLog(t *testing.T) {
 	_, err = store.ApplyBatchTx(ctx, tx, []store.Item{{Event: future, Meta: store.Meta{StreamSeq: 2, Attempt: 1}}})
 	require.NoError(t, err)
 
-	deleted := make(chan error, 1)
-	go func() {
-		_, err := pool.Exec(ctx, `DELETE FROM organizations WHERE portal_org_id = 'o1'`)
-		deleted <- err
-	}()
-	// Either the deletion waits for the batch, or it is done before the
-	// batch commits; give it the time to be done.
-	select {
-	case err := <-deleted:
-		require.NoError(t, err)
-		deleted <- nil
-	case <-time.After(500 * time.Millisecond):
-	}
-	require.NoError(t, tx.Commit(ctx))
-	require.NoError(t, <-deleted)
-
-	var dangling int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log l
-		WHERE l.organization_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM organizations o WHERE o.id = l.organization_id)`).Scan(&dangling))
-	require.Zero(t, dangling, "a log row names an organization that is gone")
+	deleteOrgBeforeCommit(t, pool, tx, "o1")
 }
 
 // Live deliveries and replays of the same batch race on several
@@ -246,9 +229,20 @@ func TestOrganizationDeletedDuringSharedEmailSignUpLeavesNoIDInLog(t *testing.T)
 	require.NoError(t, signUp.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE event_type = 'account-link' AND organization_id IS NOT NULL`).Scan(&logged))
 	require.Equal(t, 2, logged, "one row per member in o1")
 
+	deleteOrgBeforeCommit(t, pool, signUp, "o1")
+}
+
+// deleteOrgBeforeCommit deletes the organization org from another
+// connection while tx, which has logged rows naming it, is still open,
+// then commits tx, and requires that no log row names an organization that
+// is gone. The deletion either waits for tx (its lock) or is done before
+// tx commits; it is given the time to be done.
+func deleteOrgBeforeCommit(t *testing.T, pool *pgxpool.Pool, tx pgx.Tx, org string) {
+	t.Helper()
+	ctx := context.Background()
 	deleted := make(chan error, 1)
 	go func() {
-		_, err := pool.Exec(ctx, `DELETE FROM organizations WHERE portal_org_id = 'o1'`)
+		_, err := pool.Exec(ctx, `DELETE FROM organizations WHERE portal_org_id = $1`, org)
 		deleted <- err
 	}()
 	select {
@@ -257,7 +251,7 @@ func TestOrganizationDeletedDuringSharedEmailSignUpLeavesNoIDInLog(t *testing.T)
 		deleted <- nil
 	case <-time.After(500 * time.Millisecond):
 	}
-	require.NoError(t, signUp.Commit(ctx))
+	require.NoError(t, tx.Commit(ctx))
 	require.NoError(t, <-deleted)
 
 	var dangling int
