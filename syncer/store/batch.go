@@ -235,19 +235,13 @@ func (b *batch) sort(ctx context.Context) error {
 	return nil
 }
 
-// logFailed writes a failed row for each event refused before applying,
-// once per stream sequence (as LogFailure does).
+// logFailed writes a failed row for each event refused before applying
+// (insertFailedSQL, as LogFailure does).
 func (b *batch) logFailed(ctx context.Context) error {
 	for _, i := range b.failed {
 		it, r := b.items[i], b.results[i]
 		ev := it.Event
-		_, err := b.tx.Exec(ctx, `
-			INSERT INTO public.portal_sync_log
-			  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail,
-			   occurred_at, received_at, stream_seq, attempt)
-			VALUES ($1, $2, $3, nullif($4, ''), (SELECT id FROM public.organizations WHERE portal_org_id = $4 FOR KEY SHARE),
-			        'failed', $5, $6, $7, $8, $9)
-			ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`,
+		_, err := b.tx.Exec(ctx, insertFailedSQL,
 			ev.ID, string(ev.Type), b.loggedMember(ev.Member.ID), ev.Organization.ID, r.Detail, ev.OccurredAt,
 			nullTime(it.Meta.ReceivedAt), int64(it.Meta.StreamSeq), int32(max(it.Meta.Attempt, 1)))
 		if err != nil {
