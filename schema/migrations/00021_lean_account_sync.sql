@@ -33,7 +33,6 @@
 --     either body must set it again (store's TestNoForcedCustomPlans checks).
 
 -- +goose Up
-ALTER FUNCTION portalsync.link_members(text[], text[], text[]) RESET plan_cache_mode;
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION portalsync.link_members(member_ids text[], seen_members text[] DEFAULT '{}', seen_emails text[] DEFAULT '{}')
@@ -166,8 +165,6 @@ ALTER FUNCTION portalsync.link_members(text[], text[], text[]) SET enable_seqsca
 ALTER FUNCTION portalsync.apply_access(text[]) SET enable_seqscan = off;
 
 -- +goose Down
-ALTER FUNCTION portalsync.apply_access(text[]) RESET enable_seqscan;
-ALTER FUNCTION portalsync.link_members(text[], text[], text[]) RESET enable_seqscan;
 -- 00005's bodies (and 00020's custom plans for the link).
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION portalsync.apply_access(member_ids text[])
