@@ -120,6 +120,10 @@ type options struct {
 	supabase *supabasetest.Database
 	// dataverse serves POST /webhooks/dataverse with this configuration.
 	dataverse *dataverse.Config
+	// stream replaces the test stream's configuration, and maxBody the
+	// ingress's largest body (which must fit the stream's messages).
+	stream  *stream.Config
+	maxBody int64
 }
 
 // Option changes what start runs.
@@ -133,6 +137,12 @@ func onSupabase(db *supabasetest.Database) Option { return func(o *options) { o.
 
 // withDataverse serves the Dataverse intake with cfg.
 func withDataverse(cfg dataverse.Config) Option { return func(o *options) { o.dataverse = &cfg } }
+
+// withStream runs with the stream configuration c and the ingress's
+// largest body maxBody (0: the default).
+func withStream(c stream.Config, maxBody int64) Option {
+	return func(o *options) { o.stream, o.maxBody = &c, maxBody }
+}
 
 // onCluster runs on the given JetStream cluster with an R3 stream.
 func onCluster(c *natstest.Cluster) Option { return func(o *options) { o.cluster = c } }
@@ -160,6 +170,9 @@ func start(t *testing.T, opts ...Option) *system {
 	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
 	require.NoError(t, err)
 	sys := &system{pool: pool, dbURL: dbURL, secret: secret, stream: testStream, pii: map[string]bool{}}
+	if o.stream != nil {
+		sys.stream = *o.stream
+	}
 	// Registered first, so it runs last, after every service has stopped.
 	t.Cleanup(func() { sys.scanForPersonalData(t) })
 	if o.cluster != nil {
@@ -175,7 +188,8 @@ func start(t *testing.T, opts ...Option) *system {
 	require.NoError(t, err)
 	runUntilCleanup(t, "the ingress", cancel, func() error {
 		return server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
-			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second, Dataverse: o.dataverse}, sys.logger(t, "ingress"))
+			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second, Dataverse: o.dataverse,
+			MaxBodyBytes: o.maxBody}, sys.logger(t, "ingress"))
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()
 	servicetest.WaitReady(t, sys.ingressURL, nil)

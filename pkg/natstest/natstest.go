@@ -24,11 +24,14 @@ type Server struct {
 	storeDir string
 }
 
+// Option changes the server's options before it starts.
+type Option func(*server.Options)
+
 // Run starts a JetStream server on a free loopback port with its store in a
 // temporary directory. It is shut down when the test ends.
-func Run(t testing.TB) *Server {
+func Run(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := newServer(t)
+	s := newServer(t, opts...)
 	s.Start()
 	t.Cleanup(s.Stop)
 	return s
@@ -37,14 +40,14 @@ func Run(t testing.TB) *Server {
 // New returns a JetStream server like Run's without starting it, to test
 // services that start while NATS is down; Start starts it. It is shut down
 // when the test ends.
-func New(t testing.TB) *Server {
+func New(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	s := newServer(t)
+	s := newServer(t, opts...)
 	t.Cleanup(s.Stop)
 	return s
 }
 
-func newServer(t testing.TB) *Server {
+func newServer(t testing.TB, opts ...Option) *Server {
 	s := &Server{t: t, storeDir: t.TempDir()}
 	s.opts = server.Options{
 		Host:      "127.0.0.1",
@@ -56,6 +59,9 @@ func newServer(t testing.TB) *Server {
 		// A short write deadline keeps a stopped test client from slowing
 		// the server down.
 		WriteDeadline: 5 * time.Second,
+	}
+	for _, o := range opts {
+		o(&s.opts)
 	}
 	return s
 }

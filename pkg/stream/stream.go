@@ -46,10 +46,30 @@ const (
 	DefaultMaxMsgSize      = 1 << 20
 )
 
-// MinServerVersion is the oldest nats-server this project supports: 2.10
-// brought the stream and consumer features it relies on (consumer
-// metadata, subject transforms and the current JetStream API responses).
-const MinServerVersion = "2.10.0"
+// RecordOverhead bounds what the server stores for a message besides its
+// headers and body (nats-server's file store: a 22-byte record header,
+// the subject and an 8-byte checksum; subjects are short member keys).
+const RecordOverhead = 1024
+
+// MinMaxBytes is the smallest MaxBytes, other than 0 (unlimited), of a
+// stream whose largest message is maxMsgSize bytes: the syncer trims
+// settled history down to three quarters of MaxBytes (Config.TrimBytes),
+// and the quarter it keeps free must hold at least one maximum-size
+// event, or one such event could find the stream full for good. With the
+// default 1 MiB messages it is 4 MiB + 4 KiB.
+func MinMaxBytes(maxMsgSize int32) int64 {
+	return 4 * (int64(maxMsgSize) + RecordOverhead)
+}
+
+// MinServerVersion is the oldest nats-server this project supports. 2.12
+// brought atomic batch publishing (stream API level 2), which the ingress
+// uses for grouped publishes: an older server ignores allow_atomic, so
+// the stream would differ from its configuration at every start and batch
+// publishes would fail. 2.12.1 rather than 2.12.0: the first patch
+// release of the line, after atomic batches were made to honour
+// Nats-Msg-Id deduplication (nats-server #7391), which the ingress's
+// idempotency rests on.
+const MinServerVersion = "2.12.1"
 
 // Config describes the event stream. Zero fields take the defaults.
 type Config struct {
@@ -57,15 +77,24 @@ type Config struct {
 	Name string
 	// Replicas is 1 for a single server or 3 for a cluster. Default 1.
 	Replicas int
-	// MaxAge is how long events are kept. The stream must keep what replay
-	// should rebuild, so this bounds how far back a resync reaches.
-	// Default 365 days.
+	// MaxAge is the replay history window: how long events are kept once
+	// the syncer settled them (applied them, or logged them failed and
+	// dead-lettered them). The server never expires events by age (its
+	// max age is unlimited); the syncer's history loop purges events that
+	// are both older than MaxAge and settled, so an event nobody applied
+	// is never deleted for its age. It bounds how far back a resync
+	// reaches. Default 365 days.
 	MaxAge time.Duration
-	// MaxBytes caps the stream's size; 0 means unlimited.
+	// MaxBytes caps the stream's size; 0 means unlimited. A full stream
+	// refuses new events (discard new: the ingress answers 503 and the
+	// portal retries) and never deletes stored ones; the syncer trims
+	// settled history down to TrimBytes to make room. When set, at least
+	// MinMaxBytes(MaxMsgSize).
 	MaxBytes int64
 	// DuplicateWindow is how long a webhook-id is remembered to drop a
 	// repeated delivery. The server holds every id of the window in
-	// memory. Default 1 hour.
+	// memory. At most MaxAge, so that the stored copy a repeat is compared
+	// with is not trimmed for its age within the window. Default 1 hour.
 	DuplicateWindow time.Duration
 	// MaxMsgSize is the largest message the stream stores. Default 1 MiB.
 	MaxMsgSize int32
@@ -92,6 +121,12 @@ func (c Config) Validate() error {
 		return errors.New("stream max age must not be negative")
 	case c.MaxBytes < 0:
 		return errors.New("stream max bytes must not be negative")
+	case c.MaxMsgSize < 0:
+		return errors.New("stream max message size must not be negative")
+	case c.MaxBytes > 0 && c.MaxBytes < MinMaxBytes(c.MaxMsgSize):
+		return fmt.Errorf("stream max bytes %d is too small: with %d-byte messages at most, the stream needs at least %d bytes "+
+			"(four maximum-size events: the syncer trims settled history to three quarters of the limit, and the quarter left "+
+			"must hold one), or 0 for unlimited", c.MaxBytes, c.MaxMsgSize, MinMaxBytes(c.MaxMsgSize))
 	case c.DuplicateWindow < 0:
 		return errors.New("stream duplicate window must not be negative")
 	case c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge:
@@ -100,9 +135,19 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// TrimBytes is the size above which the syncer trims settled history to
+// make room (the oldest settled events first): three quarters of
+// MaxBytes; 0 when the stream is unlimited.
+func (c Config) TrimBytes() int64 { return c.MaxBytes / 4 * 3 }
+
 // JetStreamConfig returns the server-side stream configuration: file storage
 // and limits retention, so that events stay replayable after they are
 // consumed; direct get allowed.
+//
+// Accepted means kept: a full stream discards new events (the publish
+// fails, the ingress answers 503 and the portal retries) instead of old
+// ones, and the server expires nothing by age (max age 0). MaxAge is
+// enforced by the syncer instead, on settled events only (Config.MaxAge).
 func (c Config) JetStreamConfig() jetstream.StreamConfig {
 	c = c.WithDefaults()
 	maxBytes := c.MaxBytes
@@ -116,16 +161,19 @@ func (c Config) JetStreamConfig() jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    c.Replicas,
-		MaxAge:      c.MaxAge,
+		MaxAge:      0,
 		MaxBytes:    maxBytes,
 		MaxMsgs:     -1,
 		MaxMsgSize:  c.MaxMsgSize,
-		Discard:     jetstream.DiscardOld,
+		Discard:     jetstream.DiscardNew,
 		Duplicates:  c.DuplicateWindow,
 		// Direct get: the ingress reads a stored message back (a webhook-id
 		// sent again, to compare bodies) without queueing on the JetStream
 		// API, which publishes also need.
 		AllowDirect: true,
+		// Atomic batches: the ingress stores a group of events all or
+		// none (nats-server 2.12 and newer).
+		AllowAtomicPublish: true,
 	}
 }
 
@@ -180,7 +228,8 @@ func sameSettings(have, want jetstream.StreamConfig) bool {
 		have.Retention == want.Retention && have.Storage == want.Storage &&
 		max(have.Replicas, 1) == max(want.Replicas, 1) && have.MaxAge == want.MaxAge &&
 		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs && have.MaxMsgSize == want.MaxMsgSize &&
-		have.Discard == want.Discard && have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect
+		have.Discard == want.Discard && have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
+		have.AllowAtomicPublish == want.AllowAtomicPublish
 }
 
 // retryable reports whether a stream API error may pass by itself.
@@ -329,8 +378,8 @@ func connectOptions(name string, log *zap.Logger) []nats.Option {
 type Flags struct {
 	StreamName            string        `name:"stream-name" env:"STREAM_NAME" default:"PORTAL_EVENTS" help:"JetStream stream holding the events."`
 	StreamReplicas        int           `name:"stream-replicas" env:"STREAM_REPLICAS" default:"1" help:"Stream replicas: 1, or 3 on a cluster."`
-	StreamMaxAge          time.Duration `name:"stream-max-age" env:"STREAM_MAX_AGE" default:"8760h" help:"How long events are kept (bounds replay)."`
-	StreamMaxBytes        int64         `name:"stream-max-bytes" env:"STREAM_MAX_BYTES" default:"0" help:"Stream size cap in bytes; 0 is unlimited."`
+	StreamMaxAge          time.Duration `name:"stream-max-age" env:"STREAM_MAX_AGE" default:"8760h" help:"Replay history: the syncer purges events older than this once they are settled (bounds replay)."`
+	StreamMaxBytes        int64         `name:"stream-max-bytes" env:"STREAM_MAX_BYTES" default:"0" help:"Stream size cap in bytes (at least 4 MiB + 4 KiB); a full stream refuses new events (503); 0 is unlimited."`
 	StreamDuplicateWindow time.Duration `name:"stream-duplicate-window" env:"STREAM_DUPLICATE_WINDOW" default:"1h" help:"How long a webhook-id is remembered to drop repeats."`
 }
 

@@ -2,9 +2,12 @@ package stream_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
@@ -15,10 +18,12 @@ import (
 
 func TestCheckServerVersion(t *testing.T) {
 	t.Parallel()
-	for _, ok := range []string{"2.10.0", "2.10.22", "2.15.2", "v2.11.0-beta.1", "3.0.0"} {
+	for _, ok := range []string{"2.12.1", "2.12.11", "2.15.2", "v2.13.0-beta.1", "3.0.0"} {
 		require.NoError(t, stream.CheckServerVersion(ok), ok)
 	}
-	for _, bad := range []string{"2.9.10", "2.9.99", "1.4.1", "", "garbage", "2.10"} {
+	// 2.10 and 2.11 have no atomic batch publish; 2.12.0's atomic batches
+	// predate the project's floor.
+	for _, bad := range []string{"2.9.10", "2.10.22", "2.11.9", "2.12.0", "1.4.1", "", "garbage", "2.12"} {
 		require.Error(t, stream.CheckServerVersion(bad), bad)
 	}
 }
@@ -29,6 +34,33 @@ func TestConfigValidate(t *testing.T) {
 	require.Error(t, stream.Config{Name: "a.b"}.WithDefaults().Validate())
 	require.Error(t, stream.Config{Replicas: 2}.WithDefaults().Validate())
 	require.Error(t, stream.Config{MaxAge: time.Minute, DuplicateWindow: time.Hour}.WithDefaults().Validate())
+}
+
+// A stream too small to hold its largest event besides its trimmed
+// history is refused at start with a message that says why and what to
+// set, not accepted to refuse every event later (issue 19).
+func TestConfigValidateMaxBytes(t *testing.T) {
+	t.Parallel()
+	floor := stream.MinMaxBytes(stream.DefaultMaxMsgSize)
+	require.Equal(t, int64(4<<20+4<<10), floor, "4 MiB + 4 KiB for 1 MiB messages")
+
+	err := stream.Config{MaxBytes: 1024}.WithDefaults().Validate()
+	require.EqualError(t, err, "stream max bytes 1024 is too small: with 1048576-byte messages at most, the stream needs at least 4198400 bytes "+
+		"(four maximum-size events: the syncer trims settled history to three quarters of the limit, and the quarter left must hold one), or 0 for unlimited")
+	require.Error(t, stream.Config{MaxBytes: 1 << 20}.WithDefaults().Validate(), "1 MiB cannot hold a 1 MiB event besides history")
+	require.Error(t, stream.Config{MaxBytes: floor - 1}.WithDefaults().Validate())
+	require.NoError(t, stream.Config{MaxBytes: floor}.WithDefaults().Validate())
+	require.NoError(t, stream.Config{MaxBytes: 0}.WithDefaults().Validate(), "0 is unlimited")
+
+	// The floor follows the largest message.
+	require.NoError(t, stream.Config{MaxMsgSize: 16 << 10, MaxBytes: stream.MinMaxBytes(16 << 10)}.WithDefaults().Validate())
+	require.Error(t, stream.Config{MaxMsgSize: -1}.WithDefaults().Validate())
+
+	// Three quarters of the limit is where the syncer trims settled
+	// history; the quarter above holds a maximum-size event.
+	c := stream.Config{MaxBytes: floor}.WithDefaults()
+	require.GreaterOrEqual(t, c.MaxBytes-c.TrimBytes(), int64(c.MaxMsgSize)+stream.RecordOverhead)
+	require.Zero(t, stream.Config{}.WithDefaults().TrimBytes(), "unlimited: nothing to trim for size")
 }
 
 func TestEnsureCreatesReplayableStream(t *testing.T) {
@@ -50,6 +82,9 @@ func TestEnsureCreatesReplayableStream(t *testing.T) {
 	require.Equal(t, []string{"portal.member.>"}, info.Config.Subjects)
 	require.Equal(t, time.Minute, info.Config.Duplicates)
 	require.True(t, info.Config.AllowDirect, "the ingress reads duplicates back by direct get")
+	require.Equal(t, jetstream.DiscardNew, info.Config.Discard, "a full stream refuses new events, never drops stored ones")
+	require.Zero(t, info.Config.MaxAge, "the server expires nothing: the syncer trims settled events only")
+	require.True(t, info.Config.AllowAtomicPublish, "the ingress publishes atomic batches")
 
 	// Ensure again with another setting updates the stream in place.
 	s, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS_T", DuplicateWindow: 2 * time.Minute})
@@ -94,10 +129,118 @@ func TestEnsureUpdatesOnlyWhatDiffers(t *testing.T) {
 	}
 	require.Equal(t, 1, c.updates, "the same settings again: no update")
 	cfg.MaxAge = 48 * time.Hour
+	_, err = stream.Ensure(ctx, c, cfg)
+	require.NoError(t, err)
+	require.Equal(t, 1, c.updates, "the history window is the syncer's, not a server setting")
+	cfg.MaxBytes = 64 << 20
 	s, err := stream.Ensure(ctx, c, cfg)
 	require.NoError(t, err)
 	require.Equal(t, 2, c.updates, "another setting: updated")
 	info, err := s.Info(ctx)
 	require.NoError(t, err)
-	require.Equal(t, 48*time.Hour, info.Config.MaxAge)
+	require.Equal(t, int64(64<<20), info.Config.MaxBytes)
+	require.Zero(t, info.Config.MaxAge)
+}
+
+// A stream created by an earlier version (discard old, the server
+// expiring events at max age, no atomic publish) is updated in place at
+// the next start, keeping its events (issue 19).
+func TestEnsureUpdatesStreamOfEarlierVersion(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Run(t)
+	ctx := context.Background()
+	nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+
+	cfg := stream.Config{Name: "EVENTS_OLD", MaxBytes: 8 << 20}
+	old := cfg.WithDefaults().JetStreamConfig()
+	old.Discard, old.MaxAge, old.AllowAtomicPublish = jetstream.DiscardOld, stream.DefaultMaxAge, false
+	_, err = js.CreateStream(ctx, old)
+	require.NoError(t, err)
+	_, err = js.Publish(ctx, "portal.member.m1", []byte(`{}`))
+	require.NoError(t, err)
+
+	s, err := stream.Ensure(ctx, js, cfg)
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.DiscardNew, info.Config.Discard)
+	require.Zero(t, info.Config.MaxAge)
+	require.True(t, info.Config.AllowAtomicPublish)
+	require.Equal(t, int64(8<<20), info.Config.MaxBytes)
+	require.Equal(t, uint64(1), info.State.Msgs, "the stored event is kept")
+}
+
+// IsFull recognises the server's refusals for want of room, from a real
+// server, and nothing else.
+func TestIsFull(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	connect := func(t *testing.T, srv *natstest.Server) jetstream.JetStream {
+		nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		js, err := jetstream.New(nc)
+		require.NoError(t, err)
+		return js
+	}
+	fill := func(t *testing.T, js jetstream.JetStream, body []byte) error {
+		for range 10000 {
+			if _, err := js.Publish(ctx, "portal.member.m1", body); err != nil {
+				return err
+			}
+		}
+		t.Fatal("never full")
+		return nil
+	}
+
+	t.Run("MaxBytes", func(t *testing.T) {
+		t.Parallel()
+		js := connect(t, natstest.Run(t))
+		s, err := stream.Ensure(ctx, js, stream.Config{Name: "FULL_BYTES", MaxMsgSize: 1024, MaxBytes: stream.MinMaxBytes(1024)})
+		require.NoError(t, err)
+		err = fill(t, js, make([]byte, 512))
+		t.Logf("refused: %v", err)
+		require.True(t, stream.IsFull(err), "%v", err)
+		require.True(t, stream.IsFull(fmt.Errorf("publish: %w", err)), "wrapped")
+		info, err := s.Info(ctx)
+		require.NoError(t, err)
+		require.Equal(t, uint64(1), info.State.FirstSeq, "nothing stored was dropped")
+	})
+	t.Run("MaxMsgs", func(t *testing.T) {
+		t.Parallel()
+		js := connect(t, natstest.Run(t))
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FULL_MSGS", Subjects: []string{"portal.member.>"},
+			MaxMsgs: 3, Discard: jetstream.DiscardNew})
+		require.NoError(t, err)
+		err = fill(t, js, []byte(`{}`))
+		t.Logf("refused: %v", err)
+		require.True(t, stream.IsFull(err), "%v", err)
+	})
+	t.Run("ServerStorage", func(t *testing.T) {
+		t.Parallel()
+		js := connect(t, natstest.Run(t, func(o *server.Options) { o.JetStreamMaxStore = 256 << 10 }))
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FULL_SERVER", Subjects: []string{"portal.member.>"}})
+		require.NoError(t, err)
+		err = fill(t, js, make([]byte, 4096))
+		t.Logf("refused: %v", err)
+		require.True(t, stream.IsFull(err), "%v", err)
+	})
+	t.Run("NotFull", func(t *testing.T) {
+		t.Parallel()
+		js := connect(t, natstest.Run(t))
+		_, err := stream.Ensure(ctx, js, stream.Config{Name: "NOT_FULL", MaxMsgSize: 1024})
+		require.NoError(t, err)
+		_, err = js.Publish(ctx, "portal.member.m1", make([]byte, 2048))
+		require.Error(t, err)
+		require.False(t, stream.IsFull(err), "too large is not full: %v", err)
+		_, err = js.Publish(ctx, "nowhere.m1", []byte(`{}`))
+		require.Error(t, err)
+		require.False(t, stream.IsFull(err), "no stream is not full: %v", err)
+		require.False(t, stream.IsFull(nil))
+		require.False(t, stream.IsFull(errors.New("maximum bytes exceeded")), "only the server's API error")
+	})
 }

@@ -85,8 +85,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Queue, erro
 		MaxAge:      cfg.MaxAge,
 		MaxMsgs:     -1,
 		MaxBytes:    -1,
-		Discard:     jetstream.DiscardOld,
-		Duplicates:  10 * time.Minute,
+		// No size limit; discard new all the same, as the event stream:
+		// were one set, a full dead-letter stream would refuse a letter
+		// instead of dropping an older one, and a refused letter leaves
+		// its event unsettled in the event stream (the consumer terminates
+		// an event only after its letter is stored), to fail again on its
+		// next delivery. Letters expire after MaxAge.
+		Discard:    jetstream.DiscardNew,
+		Duplicates: 10 * time.Minute,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create or update dead-letter stream %s: %w", cfg.Name, err)

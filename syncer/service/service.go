@@ -31,6 +31,7 @@ import (
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/erase"
+	"github.com/likeperson/portalsync/syncer/history"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -67,6 +68,10 @@ type Config struct {
 	// ever. Every LogPurgeInterval (default 1 h) older rows are deleted.
 	LogRetention     time.Duration
 	LogPurgeInterval time.Duration
+	// HistoryInterval is how often the stream's settled history is trimmed
+	// (Stream.MaxAge, Stream.MaxBytes) and its size read into the
+	// metrics. Default 15 s (history.DefaultInterval).
+	HistoryInterval time.Duration
 }
 
 // DeadLetter returns the dead-letter configuration for the event stream s.
@@ -155,6 +160,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := consumer.NewMetrics(reg)
+	historyMetrics := history.NewMetrics(reg)
 	var startup atomic.Pointer[string] // what start-up waits for; nil once consuming
 	setStartup := func(s string) { startup.Store(&s) }
 	setStartup("starting")
@@ -249,8 +255,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		consRef.Store(cons)
 		startup.Store(nil)
 
-		// The lag poller uses NATS and the purge loop the pool: both are
-		// joined here, before nc.Drain below and the deferred pool.Close.
+		// The lag poller and the history trimmer use NATS and the purge
+		// loop the pool: all are joined here, before nc.Drain below and the
+		// deferred pool.Close.
 		var bg sync.WaitGroup
 		bgCtx, cancelBg := context.WithCancel(ctx)
 		defer bg.Wait()
@@ -259,6 +266,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		go func() {
 			defer bg.Done()
 			pollLag(bgCtx, js, cfg.Stream.Name, cons.ConsumerConfig().Durable, metrics, log)
+		}()
+		trimmer, err := history.New(js, history.Config{Stream: cfg.Stream, Durable: cons.ConsumerConfig().Durable,
+			Interval: cfg.HistoryInterval}, historyMetrics, log.Named("history"))
+		if err != nil {
+			return err
+		}
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			trimmer.Run(bgCtx)
 		}()
 		if cfg.LogRetention > 0 {
 			bg.Add(1)
