@@ -124,6 +124,8 @@ type options struct {
 	// ingress's largest body (which must fit the stream's messages).
 	stream  *stream.Config
 	maxBody int64
+	// nats are the options of the test's JetStream server.
+	nats []natstest.Option
 }
 
 // Option changes what start runs.
@@ -143,6 +145,10 @@ func withDataverse(cfg dataverse.Config) Option { return func(o *options) { o.da
 func withStream(c stream.Config, maxBody int64) Option {
 	return func(o *options) { o.stream, o.maxBody = &c, maxBody }
 }
+
+// syncAlways runs JetStream as the project ships it: every write synced
+// to disk before it is acknowledged (for tests that claim durability).
+func syncAlways() Option { return func(o *options) { o.nats = append(o.nats, natstest.SyncAlways()) } }
 
 // onCluster runs on the given JetStream cluster with an R3 stream.
 func onCluster(c *natstest.Cluster) Option { return func(o *options) { o.cluster = c } }
@@ -179,7 +185,7 @@ func start(t *testing.T, opts ...Option) *system {
 		sys.natsURL = o.cluster.URL()
 		sys.stream.Replicas = 3
 	} else {
-		sys.nats = natstest.Run(t)
+		sys.nats = natstest.Run(t, o.nats...)
 		sys.natsURL = sys.nats.URL()
 	}
 	ctx, cancel := context.WithCancel(context.Background())

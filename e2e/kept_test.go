@@ -22,7 +22,7 @@ func TestFullStreamRefusesAndKeepsWhatItAccepted(t *testing.T) {
 	t.Parallel()
 	const maxMsg = 16 << 10
 	cfg := stream.Config{Name: "EVENTS", MaxMsgSize: maxMsg, MaxBytes: stream.MinMaxBytes(maxMsg) + 4096}
-	sys := start(t, withoutSyncer(), withStream(cfg, maxMsg-4096))
+	sys := start(t, withoutSyncer(), withStream(cfg, maxMsg-4096), syncAlways())
 	ctx := context.Background()
 
 	// The syncer is stopped: send until the stream is full.
@@ -82,7 +82,7 @@ func TestFullStreamRefusesAndKeepsWhatItAccepted(t *testing.T) {
 func TestUnappliedEventOutlivesMaxAge(t *testing.T) {
 	t.Parallel()
 	const window = 2 * time.Second
-	sys := start(t, withoutSyncer(), withStream(stream.Config{Name: "EVENTS", MaxAge: window, DuplicateWindow: time.Second}, 0))
+	sys := start(t, withoutSyncer(), withStream(stream.Config{Name: "EVENTS", MaxAge: window, DuplicateWindow: time.Second}, 0), syncAlways())
 	ctx := context.Background()
 	events := workload(42, "age", 10, 50)
 	require.Len(t, sys.sendAll(t, events, 2), len(events))

@@ -3,7 +3,9 @@
 #  - NATS: unless NATS_URL is set, a current nats-server built from the Go
 #    module (bin/nats-server), JetStream storing under ./.data/nats, on port
 #    PORTALSYNC_NATS_PORT (default 4223, so it does not clash with an older
-#    system nats-server on 4222).
+#    system nats-server on 4222), with the settings of deploy/nats/nats.conf
+#    (every write synced to disk before it is acknowledged), or of the file
+#    PORTALSYNC_NATS_CONFIG names.
 #  - PostgreSQL: DATABASE_URL, default the local server's database
 #    "portalsync" (created when missing), migrated by `syncer migrate`.
 #  - A webhook secret: PORTAL_WEBHOOK_SECRETS, or one generated once into
@@ -73,11 +75,14 @@ wait_port() { # host port what
 
 if [ -z "${NATS_URL:-}" ]; then
   port=${PORTALSYNC_NATS_PORT:-4223}
-  bin/nats-server -a 127.0.0.1 -p "$port" -js -sd .data/nats >.data/nats.log 2>&1 &
+  nats_config=${PORTALSYNC_NATS_CONFIG:-deploy/nats/nats.conf}
+  # pkg/natstest's TestMakeRunServerSyncsEveryWrite starts a server with
+  # the arguments of the next line and reads its settings back.
+  bin/nats-server -c "$nats_config" -a 127.0.0.1 -p "$port" -js -sd .data/nats >.data/nats.log 2>&1 &
   nats_pid=$!
   wait_port 127.0.0.1 "$port" nats-server
   export NATS_URL="nats://127.0.0.1:$port"
-  echo "nats-server $(bin/nats-server --version | awk '{print $2}') with JetStream on $NATS_URL (store: .data/nats, log: .data/nats.log)"
+  echo "nats-server $(bin/nats-server --version | awk '{print $2}') with JetStream on $NATS_URL (settings: $nats_config, store: .data/nats, log: .data/nats.log)"
 fi
 
 if [ -z "${DATABASE_URL:-}" ]; then

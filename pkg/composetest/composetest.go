@@ -32,7 +32,8 @@ type Service struct {
 	DependsOn map[string]struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
-	Ports []string `yaml:"ports"`
+	Ports   []string `yaml:"ports"`
+	Volumes []string `yaml:"volumes"`
 }
 
 // Build is a service's build section.

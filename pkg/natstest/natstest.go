@@ -27,6 +27,15 @@ type Server struct {
 // Option changes the server's options before it starts.
 type Option func(*server.Options)
 
+// SyncAlways makes the server write every stored message through to disk
+// (fsync) before it acknowledges it, as every configuration the project
+// ships does (`jetstream { sync_interval: always }`). Tests that claim
+// durability use it; the others keep the server's default (a sync every
+// two minutes), which costs the shared test machine less.
+func SyncAlways() Option {
+	return func(o *server.Options) { o.SyncAlways = true }
+}
+
 // Run starts a JetStream server on a free loopback port with its store in a
 // temporary directory. It is shut down when the test ends.
 func Run(t testing.TB, opts ...Option) *Server {
