@@ -94,3 +94,21 @@ func TestParseSince(t *testing.T) {
 	_, err = parseSince("yesterday", now)
 	require.Error(t, err)
 }
+
+// Flags that exclude each other say so: in the usage line when one of them
+// is required (dlq redrive), and as an error when both are given.
+func TestExclusiveFlags(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var out bytes.Buffer
+	require.NoError(t, run(ctx, []string{"dlq", "redrive", "--help"}, &out, &out))
+	require.Contains(t, out.String(), "Usage: syncer dlq redrive (--event=ID | --all) [flags]\n")
+	for _, args := range [][]string{
+		{"dlq", "redrive", "--event", "e1", "--all"},
+		{"replay", "--database-url", "postgres://x", "--all", "--member", "m1"},
+		{"replay", "--database-url", "postgres://x", "--all", "--since", "1h"},
+		{"replay", "--database-url", "postgres://x", "--since", "1h", "--from-seq", "3"},
+	} {
+		require.ErrorContains(t, run(ctx, args, &out, &out), "can't be used together", args)
+	}
+}

@@ -37,6 +37,7 @@ func Run(ctx context.Context, grammar any, name, description string, args []stri
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&Globals{Stdout: stdout, Stderr: stderr}),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
+		kong.Help(printHelp),
 	}, opts...)...)
 	if err != nil {
 		return err

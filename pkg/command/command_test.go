@@ -1,12 +1,14 @@
 package command
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -38,4 +40,26 @@ func TestMainExitCode(t *testing.T) {
 		require.Equal(t, want.exit, ee.ExitCode(), code)
 		require.Equal(t, want.out, string(out), code)
 	}
+}
+
+// A group of required, mutually exclusive flags reads as a choice in the
+// usage line, not as flags that are each required.
+func TestHelpShowsExclusiveFlagsAsChoice(t *testing.T) {
+	t.Parallel()
+	var grammar struct {
+		Redrive struct {
+			URL   string `required:""`
+			Event string `placeholder:"ID" xor:"what" required:""`
+			All   bool   `xor:"what" required:""`
+			Quiet bool
+		} `cmd:""`
+	}
+	var out bytes.Buffer
+	require.NoError(t, Run(context.Background(), &grammar, "x", "", []string{"redrive", "--help"}, &out, &out))
+	usage, _, _ := strings.Cut(out.String(), "\n")
+	require.Equal(t, "Usage: x redrive --url=STRING (--event=ID | --all) [flags]", usage)
+	require.Contains(t, out.String(), "--event=ID")
+
+	err := Run(context.Background(), &grammar, "x", "", []string{"redrive", "--url", "u", "--event", "e", "--all"}, &out, &out)
+	require.ErrorContains(t, err, "--event and --all can't be used together")
 }
