@@ -8,37 +8,48 @@ GO ?= go
 PKGS := $(shell $(GO) list -m -f '{{.Dir}}/...' 2>/dev/null)
 MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOTESTSUM := gotest.tools/gotestsum@v1.13.0
 FUZZTIME ?= 1m
 
 .PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile fuzz soak tidy clean
 
-help: ## Show this help.
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+help: ## Show this help (in colour on a terminal only).
+	@if [ -t 1 ]; then on='\033[36m' off='\033[0m'; else on='' off=''; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-12s%s %s\n", on, $$1, off, $$2}'
 
+# Quiet: go build prints only errors, so send/status/dlq/replay show only
+# their command's output.
 build: ## Build bin/ingress, bin/syncer, bin/loadgen and bin/nats-server.
 	@mkdir -p bin
-	$(GO) build -o bin/ingress ./ingress
-	$(GO) build -o bin/syncer ./syncer
-	$(GO) build -o bin/loadgen ./loadgen
-	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+	@$(GO) build -o bin/ingress ./ingress
+	@$(GO) build -o bin/syncer ./syncer
+	@$(GO) build -o bin/loadgen ./loadgen
+	@$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
 
 run: build ## Run NATS (unless NATS_URL is set), migrate, ingress and syncer.
 	./scripts/run.sh
 
 send: build ## Post a signed sample event to the running ingress (see README).
-	./scripts/send.sh $(ARGS)
+	@./scripts/send.sh $(ARGS)
 
 status: build ## `syncer status` against what `make run` started (reads .data/env).
-	./scripts/cli.sh status $(ARGS)
+	@./scripts/cli.sh status $(ARGS)
 
 dlq: build ## `syncer dlq list` against what `make run` started; ARGS="redrive --all" to redrive.
-	./scripts/cli.sh dlq $(or $(ARGS),list)
+	@./scripts/cli.sh dlq $(or $(ARGS),list)
 
 replay: build ## `syncer replay $(ARGS)` against what `make run` started, e.g. ARGS="--all --dry-run".
-	./scripts/cli.sh replay $(ARGS)
+	@./scripts/cli.sh replay $(ARGS)
 
-test: ## Run every test (race detector, fuzz seed corpora) in every module.
-	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+# gotestsum runs go test and ends with the skipped tests (name and output,
+# which holds the reason), the failures and "DONE N tests, M skipped, K
+# failures"; its post-run command adds "summary: N passed, N failed, N
+# skipped" (failed counts package build errors too). The exit status is go
+# test's.
+test: ## Run every test (race detector, fuzz seed corpora) in every module; ends with a summary.
+	$(GO) run $(GOTESTSUM) --format pkgname-and-test-fails --format-icons text --format-hide-empty-pkg \
+	  --post-run-command 'bash -c "echo summary: $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$((TESTS_FAILED + TESTS_ERRORS)) failed, $$TESTS_SKIPPED skipped"' \
+	  -- -race -count=1 -timeout 20m $(PKGS)
 
 test-short: ## Quick tests without the race detector.
 	$(GO) test -count=1 -short $(PKGS)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -18,14 +19,17 @@ import (
 )
 
 type sendCmd struct {
-	URL     string        `env:"INGRESS_URL" default:"http://127.0.0.1:8080/webhooks/portal" help:"Webhook endpoint."`
-	Secrets string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Secret(s) to sign with; every one listed signs. Required."`
-	File    string        `short:"f" type:"existingfile" help:"JSON event to send as it is; without it a sample event is built from the flags below."`
-	Type    string        `default:"membership-created" help:"Sample event type."`
-	Member  string        `default:"demo-member-1" help:"Sample member ID."`
-	Org     string        `default:"demo-org-1" help:"Sample organization ID."`
-	OrgName string        `default:"HLF Demo" help:"Sample organization name."`
-	Role    string        `default:"peer_mentor" help:"Sample role (empty for none)."`
+	URL     string `env:"INGRESS_URL" default:"http://127.0.0.1:8080/webhooks/portal" help:"Webhook endpoint."`
+	Secrets string `env:"PORTAL_WEBHOOK_SECRETS" help:"Secret(s) to sign with; every one listed signs. Required."`
+	// -f sends a file as it is: the sample flags would be silently ignored.
+	// Their defaults are applied in sample, not by kong, which would take a
+	// default for a flag given and refuse it beside -f.
+	File    string        `short:"f" type:"existingfile" xor:"f-type,f-member,f-org,f-orgname,f-role" help:"JSON event to send as it is; without it a sample event is built from the flags below (not with them)."`
+	Type    string        `xor:"f-type" help:"Sample event type (default membership-created)."`
+	Member  string        `xor:"f-member" help:"Sample member ID (default demo-member-1)."`
+	Org     string        `xor:"f-org" help:"Sample organization ID (default demo-org-1)."`
+	OrgName string        `xor:"f-orgname" help:"Sample organization name (default HLF Demo)."`
+	Role    string        `xor:"f-role" help:"Sample role. Default: peer_mentor where the type needs one (membership-created, role-updated); other types carry a role only when given."`
 	Timeout time.Duration `default:"10s" help:"Request timeout."`
 }
 
@@ -38,6 +42,7 @@ func (s *sendCmd) Run(ctx context.Context, g *command.Globals) error {
 	if err != nil {
 		return err
 	}
+	fmt.Fprintln(g.Stdout, "sent "+describe(body))
 	client := &portalclient.Client{URL: s.URL, Signer: signature.NewSigner(secrets...), HTTP: &http.Client{Timeout: s.Timeout}}
 	resp, err := client.Send(ctx, id, body)
 	if err != nil {
@@ -48,6 +53,33 @@ func (s *sendCmd) Run(ctx context.Context, g *command.Globals) error {
 		return fmt.Errorf("ingress answered %d", resp.Status)
 	}
 	return nil
+}
+
+// describe says in one line what an event is and whom it concerns (IDs
+// and the role only: the profile fields are personal data).
+func describe(body []byte) string {
+	var ev struct {
+		ID           string `json:"id"`
+		Type         string `json:"type"`
+		Organization *struct {
+			ID string `json:"id"`
+		} `json:"organization"`
+		Member struct {
+			ID string `json:"id"`
+		} `json:"member"`
+		Role string `json:"role"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil {
+		return "an event that is not JSON"
+	}
+	line := fmt.Sprintf("%s %s: member %s", ev.Type, ev.ID, ev.Member.ID)
+	if ev.Organization != nil {
+		line += " in organization " + ev.Organization.ID
+	}
+	if ev.Role != "" {
+		return line + ", role " + ev.Role
+	}
+	return line + ", no role"
 }
 
 // body returns the event to send and its id.
@@ -69,17 +101,33 @@ func (s *sendCmd) body() ([]byte, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	b, err := json.Marshal(s.sample(id, time.Now()))
+	return b, id, err
+}
+
+// sample builds the sample event: each type carries what the portal sends
+// with it, so that it changes only what its name says: the profile fields
+// go with membership-created and membership-updated, a role with the types
+// that need one (or when --role is given).
+func (s *sendCmd) sample(id string, now time.Time) event.Event {
+	t := event.Type(cmp.Or(s.Type, string(event.MembershipCreated)))
+	member := cmp.Or(s.Member, "demo-member-1")
 	ev := event.Event{
 		ID:           id,
-		Type:         event.Type(s.Type),
-		OccurredAt:   time.Now().UTC().Truncate(time.Millisecond),
-		Organization: event.Organization{ID: s.Org, Name: s.OrgName},
-		// Fictional sample data.
-		Member: event.Member{ID: s.Member, Email: s.Member + "@example.invalid", FirstName: "Demo", LastName: "Medlem", Phone: "+47 400 00 000"},
-		Role:   event.Role(s.Role),
+		Type:         t,
+		OccurredAt:   now.UTC().Truncate(time.Millisecond),
+		Organization: event.Organization{ID: cmp.Or(s.Org, "demo-org-1"), Name: cmp.Or(s.OrgName, "HLF Demo")},
+		Member:       event.Member{ID: member},
+		Role:         event.Role(s.Role),
 	}
-	b, err := json.Marshal(ev)
-	return b, id, err
+	if t == event.MembershipCreated || t == event.MembershipUpdated {
+		// Fictional sample data.
+		ev.Member = event.Member{ID: member, Email: member + "@example.invalid", FirstName: "Demo", LastName: "Medlem", Phone: "+47 400 00 000"}
+	}
+	if ev.Role == "" && t.RequiresRole() {
+		ev.Role = event.RolePeerMentor
+	}
+	return ev
 }
 
 func newEventID() (string, error) {

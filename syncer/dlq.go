@@ -81,8 +81,8 @@ func oneLine(s string, n int) string {
 
 type dlqRedriveCmd struct {
 	natsFlags
-	Event string `help:"Redrive the dead letters of this event id." xor:"what" required:""`
-	All   bool   `help:"Redrive every dead letter." xor:"what" required:""`
+	Event string `placeholder:"ID" help:"Redrive the dead letters of this event id (or --all, not both)." xor:"what" required:""`
+	All   bool   `help:"Redrive every dead letter (or --event, not both)." xor:"what" required:""`
 }
 
 func (c *dlqRedriveCmd) Run(ctx context.Context, g *command.Globals) error {

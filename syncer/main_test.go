@@ -57,19 +57,20 @@ func TestReplayAndDLQCommands(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, out, "read 1 events")
 
-	out, err = cli("status")
-	require.NoError(t, err)
+	// No syncer runs (nothing listens at --syncer-url): unreachable, exit 3.
+	out, err = cli("status", "--syncer-url", "http://"+closedPort(t))
+	require.Equal(t, 3, exitCode(t, err))
 	require.Contains(t, out, "EVENTS: 5 events (seq 1..5)")
 	require.Contains(t, out, "not created yet")
 	require.Regexp(t, `dead letters +0`, out)
 	require.Contains(t, out, "o1")
-	out, err = cli("status", "--json")
-	require.NoError(t, err)
+	out, err = cli("status", "--json", "--syncer-url", "http://"+closedPort(t))
+	require.Equal(t, 3, exitCode(t, err))
 	var st status
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
-	require.EqualValues(t, 5, st.Stream.Messages)
-	require.EqualValues(t, 5, st.LastApplied.StreamSeq)
-	require.Len(t, st.Organizations, 1)
+	require.EqualValues(t, 5, st.NATS.Stream.Messages)
+	require.EqualValues(t, 5, st.Database.LastApplied.StreamSeq)
+	require.Len(t, st.Database.Organizations, 1)
 
 	dlqArgs := []string{"--nats-url", b.nats.URL(), "--stream-name", "EVENTS"}
 	var buf bytes.Buffer
@@ -92,4 +93,22 @@ func TestParseSince(t *testing.T) {
 	require.Equal(t, time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC), got)
 	_, err = parseSince("yesterday", now)
 	require.Error(t, err)
+}
+
+// Flags that exclude each other say so: in the usage line when one of them
+// is required (dlq redrive), and as an error when both are given.
+func TestExclusiveFlags(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var out bytes.Buffer
+	require.NoError(t, run(ctx, []string{"dlq", "redrive", "--help"}, &out, &out))
+	require.Contains(t, out.String(), "Usage: syncer dlq redrive (--event=ID | --all) [flags]\n")
+	for _, args := range [][]string{
+		{"dlq", "redrive", "--event", "e1", "--all"},
+		{"replay", "--database-url", "postgres://x", "--all", "--member", "m1"},
+		{"replay", "--database-url", "postgres://x", "--all", "--since", "1h"},
+		{"replay", "--database-url", "postgres://x", "--since", "1h", "--from-seq", "3"},
+	} {
+		require.ErrorContains(t, run(ctx, args, &out, &out), "can't be used together", args)
+	}
 }

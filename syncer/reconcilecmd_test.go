@@ -29,8 +29,10 @@ func TestReconcileCommandAndStatus(t *testing.T) {
 		"--client-id", "client", "--client-secret", "secret"}, common...)
 	status := append([]string{"status", "--syncer-url", "http://127.0.0.1:1"}, common...)
 
+	// No syncer answers at --syncer-url: status exits 3 and still shows
+	// the reconciler.
 	var out, errOut bytes.Buffer
-	require.NoError(t, run(ctx, status, &out, &errOut), errOut.String())
+	require.Equal(t, 3, exitCode(t, run(ctx, status, &out, &errOut)), errOut.String())
 	require.Regexp(t, `reconciler +never ran`, out.String())
 
 	out.Reset()
@@ -44,6 +46,6 @@ func TestReconcileCommandAndStatus(t *testing.T) {
 	require.Contains(t, out.String(), "1 events published")
 
 	out.Reset()
-	require.NoError(t, run(ctx, status, &out, &errOut), errOut.String())
+	require.Equal(t, 3, exitCode(t, run(ctx, status, &out, &errOut)), errOut.String())
 	require.Regexp(t, `reconciler +last pass .* member: read .* \(1 rows\), full read .*, delta link kept; membership: read .* \(0 rows\)`, out.String())
 }

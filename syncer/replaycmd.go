@@ -26,11 +26,13 @@ type replayCmd struct {
 	NATSURL string `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
 	stream.Flags
 
-	All     bool   `help:"Replay the whole stream."`
-	Since   string `help:"Replay events received since this time (RFC 3339, or a duration such as 24h meaning that long ago)."`
-	FromSeq uint64 `name:"from-seq" help:"Replay from this stream sequence on."`
-	Member  string `help:"Replay one member's events (portal member ID)."`
-	Org     string `help:"Replay one organization's events (portal organization ID)."`
+	// --all is the whole stream, so it excludes every filter; --since and
+	// --from-seq are two ways to say where to start.
+	All     bool   `xor:"all-since,all-seq,all-member,all-org" help:"Replay the whole stream (not with the options below)."`
+	Since   string `xor:"all-since,start" help:"Replay events received since this time (RFC 3339, or a duration such as 24h meaning that long ago); not with --from-seq."`
+	FromSeq uint64 `name:"from-seq" xor:"all-seq,start" help:"Replay from this stream sequence on; not with --since."`
+	Member  string `xor:"all-member" help:"Replay one member's events (portal member ID)."`
+	Org     string `xor:"all-org" help:"Replay one organization's events (portal organization ID)."`
 	DryRun  bool   `name:"dry-run" help:"Report per table how many rows would change; write nothing."`
 }
 

@@ -11,8 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -21,57 +19,122 @@ import (
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/reconcile"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/syncer/store"
 )
 
 type statusCmd struct {
 	dbFlags
 	natsFlags
-	Consumer        string `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
-	SyncerURL       string `name:"syncer-url" env:"SYNCER_URL" default:"http://127.0.0.1:8081" help:"Health address of a running syncer, asked whether it consumes or is paused."`
-	JSON            bool   `name:"json" help:"Print JSON instead of a table."`
-	ReconcileBucket string `name:"reconcile-bucket" env:"RECONCILE_BUCKET" default:"PORTALSYNC_RECONCILE" help:"KV bucket of the Dataverse reconciler's position."`
+	Consumer        string        `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
+	SyncerURL       string        `name:"syncer-url" env:"SYNCER_URL" default:"http://127.0.0.1:8081" help:"Health address of a running syncer, asked whether it consumes or is paused."`
+	JSON            bool          `name:"json" help:"Print JSON instead of a table."`
+	ReconcileBucket string        `name:"reconcile-bucket" env:"RECONCILE_BUCKET" default:"PORTALSYNC_RECONCILE" help:"KV bucket of the Dataverse reconciler's position."`
+	Timeout         time.Duration `default:"10s" help:"How long each part (syncer, NATS, database) may take to answer before it counts as unreachable."`
 }
 
-// status is what `syncer status` reports.
+// health is how one part, or everything, is.
+type health string
+
+const (
+	// healthy: the part answers and needs nothing.
+	healthy health = "healthy"
+	// degraded: the part answers but needs a look (paused, dead letters,
+	// failed events, a stream or consumer not created yet).
+	degraded health = "degraded"
+	// unreachable: the part could not be read (not answering, refused,
+	// timed out, or its query failed).
+	unreachable health = "unreachable"
+)
+
+// The exit statuses of `syncer status` (README, docs/OPERATIONS.md); 1 is
+// the command's own failure (a bad flag).
+var exitCodes = map[health]int{healthy: 0, degraded: 2, unreachable: 3}
+
+func (h health) rank() int {
+	switch h {
+	case healthy:
+		return 0
+	case degraded:
+		return 1
+	}
+	return 2
+}
+
+// part is one part's health and why it is not healthy.
+type part struct {
+	Health health `json:"health"`
+	// Reasons say why the part is degraded or unreachable.
+	Reasons []string `json:"reasons,omitempty"`
+}
+
+func (p *part) degrade(format string, args ...any) {
+	if p.Health != unreachable {
+		p.Health = degraded
+	}
+	p.Reasons = append(p.Reasons, fmt.Sprintf(format, args...))
+}
+
+func (p *part) fail(err error) {
+	p.Health = unreachable
+	p.Reasons = append(p.Reasons, err.Error())
+}
+
+// status is what `syncer status` reports. A value a part could not read
+// is null (JSON) or "unknown" (text), never zero.
 type status struct {
-	Stream struct {
-		Name     string `json:"name"`
-		Messages uint64 `json:"messages"`
-		FirstSeq uint64 `json:"first_seq"`
-		LastSeq  uint64 `json:"last_seq"`
-		Bytes    uint64 `json:"bytes"`
-		Replicas int    `json:"replicas"`
-	} `json:"stream"`
-	Consumer struct {
-		Name             string `json:"name"`
-		Pending          uint64 `json:"pending"`
-		AckPending       int    `json:"ack_pending"`
-		Redelivered      int    `json:"redelivered"`
-		DeliveredSeq     uint64 `json:"delivered_stream_seq"`
-		AckFloorSeq      uint64 `json:"ack_floor_stream_seq"`
-		WaitingPulls     int    `json:"waiting_pulls"`
-		ConsumersPresent bool   `json:"exists"`
-	} `json:"consumer"`
-	LastApplied struct {
-		StreamSeq int64     `json:"stream_seq"`
-		At        time.Time `json:"at"`
-	} `json:"last_applied"`
+	// Health is the worst of the parts' health; ExitCode is the exit
+	// status that goes with it.
+	Health   health `json:"health"`
+	ExitCode int    `json:"exit_code"`
 	// Syncer is what the running syncer at --syncer-url reports.
 	Syncer struct {
-		URL       string         `json:"url"`
-		Reachable bool           `json:"reachable"`
-		Error     string         `json:"error,omitempty"`
-		Status    service.Status `json:"status"`
+		part
+		URL    string          `json:"url"`
+		Status *service.Status `json:"status"`
 	} `json:"syncer"`
-	// DatabaseError and NATSError say why a part could not be read.
-	DatabaseError string          `json:"database_error,omitempty"`
-	NATSError     string          `json:"nats_error,omitempty"`
-	DeadLetters   uint64          `json:"dead_letters"`
-	FailedLast24h int             `json:"failed_last_24h"`
-	Organizations []orgLastSynced `json:"organizations"`
-	// Reconciler is the Dataverse reconciler's position (empty when it
-	// never ran).
-	Reconciler *reconcile.Position `json:"reconciler,omitempty"`
+	// NATS is the event stream, the durable consumer, the dead letters
+	// and the reconciler's position (kept in NATS KV).
+	NATS struct {
+		part
+		Stream      *streamState   `json:"stream"`
+		Consumer    *consumerState `json:"consumer"`
+		DeadLetters *uint64        `json:"dead_letters"`
+		// Reconciler is the Dataverse reconciler's position (null when
+		// it never ran).
+		Reconciler *reconcile.Position `json:"reconciler"`
+	} `json:"nats"`
+	// Database is what the sync log says.
+	Database struct {
+		part
+		// LastApplied is null when nothing was applied yet.
+		LastApplied   *lastApplied    `json:"last_applied"`
+		FailedLast24h *int            `json:"failed_last_24h"`
+		Organizations []orgLastSynced `json:"organizations"`
+	} `json:"database"`
+}
+
+type streamState struct {
+	Name     string `json:"name"`
+	Messages uint64 `json:"messages"`
+	FirstSeq uint64 `json:"first_seq"`
+	LastSeq  uint64 `json:"last_seq"`
+	Bytes    uint64 `json:"bytes"`
+	Replicas int    `json:"replicas"`
+}
+
+type consumerState struct {
+	Name         string `json:"name"`
+	Pending      uint64 `json:"pending"`
+	AckPending   int    `json:"ack_pending"`
+	Redelivered  int    `json:"redelivered"`
+	DeliveredSeq uint64 `json:"delivered_stream_seq"`
+	AckFloorSeq  uint64 `json:"ack_floor_stream_seq"`
+	WaitingPulls int    `json:"waiting_pulls"`
+}
+
+type lastApplied struct {
+	StreamSeq int64     `json:"stream_seq"`
+	At        time.Time `json:"at"`
 }
 
 type orgLastSynced struct {
@@ -80,156 +143,258 @@ type orgLastSynced struct {
 	Events24h   int       `json:"events_24h"`
 }
 
+// Run prints the status and returns command.ExitCode 2 when a part is
+// degraded, 3 when one is unreachable.
 func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
-	// Each source is optional: during an outage, status says what it can
-	// reach and what not, rather than failing.
+	// Each part is read on its own: during an outage, status says what it
+	// can reach and what not, rather than failing.
 	st := &status{}
-	if pool, err := service.OpenPool(ctx, c.DatabaseURL); err != nil {
-		st.DatabaseError = err.Error()
-	} else {
-		defer pool.Close()
-		if err := collectDatabase(ctx, pool, st); err != nil {
-			st.DatabaseError = err.Error()
-		}
-	}
-	if nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-status", zap.NewNop()); err != nil {
-		st.NATSError = err.Error()
-	} else {
-		defer nc.Close()
-		if err := collectNATS(ctx, js, st, c.Config().Name, c.Consumer, c.DeadLetterStream); err != nil {
-			st.NATSError = err.Error()
-		}
-		if kv, err := js.KeyValue(ctx, c.ReconcileBucket); err == nil {
-			if pos, err := reconcile.ReadPosition(ctx, kv); err == nil {
-				st.Reconciler = &pos
-			}
-		}
-	}
-	fetchSyncerStatus(ctx, c.SyncerURL, st)
+	c.collectDatabase(ctx, st)
+	c.collectNATS(ctx, st)
+	c.fetchSyncerStatus(ctx, st)
+	st.judge()
 	if c.JSON {
 		enc := json.NewEncoder(g.Stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	}
-	return printStatus(g.Stdout, st)
-}
-
-func collectNATS(ctx context.Context, js jetstream.JetStream, st *status, streamName, consumerName, dlqName string) error {
-	s, err := js.Stream(ctx, streamName)
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", streamName, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("stream info: %w", err)
-	}
-	st.Stream.Name, st.Stream.Messages, st.Stream.FirstSeq, st.Stream.LastSeq = streamName, info.State.Msgs, info.State.FirstSeq, info.State.LastSeq
-	st.Stream.Bytes, st.Stream.Replicas = info.State.Bytes, info.Config.Replicas
-
-	st.Consumer.Name = consumerName
-	cons, err := s.Consumer(ctx, consumerName)
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-	case err != nil:
-		return fmt.Errorf("consumer %s: %w", consumerName, err)
-	default:
-		ci, err := cons.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("consumer info: %w", err)
+		if err := enc.Encode(st); err != nil {
+			return err
 		}
-		st.Consumer.ConsumersPresent = true
-		st.Consumer.Pending, st.Consumer.AckPending, st.Consumer.Redelivered = ci.NumPending, ci.NumAckPending, ci.NumRedelivered
-		st.Consumer.DeliveredSeq, st.Consumer.AckFloorSeq, st.Consumer.WaitingPulls = ci.Delivered.Stream, ci.AckFloor.Stream, ci.NumWaiting
-	}
-
-	q := deadletter.New(js, deadletter.Config{Name: dlqName, EventStream: streamName})
-	if st.DeadLetters, err = q.Count(ctx); err != nil {
+	} else if err := printStatus(g.Stdout, st); err != nil {
 		return err
 	}
+	if st.ExitCode != 0 {
+		return command.ExitCode(st.ExitCode)
+	}
 	return nil
 }
 
-func collectDatabase(ctx context.Context, pool *pgxpool.Pool, st *status) error {
-	var seq *int64
-	var at *time.Time
-	if err := pool.QueryRow(ctx, `SELECT max(stream_seq), max(processed_at) FROM portal_sync_log WHERE status = 'success'`).Scan(&seq, &at); err != nil {
-		return fmt.Errorf("last applied: %w", err)
-	}
-	if seq != nil {
-		st.LastApplied.StreamSeq = *seq
-	}
-	if at != nil {
-		st.LastApplied.At = *at
-	}
-	// An event that failed and later succeeded (redriven after a fix, or
-	// applied on a later delivery) is failed no more.
-	if err := pool.QueryRow(ctx, `
-		SELECT count(DISTINCT f.event_id) FROM portal_sync_log f
-		WHERE f.status = 'failed' AND f.processed_at > now() - interval '24 hours'
-		  AND NOT EXISTS (SELECT 1 FROM portal_sync_log s
-		                  WHERE s.event_id = f.event_id AND s.status IN ('success', 'skipped'))`).Scan(&st.FailedLast24h); err != nil {
-		return fmt.Errorf("failed count: %w", err)
-	}
-	rows, err := pool.Query(ctx, `
-		SELECT o.portal_org_id, max(l.processed_at),
-		       count(*) FILTER (WHERE l.processed_at > now() - interval '24 hours')
-		FROM portal_sync_log l JOIN organizations o ON o.id = l.organization_id
-		WHERE l.status = 'success'
-		GROUP BY o.portal_org_id ORDER BY 2 DESC LIMIT 50`)
+func (c *statusCmd) collectDatabase(ctx context.Context, st *status) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	db := &st.Database
+	pool, err := service.OpenPool(ctx, c.DatabaseURL)
 	if err != nil {
-		return fmt.Errorf("last success per organization: %w", err)
+		db.fail(err)
+		return
 	}
-	st.Organizations, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (orgLastSynced, error) {
-		var o orgLastSynced
-		err := r.Scan(&o.PortalOrgID, &o.LastSuccess, &o.Events24h)
-		return o, err
-	})
+	defer pool.Close()
+	s, err := store.ReadSyncState(ctx, pool)
 	if err != nil {
-		return fmt.Errorf("last success per organization: %w", err)
+		db.fail(err)
+		return
 	}
-	return nil
+	if !s.LastAppliedAt.IsZero() {
+		db.LastApplied = &lastApplied{StreamSeq: s.LastAppliedSeq, At: s.LastAppliedAt}
+	}
+	db.FailedLast24h = &s.FailedLast24h
+	db.Organizations = make([]orgLastSynced, 0, len(s.Organizations))
+	for _, o := range s.Organizations {
+		db.Organizations = append(db.Organizations, orgLastSynced(o))
+	}
+}
+
+func (c *statusCmd) collectNATS(ctx context.Context, st *status) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	n := &st.NATS
+	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-status", zap.NewNop())
+	if err != nil {
+		n.fail(err)
+		return
+	}
+	defer nc.Close()
+	streamName := c.Config().Name
+	s, err := js.Stream(ctx, streamName)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		n.degrade("stream %s not created yet (the ingress and the syncer create it at start)", streamName)
+	case err != nil:
+		n.fail(fmt.Errorf("stream %s: %w", streamName, err))
+		return
+	default:
+		info, err := s.Info(ctx)
+		if err != nil {
+			n.fail(fmt.Errorf("stream info: %w", err))
+			return
+		}
+		n.Stream = &streamState{Name: streamName, Messages: info.State.Msgs, FirstSeq: info.State.FirstSeq,
+			LastSeq: info.State.LastSeq, Bytes: info.State.Bytes, Replicas: info.Config.Replicas}
+		cons, err := s.Consumer(ctx, c.Consumer)
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound):
+			n.degrade("consumer %s not created yet (no syncer has run)", c.Consumer)
+		case err != nil:
+			n.fail(fmt.Errorf("consumer %s: %w", c.Consumer, err))
+			return
+		default:
+			ci, err := cons.Info(ctx)
+			if err != nil {
+				n.fail(fmt.Errorf("consumer info: %w", err))
+				return
+			}
+			n.Consumer = &consumerState{Name: c.Consumer, Pending: ci.NumPending, AckPending: ci.NumAckPending,
+				Redelivered: ci.NumRedelivered, DeliveredSeq: ci.Delivered.Stream, AckFloorSeq: ci.AckFloor.Stream,
+				WaitingPulls: ci.NumWaiting}
+		}
+	}
+	q := deadletter.New(js, deadletter.Config{Name: c.DeadLetterStream, EventStream: streamName})
+	dead, err := q.Count(ctx)
+	if err != nil {
+		n.fail(err)
+		return
+	}
+	n.DeadLetters = &dead
+	if dead > 0 {
+		n.degrade("%d dead letter(s): syncer dlq list", dead)
+	}
+	if kv, err := js.KeyValue(ctx, c.ReconcileBucket); err == nil {
+		if pos, err := reconcile.ReadPosition(ctx, kv); err == nil {
+			n.Reconciler = &pos
+		}
+	}
+}
+
+// fetchSyncerStatus asks the running syncer what it does.
+func (c *statusCmd) fetchSyncerStatus(ctx context.Context, st *status) {
+	s := &st.Syncer
+	s.URL = c.SyncerURL
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.SyncerURL, "/")+"/status", nil)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		s.fail(fmt.Errorf("GET /status: %s", resp.Status))
+		return
+	}
+	var ss service.Status
+	if err := json.NewDecoder(resp.Body).Decode(&ss); err != nil {
+		s.fail(fmt.Errorf("read status: %w", err))
+		return
+	}
+	s.Status = &ss
+	switch {
+	case ss.Starting != "":
+		s.degrade("starting: %s", ss.Starting)
+	case ss.Consumer.Paused != "":
+		s.degrade("paused: %s since %s (%s), %d events held",
+			ss.Consumer.Paused, ss.Consumer.PausedSince.UTC().Format(time.RFC3339),
+			time.Since(ss.Consumer.PausedSince).Round(time.Second), ss.Consumer.Held)
+	case !ss.Consumer.Consuming:
+		s.degrade("not consuming, %d events held", ss.Consumer.Held)
+	}
+}
+
+// judge sets each healthy part's health, the overall health and the exit
+// code.
+func (st *status) judge() {
+	if fc := st.Database.FailedLast24h; fc != nil && *fc > 0 {
+		st.Database.degrade("%d event(s) failed in the last 24 hours and not applied since: the sync log's failed rows", *fc)
+	}
+	st.Health = healthy
+	for _, p := range st.parts() {
+		if p.part.Health == "" {
+			p.part.Health = healthy
+		}
+		if p.part.Health.rank() > st.Health.rank() {
+			st.Health = p.part.Health
+		}
+	}
+	st.ExitCode = exitCodes[st.Health]
+}
+
+type namedPart struct {
+	name string
+	part *part
+}
+
+func (st *status) parts() []namedPart {
+	return []namedPart{{"syncer", &st.Syncer.part}, {"nats", &st.NATS.part}, {"database", &st.Database.part}}
 }
 
 func printStatus(w io.Writer, st *status) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	var bad []string
+	for _, p := range st.parts() {
+		if p.part.Health != healthy {
+			bad = append(bad, p.name+" "+string(p.part.Health))
+		}
+	}
+	if len(bad) == 0 {
+		fmt.Fprintf(tw, "health\t%s (exit %d)\n", st.Health, st.ExitCode)
+	} else {
+		fmt.Fprintf(tw, "health\t%s: %s (exit %d)\n", st.Health, strings.Join(bad, ", "), st.ExitCode)
+	}
 	fmt.Fprintf(tw, "syncer\t%s\n", syncerLine(st))
-	if st.NATSError != "" {
-		fmt.Fprintf(tw, "nats\tunreachable: %s\n", oneLine(st.NATSError, 200))
-	}
-	if st.DatabaseError != "" {
-		fmt.Fprintf(tw, "database\tunreachable: %s\n", oneLine(st.DatabaseError, 200))
-	}
-	fmt.Fprintf(tw, "stream\t%s: %d events (seq %d..%d), %d bytes, %d replica(s)\n",
-		st.Stream.Name, st.Stream.Messages, st.Stream.FirstSeq, st.Stream.LastSeq, st.Stream.Bytes, st.Stream.Replicas)
-	if st.Consumer.ConsumersPresent {
-		fmt.Fprintf(tw, "consumer\t%s: pending %d, ack pending %d, redelivered %d, delivered up to seq %d, acked up to seq %d, waiting pulls %d\n",
-			st.Consumer.Name, st.Consumer.Pending, st.Consumer.AckPending, st.Consumer.Redelivered,
-			st.Consumer.DeliveredSeq, st.Consumer.AckFloorSeq, st.Consumer.WaitingPulls)
+
+	n := &st.NATS
+	fmt.Fprintf(tw, "nats\t%s\n", partLine(n.part, 200))
+	if n.Health == unreachable {
+		for _, k := range []string{"stream", "consumer", "dead letters", "reconciler"} {
+			fmt.Fprintf(tw, "%s\tunknown: nats unreachable\n", k)
+		}
 	} else {
-		fmt.Fprintf(tw, "consumer\t%s: not created yet (no syncer has run)\n", st.Consumer.Name)
+		if s := n.Stream; s != nil {
+			fmt.Fprintf(tw, "stream\t%s: %d events (seq %d..%d), %d bytes, %d replica(s)\n",
+				s.Name, s.Messages, s.FirstSeq, s.LastSeq, s.Bytes, s.Replicas)
+		} else {
+			fmt.Fprintln(tw, "stream\tnot created yet")
+		}
+		if c := n.Consumer; c != nil {
+			fmt.Fprintf(tw, "consumer\t%s: pending %d, ack pending %d, redelivered %d, delivered up to seq %d, acked up to seq %d, waiting pulls %d\n",
+				c.Name, c.Pending, c.AckPending, c.Redelivered, c.DeliveredSeq, c.AckFloorSeq, c.WaitingPulls)
+		} else {
+			fmt.Fprintln(tw, "consumer\tnot created yet (no syncer has run)")
+		}
+		fmt.Fprintf(tw, "dead letters\t%d\n", *n.DeadLetters)
+		fmt.Fprintf(tw, "reconciler\t%s\n", reconcilerLine(n.Reconciler))
 	}
-	if st.LastApplied.At.IsZero() {
-		fmt.Fprintln(tw, "last applied\tnothing yet")
+
+	d := &st.Database
+	fmt.Fprintf(tw, "database\t%s\n", partLine(d.part, 200))
+	if d.Health == unreachable {
+		for _, k := range []string{"last applied", "failed (24 h)"} {
+			fmt.Fprintf(tw, "%s\tunknown: database unreachable\n", k)
+		}
 	} else {
-		fmt.Fprintf(tw, "last applied\tstream seq %d at %s (%s ago)\n", st.LastApplied.StreamSeq,
-			st.LastApplied.At.UTC().Format(time.RFC3339), time.Since(st.LastApplied.At).Round(time.Second))
+		if d.LastApplied == nil {
+			fmt.Fprintln(tw, "last applied\tnothing yet")
+		} else {
+			fmt.Fprintf(tw, "last applied\tstream seq %d at %s (%s ago)\n", d.LastApplied.StreamSeq,
+				d.LastApplied.At.UTC().Format(time.RFC3339), time.Since(d.LastApplied.At).Round(time.Second))
+		}
+		fmt.Fprintf(tw, "failed (24 h)\t%d\n", *d.FailedLast24h)
 	}
-	fmt.Fprintf(tw, "dead letters\t%d\n", st.DeadLetters)
-	fmt.Fprintf(tw, "failed (24 h)\t%d\n", st.FailedLast24h)
-	fmt.Fprintf(tw, "reconciler\t%s\n", reconcilerLine(st.Reconciler))
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	if len(st.Organizations) == 0 {
+	if len(d.Organizations) == 0 {
 		return nil
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ORGANIZATION\tLAST SUCCESS\tEVENTS (24 H)")
-	for _, o := range st.Organizations {
+	for _, o := range d.Organizations {
 		fmt.Fprintf(tw, "%s\t%s\t%d\n", o.PortalOrgID, o.LastSuccess.UTC().Format(time.RFC3339), o.Events24h)
 	}
 	return tw.Flush()
+}
+
+// partLine says in one line how a part is: "healthy", "degraded: why" or
+// "unreachable: why".
+func partLine(p part, width int) string {
+	if len(p.Reasons) == 0 {
+		return string(p.Health)
+	}
+	return string(p.Health) + ": " + oneLine(strings.Join(p.Reasons, "; "), width)
 }
 
 // reconcilerLine says where the Dataverse reconciler stands.
@@ -253,48 +418,15 @@ func reconcilerLine(pos *reconcile.Position) string {
 	return strings.Join(parts, "; ")
 }
 
-// fetchSyncerStatus asks the running syncer what it does.
-func fetchSyncerStatus(ctx context.Context, base string, st *status) {
-	st.Syncer.URL = base
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/status", nil)
-	if err != nil {
-		st.Syncer.Error = err.Error()
-		return
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		st.Syncer.Error = err.Error()
-		return
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		st.Syncer.Error = resp.Status
-		return
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&st.Syncer.Status); err != nil {
-		st.Syncer.Error = fmt.Sprintf("read status: %v", err)
-		return
-	}
-	st.Syncer.Reachable = true
-}
-
 // syncerLine says in one line what the running syncer does.
 func syncerLine(st *status) string {
 	s := st.Syncer
 	switch {
-	case !s.Reachable:
-		return fmt.Sprintf("not reachable at %s (%s)", s.URL, s.Error)
-	case s.Status.Starting != "":
-		return fmt.Sprintf("starting: %s", s.Status.Starting)
-	case s.Status.Consumer.Paused != "":
-		return fmt.Sprintf("paused: %s since %s (%s), %d events held",
-			s.Status.Consumer.Paused, s.Status.Consumer.PausedSince.UTC().Format(time.RFC3339),
-			time.Since(s.Status.Consumer.PausedSince).Round(time.Second), s.Status.Consumer.Held)
-	case !s.Status.Consumer.Consuming:
-		return fmt.Sprintf("not consuming, %d events held", s.Status.Consumer.Held)
+	case s.Health == unreachable:
+		return fmt.Sprintf("unreachable at %s: %s", s.URL, oneLine(strings.Join(s.Reasons, "; "), 200))
+	case s.Health == degraded:
+		return partLine(s.part, 200)
 	default:
-		return fmt.Sprintf("consuming, %d events held", s.Status.Consumer.Held)
+		return fmt.Sprintf("healthy: consuming, %d events held", s.Status.Consumer.Held)
 	}
 }

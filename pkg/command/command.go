@@ -37,6 +37,7 @@ func Run(ctx context.Context, grammar any, name, description string, args []stri
 		kong.BindTo(ctx, (*context.Context)(nil)),
 		kong.Bind(&Globals{Stdout: stdout, Stderr: stderr}),
 		kong.Exit(func(code int) { panic(exitCode(code)) }),
+		kong.Help(printHelp),
 	}, opts...)...)
 	if err != nil {
 		return err
@@ -94,12 +95,23 @@ func (h *Healthcheck) Run(ctx context.Context, g *Globals) error {
 	return nil
 }
 
+// ExitCode is an error that ends Main with its value as the exit status
+// and no message: the command has already said why (`syncer status` exits
+// 2 when degraded, 3 when a part is unreachable).
+type ExitCode int
+
+func (e ExitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
 // Main runs a binary's run function with a context that ends on SIGINT or
-// SIGTERM, and exits 1 with "name: error" on failure.
+// SIGTERM, and exits 1 with "name: error" on failure (an ExitCode: its
+// code, silently).
 func Main(name string, run func(ctx context.Context, args []string, stdout, stderr io.Writer) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	if code := ExitCode(0); errors.As(err, &code) {
+		os.Exit(int(code))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)

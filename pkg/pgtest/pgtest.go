@@ -80,11 +80,24 @@ func New(t testing.TB, tpl Template) *DB {
 	defer conn.Close(ctx)
 	for attempt := 0; ; attempt++ {
 		_, err = conn.Exec(ctx, fmt.Sprintf("CREATE DATABASE %s TEMPLATE %s", pgx.Identifier{name}.Sanitize(), pgx.Identifier{tplName}.Sanitize()))
-		// 55006: the template is briefly in use by another clone.
-		if err == nil || !isCode(err, "55006") || attempt > 50 {
+		if err == nil || attempt > 50 {
 			break
 		}
-		time.Sleep(100 * time.Millisecond)
+		// 55006: the template is briefly in use by another clone.
+		if isCode(err, "55006") {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		// 3D000: a test run of another schema version on the same server
+		// (another checkout) built its template and dropped this one as
+		// older: build it again.
+		if !isCode(err, "3D000") || attempt > 3 {
+			break
+		}
+		forgetTemplate(tplName)
+		if err := ensureTemplate(ctx, admin, tplName, tpl); err != nil {
+			t.Fatalf("pgtest: template %s: %v", tplName, err)
+		}
 	}
 	if err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
@@ -232,6 +245,14 @@ func ensureTemplate(ctx context.Context, admin, tplName string, tpl Template) er
 	err := buildTemplate(ctx, admin, tplName, tpl)
 	templates[tplName] = err
 	return err
+}
+
+// forgetTemplate makes the next ensureTemplate look for tplName on the
+// server again.
+func forgetTemplate(tplName string) {
+	templatesMu.Lock()
+	defer templatesMu.Unlock()
+	delete(templates, tplName)
 }
 
 func buildTemplate(ctx context.Context, admin, tplName string, tpl Template) error {

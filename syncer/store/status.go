@@ -1,0 +1,82 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// SyncState is what the sync log says about how the sync goes, for
+// `syncer status`.
+type SyncState struct {
+	// LastAppliedSeq and LastAppliedAt are the newest success row's stream
+	// sequence and time; both zero when nothing was applied yet.
+	LastAppliedSeq int64
+	LastAppliedAt  time.Time
+	// FailedLast24h counts the events that failed in the last 24 hours
+	// and have not been applied (or skipped) since.
+	FailedLast24h int
+	// Organizations is the last success per organization, newest first,
+	// at most 50.
+	Organizations []OrgSync
+}
+
+// OrgSync is one organization's last success.
+type OrgSync struct {
+	PortalOrgID string
+	LastSuccess time.Time
+	// Events24h counts its successful events in the last 24 hours.
+	Events24h int
+}
+
+const lastAppliedSQL = `
+SELECT max(stream_seq), max(processed_at) FROM portal_sync_log WHERE status = 'success'`
+
+// An event that failed and later succeeded (redriven after a fix, or
+// applied on a later delivery) is failed no more.
+const failedLast24hSQL = `
+SELECT count(DISTINCT f.event_id) FROM portal_sync_log f
+WHERE f.status = 'failed' AND f.processed_at > now() - interval '24 hours'
+  AND NOT EXISTS (SELECT 1 FROM portal_sync_log s
+                  WHERE s.event_id = f.event_id AND s.status IN ('success', 'skipped'))`
+
+const orgLastSuccessSQL = `
+SELECT o.portal_org_id, max(l.processed_at),
+       count(*) FILTER (WHERE l.processed_at > now() - interval '24 hours')
+FROM portal_sync_log l JOIN organizations o ON o.id = l.organization_id
+WHERE l.status = 'success'
+GROUP BY o.portal_org_id ORDER BY 2 DESC LIMIT 50`
+
+// ReadSyncState reads the sync state from the sync log.
+func ReadSyncState(ctx context.Context, db DBTX) (SyncState, error) {
+	var st SyncState
+	var seq *int64
+	var at *time.Time
+	if err := db.QueryRow(ctx, lastAppliedSQL).Scan(&seq, &at); err != nil {
+		return st, fmt.Errorf("last applied: %w", interpretError(err))
+	}
+	if seq != nil {
+		st.LastAppliedSeq = *seq
+	}
+	if at != nil {
+		st.LastAppliedAt = *at
+	}
+	if err := db.QueryRow(ctx, failedLast24hSQL).Scan(&st.FailedLast24h); err != nil {
+		return st, fmt.Errorf("failed count: %w", interpretError(err))
+	}
+	rows, err := db.Query(ctx, orgLastSuccessSQL)
+	if err != nil {
+		return st, fmt.Errorf("last success per organization: %w", interpretError(err))
+	}
+	st.Organizations, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (OrgSync, error) {
+		var o OrgSync
+		err := r.Scan(&o.PortalOrgID, &o.LastSuccess, &o.Events24h)
+		return o, err
+	})
+	if err != nil {
+		return st, fmt.Errorf("last success per organization: %w", interpretError(err))
+	}
+	return st, nil
+}
