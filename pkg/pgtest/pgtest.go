@@ -2,9 +2,14 @@
 // template that is migrated once per schema version.
 //
 // The server is, in order: TEST_DATABASE_URL; the local server at
-// 127.0.0.1:5432 (user postgres); a PostgreSQL container started with
-// testcontainers-go where Docker is available. Where none answers the test
-// is skipped, except under CI=true, where it fails.
+// 127.0.0.1:$PGPORT (default 5432, user postgres); a PostgreSQL container
+// started with testcontainers-go where Docker answers; a private cluster
+// made with PostgreSQL's server binaries (package pgcluster) under
+// PGTEST_DIR, default .data/pgtest in the folder holding go.work, which
+// every test process of a run shares and which stays running after a
+// plain `go test` (`make test` starts it first and stops it at the end).
+// Where none is available the test is skipped, except under CI=true, where
+// it fails.
 package pgtest
 
 import (
@@ -16,6 +21,7 @@ import (
 	"hash/fnv"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -26,9 +32,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/testcontainers/testcontainers-go"
 	tcpostgres "github.com/testcontainers/testcontainers-go/modules/postgres"
+
+	"github.com/likeperson/portalsync/pkg/pgcluster"
 )
 
-// DefaultURL is the local development server.
+// DefaultURL is the local development server (PGPORT changes its port).
 const DefaultURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 
 // Template describes how to build the template database.
@@ -55,6 +63,10 @@ var (
 	serverOnce sync.Once
 	serverURL  string
 	serverErr  error
+	// serverNote says which server was found, logged by the first test
+	// that asks.
+	serverNote   string
+	serverLogged sync.Once
 
 	templatesMu sync.Mutex
 	templates   = map[string]error{}
@@ -128,11 +140,17 @@ func New(t testing.TB, tpl Template) *DB {
 func adminURL(t testing.TB) string {
 	t.Helper()
 	serverOnce.Do(func() {
-		serverURL, serverErr = findServer()
+		serverURL, serverNote, serverErr = findServer(os.Getenv)
 		if serverErr == nil {
 			sweepStale(serverURL)
 		}
 	})
+	if serverNote != "" {
+		serverLogged.Do(func() {
+			t.Helper()
+			t.Logf("pgtest: %s", serverNote)
+		})
+	}
 	if serverErr != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("pgtest: no PostgreSQL: %v", serverErr)
@@ -172,21 +190,62 @@ func sweepStale(admin string) {
 	}
 }
 
-func findServer() (string, error) {
+// findServer returns the admin URL of the first server that answers and
+// a note saying which it is.
+func findServer(getenv func(string) string) (url, note string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if u := os.Getenv("TEST_DATABASE_URL"); u != "" {
-		return u, ping(ctx, u)
+	if u := getenv("TEST_DATABASE_URL"); u != "" {
+		return u, "TEST_DATABASE_URL", ping(ctx, u)
 	}
-	localErr := ping(ctx, DefaultURL)
+	local := localURL(getenv)
+	localErr := ping(ctx, local)
 	if localErr == nil {
-		return DefaultURL, nil
+		return local, "the local server", nil
 	}
-	u, err := startContainer()
-	if err != nil {
-		return "", fmt.Errorf("local server: %v; container: %w", localErr, err)
+	u, containerErr := startContainer()
+	if containerErr == nil {
+		return u, "a container (testcontainers)", nil
 	}
-	return u, nil
+	c := &pgcluster.Cluster{Dir: clusterDir(getenv), Fast: true}
+	begin := time.Now()
+	port, owned, clusterErr := c.Start(context.Background())
+	if clusterErr == nil {
+		how := "found running"
+		if owned {
+			how = fmt.Sprintf("started in %v", time.Since(begin).Round(time.Millisecond))
+		}
+		return pgcluster.URL(port, "postgres"), fmt.Sprintf("a private cluster under %s on port %d (%s)", c.Dir, port, how), nil
+	}
+	return "", "", fmt.Errorf("local server: %v; container: %v; private cluster: %w", localErr, containerErr, clusterErr)
+}
+
+// localURL is DefaultURL on port PGPORT when that is set.
+func localURL(getenv func(string) string) string {
+	if p := getenv("PGPORT"); p != "" {
+		return strings.Replace(DefaultURL, ":5432/", ":"+p+"/", 1)
+	}
+	return DefaultURL
+}
+
+// clusterDir is where the private cluster lives: PGTEST_DIR, or
+// .data/pgtest in the folder holding go.work (where `make test` starts it
+// too), or a folder in the system's temporary directory.
+func clusterDir(getenv func(string) string) string {
+	if d := getenv("PGTEST_DIR"); d != "" {
+		return d
+	}
+	if wd, err := os.Getwd(); err == nil {
+		for d := wd; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+				return filepath.Join(d, ".data", "pgtest")
+			}
+			if filepath.Dir(d) == d {
+				break
+			}
+		}
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("pgtest-%d", os.Getuid()))
 }
 
 func ping(ctx context.Context, u string) error {
