@@ -119,6 +119,8 @@ func (c *Cluster) Start(ctx context.Context) (port int, owned bool, err error) {
 		if c.BinDir, err = FindBinDir(os.Getenv); err != nil {
 			return 0, false, err
 		}
+	} else if !hasServer(c.BinDir) {
+		return 0, false, fmt.Errorf("pgcluster: %s holds no initdb and pg_ctl", c.BinDir)
 	}
 	as, err := serverUser()
 	if err != nil {
