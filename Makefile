@@ -10,6 +10,11 @@ MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTSUM := gotest.tools/gotestsum@v1.13.0
 FUZZTIME ?= 1m
+# The tests' command runs under devpg: where no PostgreSQL server answers
+# (TEST_DATABASE_URL, 127.0.0.1:$PGPORT) and Docker does not either, it
+# starts a private cluster under .data/pgtest for the run and stops it at
+# the end.
+WITH_PG := $(GO) run ./pkg/cmd/devpg test .data/pgtest --
 
 .PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile fuzz soak tidy clean
 
@@ -19,12 +24,13 @@ help: ## Show this help (in colour on a terminal only).
 
 # Quiet: go build prints only errors, so send/status/dlq/replay show only
 # their command's output.
-build: ## Build bin/ingress, bin/syncer, bin/loadgen and bin/nats-server.
+build: ## Build bin/ingress, bin/syncer, bin/loadgen, bin/nats-server and bin/devpg.
 	@mkdir -p bin
 	@$(GO) build -o bin/ingress ./ingress
 	@$(GO) build -o bin/syncer ./syncer
 	@$(GO) build -o bin/loadgen ./loadgen
 	@$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
+	@$(GO) build -o bin/devpg ./pkg/cmd/devpg
 
 run: build ## Run NATS (unless NATS_URL is set), migrate, ingress and syncer.
 	./scripts/run.sh
@@ -47,12 +53,12 @@ replay: build ## `syncer replay $(ARGS)` against what `make run` started, e.g. A
 # skipped" (failed counts package build errors too). The exit status is go
 # test's.
 test: ## Run every test (race detector, fuzz seed corpora) in every module; ends with a summary.
-	$(GO) run $(GOTESTSUM) --format pkgname-and-test-fails --format-icons text --format-hide-empty-pkg \
+	$(WITH_PG) $(GO) run $(GOTESTSUM) --format pkgname-and-test-fails --format-icons text --format-hide-empty-pkg \
 	  --post-run-command 'bash -c "echo summary: $$((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $$((TESTS_FAILED + TESTS_ERRORS)) failed, $$TESTS_SKIPPED skipped"' \
 	  -- -race -count=1 -timeout 20m $(PKGS)
 
 test-short: ## Quick tests without the race detector.
-	$(GO) test -count=1 -short $(PKGS)
+	$(WITH_PG) $(GO) test -count=1 -short $(PKGS)
 
 lint: ## gofmt, go vet and staticcheck over every module.
 	@out=$$(gofmt -l $(MODDIRS)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

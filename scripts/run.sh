@@ -6,8 +6,14 @@
 #    system nats-server on 4222), with the settings of deploy/nats/nats.conf
 #    (every write synced to disk before it is acknowledged), or of the file
 #    PORTALSYNC_NATS_CONFIG names.
-#  - PostgreSQL: DATABASE_URL, default the local server's database
-#    "portalsync" (created when missing), migrated by `syncer migrate`.
+#  - PostgreSQL: DATABASE_URL, else the database "portalsync" (created when
+#    missing) of what bin/devpg finds: the local server at
+#    127.0.0.1:$PGPORT (default 5432); else, where Docker answers, a
+#    postgres:15 container; else a private cluster under ./.data/pg made with
+#    PostgreSQL's server binaries (PGBIN, pg_config --bindir or
+#    /usr/lib/postgresql/*/bin). The last two listen on 127.0.0.1:
+#    PORTALSYNC_PG_PORT (54329) and are stopped on exit. Migrated by
+#    `syncer migrate`.
 #  - A webhook secret: PORTAL_WEBHOOK_SECRETS, or one generated once into
 #    ./.data/webhook-secret.
 #  - Ports are settings: PORTALSYNC_NATS_PORT (4223), INGRESS_ADDR
@@ -28,6 +34,7 @@ fi
 
 pids=()   # ingress and syncer
 nats_pid=""
+pg_up=""  # bin/devpg up ran: bin/devpg down stops what it started
 cleanup() {
   trap - INT TERM EXIT
   # Services first, so they finish in-flight work against a live NATS.
@@ -39,6 +46,9 @@ cleanup() {
   if [ -n "$nats_pid" ]; then
     kill -TERM "$nats_pid" 2>/dev/null || true
     wait "$nats_pid" 2>/dev/null || true
+  fi
+  if [ -n "$pg_up" ]; then
+    bin/devpg down .data/pg || true
   fi
 }
 trap cleanup EXIT
@@ -86,14 +96,9 @@ if [ -z "${NATS_URL:-}" ]; then
 fi
 
 if [ -z "${DATABASE_URL:-}" ]; then
-  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/portalsync?sslmode=disable"
-  if command -v psql >/dev/null; then
-    admin="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-    if [ "$(psql "$admin" -tAc "SELECT 1 FROM pg_database WHERE datname = 'portalsync'")" != "1" ]; then
-      psql "$admin" -qc "CREATE DATABASE portalsync"
-      echo "created database portalsync"
-    fi
-  fi
+  pg_up=1
+  DATABASE_URL=$(bin/devpg up .data/pg)
+  export DATABASE_URL
 fi
 
 bin/syncer migrate
