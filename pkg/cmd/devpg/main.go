@@ -196,19 +196,28 @@ type downCmd struct {
 
 // Run stops the container that up started, if any, else the private
 // cluster, if it runs. After a local server it does nothing.
-func (d *downCmd) Run(ctx context.Context) error {
+func (d *downCmd) Run(ctx context.Context, g *command.Globals) error {
 	b, err := os.ReadFile(filepath.Join(d.Dir, containerFile))
 	if err == nil {
 		name := strings.TrimSpace(string(b))
 		if out, err := exec.CommandContext(ctx, d.Docker, "stop", name).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s stop %s: %w: %s", d.Docker, name, err, firstLine(out))
 		}
+		fmt.Fprintf(g.Stderr, "stopped container %s\n", name)
 		return os.Remove(filepath.Join(d.Dir, containerFile))
 	}
 	if _, err := os.Stat(filepath.Join(d.Dir, "data")); err != nil {
 		return nil
 	}
-	return (&pgcluster.Cluster{Dir: d.Dir}).Stop()
+	c := &pgcluster.Cluster{Dir: d.Dir}
+	if _, running := c.Running(); !running {
+		return c.Stop() // forgets a dead owner
+	}
+	if err := c.Stop(); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Stderr, "stopped the private cluster under %s\n", d.Dir)
+	return nil
 }
 
 type testCmd struct {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,13 +84,6 @@ func devpg(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	return out.String(), errOut.String(), err
 }
 
-func portOf(t *testing.T, u string) string {
-	t.Helper()
-	parsed, err := url.Parse(strings.TrimSpace(u))
-	require.NoError(t, err)
-	return parsed.Port()
-}
-
 // Nothing answers on the local port and Docker does not answer: `up`
 // makes and starts a private cluster in its folder, on its port, with the
 // database, and prints the database's URL; a second `up` finds it
@@ -119,6 +111,7 @@ func TestUpStartsAPrivateClusterWhenNothingAnswers(t *testing.T) {
 
 	_, errOut, err = devpg(t, "down", dir)
 	require.NoError(t, err, errOut)
+	require.Equal(t, "stopped the private cluster under "+dir+"\n", errOut)
 	require.Error(t, pgcluster.Answers(context.Background(), strings.TrimSpace(out)))
 }
 
@@ -140,6 +133,7 @@ func TestUpUsesTheLocalServerWhenItAnswers(t *testing.T) {
 
 	_, errOut, err = devpg(t, "down", dir)
 	require.NoError(t, err, errOut)
+	require.Empty(t, errOut)
 	require.NoError(t, pgcluster.Answers(context.Background(), pgcluster.URL(localPort, "postgres")), "down leaves the local server alone")
 }
 
@@ -162,6 +156,7 @@ func TestUpRunsAContainerWhenDockerAnswers(t *testing.T) {
 	require.Contains(t, errOut, "PostgreSQL: container "+name+" (postgres:15-alpine)")
 	_, errOut, err = devpg(t, "down", dir, "--docker", docker)
 	require.NoError(t, err, errOut)
+	require.Equal(t, "stopped container "+name+"\n", errOut)
 
 	log, err := os.ReadFile(filepath.Join(b.dir, "docker.log"))
 	require.NoError(t, err)
