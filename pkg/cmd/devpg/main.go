@@ -42,7 +42,7 @@ type cli struct {
 
 // where are the settings every subcommand shares: what to look for.
 type where struct {
-	Dir       string `arg:"" help:"Folder of the private cluster (data/, log) or the container's name (container)."`
+	Dir       string `arg:"" help:"Folder of the private cluster (data/, log), where up also notes a container it started (container)."`
 	LocalPort int    `name:"local-port" env:"PGPORT" default:"5432" help:"Port of the local server on 127.0.0.1."`
 	Docker    string `env:"DEVPG_DOCKER" default:"docker" help:"The docker command; empty: do not use Docker."`
 	PGBin     string `name:"pgbin" env:"PGBIN" help:"Folder of initdb and pg_ctl (default: pg_config --bindir, the newest /usr/lib/postgresql/*/bin, PATH)."`
