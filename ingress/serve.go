@@ -34,6 +34,7 @@ type serveCmd struct {
 	MaxHeaderBytes        int           `env:"INGRESS_MAX_HEADER_BYTES" default:"16384" help:"Largest request header block (431 beyond)."`
 	RateLimit             float64       `env:"INGRESS_RATE_LIMIT" default:"1000" help:"Requests per second allowed from one source address; 0 turns the limit off."`
 	RateBurst             int           `env:"INGRESS_RATE_BURST" default:"0" help:"Burst allowed above the rate (0: twice the rate)."`
+	RateLimitSources      int           `env:"INGRESS_RATE_LIMIT_SOURCES" default:"100000" help:"Sources the rate limit tracks (an IPv6 source by its /64), the least recently seen forgotten first."`
 	AllowedSources        []string      `env:"INGRESS_ALLOWED_SOURCES" help:"Comma-separated networks (CIDR) webhooks may come from; empty allows all."`
 	TrustedProxies        []string      `env:"INGRESS_TRUSTED_PROXIES" help:"Comma-separated networks of reverse proxies whose X-Forwarded-For is believed."`
 	TLSCertFile           string        `name:"tls-cert-file" env:"INGRESS_TLS_CERT_FILE" help:"Serve HTTPS with this certificate (PEM)."`
@@ -85,6 +86,7 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		MaxHeaderBytes:    s.MaxHeaderBytes,
 		RateLimit:         s.RateLimit,
 		RateBurst:         s.RateBurst,
+		RateLimitSources:  s.RateLimitSources,
 		AllowedSources:    allowed,
 		TrustedProxies:    trusted,
 		TLSCertFile:       s.TLSCertFile,

@@ -28,6 +28,7 @@ const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 30 * time.Second
 	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultRateLimitSources  = 100_000
 )
 
 // WebhookPath is where the portal posts events.
@@ -73,9 +74,13 @@ type Config struct {
 	MaxHeaderBytes int
 	// RateLimit is the requests per second allowed from one source address
 	// on the webhook path; 0 turns the limit off. RateBurst is the bucket
-	// size (default twice the rate).
+	// size (default twice the rate). An IPv6 source counts by its /64.
 	RateLimit float64
 	RateBurst int
+	// RateLimitSources is how many sources the rate limit tracks, the
+	// least recently seen forgotten first (about 300 bytes each). Default
+	// 100,000.
+	RateLimitSources int
 	// AllowedSources, when not empty, lists the networks webhooks may come
 	// from; others get 403.
 	AllowedSources []netip.Prefix
@@ -109,6 +114,7 @@ func (c Config) withDefaults() Config {
 	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	c.ReadTimeout = cmp.Or(c.ReadTimeout, DefaultReadTimeout)
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	c.RateLimitSources = cmp.Or(c.RateLimitSources, DefaultRateLimitSources)
 	c.Stream = c.Stream.WithDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
@@ -130,8 +136,8 @@ func (c Config) validate() error {
 	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 {
 		return errors.New("durations must not be negative")
 	}
-	if c.RateLimit < 0 || c.RateBurst < 0 {
-		return errors.New("rate limit and burst must not be negative")
+	if c.RateLimit < 0 || c.RateBurst < 0 || c.RateLimitSources < 0 {
+		return errors.New("rate limit, burst and sources must not be negative")
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("TLS needs both a certificate file and a key file")

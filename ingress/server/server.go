@@ -92,7 +92,7 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metr
 		}
 	}
 	if cfg.RateLimit > 0 {
-		h.limiter = newSourceLimiter(cfg.RateLimit, cmp.Or(cfg.RateBurst, int(2*cfg.RateLimit)))
+		h.limiter = newSourceLimiter(cfg.RateLimit, cmp.Or(cfg.RateBurst, int(2*cfg.RateLimit)), cfg.RateLimitSources)
 	}
 	e := echo.New()
 	e.HideBanner = true
