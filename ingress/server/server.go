@@ -62,6 +62,9 @@ type Handler struct {
 	metrics  *Metrics
 	// dataverse is the Dataverse intake; nil when not configured.
 	dataverse *dataverseIntake
+	// rejectLog writes the access lines of 4xx answers, sampled: see
+	// sampledRejections.
+	rejectLog *zap.Logger
 
 	// stored is the event stream's handle, opened on the first duplicate
 	// and kept: reading a stored message back is then one request.
@@ -85,7 +88,10 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metr
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
-	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, metrics: metrics, log: log}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, metrics: metrics, log: log, rejectLog: sampledRejections(log)}
 	if cfg.Dataverse != nil {
 		if h.dataverse, err = newDataverseIntake(*cfg.Dataverse); err != nil {
 			return nil, err
@@ -124,8 +130,11 @@ const (
 	ctxCorrelationID = "portalsync.correlation_id"
 )
 
-// accessLog writes one line per request with identifiers only: never a
-// body, a header value other than the webhook-id, or personal data.
+// accessLog writes one line per webhook request with identifiers only:
+// never a body, a header value other than the webhook-id, or personal
+// data. Accepted (2xx) and failed (5xx) requests are written at info; 4xx
+// answers (bad signatures, refused sources, rate limit, invalid events) go
+// to the sampled rejectLog.
 func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -150,6 +159,10 @@ func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			if v, ok := c.Get(k).(string); ok && v != "" {
 				fields = append(fields, zap.String(strings.TrimPrefix(k, "portalsync."), v))
 			}
+		}
+		if status := c.Response().Status; status >= 400 && status < 500 {
+			h.rejectLog.Info("webhook", fields...)
+			return nil
 		}
 		h.log.Info("webhook", fields...)
 		return nil
@@ -488,7 +501,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		WriteTimeout:      cfg.ReadTimeout + cfg.PublishTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		ErrorLog:          limitedStdLog(log.Named("http")),
 	}
 	serveErr := make(chan error, 1)
 	if cfg.TLSCertFile != "" {
