@@ -19,7 +19,9 @@ import (
 )
 
 type serveCmd struct {
-	Addr                  string        `env:"INGRESS_ADDR" default:":8080" help:"HTTP listen address."`
+	Addr                  string        `env:"INGRESS_ADDR" default:":8080" help:"Webhook listen address (the webhook routes only)."`
+	OpsAddr               string        `name:"ops-addr" env:"INGRESS_OPS_ADDR" default:"127.0.0.1:9080" help:"Operations listen address: /healthz, /readyz, /metrics (loopback by default; never a public address)."`
+	ReadinessInterval     time.Duration `env:"INGRESS_READINESS_INTERVAL" default:"5s" help:"How often the stream is checked for /readyz (probes make no JetStream request)."`
 	NATSURL               string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
 	NATSConnections       int           `name:"nats-connections" env:"INGRESS_NATS_CONNECTIONS" default:"1" help:"NATS connections publishes are spread over."`
 	Secrets               string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Comma-separated webhook secrets (whsec_...); all are accepted, for rotation. This or --secrets-file is required."`
@@ -73,6 +75,8 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 	return server.Run(ctx, server.Config{
 		Dataverse:         dv,
 		Addr:              s.Addr,
+		OpsAddr:           s.OpsAddr,
+		ReadinessInterval: s.ReadinessInterval,
 		NATSURL:           s.NATSURL,
 		NATSConnections:   s.NATSConnections,
 		Secrets:           secrets,

@@ -29,6 +29,8 @@ const (
 	DefaultReadTimeout       = 30 * time.Second
 	DefaultMaxHeaderBytes    = 16 << 10
 	DefaultRateLimitSources  = 100_000
+	DefaultOpsAddr           = "127.0.0.1:9080"
+	DefaultReadinessInterval = 5 * time.Second
 )
 
 // WebhookPath is where the portal posts events.
@@ -37,12 +39,24 @@ const WebhookPath = "/webhooks/portal"
 // Config configures the ingress. Zero fields take the defaults named in
 // their comments; Secrets is required.
 type Config struct {
-	// Addr is the listen address. Default ":8080". Ignored when Listener
-	// is set.
+	// Addr is the webhook listen address: the webhook routes only. Default
+	// ":8080". Ignored when Listener is set.
 	Addr string
 	// Listener, when set, is served instead of listening on Addr (tests
 	// pass one bound to port 0).
 	Listener net.Listener
+	// OpsAddr is the operations listen address: /healthz, /readyz and
+	// /metrics, plain HTTP, never rate limited. Default "127.0.0.1:9080",
+	// loopback: set a private address (or "0.0.0.0:9080" in a container)
+	// for probes and Prometheus from elsewhere, never a public one.
+	// Ignored when OpsListener is set.
+	OpsAddr string
+	// OpsListener, when set, is served instead of listening on OpsAddr.
+	OpsListener net.Listener
+	// ReadinessInterval is how often the stream is checked with one
+	// JetStream request; /readyz answers from the last check and the
+	// connections' state, and makes no request of its own. Default 5 s.
+	ReadinessInterval time.Duration
 	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
 	NATSURL string
 	// NATSConnections is how many connections publishes are spread over.
@@ -115,6 +129,8 @@ func (c Config) withDefaults() Config {
 	c.ReadTimeout = cmp.Or(c.ReadTimeout, DefaultReadTimeout)
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	c.RateLimitSources = cmp.Or(c.RateLimitSources, DefaultRateLimitSources)
+	c.OpsAddr = cmp.Or(c.OpsAddr, DefaultOpsAddr)
+	c.ReadinessInterval = cmp.Or(c.ReadinessInterval, DefaultReadinessInterval)
 	c.Stream = c.Stream.WithDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
@@ -133,7 +149,7 @@ func (c Config) validate() error {
 	if limit := int64(c.Stream.MaxMsgSize) - 4096; c.MaxBodyBytes > limit {
 		return fmt.Errorf("max body bytes %d exceeds what the stream stores (%d)", c.MaxBodyBytes, limit)
 	}
-	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 {
+	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 || c.ReadinessInterval < 0 {
 		return errors.New("durations must not be negative")
 	}
 	if c.RateLimit < 0 || c.RateBurst < 0 || c.RateLimitSources < 0 {

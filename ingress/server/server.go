@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -65,6 +64,8 @@ type Handler struct {
 	// rejectLog writes the access lines of 4xx answers, sampled: see
 	// sampledRejections.
 	rejectLog *zap.Logger
+	// ops serves /healthz, /readyz and /metrics (Ops).
+	ops *echo.Echo
 
 	// stored is the event stream's handle, opened on the first duplicate
 	// and kept: reading a stored message back is then one request.
@@ -74,8 +75,9 @@ type Handler struct {
 
 var _ Publisher = (jetstream.JetStream)(nil)
 
-// NewHandler builds the HTTP API over a publisher. ready is called by
-// /readyz; metrics may be nil.
+// NewHandler builds the HTTP API over a publisher: the webhook routes
+// (ServeHTTP) and the operations routes (Ops). ready is called by /readyz;
+// metrics may be nil.
 func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metrics, log *zap.Logger) (*Handler, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -110,14 +112,12 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metr
 	if h.dataverse != nil {
 		e.POST(DataversePath, h.receiveDataverse, h.dataverseStatuses, h.guard)
 	}
-	e.GET("/healthz", h.healthz)
-	e.GET("/readyz", h.readyz)
-	e.GET("/metrics", echo.WrapHandler(metrics.Handler()))
 	h.echo = e
+	h.ops = h.newOps()
 	return h, nil
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP serves the webhook routes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.echo.ServeHTTP(w, r) }
 
 // Context keys for the access log.
@@ -456,9 +456,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer pub.close()
+	rd := &readiness{stream: cfg.Stream.Name, connected: func() error {
+		for _, nc := range pub.conns {
+			if err := stream.Connected(nc); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
 	// The stream is ensured in the background: the ingress serves (503,
-	// not ready) while NATS is down and accepts events once it is up.
-	var streamReady atomic.Bool
+	// not ready) while NATS is down and accepts events once it is up;
+	// then the stream is checked every ReadinessInterval for /readyz.
 	ensureCtx, cancelEnsure := context.WithCancel(ctx)
 	defer cancelEnsure()
 	ensured := make(chan struct{})
@@ -468,31 +476,21 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		err := pub.ensureStream(ensureCtx, cfg, log)
 		switch {
 		case err == nil:
-			streamReady.Store(true)
+			rd.ensured.Store(true)
+			rd.refresh(ensureCtx, cfg.ReadinessInterval, func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) })
 		case ensureCtx.Err() == nil:
 			ensureErr <- err
 		}
 	}()
 	defer func() { cancelEnsure(); <-ensured }()
-	ready := func(ctx context.Context) error {
-		if !streamReady.Load() {
-			if err := stream.Connected(pub.conns[0]); err != nil {
-				return fmt.Errorf("waiting for NATS: %w", err)
-			}
-			return fmt.Errorf("waiting for stream %s", cfg.Stream.Name)
-		}
-		return pub.ready(ctx, cfg.Stream.Name)
-	}
-	h, err := NewHandler(cfg, pub, ready, NewMetrics(), log.Named("http"))
+	h, err := NewHandler(cfg, pub, rd.ready, NewMetrics(), log.Named("http"))
 	if err != nil {
 		return err
 	}
 
-	ln := cfg.Listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-		}
+	ln, opsLn, err := listen(cfg)
+	if err != nil {
+		return err
 	}
 	srv := &http.Server{
 		Handler:           h,
@@ -503,19 +501,38 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          limitedStdLog(log.Named("http")),
 	}
-	serveErr := make(chan error, 1)
+	ops := &http.Server{
+		Handler:           h.Ops(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.ReadTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          limitedStdLog(log.Named("ops")),
+	}
+	serveErr := make(chan error, 2)
 	if cfg.TLSCertFile != "" {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		go func() { serveErr <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile) }()
 	} else {
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
-	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("path", WebhookPath),
-		zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""), zap.Float64("rate_limit", cfg.RateLimit),
-		zap.Bool("dataverse", cfg.Dataverse != nil))
+	go func() { serveErr <- ops.Serve(opsLn) }()
+	// The operations listener closes last: /readyz answers until the end.
+	defer func() {
+		opsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if ops.Shutdown(opsCtx) != nil {
+			_ = ops.Close()
+		}
+	}()
+	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("ops_addr", opsLn.Addr().String()),
+		zap.String("path", WebhookPath), zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""),
+		zap.Float64("rate_limit", cfg.RateLimit), zap.Bool("dataverse", cfg.Dataverse != nil))
 
 	select {
 	case err := <-serveErr:
+		_ = srv.Close()
 		return fmt.Errorf("serve: %w", err)
 	case err := <-ensureErr:
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -533,4 +550,25 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return fmt.Errorf("shutdown: %w", shutdownErr)
 	}
 	return nil
+}
+
+// listen opens the webhook and operations listeners, or takes those
+// given.
+func listen(cfg Config) (ln, opsLn net.Listener, err error) {
+	ln = cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		}
+	}
+	opsLn = cfg.OpsListener
+	if opsLn == nil {
+		if opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+			if cfg.Listener == nil {
+				_ = ln.Close()
+			}
+			return nil, nil, fmt.Errorf("listen on %s (operations): %w", cfg.OpsAddr, err)
+		}
+	}
+	return ln, opsLn, nil
 }
