@@ -177,7 +177,7 @@ func start(t *testing.T, opts ...Option) *system {
 	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	runUntilCleanup(t, "the ingress", cancel, func() error {
-		return server.Run(ctx, server.Config{Listener: ingressLn, OpsListener: opsLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
+		return server.Run(ctx, server.Config{Listener: ingressLn, OpsListener: opsLn, DrainGrace: 50 * time.Millisecond, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
 			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second, Dataverse: o.dataverse}, sys.logger(t, "ingress"))
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()

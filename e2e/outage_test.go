@@ -238,7 +238,7 @@ func TestStartWhileDependenciesDown(t *testing.T) {
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	runUntilCleanup(t, "the ingress", cancel, func() error {
-		return server.Run(ctx, server.Config{Listener: ingressLn, OpsListener: opsLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
+		return server.Run(ctx, server.Config{Listener: ingressLn, OpsListener: opsLn, DrainGrace: 50 * time.Millisecond, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
 			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, sys.logger(t, "ingress"))
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()

@@ -30,7 +30,8 @@ type serveCmd struct {
 	MaxBodyBytes          int64         `env:"INGRESS_MAX_BODY_BYTES" default:"262144" help:"Largest accepted body."`
 	PublishTimeout        time.Duration `env:"INGRESS_PUBLISH_TIMEOUT" default:"5s" help:"Wait for the JetStream ack before answering 503."`
 	RetryAfter            time.Duration `env:"INGRESS_RETRY_AFTER" default:"5s" help:"Retry-After sent with a 503."`
-	ShutdownTimeout       time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish on SIGTERM."`
+	DrainGrace            time.Duration `env:"INGRESS_DRAIN_GRACE" default:"5s" help:"On SIGTERM, how long /readyz answers 503 while webhooks are still served (with Connection: close) before the listener closes; 0: none."`
+	ShutdownTimeout       time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after the drain grace."`
 	ReadHeaderTimeout     time.Duration `env:"INGRESS_READ_HEADER_TIMEOUT" default:"5s" help:"Time allowed to read request headers."`
 	ReadTimeout           time.Duration `env:"INGRESS_READ_TIMEOUT" default:"30s" help:"Time allowed to read a whole request."`
 	MaxHeaderBytes        int           `env:"INGRESS_MAX_HEADER_BYTES" default:"16384" help:"Largest request header block (431 beyond)."`
@@ -84,6 +85,7 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		MaxBodyBytes:      s.MaxBodyBytes,
 		PublishTimeout:    s.PublishTimeout,
 		RetryAfter:        s.RetryAfter,
+		DrainGrace:        drainGrace(s.DrainGrace),
 		ShutdownTimeout:   s.ShutdownTimeout,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
@@ -97,6 +99,15 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		TLSKeyFile:        s.TLSKeyFile,
 		Stream:            s.Config(),
 	}, log.Named("ingress"))
+}
+
+// drainGrace maps the flag's 0 (no grace) to the Config's negative: a
+// zero Config field takes the default.
+func drainGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // loadSecrets reads the webhook secrets from the environment's list or from

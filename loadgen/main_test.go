@@ -40,7 +40,7 @@ func TestLoadgenEndToEnd(t *testing.T) {
 	sc := stream.Config{Name: "EVENTS"}
 	done := make(chan error, 2)
 	go func() {
-		done <- server.Run(ctx, server.Config{Listener: ln, OpsListener: opsLn, NATSURL: ns.URL(), Secrets: []signature.Secret{secret}, Stream: sc}, zaptest.NewLogger(t))
+		done <- server.Run(ctx, server.Config{Listener: ln, OpsListener: opsLn, DrainGrace: 50 * time.Millisecond, NATSURL: ns.URL(), Secrets: []signature.Secret{secret}, Stream: sc}, zaptest.NewLogger(t))
 	}()
 	go func() {
 		done <- service.Run(ctx, service.Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: hl, Stream: sc}, zaptest.NewLogger(t))

@@ -30,6 +30,7 @@ const (
 	DefaultMaxHeaderBytes    = 16 << 10
 	DefaultRateLimitSources  = 100_000
 	DefaultOpsAddr           = "127.0.0.1:9080"
+	DefaultDrainGrace        = 5 * time.Second
 	DefaultReadinessInterval = 5 * time.Second
 )
 
@@ -77,8 +78,18 @@ type Config struct {
 	PublishTimeout time.Duration
 	// RetryAfter is what a 503 asks the portal to wait. Default 5 s.
 	RetryAfter time.Duration
+	// DrainGrace is how long, after SIGTERM, the webhook listener keeps
+	// serving while /readyz answers 503, so that a load balancer notices
+	// and stops sending before the listener closes; answers meanwhile
+	// carry "Connection: close", so clients leave their kept-alive
+	// connections between requests instead of having them closed under a
+	// request. Default 5 s: load balancers commonly probe every 1-2 s and
+	// take a server out after two or three failures. Negative: none.
+	// DrainGrace plus ShutdownTimeout must fit in the orchestrator's stop
+	// timeout (Kubernetes 30 s, Docker 10 s unless stop_grace_period).
+	DrainGrace time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may finish after
-	// SIGTERM. Default 10 s.
+	// the grace, when the webhook listener has closed. Default 10 s.
 	ShutdownTimeout time.Duration
 	// ReadHeaderTimeout and ReadTimeout bound slow clients. Defaults 5 s
 	// and 30 s.
@@ -130,6 +141,7 @@ func (c Config) withDefaults() Config {
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	c.RateLimitSources = cmp.Or(c.RateLimitSources, DefaultRateLimitSources)
 	c.OpsAddr = cmp.Or(c.OpsAddr, DefaultOpsAddr)
+	c.DrainGrace = cmp.Or(c.DrainGrace, DefaultDrainGrace)
 	c.ReadinessInterval = cmp.Or(c.ReadinessInterval, DefaultReadinessInterval)
 	c.Stream = c.Stream.WithDefaults()
 	if c.Now == nil {

@@ -237,7 +237,7 @@ func TestTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- server.Run(ctx, server.Config{Listener: ln, OpsListener: opsLn, NATSURL: ns.URL(), Secrets: []signature.Secret{secret},
+		done <- server.Run(ctx, server.Config{Listener: ln, OpsListener: opsLn, DrainGrace: 10 * time.Millisecond, NATSURL: ns.URL(), Secrets: []signature.Secret{secret},
 			TLSCertFile: certFile, TLSKeyFile: keyFile, Stream: stream.Config{Name: "EVENTS"}}, zaptest.NewLogger(t))
 	}()
 	defer func() { cancel(); require.NoError(t, <-done) }()

@@ -444,8 +444,10 @@ func tooLarge(limit int64) *Problem {
 }
 
 // Run connects to NATS, ensures the stream and serves until ctx is done.
-// On shutdown it stops accepting, lets in-flight requests finish within
-// ShutdownTimeout, then drains the NATS connection.
+// On shutdown it first turns /readyz to 503 and keeps serving webhooks for
+// DrainGrace with "Connection: close", then stops accepting, lets
+// in-flight requests finish within ShutdownTimeout, drains the NATS
+// connection and closes the operations listener last.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -488,18 +490,21 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 
-	ln, opsLn, err := listen(cfg)
+	tcpLn, opsLn, err := listen(cfg)
 	if err != nil {
 		return err
 	}
+	ln := &closeOnceListener{Listener: tcpLn}
+	conns := newConnStates()
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           closeWhileDraining(h, &rd.draining),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.ReadTimeout + cfg.PublishTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          limitedStdLog(log.Named("http")),
+		ConnState:         conns.track,
 	}
 	ops := &http.Server{
 		Handler:           h.Ops(),
@@ -541,9 +546,30 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
+	// Not ready first, while the webhook listener still serves: a load
+	// balancer stops sending before the listener closes.
+	rd.draining.Store(true)
+	if cfg.DrainGrace > 0 {
+		log.Info("draining: not ready, still serving", zap.Duration("grace", cfg.DrainGrace))
+		grace := time.NewTimer(cfg.DrainGrace)
+		select {
+		case <-grace.C:
+		case err := <-serveErr:
+			grace.Stop()
+			log.Warn("serve ended during the grace", zap.Error(err))
+		}
+	}
 	log.Info("shutting down")
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancelShutdown()
+	// See drain.go: new connections refused, then every connection the
+	// server has is answered before Shutdown, which would drop a request
+	// read after it began.
+	_ = ln.Close()
+	srv.SetKeepAlivesEnabled(false) // closes connections idle through the grace
+	if err := conns.waitQuiet(shutdownCtx); err != nil {
+		log.Warn("requests still in flight at the shutdown timeout", zap.Int("connections", conns.busy()))
+	}
 	shutdownErr := srv.Shutdown(shutdownCtx)
 	pub.drain(log)
 	if shutdownErr != nil {

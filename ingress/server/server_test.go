@@ -58,6 +58,7 @@ func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
 	b.cfg = server.Config{
 		Listener:       ln,
 		OpsListener:    opsLn,
+		DrainGrace:     100 * time.Millisecond,
 		NATSURL:        ns.URL(),
 		Secrets:        []signature.Secret{b.secret},
 		PublishTimeout: time.Second,
