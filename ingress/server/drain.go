@@ -5,31 +5,34 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // The webhook listener shuts down in steps, so that no request a client
 // has sent on a connection the server accepted goes unanswered:
 //
-//  1. draining: /readyz answers 503 and every answer carries "Connection:
-//     close" (closeWhileDraining), for DrainGrace; a load balancer stops
-//     sending, clients leave their kept-alive connections after an answer;
+//  1. draining, from the moment Run's context ends: /readyz answers 503
+//     and every answer carries "Connection: close" (closeWhileDraining),
+//     for DrainGrace; a load balancer stops sending, clients leave their
+//     kept-alive connections after an answer;
 //  2. the listener closes (new connections are refused), connections idle
 //     through the whole grace are closed, and Run waits until no accepted
 //     connection is new or active (connStates), within ShutdownTimeout;
 //  3. only then http.Server.Shutdown, which drops a request it reads after
 //     it has begun: by now there is none to read.
 
-// closeWhileDraining answers with "Connection: close" once draining: the
+// closeWhileDraining answers with "Connection: close" once stopping is
+// closed: the
 // client leaves the connection after this answer, at a moment it knows,
 // rather than finding it closed under its next request when the listener
 // shuts down (net/http closes the connection after a response whose
 // handler set that header; HTTP/2 sends GOAWAY).
-func closeWhileDraining(next http.Handler, draining *atomic.Bool) http.Handler {
+func closeWhileDraining(next http.Handler, stopping <-chan struct{}) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if draining.Load() {
+		select {
+		case <-stopping:
 			w.Header().Set("Connection", "close")
+		default:
 		}
 		next.ServeHTTP(w, r)
 	})

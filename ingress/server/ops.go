@@ -37,8 +37,10 @@ type readiness struct {
 	stream string
 	// connected reports the NATS connections' state without a request.
 	connected func() error
-	ensured   atomic.Bool
-	draining  atomic.Bool
+	// stopping is closed when Run's context ends: not ready from that
+	// instant, while webhooks are still served.
+	stopping <-chan struct{}
+	ensured  atomic.Bool
 	// lastCheck is the error of the last periodic stream check; nil until
 	// the first and while the stream answers.
 	lastCheck atomic.Pointer[error]
@@ -48,8 +50,10 @@ var errShuttingDown = errors.New("shutting down")
 
 // ready is the ReadinessChecker /readyz calls.
 func (r *readiness) ready(context.Context) error {
-	if r.draining.Load() {
+	select {
+	case <-r.stopping:
 		return errShuttingDown
+	default:
 	}
 	if !r.ensured.Load() {
 		if err := r.connected(); err != nil {

@@ -458,7 +458,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer pub.close()
-	rd := &readiness{stream: cfg.Stream.Name, connected: func() error {
+	rd := &readiness{stream: cfg.Stream.Name, stopping: ctx.Done(), connected: func() error {
 		for _, nc := range pub.conns {
 			if err := stream.Connected(nc); err != nil {
 				return err
@@ -497,7 +497,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	ln := &closeOnceListener{Listener: tcpLn}
 	conns := newConnStates()
 	srv := &http.Server{
-		Handler:           closeWhileDraining(h, &rd.draining),
+		Handler:           closeWhileDraining(h, ctx.Done()),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.ReadTimeout + cfg.PublishTimeout,
@@ -546,9 +546,8 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Not ready first, while the webhook listener still serves: a load
-	// balancer stops sending before the listener closes.
-	rd.draining.Store(true)
+	// Not ready since ctx ended (rd.stopping), while the webhook listener
+	// still serves: a load balancer stops sending before it closes.
 	if cfg.DrainGrace > 0 {
 		log.Info("draining: not ready, still serving", zap.Duration("grace", cfg.DrainGrace))
 		grace := time.NewTimer(cfg.DrainGrace)
