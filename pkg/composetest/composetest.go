@@ -33,6 +33,9 @@ type Service struct {
 		Condition string `yaml:"condition"`
 	} `yaml:"depends_on"`
 	Ports []string `yaml:"ports"`
+	// StopGracePeriod is how long Docker waits after SIGTERM before
+	// SIGKILL (default 10s).
+	StopGracePeriod string `yaml:"stop_grace_period"`
 }
 
 // Build is a service's build section.
