@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -214,4 +215,40 @@ func connectJS(t *testing.T, url string) jetstream.JetStream {
 	js, err := jetstream.New(nc)
 	require.NoError(t, err)
 	return js
+}
+
+// TestConnectionOpenedBeforeCloseIsAnswered: a connection accepted before
+// the listener closed, whose request arrives only after, is answered.
+// http.Server.Shutdown alone would read that request and close the
+// connection without an answer.
+func TestConnectionOpenedBeforeCloseIsAnswered(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	addr := strings.TrimPrefix(b.base, "http://")
+	conn, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer conn.Close()
+
+	b.cancel()
+	require.Eventually(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, 5*time.Second, 10*time.Millisecond, "the listener closes after the grace")
+
+	body := mustJSON(t, sampleEvent("evt_late", "m-late"))
+	h := http.Header{}
+	signature.NewSigner(b.secret).SetHeaders(h, "evt_late", time.Now(), body)
+	_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
+		"webhook-id: %s\r\nwebhook-timestamp: %s\r\nwebhook-signature: %s\r\n\r\n%s",
+		server.WebhookPath, len(body), h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature"), body)
+	require.NoError(t, err)
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(5*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err, "answered, not closed")
+	resp.Body.Close()
+	require.Equal(t, http.StatusAccepted, resp.StatusCode)
+	require.True(t, resp.Close, "Connection: close")
 }

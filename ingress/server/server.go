@@ -570,6 +570,9 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		log.Warn("requests still in flight at the shutdown timeout", zap.Int("connections", conns.busy()))
 	}
 	shutdownErr := srv.Shutdown(shutdownCtx)
+	if shutdownErr != nil {
+		_ = srv.Close() // past the deadline: cut what is left
+	}
 	pub.drain(log)
 	if shutdownErr != nil {
 		return fmt.Errorf("shutdown: %w", shutdownErr)
