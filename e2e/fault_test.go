@@ -172,7 +172,7 @@ func TestNATSRestart(t *testing.T) {
 		require.NotEmpty(t, resp.Header.Get("Retry-After"))
 	}
 	sys.nats.Start()
-	servicetest.WaitReady(t, sys.ingressURL, nil)
+	servicetest.WaitReady(t, sys.ingressOps, nil)
 	// The portal retries what got 503, and sends more.
 	accepted = append(accepted, sys.sendAll(t, down, 2)...)
 	require.Len(t, accepted, len(before)+len(down))

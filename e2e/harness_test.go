@@ -47,6 +47,7 @@ type system struct {
 	seq    atomic.Int64
 
 	ingressURL string
+	ingressOps string // the ingress's /healthz, /readyz, /metrics
 	syncerURL  string
 	natsURL    string
 	stream     stream.Config
@@ -192,13 +193,16 @@ func start(t *testing.T, opts ...Option) *system {
 
 	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
 	runUntilCleanup(t, "the ingress", cancel, func() error {
-		return server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
+		return server.Run(ctx, server.Config{Listener: ingressLn, OpsListener: opsLn, DrainGrace: 50 * time.Millisecond, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
 			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second, Dataverse: o.dataverse,
 			MaxBodyBytes: o.maxBody}, sys.logger(t, "ingress"))
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()
-	servicetest.WaitReady(t, sys.ingressURL, nil)
+	sys.ingressOps = "http://" + opsLn.Addr().String()
+	servicetest.WaitReady(t, sys.ingressOps, nil)
 	sys.client = &portalclient.Client{
 		URL:    sys.ingressURL + server.WebhookPath,
 		Signer: signature.NewSigner(secret),

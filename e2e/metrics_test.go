@@ -76,7 +76,7 @@ func TestMetricsScraped(t *testing.T) {
 		sys.waitLogged(t, id)
 	}
 
-	in := scrape(t, sys.ingressURL)
+	in := scrape(t, sys.ingressOps)
 	require.Equal(t, "5", metricValue(t, in, `portalsync_ingress_requests_total{status="202"}`))
 	require.Equal(t, "1", metricValue(t, in, `portalsync_ingress_requests_total{status="200"}`))
 	require.Equal(t, "1", metricValue(t, in, `portalsync_ingress_requests_total{status="400"}`))

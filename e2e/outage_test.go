@@ -167,7 +167,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 		20*time.Second, 20*time.Millisecond, "the syncer pauses for NATS")
 	code, _ := readyStatus(health)
 	require.Equal(t, http.StatusServiceUnavailable, code)
-	code, body := readyStatus(sys.ingressURL)
+	code, body := readyStatus(sys.ingressOps)
 	require.Equal(t, http.StatusServiceUnavailable, code, body)
 	// A publish during the outage may yet be stored (the client buffers it
 	// until it reconnects): the portal sends it again after the 503.
@@ -179,7 +179,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 
 	time.Sleep(time.Until(began.Add(outageLength))) // the outage itself
 	sys.nats.Start()
-	servicetest.WaitReady(t, sys.ingressURL, nil)
+	servicetest.WaitReady(t, sys.ingressOps, nil)
 	after := append(workload(25, "natsout-b", 20, 100), x)
 	require.Len(t, sys.sendAll(t, after, 4), len(after))
 	servicetest.WaitReady(t, health, nil)
@@ -234,12 +234,15 @@ func TestStartWhileDependenciesDown(t *testing.T) {
 	require.NoError(t, err)
 	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	runUntilCleanup(t, "the ingress", cancel, func() error {
-		return server.Run(ctx, server.Config{Listener: ingressLn, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
+		return server.Run(ctx, server.Config{Listener: ingressLn, OpsListener: opsLn, DrainGrace: 50 * time.Millisecond, NATSURL: sys.natsURL, Secrets: []signature.Secret{secret},
 			Stream: sys.stream, PublishTimeout: time.Second, RetryAfter: time.Second}, sys.logger(t, "ingress"))
 	})
 	sys.ingressURL = "http://" + ingressLn.Addr().String()
+	sys.ingressOps = "http://" + opsLn.Addr().String()
 	sys.client = &portalclient.Client{URL: sys.ingressURL + server.WebhookPath, Signer: signature.NewSigner(secret),
 		HTTP: &http.Client{Timeout: 10 * time.Second}}
 
@@ -248,7 +251,7 @@ func TestStartWhileDependenciesDown(t *testing.T) {
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "waiting for the database")
 	}, 20*time.Second, 20*time.Millisecond, "the syncer serves readiness while the database is down")
 	require.Eventually(t, func() bool {
-		code, body := readyStatus(sys.ingressURL)
+		code, body := readyStatus(sys.ingressOps)
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "NATS")
 	}, 20*time.Second, 20*time.Millisecond, "the ingress serves readiness while NATS is down")
 	e := workload(28, "down", 5, 1)[0]
@@ -263,7 +266,7 @@ func TestStartWhileDependenciesDown(t *testing.T) {
 	}, 20*time.Second, 20*time.Millisecond, "the syncer found the database and waits for NATS")
 
 	sys.nats.Start()
-	servicetest.WaitReady(t, sys.ingressURL, nil)
+	servicetest.WaitReady(t, sys.ingressOps, nil)
 	servicetest.WaitReady(t, health, nil)
 	events := append(workload(29, "up", 10, 60), e) // e is sent again, as the portal does after a 503
 	require.Len(t, sys.sendAll(t, events, 2), len(events))

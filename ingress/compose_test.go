@@ -7,16 +7,20 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/composetest"
 	"github.com/likeperson/portalsync/pkg/stream"
 )
 
 // The compose file's ingress agrees with this binary: known environment
-// names, a real command, a healthcheck on the configured port, an image
-// built by a static non-root Dockerfile, and a NATS cluster it can use.
+// names, a real command, a healthcheck on the operations port (apart from
+// the webhook port, on every interface inside the container), time to
+// drain on stop, an image built by a static non-root Dockerfile, and a
+// NATS cluster it can use.
 func TestComposeMatchesIngress(t *testing.T) {
 	t.Parallel()
 	f, err := composetest.Load(filepath.Join("..", "docker-compose.yml"))
@@ -33,13 +37,23 @@ func TestComposeMatchesIngress(t *testing.T) {
 
 	_, port, err := net.SplitHostPort(svc.Environment["INGRESS_ADDR"])
 	require.NoError(t, err)
+	opsHost, opsPort, err := net.SplitHostPort(svc.Environment["INGRESS_OPS_ADDR"])
+	require.NoError(t, err)
+	require.NotEqual(t, port, opsPort, "operations apart from webhooks")
+	require.Equal(t, "0.0.0.0", opsHost, "reachable by Prometheus inside the compose network (the default is loopback)")
 	require.NotNil(t, svc.Healthcheck)
 	require.Equal(t, []string{"CMD", "/usr/local/bin/ingress", "healthcheck"}, svc.Healthcheck.Test[:3])
 	u, err := url.Parse(svc.Healthcheck.Test[3])
 	require.NoError(t, err)
-	require.Equal(t, port, u.Port())
+	require.Equal(t, opsPort, u.Port())
 	require.Equal(t, "/readyz", u.Path)
 	require.Contains(t, strings.Join(svc.Ports, " "), ":"+port)
+	for _, p := range svc.Ports {
+		require.True(t, strings.HasPrefix(p, "127.0.0.1:"), "published on the host's loopback only: %s", p)
+	}
+	grace, err := time.ParseDuration(svc.StopGracePeriod)
+	require.NoError(t, err, "stop_grace_period")
+	require.Greater(t, grace, server.DefaultDrainGrace+server.DefaultShutdownTimeout, "time to drain before SIGKILL")
 
 	require.NotNil(t, svc.Build)
 	checkDockerfile(t, filepath.Join("..", svc.Build.Dockerfile), "ingress")
@@ -69,8 +83,8 @@ func TestComposeMatchesIngress(t *testing.T) {
 	require.Equal(t, "3", svc.Environment["STREAM_REPLICAS"])
 }
 
-// Prometheus scrapes the ingress where it listens, and the dashboard is
-// provisioned into Grafana.
+// Prometheus scrapes the ingress on its operations address, and the
+// dashboard is provisioned into Grafana.
 func TestComposeObservability(t *testing.T) {
 	t.Parallel()
 	f, err := composetest.Load(filepath.Join("..", "docker-compose.yml"))
@@ -78,7 +92,7 @@ func TestComposeObservability(t *testing.T) {
 	for _, name := range []string{"prometheus", "grafana"} {
 		require.Contains(t, f.Services, name)
 	}
-	_, port, err := net.SplitHostPort(f.Services["ingress"].Environment["INGRESS_ADDR"])
+	_, port, err := net.SplitHostPort(f.Services["ingress"].Environment["INGRESS_OPS_ADDR"])
 	require.NoError(t, err)
 	b, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
 	require.NoError(t, err)

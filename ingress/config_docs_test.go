@@ -18,7 +18,7 @@ import (
 func TestConfigTableMatchesFlags(t *testing.T) {
 	t.Parallel()
 	rows := readmetest.ConfigRows(t, filepath.Join("..", "README.md"))
-	parser, err := kong.New(&cli{}, kong.Vars{"readyz": "http://127.0.0.1:8080/readyz"}, kong.Exit(func(int) {}))
+	parser, err := kong.New(&cli{}, kong.Vars{"readyz": "http://127.0.0.1:9080/readyz"}, kong.Exit(func(int) {}))
 	require.NoError(t, err)
 	readmetest.CheckFlags(t, parser, rows, "ingress", func(row readmetest.Row, subcommand string) bool {
 		return strings.Contains(row.UsedBy, "ingress") || row.UsedBy == "both" || strings.Contains(row.UsedBy, subcommand)

@@ -26,5 +26,5 @@ type cli struct {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var c cli
-	return command.Run(ctx, &c, "ingress", "portalsync ingress: signed portal webhooks into JetStream.", args, stdout, stderr, kong.Vars{"readyz": "http://127.0.0.1:8080/readyz"})
+	return command.Run(ctx, &c, "ingress", "portalsync ingress: signed portal webhooks into JetStream.", args, stdout, stderr, kong.Vars{"readyz": "http://127.0.0.1:9080/readyz"})
 }

@@ -19,7 +19,9 @@ import (
 )
 
 type serveCmd struct {
-	Addr                  string        `env:"INGRESS_ADDR" default:":8080" help:"HTTP listen address."`
+	Addr                  string        `env:"INGRESS_ADDR" default:":8080" help:"Webhook listen address (the webhook routes only)."`
+	OpsAddr               string        `name:"ops-addr" env:"INGRESS_OPS_ADDR" default:"127.0.0.1:9080" help:"Operations listen address: /healthz, /readyz, /metrics (loopback by default; never a public address)."`
+	ReadinessInterval     time.Duration `env:"INGRESS_READINESS_INTERVAL" default:"5s" help:"How often the stream is checked for /readyz (probes make no JetStream request)."`
 	NATSURL               string        `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
 	NATSConnections       int           `name:"nats-connections" env:"INGRESS_NATS_CONNECTIONS" default:"1" help:"NATS connections publishes are spread over."`
 	Secrets               string        `env:"PORTAL_WEBHOOK_SECRETS" help:"Comma-separated webhook secrets (whsec_...); all are accepted, for rotation. This or --secrets-file is required."`
@@ -28,12 +30,14 @@ type serveCmd struct {
 	MaxBodyBytes          int64         `env:"INGRESS_MAX_BODY_BYTES" default:"262144" help:"Largest accepted body."`
 	PublishTimeout        time.Duration `env:"INGRESS_PUBLISH_TIMEOUT" default:"5s" help:"Wait for the JetStream ack before answering 503."`
 	RetryAfter            time.Duration `env:"INGRESS_RETRY_AFTER" default:"5s" help:"Retry-After sent with a 503."`
-	ShutdownTimeout       time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish on SIGTERM."`
+	DrainGrace            time.Duration `env:"INGRESS_DRAIN_GRACE" default:"5s" help:"On SIGTERM, how long /readyz answers 503 while webhooks are still served (with Connection: close) before the listener closes; 0: none."`
+	ShutdownTimeout       time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after the drain grace."`
 	ReadHeaderTimeout     time.Duration `env:"INGRESS_READ_HEADER_TIMEOUT" default:"5s" help:"Time allowed to read request headers."`
 	ReadTimeout           time.Duration `env:"INGRESS_READ_TIMEOUT" default:"30s" help:"Time allowed to read a whole request."`
 	MaxHeaderBytes        int           `env:"INGRESS_MAX_HEADER_BYTES" default:"16384" help:"Largest request header block (431 beyond)."`
 	RateLimit             float64       `env:"INGRESS_RATE_LIMIT" default:"1000" help:"Requests per second allowed from one source address; 0 turns the limit off."`
 	RateBurst             int           `env:"INGRESS_RATE_BURST" default:"0" help:"Burst allowed above the rate (0: twice the rate)."`
+	RateLimitSources      int           `env:"INGRESS_RATE_LIMIT_SOURCES" default:"100000" help:"Sources the rate limit tracks (an IPv6 source by its /64), the least recently seen forgotten first."`
 	AllowedSources        []string      `env:"INGRESS_ALLOWED_SOURCES" help:"Comma-separated networks (CIDR) webhooks may come from; empty allows all."`
 	TrustedProxies        []string      `env:"INGRESS_TRUSTED_PROXIES" help:"Comma-separated networks of reverse proxies whose X-Forwarded-For is believed."`
 	TLSCertFile           string        `name:"tls-cert-file" env:"INGRESS_TLS_CERT_FILE" help:"Serve HTTPS with this certificate (PEM)."`
@@ -72,6 +76,8 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 	return server.Run(ctx, server.Config{
 		Dataverse:         dv,
 		Addr:              s.Addr,
+		OpsAddr:           s.OpsAddr,
+		ReadinessInterval: s.ReadinessInterval,
 		NATSURL:           s.NATSURL,
 		NATSConnections:   s.NATSConnections,
 		Secrets:           secrets,
@@ -79,18 +85,29 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		MaxBodyBytes:      s.MaxBodyBytes,
 		PublishTimeout:    s.PublishTimeout,
 		RetryAfter:        s.RetryAfter,
+		DrainGrace:        drainGrace(s.DrainGrace),
 		ShutdownTimeout:   s.ShutdownTimeout,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
 		MaxHeaderBytes:    s.MaxHeaderBytes,
 		RateLimit:         s.RateLimit,
 		RateBurst:         s.RateBurst,
+		RateLimitSources:  s.RateLimitSources,
 		AllowedSources:    allowed,
 		TrustedProxies:    trusted,
 		TLSCertFile:       s.TLSCertFile,
 		TLSKeyFile:        s.TLSKeyFile,
 		Stream:            s.Config(),
 	}, log.Named("ingress"))
+}
+
+// drainGrace maps the flag's 0 (no grace) to the Config's negative: a
+// zero Config field takes the default.
+func drainGrace(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // loadSecrets reads the webhook secrets from the environment's list or from

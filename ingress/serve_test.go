@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -84,4 +85,10 @@ func TestLoadDataverse(t *testing.T) {
 	require.NoError(t, os.WriteFile(mapping, []byte(`{"member": {"table": "account"}}`), 0o600))
 	_, err = loadDataverse(keyA, "", "", "hlf.crm4.dynamics.com", mapping)
 	require.ErrorContains(t, err, "three different tables", "the mapping is validated at start")
+}
+
+func TestDrainGraceFlag(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, time.Duration(-1), drainGrace(0), "0 on the command line: no grace")
+	require.Equal(t, 3*time.Second, drainGrace(3*time.Second))
 }

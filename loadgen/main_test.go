@@ -35,10 +35,12 @@ func TestLoadgenEndToEnd(t *testing.T) {
 	require.NoError(t, err)
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
 	sc := stream.Config{Name: "EVENTS"}
 	done := make(chan error, 2)
 	go func() {
-		done <- server.Run(ctx, server.Config{Listener: ln, NATSURL: ns.URL(), Secrets: []signature.Secret{secret}, Stream: sc}, zaptest.NewLogger(t))
+		done <- server.Run(ctx, server.Config{Listener: ln, OpsListener: opsLn, DrainGrace: 50 * time.Millisecond, NATSURL: ns.URL(), Secrets: []signature.Secret{secret}, Stream: sc}, zaptest.NewLogger(t))
 	}()
 	go func() {
 		done <- service.Run(ctx, service.Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: hl, Stream: sc}, zaptest.NewLogger(t))

@@ -30,6 +30,7 @@ REPLAY_EVENTS=${REPLAY_EVENTS:-1000000}
 E2E_SECONDS=${E2E_SECONDS:-60}
 NATS_PORT=4290
 INGRESS_ADDR=127.0.0.1:8090
+INGRESS_OPS_ADDR=127.0.0.1:8092
 SYNCER_ADDR=127.0.0.1:8091
 ADMIN_URL="postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/portalsync_bench?sslmode=disable"
@@ -86,10 +87,11 @@ URL="http://$INGRESS_ADDR/webhooks/portal"
 # subjects portal.member.>, so only one stream can exist at a time).
 fresh_stream() { bin/nats -s "$NATS_URL" stream rm -f BENCH >/dev/null 2>&1 || true; }
 start_ingress() { # stream
-  STREAM_NAME=$1 INGRESS_ADDR=$INGRESS_ADDR INGRESS_RATE_LIMIT=0 bin/ingress serve >>"$OUT/ingress.log" 2>&1 &
+  STREAM_NAME=$1 INGRESS_ADDR=$INGRESS_ADDR INGRESS_OPS_ADDR=$INGRESS_OPS_ADDR INGRESS_DRAIN_GRACE=0 INGRESS_RATE_LIMIT=0 \
+    bin/ingress serve >>"$OUT/ingress.log" 2>&1 &
   INGRESS_PID=$!
   pids+=($INGRESS_PID)
-  wait_http "$INGRESS_ADDR"
+  wait_http "$INGRESS_OPS_ADDR"
 }
 start_syncer() { # stream consumer [env...]
   local stream=$1 consumer=$2

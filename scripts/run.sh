@@ -17,8 +17,11 @@
 #  - A webhook secret: PORTAL_WEBHOOK_SECRETS, or one generated once into
 #    ./.data/webhook-secret.
 #  - Ports are settings: PORTALSYNC_NATS_PORT (4223), INGRESS_ADDR
-#    (127.0.0.1:8080), SYNCER_HTTP_ADDR (127.0.0.1:8081). A port in use is
-#    reported before anything starts.
+#    (127.0.0.1:8080, webhooks), INGRESS_OPS_ADDR (127.0.0.1:9080, the
+#    ingress's /readyz and /metrics), SYNCER_HTTP_ADDR (127.0.0.1:8081). A
+#    port in use is reported before anything starts.
+#  - No load balancer in front: the ingress stops without a drain grace
+#    (INGRESS_DRAIN_GRACE=0) unless it is set.
 #  - What it chose is written to ./.data/env, which `make status`, `make dlq`,
 #    `make replay` and `make send` read in a second terminal.
 # Ctrl-C (or SIGTERM) stops everything gracefully.
@@ -55,8 +58,10 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 INGRESS_ADDR=${INGRESS_ADDR:-127.0.0.1:8080}
+INGRESS_OPS_ADDR=${INGRESS_OPS_ADDR:-127.0.0.1:9080}
+INGRESS_DRAIN_GRACE=${INGRESS_DRAIN_GRACE:-0}
 SYNCER_HTTP_ADDR=${SYNCER_HTTP_ADDR:-127.0.0.1:8081}
-export INGRESS_ADDR SYNCER_HTTP_ADDR
+export INGRESS_ADDR INGRESS_OPS_ADDR INGRESS_DRAIN_GRACE SYNCER_HTTP_ADDR
 
 # port_free host:port setting: fails, naming the setting, when something
 # already listens there.
@@ -69,6 +74,7 @@ port_free() {
   fi
 }
 port_free "$INGRESS_ADDR" INGRESS_ADDR
+port_free "$INGRESS_OPS_ADDR" INGRESS_OPS_ADDR
 port_free "$SYNCER_HTTP_ADDR" SYNCER_HTTP_ADDR
 if [ -z "${NATS_URL:-}" ]; then
   port_free "127.0.0.1:${PORTALSYNC_NATS_PORT:-4223}" PORTALSYNC_NATS_PORT
@@ -122,6 +128,7 @@ wait_up() { # host:port what pid
   exit 1
 }
 wait_up "$INGRESS_ADDR" ingress "${pids[0]}"
+wait_up "$INGRESS_OPS_ADDR" ingress "${pids[0]}"
 wait_up "$SYNCER_HTTP_ADDR" syncer "${pids[1]}"
 
 # For the second terminal: make status, make dlq, make replay, make send.
@@ -130,6 +137,7 @@ cat > .data/env <<ENV
 NATS_URL=$NATS_URL
 DATABASE_URL=$DATABASE_URL
 INGRESS_ADDR=$INGRESS_ADDR
+INGRESS_OPS_ADDR=$INGRESS_OPS_ADDR
 SYNCER_HTTP_ADDR=$SYNCER_HTTP_ADDR
 SYNCER_URL=http://$SYNCER_HTTP_ADDR
 ENV
@@ -141,7 +149,8 @@ cat >&2 <<MSG
 
 portalsync is running.
   webhooks:  POST http://$INGRESS_ADDR/webhooks/portal
-  health:    http://$INGRESS_ADDR/readyz  http://$SYNCER_HTTP_ADDR/readyz
+  health:    http://$INGRESS_OPS_ADDR/readyz  http://$SYNCER_HTTP_ADDR/readyz
+  metrics:   http://$INGRESS_OPS_ADDR/metrics  http://$SYNCER_HTTP_ADDR/metrics
   send one:  make send        (or: PORTAL_WEBHOOK_SECRETS=\$(cat .data/webhook-secret) bin/ingress send --help)
   inspect:   make status   make dlq   make replay ARGS="--all --dry-run"   (they read .data/env)
   stop:      Ctrl-C

@@ -41,8 +41,9 @@ func TestComposeMatchesSyncer(t *testing.T) {
 	require.Equal(t, "service_completed_successfully", svc.DependsOn["migrate"].Condition)
 	require.Equal(t, migrate.Image, svc.Image)
 
-	_, port, err := net.SplitHostPort(svc.Environment["SYNCER_HTTP_ADDR"])
+	host, port, err := net.SplitHostPort(svc.Environment["SYNCER_HTTP_ADDR"])
 	require.NoError(t, err)
+	require.Equal(t, "0.0.0.0", host, "reachable by Prometheus inside the compose network (the default is loopback)")
 	require.Equal(t, []string{"CMD", "/usr/local/bin/syncer", "healthcheck"}, svc.Healthcheck.Test[:3])
 	u, err := url.Parse(svc.Healthcheck.Test[3])
 	require.NoError(t, err)

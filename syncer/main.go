@@ -50,7 +50,7 @@ type dbFlags struct {
 type runCmd struct {
 	dbFlags
 	NATSURL         string          `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:":8081" help:"Address of /healthz, /readyz, /status and /metrics."`
+	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:"127.0.0.1:8081" help:"Address of /healthz, /readyz, /status and /metrics (loopback by default; never a public address)."`
 	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
 	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Transactions at once per process (one member's events stay on one)."`
 	BatchSize       int             `env:"SYNCER_BATCH_SIZE" default:"1024" help:"Most events applied in one transaction (1: one event per transaction)."`

@@ -33,7 +33,7 @@ type reconcileCmd struct {
 	Interval        time.Duration `env:"RECONCILE_INTERVAL" default:"15m" help:"Wait between passes."`
 	MaxThrottleWait time.Duration `name:"max-throttle-wait" env:"RECONCILE_MAX_THROTTLE_WAIT" default:"5m" help:"Longest Retry-After waited out after a 429."`
 	Bucket          string        `env:"RECONCILE_BUCKET" default:"PORTALSYNC_RECONCILE" help:"NATS KV bucket holding the delta links."`
-	HTTPAddr        string        `name:"http-addr" env:"RECONCILE_HTTP_ADDR" default:":8082" help:"Address of /healthz and /metrics while running as a loop."`
+	HTTPAddr        string        `name:"http-addr" env:"RECONCILE_HTTP_ADDR" default:"127.0.0.1:8082" help:"Address of /healthz and /metrics while running as a loop (loopback by default)."`
 	Once            bool          `help:"Make one pass and exit."`
 	Full            bool          `help:"Read every table in full (ignore the stored delta links)."`
 	DryRun          bool          `name:"dry-run" help:"Read the portal in full and print what differs from the app; publish and store nothing."`

@@ -28,6 +28,10 @@ const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 30 * time.Second
 	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultRateLimitSources  = 100_000
+	DefaultOpsAddr           = "127.0.0.1:9080"
+	DefaultDrainGrace        = 5 * time.Second
+	DefaultReadinessInterval = 5 * time.Second
 )
 
 // WebhookPath is where the portal posts events.
@@ -36,12 +40,24 @@ const WebhookPath = "/webhooks/portal"
 // Config configures the ingress. Zero fields take the defaults named in
 // their comments; Secrets is required.
 type Config struct {
-	// Addr is the listen address. Default ":8080". Ignored when Listener
-	// is set.
+	// Addr is the webhook listen address: the webhook routes only. Default
+	// ":8080". Ignored when Listener is set.
 	Addr string
 	// Listener, when set, is served instead of listening on Addr (tests
 	// pass one bound to port 0).
 	Listener net.Listener
+	// OpsAddr is the operations listen address: /healthz, /readyz and
+	// /metrics, plain HTTP, never rate limited. Default "127.0.0.1:9080",
+	// loopback: set a private address (or "0.0.0.0:9080" in a container)
+	// for probes and Prometheus from elsewhere, never a public one.
+	// Ignored when OpsListener is set.
+	OpsAddr string
+	// OpsListener, when set, is served instead of listening on OpsAddr.
+	OpsListener net.Listener
+	// ReadinessInterval is how often the stream is checked with one
+	// JetStream request; /readyz answers from the last check and the
+	// connections' state, and makes no request of its own. Default 5 s.
+	ReadinessInterval time.Duration
 	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
 	NATSURL string
 	// NATSConnections is how many connections publishes are spread over.
@@ -62,8 +78,18 @@ type Config struct {
 	PublishTimeout time.Duration
 	// RetryAfter is what a 503 asks the portal to wait. Default 5 s.
 	RetryAfter time.Duration
+	// DrainGrace is how long, after SIGTERM, the webhook listener keeps
+	// serving while /readyz answers 503, so that a load balancer notices
+	// and stops sending before the listener closes; answers meanwhile
+	// carry "Connection: close", so clients leave their kept-alive
+	// connections between requests instead of having them closed under a
+	// request. Default 5 s: load balancers commonly probe every 1-2 s and
+	// take a server out after two or three failures. Negative: none.
+	// DrainGrace plus ShutdownTimeout must fit in the orchestrator's stop
+	// timeout (Kubernetes 30 s, Docker 10 s unless stop_grace_period).
+	DrainGrace time.Duration
 	// ShutdownTimeout bounds how long in-flight requests may finish after
-	// SIGTERM. Default 10 s.
+	// the grace, when the webhook listener has closed. Default 10 s.
 	ShutdownTimeout time.Duration
 	// ReadHeaderTimeout and ReadTimeout bound slow clients. Defaults 5 s
 	// and 30 s.
@@ -73,9 +99,13 @@ type Config struct {
 	MaxHeaderBytes int
 	// RateLimit is the requests per second allowed from one source address
 	// on the webhook path; 0 turns the limit off. RateBurst is the bucket
-	// size (default twice the rate).
+	// size (default twice the rate). An IPv6 source counts by its /64.
 	RateLimit float64
 	RateBurst int
+	// RateLimitSources is how many sources the rate limit tracks, the
+	// least recently seen forgotten first (about 300 bytes each). Default
+	// 100,000.
+	RateLimitSources int
 	// AllowedSources, when not empty, lists the networks webhooks may come
 	// from; others get 403.
 	AllowedSources []netip.Prefix
@@ -109,6 +139,10 @@ func (c Config) withDefaults() Config {
 	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	c.ReadTimeout = cmp.Or(c.ReadTimeout, DefaultReadTimeout)
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	c.RateLimitSources = cmp.Or(c.RateLimitSources, DefaultRateLimitSources)
+	c.OpsAddr = cmp.Or(c.OpsAddr, DefaultOpsAddr)
+	c.DrainGrace = cmp.Or(c.DrainGrace, DefaultDrainGrace)
+	c.ReadinessInterval = cmp.Or(c.ReadinessInterval, DefaultReadinessInterval)
 	c.Stream = c.Stream.WithDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
@@ -127,11 +161,11 @@ func (c Config) validate() error {
 	if limit := int64(c.Stream.MaxMsgSize) - 4096; c.MaxBodyBytes > limit {
 		return fmt.Errorf("max body bytes %d exceeds what the stream stores (%d)", c.MaxBodyBytes, limit)
 	}
-	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 {
+	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 || c.ReadinessInterval < 0 {
 		return errors.New("durations must not be negative")
 	}
-	if c.RateLimit < 0 || c.RateBurst < 0 {
-		return errors.New("rate limit and burst must not be negative")
+	if c.RateLimit < 0 || c.RateBurst < 0 || c.RateLimitSources < 0 {
+		return errors.New("rate limit, burst and sources must not be negative")
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("TLS needs both a certificate file and a key file")

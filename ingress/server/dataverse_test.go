@@ -202,7 +202,7 @@ func TestDataverseSizeExceeded(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
 	require.EqualValues(t, 1, b.streamMsgs(t))
 
-	metrics, err := http.Get(b.base + "/metrics")
+	metrics, err := http.Get(b.ops + "/metrics")
 	require.NoError(t, err)
 	defer metrics.Body.Close()
 	var buf bytes.Buffer
@@ -262,7 +262,7 @@ func TestDataverseNATSOutage(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, r.status, string(r.body))
 	require.Equal(t, "3", r.header.Get("Retry-After"))
 	b.nats.Start()
-	servicetest.WaitReady(t, b.base, nil)
+	servicetest.WaitReady(t, b.ops, nil)
 	r = b.dvPost(t, body, nil)
 	require.Contains(t, []int{http.StatusAccepted, http.StatusOK}, r.status, string(r.body))
 	require.EqualValues(t, 1, b.streamMsgs(t))

@@ -191,7 +191,7 @@ func TestRateLimitPerSource(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, send(0, "203.0.113.11").Status)
 	// Health endpoints are never limited.
 	for range 10 {
-		r, err := http.Get(b.base + "/healthz")
+		r, err := http.Get(b.ops + "/healthz")
 		require.NoError(t, err)
 		r.Body.Close()
 		require.Equal(t, http.StatusOK, r.StatusCode)
@@ -231,18 +231,20 @@ func TestTLS(t *testing.T) {
 	ns := natstest.Run(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
 	secret := testSecret(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- server.Run(ctx, server.Config{Listener: ln, NATSURL: ns.URL(), Secrets: []signature.Secret{secret},
+		done <- server.Run(ctx, server.Config{Listener: ln, OpsListener: opsLn, DrainGrace: 10 * time.Millisecond, NATSURL: ns.URL(), Secrets: []signature.Secret{secret},
 			TLSCertFile: certFile, TLSKeyFile: keyFile, Stream: stream.Config{Name: "EVENTS"}}, zaptest.NewLogger(t))
 	}()
 	defer func() { cancel(); require.NoError(t, <-done) }()
 
 	httpsClient := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
 	base := "https://" + ln.Addr().String()
-	servicetest.WaitReady(t, base, httpsClient)
+	servicetest.WaitReady(t, "http://"+opsLn.Addr().String(), nil) // the operations listener is plain HTTP
 	client := &portalclient.Client{URL: base + server.WebhookPath, Signer: signature.NewSigner(secret), HTTP: httpsClient}
 	resp, err := client.SendEvent(context.Background(), sampleEvent("evt_tls", "m1"))
 	require.NoError(t, err)

@@ -18,7 +18,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -62,6 +61,11 @@ type Handler struct {
 	metrics  *Metrics
 	// dataverse is the Dataverse intake; nil when not configured.
 	dataverse *dataverseIntake
+	// rejectLog writes the access lines of 4xx answers, sampled: see
+	// sampledRejections.
+	rejectLog *zap.Logger
+	// ops serves /healthz, /readyz and /metrics (Ops).
+	ops *echo.Echo
 
 	// stored is the event stream's handle, opened on the first duplicate
 	// and kept: reading a stored message back is then one request.
@@ -71,8 +75,9 @@ type Handler struct {
 
 var _ Publisher = (jetstream.JetStream)(nil)
 
-// NewHandler builds the HTTP API over a publisher. ready is called by
-// /readyz; metrics may be nil.
+// NewHandler builds the HTTP API over a publisher: the webhook routes
+// (ServeHTTP) and the operations routes (Ops). ready is called by /readyz;
+// metrics may be nil.
 func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metrics, log *zap.Logger) (*Handler, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -85,14 +90,17 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metr
 	if metrics == nil {
 		metrics = NewMetrics()
 	}
-	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, metrics: metrics, log: log}
+	if log == nil {
+		log = zap.NewNop()
+	}
+	h := &Handler{cfg: cfg, verifier: v, pub: pub, ready: ready, metrics: metrics, log: log, rejectLog: sampledRejections(log)}
 	if cfg.Dataverse != nil {
 		if h.dataverse, err = newDataverseIntake(*cfg.Dataverse); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.RateLimit > 0 {
-		h.limiter = newSourceLimiter(cfg.RateLimit, cmp.Or(cfg.RateBurst, int(2*cfg.RateLimit)))
+		h.limiter = newSourceLimiter(cfg.RateLimit, cmp.Or(cfg.RateBurst, int(2*cfg.RateLimit)), cfg.RateLimitSources)
 	}
 	e := echo.New()
 	e.HideBanner = true
@@ -104,14 +112,12 @@ func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metr
 	if h.dataverse != nil {
 		e.POST(DataversePath, h.receiveDataverse, h.dataverseStatuses, h.guard)
 	}
-	e.GET("/healthz", h.healthz)
-	e.GET("/readyz", h.readyz)
-	e.GET("/metrics", echo.WrapHandler(metrics.Handler()))
 	h.echo = e
+	h.ops = h.newOps()
 	return h, nil
 }
 
-// ServeHTTP implements http.Handler.
+// ServeHTTP serves the webhook routes.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.echo.ServeHTTP(w, r) }
 
 // Context keys for the access log.
@@ -124,8 +130,11 @@ const (
 	ctxCorrelationID = "portalsync.correlation_id"
 )
 
-// accessLog writes one line per request with identifiers only: never a
-// body, a header value other than the webhook-id, or personal data.
+// accessLog writes one line per webhook request with identifiers only:
+// never a body, a header value other than the webhook-id, or personal
+// data. Accepted (2xx) and failed (5xx) requests are written at info; 4xx
+// answers (bad signatures, refused sources, rate limit, invalid events) go
+// to the sampled rejectLog.
 func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		start := time.Now()
@@ -150,6 +159,10 @@ func (h *Handler) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			if v, ok := c.Get(k).(string); ok && v != "" {
 				fields = append(fields, zap.String(strings.TrimPrefix(k, "portalsync."), v))
 			}
+		}
+		if status := c.Response().Status; status >= 400 && status < 500 {
+			h.rejectLog.Info("webhook", fields...)
+			return nil
 		}
 		h.log.Info("webhook", fields...)
 		return nil
@@ -431,8 +444,10 @@ func tooLarge(limit int64) *Problem {
 }
 
 // Run connects to NATS, ensures the stream and serves until ctx is done.
-// On shutdown it stops accepting, lets in-flight requests finish within
-// ShutdownTimeout, then drains the NATS connection.
+// On shutdown it first turns /readyz to 503 and keeps serving webhooks for
+// DrainGrace with "Connection: close", then stops accepting, lets
+// in-flight requests finish within ShutdownTimeout, drains the NATS
+// connection and closes the operations listener last.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
@@ -443,9 +458,17 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer pub.close()
+	rd := &readiness{stream: cfg.Stream.Name, stopping: ctx.Done(), connected: func() error {
+		for _, nc := range pub.conns {
+			if err := stream.Connected(nc); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
 	// The stream is ensured in the background: the ingress serves (503,
-	// not ready) while NATS is down and accepts events once it is up.
-	var streamReady atomic.Bool
+	// not ready) while NATS is down and accepts events once it is up;
+	// then the stream is checked every ReadinessInterval for /readyz.
 	ensureCtx, cancelEnsure := context.WithCancel(ctx)
 	defer cancelEnsure()
 	ensured := make(chan struct{})
@@ -455,54 +478,66 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		err := pub.ensureStream(ensureCtx, cfg, log)
 		switch {
 		case err == nil:
-			streamReady.Store(true)
+			rd.ensured.Store(true)
+			rd.refresh(ensureCtx, cfg.ReadinessInterval, func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) })
 		case ensureCtx.Err() == nil:
 			ensureErr <- err
 		}
 	}()
 	defer func() { cancelEnsure(); <-ensured }()
-	ready := func(ctx context.Context) error {
-		if !streamReady.Load() {
-			if err := stream.Connected(pub.conns[0]); err != nil {
-				return fmt.Errorf("waiting for NATS: %w", err)
-			}
-			return fmt.Errorf("waiting for stream %s", cfg.Stream.Name)
-		}
-		return pub.ready(ctx, cfg.Stream.Name)
-	}
-	h, err := NewHandler(cfg, pub, ready, NewMetrics(), log.Named("http"))
+	h, err := NewHandler(cfg, pub, rd.ready, NewMetrics(), log.Named("http"))
 	if err != nil {
 		return err
 	}
 
-	ln := cfg.Listener
-	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-			return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
-		}
+	tcpLn, opsLn, err := listen(cfg)
+	if err != nil {
+		return err
 	}
+	ln := &closeOnceListener{Listener: tcpLn}
+	conns := newConnStates()
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           closeWhileDraining(h, ctx.Done()),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		ReadTimeout:       cfg.ReadTimeout,
 		WriteTimeout:      cfg.ReadTimeout + cfg.PublishTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		ErrorLog:          limitedStdLog(log.Named("http")),
+		ConnState:         conns.track,
 	}
-	serveErr := make(chan error, 1)
+	ops := &http.Server{
+		Handler:           h.Ops(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.ReadTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          limitedStdLog(log.Named("ops")),
+	}
+	serveErr := make(chan error, 2)
 	if cfg.TLSCertFile != "" {
 		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 		go func() { serveErr <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile) }()
 	} else {
 		go func() { serveErr <- srv.Serve(ln) }()
 	}
-	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("path", WebhookPath),
-		zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""), zap.Float64("rate_limit", cfg.RateLimit),
-		zap.Bool("dataverse", cfg.Dataverse != nil))
+	go func() { serveErr <- ops.Serve(opsLn) }()
+	// The operations listener closes last: /readyz answers until the end.
+	defer func() {
+		opsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if ops.Shutdown(opsCtx) != nil {
+			_ = ops.Close()
+		}
+	}()
+	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("ops_addr", opsLn.Addr().String()),
+		zap.String("path", WebhookPath), zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""),
+		zap.Float64("rate_limit", cfg.RateLimit), zap.Bool("dataverse", cfg.Dataverse != nil))
 
 	select {
 	case err := <-serveErr:
+		_ = srv.Close()
 		return fmt.Errorf("serve: %w", err)
 	case err := <-ensureErr:
 		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
@@ -511,13 +546,57 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
+	// Not ready since ctx ended (rd.stopping), while the webhook listener
+	// still serves: a load balancer stops sending before it closes.
+	if cfg.DrainGrace > 0 {
+		log.Info("draining: not ready, still serving", zap.Duration("grace", cfg.DrainGrace))
+		grace := time.NewTimer(cfg.DrainGrace)
+		select {
+		case <-grace.C:
+		case err := <-serveErr:
+			grace.Stop()
+			log.Warn("serve ended during the grace", zap.Error(err))
+		}
+	}
 	log.Info("shutting down")
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancelShutdown()
+	// See drain.go: new connections refused, then every connection the
+	// server has is answered before Shutdown, which would drop a request
+	// read after it began.
+	_ = ln.Close()
+	srv.SetKeepAlivesEnabled(false) // closes connections idle through the grace
+	if err := conns.waitQuiet(shutdownCtx); err != nil {
+		log.Warn("requests still in flight at the shutdown timeout", zap.Int("connections", conns.busy()))
+	}
 	shutdownErr := srv.Shutdown(shutdownCtx)
+	if shutdownErr != nil {
+		_ = srv.Close() // past the deadline: cut what is left
+	}
 	pub.drain(log)
 	if shutdownErr != nil {
 		return fmt.Errorf("shutdown: %w", shutdownErr)
 	}
 	return nil
+}
+
+// listen opens the webhook and operations listeners, or takes those
+// given.
+func listen(cfg Config) (ln, opsLn net.Listener, err error) {
+	ln = cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		}
+	}
+	opsLn = cfg.OpsListener
+	if opsLn == nil {
+		if opsLn, err = net.Listen("tcp", cfg.OpsAddr); err != nil {
+			if cfg.Listener == nil {
+				_ = ln.Close()
+			}
+			return nil, nil, fmt.Errorf("listen on %s (operations): %w", cfg.OpsAddr, err)
+		}
+	}
+	return ln, opsLn, nil
 }

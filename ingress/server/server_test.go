@@ -28,7 +28,8 @@ import (
 )
 
 type testBundle struct {
-	base   string
+	base   string // the webhook listener
+	ops    string // the operations listener
 	nats   *natstest.Server
 	js     jetstream.JetStream
 	secret signature.Secret
@@ -51,9 +52,13 @@ func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
 	ns := natstest.Run(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
 	b := &testBundle{nats: ns, secret: testSecret(t), done: make(chan error, 1)}
 	b.cfg = server.Config{
 		Listener:       ln,
+		OpsListener:    opsLn,
+		DrainGrace:     100 * time.Millisecond,
 		NATSURL:        ns.URL(),
 		Secrets:        []signature.Secret{b.secret},
 		PublishTimeout: time.Second,
@@ -75,8 +80,9 @@ func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
 		}
 	})
 	b.base = "http://" + ln.Addr().String()
+	b.ops = "http://" + opsLn.Addr().String()
 	b.client = &portalclient.Client{URL: b.base + server.WebhookPath, Signer: signature.NewSigner(b.secret), HTTP: &http.Client{Timeout: 10 * time.Second}}
-	servicetest.WaitReady(t, b.base, nil)
+	servicetest.WaitReady(t, b.ops, nil)
 
 	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	require.NoError(t, err)
@@ -430,17 +436,17 @@ func TestNATSOutage(t *testing.T) {
 	require.Equal(t, "3", resp.Header.Get("Retry-After"))
 	p := decodeProblem(t, resp)
 	require.Equal(t, "urn:portalsync:problem:store-unavailable", p.Type)
-	r, err := http.Get(b.base + "/readyz")
+	r, err := http.Get(b.ops + "/readyz")
 	require.NoError(t, err)
 	r.Body.Close()
 	require.Equal(t, http.StatusServiceUnavailable, r.StatusCode)
-	r, err = http.Get(b.base + "/healthz")
+	r, err = http.Get(b.ops + "/healthz")
 	require.NoError(t, err)
 	r.Body.Close()
 	require.Equal(t, http.StatusOK, r.StatusCode)
 
 	b.nats.Start()
-	servicetest.WaitReady(t, b.base, nil)
+	servicetest.WaitReady(t, b.ops, nil)
 	// The portal retries what got a 503; it is accepted now.
 	resp = send("evt_during")
 	require.Contains(t, []int{http.StatusAccepted, http.StatusOK}, resp.Status, string(resp.Body))

@@ -34,6 +34,9 @@ type Service struct {
 	} `yaml:"depends_on"`
 	Ports   []string `yaml:"ports"`
 	Volumes []string `yaml:"volumes"`
+	// StopGracePeriod is how long Docker waits after SIGTERM before
+	// SIGKILL (default 10s).
+	StopGracePeriod string `yaml:"stop_grace_period"`
 }
 
 // Build is a service's build section.

@@ -38,7 +38,7 @@ import (
 // Defaults for Config.
 const (
 	DefaultNATSURL  = "nats://127.0.0.1:4222"
-	DefaultHTTPAddr = ":8081"
+	DefaultHTTPAddr = "127.0.0.1:8081"
 )
 
 // Config configures the syncer service.
@@ -48,8 +48,10 @@ type Config struct {
 	DatabaseURL string
 	// NATSURL is the NATS server. Default "nats://127.0.0.1:4222".
 	NATSURL string
-	// HTTPAddr serves /healthz and /readyz. Default ":8081". Ignored when
-	// HTTPListener is set.
+	// HTTPAddr serves /healthz, /readyz, /status and /metrics. Default
+	// "127.0.0.1:8081", loopback: set a private address (or "0.0.0.0:8081"
+	// in a container) for probes and Prometheus from elsewhere, never a
+	// public one. Ignored when HTTPListener is set.
 	HTTPAddr string
 	// HTTPListener, when set, is served instead of listening on HTTPAddr.
 	HTTPListener net.Listener
@@ -165,7 +167,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	setStartup := func(s string) { startup.Store(&s) }
 	setStartup("starting")
 	var consRef atomic.Pointer[consumer.Consumer]
-	ready := func(ctx context.Context) error {
+	ready := notWhenStopping(ctx, func(ctx context.Context) error {
 		if p := startup.Load(); p != nil {
 			return errors.New(*p)
 		}
@@ -183,7 +185,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			return fmt.Errorf("database unavailable: %w", err)
 		}
 		return nil
-	}
+	})
 	state := func() Status {
 		var s Status
 		if p := startup.Load(); p != nil {
@@ -290,6 +292,19 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		log.Warn("drain nats", zap.Error(err))
 	}
 	return runErr
+}
+
+// notWhenStopping is the readiness check of a service whose run context
+// is runCtx: once that has ended (SIGTERM) the service is shutting down,
+// and /readyz answers 503 at once, while held events are still being
+// finished, whatever check would say.
+func notWhenStopping(runCtx context.Context, check func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		if runCtx.Err() != nil {
+			return errors.New("shutting down")
+		}
+		return check(ctx)
+	}
 }
 
 // Status is what GET /status answers: start-up progress, then what the

@@ -1,0 +1,102 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// The webhook listener shuts down in steps, so that no request a client
+// has sent on a connection the server accepted goes unanswered:
+//
+//  1. draining, from the moment Run's context ends: /readyz answers 503
+//     and every answer carries "Connection: close" (closeWhileDraining),
+//     for DrainGrace; a load balancer stops sending, clients leave their
+//     kept-alive connections after an answer;
+//  2. the listener closes (new connections are refused), connections idle
+//     through the whole grace are closed, and Run waits until no accepted
+//     connection is new or active (connStates), within ShutdownTimeout;
+//  3. only then http.Server.Shutdown, which drops a request it reads after
+//     it has begun: by now there is none to read.
+
+// closeWhileDraining answers with "Connection: close" once stopping is
+// closed: the
+// client leaves the connection after this answer, at a moment it knows,
+// rather than finding it closed under its next request when the listener
+// shuts down (net/http closes the connection after a response whose
+// handler set that header; HTTP/2 sends GOAWAY).
+func closeWhileDraining(next http.Handler, stopping <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-stopping:
+			w.Header().Set("Connection", "close")
+		default:
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// connStates follows the webhook server's connections (http.Server's
+// ConnState hook).
+type connStates struct {
+	mu    sync.Mutex
+	state map[net.Conn]http.ConnState
+}
+
+func newConnStates() *connStates { return &connStates{state: map[net.Conn]http.ConnState{}} }
+
+func (c *connStates) track(conn net.Conn, s http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch s {
+	case http.StateClosed, http.StateHijacked:
+		delete(c.state, conn)
+	default:
+		c.state[conn] = s
+	}
+}
+
+// busy counts the connections accepted and not yet answered: new (a
+// request may be on its way) or active.
+func (c *connStates) busy() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.state {
+		if s == http.StateNew || s == http.StateActive {
+			n++
+		}
+	}
+	return n
+}
+
+// waitQuiet waits until no connection is busy, or ctx ends. Polling, as
+// http.Server.Shutdown does: connections close on their own once
+// answered, with nothing to signal.
+func (c *connStates) waitQuiet(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for c.busy() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// closeOnceListener lets Run close the webhook listener before
+// http.Server.Shutdown does: the second Close returns nil.
+type closeOnceListener struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (l *closeOnceListener) Close() error {
+	l.once.Do(func() { l.err = l.Listener.Close() })
+	return l.err
+}

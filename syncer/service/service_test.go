@@ -1,0 +1,126 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/pkg/servicetest"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/syncer/consumer"
+)
+
+func readyz(t *testing.T, base string) (int, string, error) {
+	t.Helper()
+	r, err := http.Get(base + "/readyz")
+	if err != nil {
+		return 0, "", err
+	}
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	return r.StatusCode, string(b), err
+}
+
+// TestNotReadyOnceStopping: the health server's /readyz answers 503
+// "shutting down" as soon as the run context ends, whatever the checks say.
+func TestNotReadyOnceStopping(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	runCtx, stop := context.WithCancel(context.Background())
+	ready := notWhenStopping(runCtx, func(context.Context) error { return nil })
+	srv, ln, err := healthServer(Config{HTTPListener: ln}, ready, func() Status { return Status{} }, http.NotFoundHandler())
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	base := "http://" + ln.Addr().String()
+
+	code, _, err := readyz(t, base)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusOK, code)
+	stop()
+	code, body, err := readyz(t, base)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "shutting down")
+}
+
+// TestRunNotReadyAfterSIGTERM runs the syncer against a real database and
+// NATS with one event held (its transaction waits on a table lock the test
+// holds), ends its context and probes /readyz while the syncer finishes
+// the held event: 503 "shutting down". Before, readiness followed the
+// consumer, which says it consumes until its held events are settled (200
+// here).
+func TestRunNotReadyAfterSIGTERM(t *testing.T) {
+	t.Parallel()
+	db := schematest.NewDB(t)
+	ns := natstest.Run(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sc := stream.Config{Name: "EVENTS"}
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: ln, Stream: sc,
+			Consumer: consumer.Config{ShutdownTimeout: 10 * time.Second}}, zaptest.NewLogger(t))
+	}()
+	base := "http://" + ln.Addr().String()
+	servicetest.WaitReady(t, base, nil)
+
+	// Hold the event: its transaction waits for the lock.
+	tx, err := db.Pool.Begin(context.Background())
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	_, err = tx.Exec(context.Background(), "LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ev := event.Event{ID: "e-held", Type: event.MembershipCreated, OccurredAt: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
+		Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: "m1"}, Role: event.RolePeerMentor}
+	body, err := json.Marshal(ev)
+	require.NoError(t, err)
+	msg := nats.NewMsg(event.Subject(ev.Member.ID))
+	msg.Data = body
+	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
+	_, err = js.PublishMsg(context.Background(), msg)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		r, err := http.Get(base + "/status")
+		if err != nil {
+			return false
+		}
+		defer r.Body.Close()
+		var st Status
+		return json.NewDecoder(r.Body).Decode(&st) == nil && st.Consumer.Held == 1
+	}, 10*time.Second, 10*time.Millisecond, "the event is held")
+
+	cancel()
+	code, body2, err := readyz(t, base)
+	require.NoError(t, err, "the health server answers while the held event finishes")
+	require.Equal(t, http.StatusServiceUnavailable, code, body2)
+	require.Contains(t, body2, "shutting down")
+
+	require.NoError(t, tx.Rollback(context.Background()))
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
