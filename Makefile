@@ -10,7 +10,7 @@ MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 1m
 
-.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile fuzz soak tidy clean
+.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile bench-contract fuzz soak tidy clean
 
 help: ## Show this help.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -59,6 +59,10 @@ bench-go: ## Run the Go benchmarks of every module.
 
 bench-reconcile: ## The reconciler's full read of a 100,000-row fake portal (docs/BENCHMARKS.md; about a minute).
 	$(GO) test -run '^$$' -bench BenchmarkFullRead100kRows -benchtime=1x -count=3 -benchmem ./syncer/reconcile/
+
+bench-contract: ## The app contract's queries on 1,000,000 log rows (docs/BENCHMARKS.md; minutes; writes .data/bench/contract.md).
+	@mkdir -p .data/bench
+	PORTALSYNC_BENCH_CONTRACT=1 BENCH_REPORT=$(CURDIR)/.data/bench/contract.md $(GO) test -count=1 -run '^TestContractBenchmark$$' -timeout 30m -v ./e2e/ 2>&1 | grep -v 'logger.go' | tail -80
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 1m).
 	./scripts/fuzz.sh $(FUZZTIME)
