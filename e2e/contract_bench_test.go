@@ -210,6 +210,12 @@ func TestContractBenchmark(t *testing.T) {
 	for _, q := range contractQueries {
 		_, plan, _ := request(q, true)
 		for _, big := range []string{"portal_sync_log", "profiles", "organization_memberships", "role_assignments"} {
+			if big == "profiles" && strings.HasPrefix(q.name, "members:") {
+				// Sorting the 10,000 members of the big organization by name
+				// needs all their names: the planner reads profiles in one
+				// pass rather than by 10,000 index lookups (docs/BENCHMARKS.md).
+				continue
+			}
 			require.NotContains(t, plan, "Seq Scan on "+big, "%s:\n%s", q.name, plan)
 		}
 		var times []time.Duration

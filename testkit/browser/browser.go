@@ -48,8 +48,7 @@ func Path() (string, error) {
 
 // Browser is one headless Chromium process.
 type Browser struct {
-	alloc context.Context
-	t     testing.TB
+	root context.Context
 }
 
 // Start starts Chromium for t; it is stopped when t ends.
@@ -83,18 +82,26 @@ func Start(t testing.TB) *Browser {
 	}
 	alloc, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
-	return &Browser{alloc: alloc, t: t}
+	root, cancelRoot := chromedp.NewContext(alloc, quiet()...)
+	t.Cleanup(cancelRoot)
+	if err := chromedp.Do(root); err != nil {
+		unavailable(t, "start chromium: %v", err)
+	}
+	return &Browser{root: root}
+}
+
+func quiet() []chromedp.ContextOption {
+	return []chromedp.ContextOption{chromedp.WithLogf(func(string, ...any) {}), chromedp.WithErrorf(func(string, ...any) {})}
 }
 
 // Session opens a new browser context (its own cookies, as a separate
 // person's browser) and returns a tab's context, closed when t ends.
 func (b *Browser) Session(t testing.TB) context.Context {
 	t.Helper()
-	ctx, cancel := chromedp.NewContext(b.alloc, chromedp.WithNewBrowserContext(),
-		chromedp.WithLogf(func(string, ...any) {}), chromedp.WithErrorf(func(string, ...any) {}))
+	ctx, cancel := chromedp.NewContext(b.root, chromedp.WithNewBrowserContext())
 	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx); err != nil {
-		unavailable(t, "start chromium: %v", err)
+		t.Fatalf("browser: new session: %v", err)
 	}
 	return ctx
 }
@@ -138,10 +145,10 @@ func ArtifactsDir(t testing.TB) string {
 	return dir
 }
 
-// Screenshot saves the whole page as <ArtifactsDir>/<name>.png.
+// Screenshot saves the whole page as <ArtifactsDir>/<name>.png (PNG).
 func Screenshot(t testing.TB, ctx context.Context, name string) string {
 	t.Helper()
-	png := Get(t, ctx, chromedp.FullScreenshot(90))
+	png := Get(t, ctx, chromedp.FullScreenshot(100))
 	path := filepath.Join(ArtifactsDir(t), name+".png")
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		t.Fatalf("browser: %v", err)
