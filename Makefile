@@ -1,5 +1,5 @@
 # portalsync: one Go workspace (go.work) with the modules pkg, schema, ingress,
-# syncer, loadgen, e2e and testkit. Every target covers all of them.
+# syncer, console, loadgen, e2e and testkit. Every target covers all of them.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -10,15 +10,16 @@ MODDIRS := $(shell $(GO) list -m -f '{{.Dir}}' 2>/dev/null)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 FUZZTIME ?= 1m
 
-.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile bench-contract fuzz soak tidy clean
+.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile bench-contract browser-deps fuzz soak tidy clean
 
 help: ## Show this help.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-build: ## Build bin/ingress, bin/syncer, bin/loadgen and bin/nats-server.
+build: ## Build bin/ingress, bin/syncer, bin/console, bin/loadgen and bin/nats-server.
 	@mkdir -p bin
 	$(GO) build -o bin/ingress ./ingress
 	$(GO) build -o bin/syncer ./syncer
+	$(GO) build -o bin/console ./console
 	$(GO) build -o bin/loadgen ./loadgen
 	$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
 
@@ -63,6 +64,9 @@ bench-reconcile: ## The reconciler's full read of a 100,000-row fake portal (doc
 bench-contract: ## The app contract's queries on 1,000,000 log rows (docs/BENCHMARKS.md; minutes; writes .data/bench/contract.md).
 	@mkdir -p .data/bench
 	PORTALSYNC_BENCH_CONTRACT=1 BENCH_REPORT=$(CURDIR)/.data/bench/contract.md $(GO) test -count=1 -run '^TestContractBenchmark$$' -timeout 30m -v ./e2e/ 2>&1 | grep -v 'logger.go' | tail -80
+
+browser-deps: ## Install axe-core for the browser tests (npm ci --prefix testkit/browser; chromium: apt-get install chromium).
+	npm ci --prefix testkit/browser --no-audit --no-fund
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 1m).
 	./scripts/fuzz.sh $(FUZZTIME)

@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"encoding/base64"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -64,20 +65,23 @@ func TestSessionCookieIsSealed(t *testing.T) {
 	t.Parallel()
 	s := setup(t)
 	w := httptest.NewRecorder()
-	require.NoError(t, s.sessions.save(w, session{Access: "a", Refresh: "r", Nonce: "n"}))
+	sess := session{Access: "access-token-value", Refresh: "refresh-token-value", Nonce: "n"}
+	require.NoError(t, s.sessions.save(w, sess))
 	c := w.Result().Cookies()[0]
 	require.Equal(t, "__Host-portalsync-session", c.Name)
 	require.True(t, c.Secure)
 	require.True(t, c.HttpOnly)
 	require.Equal(t, http.SameSiteLaxMode, c.SameSite)
 	require.Equal(t, "/", c.Path)
-	require.NotContains(t, c.Value, "a")
+	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
+	require.NoError(t, err)
+	require.NotContains(t, string(raw), "access-token-value", "sealed")
 
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.AddCookie(c)
 	got, err := s.sessions.load(r)
 	require.NoError(t, err)
-	require.Equal(t, session{Access: "a", Refresh: "r", Nonce: "n"}, got)
+	require.Equal(t, sess, got)
 
 	tampered := *c
 	tampered.Value = c.Value[:len(c.Value)-2] + "AA"
