@@ -38,11 +38,8 @@
         for (var i = rows.length - 1; i >= 0; i--) {
           if (document.getElementById("row-" + rows[i].id)) { continue; }
           var tr = rowsHTML(rows[i].html);
+          // Before the first older row already shown; at the top when none is.
           var next = null;
-          for (var j = i - 1; j >= 0 && !next; j--) {
-            // the newer rows in the answer are above; find the first
-            // older shown row below this one
-          }
           for (var k = i + 1; k < rows.length && !next; k++) {
             next = document.getElementById("row-" + rows[k].id);
           }
