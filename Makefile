@@ -1,5 +1,5 @@
 # portalsync: one Go workspace (go.work) with the modules pkg, schema, ingress,
-# syncer, loadgen, e2e and testkit. Every target covers all of them.
+# syncer, console, loadgen, e2e and testkit. Every target covers all of them.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
@@ -16,7 +16,7 @@ FUZZTIME ?= 1m
 # the end.
 WITH_PG := $(GO) run ./pkg/cmd/devpg test .data/pgtest --
 
-.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile fuzz soak tidy clean
+.PHONY: help build run send status dlq replay test test-short lint fmt bench bench-go bench-reconcile bench-contract browser-deps fuzz soak tidy clean
 
 help: ## Show this help (in colour on a terminal only).
 	@if [ -t 1 ]; then on='\033[36m' off='\033[0m'; else on='' off=''; fi; \
@@ -24,10 +24,11 @@ help: ## Show this help (in colour on a terminal only).
 
 # Quiet: go build prints only errors, so send/status/dlq/replay show only
 # their command's output.
-build: ## Build bin/ingress, bin/syncer, bin/loadgen, bin/nats-server and bin/devpg.
+build: ## Build bin/ingress, bin/syncer, bin/console, bin/loadgen, bin/nats-server and bin/devpg.
 	@mkdir -p bin
 	@$(GO) build -o bin/ingress ./ingress
 	@$(GO) build -o bin/syncer ./syncer
+	@$(GO) build -o bin/console ./console
 	@$(GO) build -o bin/loadgen ./loadgen
 	@$(GO) build -o bin/nats-server github.com/nats-io/nats-server/v2
 	@$(GO) build -o bin/devpg ./pkg/cmd/devpg
@@ -76,6 +77,13 @@ bench-go: ## Run the Go benchmarks of every module.
 
 bench-reconcile: ## The reconciler's full read of a 100,000-row fake portal (docs/BENCHMARKS.md; about a minute).
 	$(GO) test -run '^$$' -bench BenchmarkFullRead100kRows -benchtime=1x -count=3 -benchmem ./syncer/reconcile/
+
+bench-contract: ## The app contract's queries on 1,000,000 log rows (docs/BENCHMARKS.md; minutes; writes .data/bench/contract.md).
+	@mkdir -p .data/bench
+	PORTALSYNC_BENCH_CONTRACT=1 BENCH_REPORT=$(CURDIR)/.data/bench/contract.md $(GO) test -count=1 -run '^TestContractBenchmark$$' -timeout 30m -v ./e2e/ 2>&1 | grep -v 'logger.go' | tail -80
+
+browser-deps: ## Install axe-core for the browser tests (npm ci --prefix testkit/browser; chromium: apt-get install chromium).
+	npm ci --prefix testkit/browser --no-audit --no-fund
 
 fuzz: ## Run each fuzz target for FUZZTIME (default 1m).
 	./scripts/fuzz.sh $(FUZZTIME)

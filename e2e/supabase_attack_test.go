@@ -87,7 +87,7 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 		SELECT p.proname || ' ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
 		     aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
-		WHERE (n.nspname = 'portalsync' OR n.nspname = 'public' AND p.proname = 'custom_access_token_hook')
+		WHERE (n.nspname = 'portalsync' OR n.nspname = 'public' AND p.proname IN ('custom_access_token_hook', 'sync_log'))
 		  AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE'
 		ORDER BY 1`)
 	require.NoError(t, err)
@@ -102,7 +102,9 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 		"managed_profile_ids authenticated",
 		"my_org_ids authenticated",
 		"my_profile_id authenticated",
-	}, holders, "every function of the portalsync schema, and the hook")
+		// The app's contract (docs/APP.md): not service_role's either.
+		"sync_log authenticated",
+	}, holders, "every function of the portalsync schema, the hook and the contract's function")
 }
 
 // Every SECURITY DEFINER function of the project pins search_path empty,

@@ -131,6 +131,22 @@ wait_up "$INGRESS_ADDR" ingress "${pids[0]}"
 wait_up "$INGRESS_OPS_ADDR" ingress "${pids[0]}"
 wait_up "$SYNCER_HTTP_ADDR" syncer "${pids[1]}"
 
+# The integration screen (bin/console), when Supabase Auth settings are
+# given (SUPABASE_AUTH_URL and SUPABASE_JWT_SECRET or SUPABASE_JWKS_URL). Its
+# database role can only SET ROLE authenticated (docs/ACCESS.md); on the
+# local server it is made when missing.
+if [ -n "${SUPABASE_AUTH_URL:-}" ]; then
+  export CONSOLE_ADDR=${CONSOLE_ADDR:-127.0.0.1:8090} CONSOLE_HEALTH_ADDR=${CONSOLE_HEALTH_ADDR:-127.0.0.1:8091}
+  if [ -z "${CONSOLE_DATABASE_URL:-}" ]; then
+    psql "$DATABASE_URL" -qc "DO \$\$ BEGIN CREATE ROLE portalsync_screen LOGIN NOINHERIT IN ROLE portalsync_console; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$"
+    export CONSOLE_DATABASE_URL="${DATABASE_URL/postgres@/portalsync_screen@}"
+  fi
+  bin/console serve &
+  pids+=($!)
+  wait_up "$CONSOLE_ADDR" console "${pids[2]}"
+  echo "console:   http://$CONSOLE_ADDR (sign in with a Supabase Auth account of an org admin or coordinator)" >&2
+fi
+
 # For the second terminal: make status, make dlq, make replay, make send.
 umask 077
 cat > .data/env <<ENV
