@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,9 @@ type serveCmd struct {
 	Tolerance             time.Duration `env:"WEBHOOK_TOLERANCE" default:"5m" help:"Allowed clock difference of webhook-timestamp, either way."`
 	MaxBodyBytes          int64         `env:"INGRESS_MAX_BODY_BYTES" default:"262144" help:"Largest accepted body."`
 	PublishTimeout        time.Duration `env:"INGRESS_PUBLISH_TIMEOUT" default:"5s" help:"Wait for the JetStream ack before answering 503."`
+	BatchMax              int           `name:"batch-max" env:"INGRESS_BATCH_MAX" default:"100" help:"Most events published together in one atomic batch (one disk flush); 0 or 1 publishes each alone."`
+	BatchWait             time.Duration `name:"batch-wait" env:"INGRESS_BATCH_WAIT" default:"1ms" help:"How long a batch's first event waits for others; 0 does not wait."`
+	BatchPublishers       int           `name:"batch-publishers" env:"INGRESS_BATCH_PUBLISHERS" default:"4" help:"Batches awaiting their acknowledgement at once."`
 	RetryAfter            time.Duration `env:"INGRESS_RETRY_AFTER" default:"5s" help:"Retry-After sent with a 503."`
 	ShutdownTimeout       time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish on SIGTERM."`
 	ReadHeaderTimeout     time.Duration `env:"INGRESS_READ_HEADER_TIMEOUT" default:"5s" help:"Time allowed to read request headers."`
@@ -78,6 +82,9 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		Tolerance:         s.Tolerance,
 		MaxBodyBytes:      s.MaxBodyBytes,
 		PublishTimeout:    s.PublishTimeout,
+		BatchMax:          max(s.BatchMax, 1),      // 0 means off here, not the default
+		BatchWait:         cmp.Or(s.BatchWait, -1), // 0 means no wait here, not the default
+		BatchPublishers:   s.BatchPublishers,
 		RetryAfter:        s.RetryAfter,
 		ShutdownTimeout:   s.ShutdownTimeout,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,

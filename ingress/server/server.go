@@ -307,12 +307,24 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstr
 	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
 	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
+	// As jetstream.WithExpectStream does; a header holds in a batch too.
+	msg.Header.Set(jetstream.ExpectedStreamHeader, h.cfg.Stream.Name)
 
 	ctx, cancel := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
 	defer cancel()
 	published := time.Now()
-	ack, err := h.pub.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.cfg.Stream.Name))
+	ack, err := h.pub.PublishMsg(ctx, msg)
 	h.metrics.publishSeconds.Observe(time.Since(published).Seconds())
+	if isStreamFull(err) {
+		c.Set(ctxReason, "stream_full")
+		h.log.Warn("stream full: event refused", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
+		p := newProblem(http.StatusServiceUnavailable, "stream-full", "Event stream full",
+			"the event stream has reached its size limit and refuses new events until events are removed or the limit raised; nothing was stored, retry later")
+		p.Reason = "stream_full"
+		p.retryAfter = h.cfg.RetryAfter
+		p.cause = err
+		return nil, p
+	}
 	if err != nil {
 		c.Set(ctxReason, "store_unavailable")
 		h.log.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
@@ -443,6 +455,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer pub.close()
+	metrics := NewMetrics()
+	var grouped *batcher // nil: every event published alone
+	if cfg.BatchMax > 1 {
+		grouped = newBatcher(pub, cfg, metrics, log.Named("batch"))
+		defer grouped.close()
+	}
 	// The stream is ensured in the background: the ingress serves (503,
 	// not ready) while NATS is down and accepts events once it is up.
 	var streamReady atomic.Bool
@@ -470,7 +488,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		return pub.ready(ctx, cfg.Stream.Name)
 	}
-	h, err := NewHandler(cfg, pub, ready, NewMetrics(), log.Named("http"))
+	var handlerPub Publisher = pub
+	if grouped != nil {
+		handlerPub = grouped
+	}
+	h, err := NewHandler(cfg, handlerPub, ready, metrics, log.Named("http"))
 	if err != nil {
 		return err
 	}
@@ -515,6 +537,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancelShutdown()
 	shutdownErr := srv.Shutdown(shutdownCtx)
+	grouped.close() // its last batches publish before the connections drain
 	pub.drain(log)
 	if shutdownErr != nil {
 		return fmt.Errorf("shutdown: %w", shutdownErr)

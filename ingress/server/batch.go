@@ -1,0 +1,274 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+	"go.uber.org/zap"
+)
+
+// batchSender publishes single messages and atomic batches; *pool is one.
+type batchSender interface {
+	Publisher
+	PublishMsgBatch(ctx context.Context, msgs []*nats.Msg) (*jetstreamext.BatchAck, error)
+}
+
+// batcher is a Publisher that gathers the messages published at about the
+// same time into one atomic batch (group commit). With the server's
+// sync_interval always, a single publish costs a disk flush; a batch costs
+// one flush for all its messages.
+//
+// Every message keeps its Nats-Msg-Id. An atomic batch is stored whole or
+// not at all, so a batch the server refuses (one of its ids stored before,
+// too many batches in flight, atomic publishing disabled, stream full) is
+// published again message by message, each by its own caller: each then
+// gets its own acknowledgement (duplicate or not, or its own error), and
+// one bad event never fails its neighbours.
+type batcher struct {
+	pub     batchSender
+	max     int
+	wait    time.Duration // < 0: none
+	timeout time.Duration
+	metrics *Metrics
+	log     *zap.Logger
+
+	in        chan *pending
+	work      chan []*pending
+	quit      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup
+	// warnDisabled logs once that the stream refuses atomic batches.
+	warnDisabled sync.Once
+}
+
+var _ Publisher = (*batcher)(nil)
+
+// pending is one message waiting for its batch's outcome.
+type pending struct {
+	msg  *nats.Msg
+	id   string
+	done chan outcome // buffered: the batcher never waits for the caller
+}
+
+// outcome is a message's share of its batch's result: its
+// acknowledgement, an error, or alone, to publish it by itself.
+type outcome struct {
+	ack   *jetstream.PubAck
+	err   error
+	alone bool
+}
+
+// errBatcherClosed is returned to a publish that arrives after shutdown.
+var errBatcherClosed = errors.New("ingress shutting down: publisher closed")
+
+// newBatcher starts a batcher over pub with cfg's Batch settings
+// (cfg has its defaults); close stops it.
+func newBatcher(pub batchSender, cfg Config, metrics *Metrics, log *zap.Logger) *batcher {
+	b := &batcher{
+		pub: pub, max: cfg.BatchMax, wait: cfg.BatchWait, timeout: cfg.PublishTimeout,
+		metrics: metrics, log: log,
+		in: make(chan *pending), work: make(chan []*pending), quit: make(chan struct{}),
+	}
+	b.wg.Add(1 + cfg.BatchPublishers)
+	go b.collect()
+	for range cfg.BatchPublishers {
+		go b.publishLoop()
+	}
+	return b
+}
+
+// close stops taking messages, publishes those already taken and waits
+// for every goroutine of the batcher. It is safe to call twice, and on nil.
+func (b *batcher) close() {
+	if b == nil {
+		return
+	}
+	b.closeOnce.Do(func() { close(b.quit) })
+	b.wg.Wait()
+}
+
+// PublishMsg publishes msg in the next batch and waits for its
+// acknowledgement. Publish options are refused: set their headers on msg
+// (Nats-Msg-Id, Nats-Expected-Stream), which hold for a batch as for a
+// single publish.
+func (b *batcher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if len(opts) > 0 {
+		return nil, errors.New("batcher: publish options are not supported; set the headers instead")
+	}
+	p := &pending{msg: msg, id: msg.Header.Get(jetstream.MsgIDHeader), done: make(chan outcome, 1)}
+	select {
+	case b.in <- p:
+	case <-b.quit:
+		return nil, errBatcherClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case o := <-p.done:
+		if o.alone {
+			return b.pub.PublishMsg(ctx, msg)
+		}
+		return o.ack, o.err
+	case <-ctx.Done():
+		// The batch may still be stored: the caller answers 503, and a
+		// retry is deduplicated.
+		return nil, ctx.Err()
+	}
+}
+
+// Stream opens a stream (to read a duplicate back).
+func (b *batcher) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	return b.pub.Stream(ctx, name)
+}
+
+// collect forms the batches: the first message waits up to b.wait for
+// others; a batch goes to the first free publisher once it is full or
+// has waited, and grows (up to b.max) while every publisher is busy.
+func (b *batcher) collect() {
+	defer b.wg.Done()
+	defer close(b.work)
+	var (
+		batch []*pending
+		ids   = map[string]struct{}{}
+		ready bool // the batch has waited long enough
+		timer = time.NewTimer(time.Hour)
+	)
+	timer.Stop()
+	for {
+		in, work := b.in, chan<- []*pending(nil)
+		if len(batch) >= b.max {
+			in = nil
+		}
+		if len(batch) > 0 && (ready || len(batch) >= b.max) {
+			work = b.work
+		}
+		select {
+		case <-b.quit:
+			if len(batch) > 0 {
+				b.work <- batch
+			}
+			return
+		case p := <-in:
+			if _, seen := ids[p.id]; seen {
+				// The server refuses a batch holding one id twice: the
+				// repeat goes alone (and is answered as a duplicate, or
+				// compared, once the first is stored).
+				b.metrics.batchFallbacks.WithLabelValues("same_id").Inc()
+				p.done <- outcome{alone: true}
+				continue
+			}
+			ids[p.id] = struct{}{}
+			batch = append(batch, p)
+			if len(batch) == 1 {
+				if b.wait > 0 {
+					timer.Reset(b.wait)
+				} else {
+					ready = true
+				}
+			}
+		case <-timer.C:
+			ready = true
+		case work <- batch:
+			batch, ready = nil, false
+			clear(ids)
+			timer.Stop()
+		}
+	}
+}
+
+func (b *batcher) publishLoop() {
+	defer b.wg.Done()
+	for batch := range b.work {
+		b.publish(batch)
+	}
+}
+
+// publish stores one batch and hands each message its outcome.
+func (b *batcher) publish(batch []*pending) {
+	b.metrics.batchSize.Observe(float64(len(batch)))
+	if len(batch) == 1 {
+		// A batch of one is a plain publish, made by its caller.
+		batch[0].done <- outcome{alone: true}
+		return
+	}
+	msgs := make([]*nats.Msg, len(batch))
+	for i, p := range batch {
+		msgs[i] = p.msg
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	ack, err := b.pub.PublishMsgBatch(ctx, msgs)
+	if err == nil && ack.BatchSize == uint64(len(batch)) && ack.Sequence >= ack.BatchSize {
+		// A batch is stored under contiguous sequences (the server holds
+		// the stream for the whole commit), ending at the acknowledged one.
+		first := ack.Sequence - ack.BatchSize + 1
+		for i, p := range batch {
+			p.done <- outcome{ack: &jetstream.PubAck{Stream: ack.Stream, Sequence: first + uint64(i), Domain: ack.Domain}}
+		}
+		return
+	}
+	reason := fallbackReason(err)
+	if reason == "" {
+		// Not refused but not acknowledged (timeout, connection lost): the
+		// batch may or may not be stored, as for a single publish.
+		for _, p := range batch {
+			p.done <- outcome{err: err}
+		}
+		return
+	}
+	b.metrics.batchFallbacks.WithLabelValues(reason).Inc()
+	if reason == "atomic_disabled" || reason == "server_version" {
+		b.warnDisabled.Do(func() {
+			b.log.Warn("atomic batch publishing unavailable; events are published one by one", zap.String("reason", reason), zap.Error(err))
+		})
+	} else {
+		b.log.Debug("atomic batch refused; publishing its events one by one", zap.String("reason", reason), zap.Int("size", len(batch)), zap.Error(err))
+	}
+	for _, p := range batch {
+		p.done <- outcome{alone: true}
+	}
+}
+
+// JetStream error codes of a refused atomic batch (nats-server
+// jetstream_errors_generated.go).
+const (
+	errCodeAtomicDisabled        = 10174 // JSAtomicPublishDisabledErr
+	errCodeAtomicDuplicate       = 10201 // JSAtomicPublishContainsDuplicateMessageErr
+	errCodeAtomicTooManyInflight = 10210 // JSAtomicPublishTooManyInflight
+)
+
+// fallbackReason names why a batch publish that failed with err may be
+// published again message by message ("" when it may not: the batch may
+// have been stored). An atomic batch the server answered with an error is
+// stored not at all.
+func fallbackReason(err error) string {
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil, errors.Is(err, jetstreamext.ErrInvalidBatchAck):
+		// An acknowledgement that does not match the batch: a server that
+		// does not know atomic batches stored the messages one by one.
+		// Publishing them again is deduplicated.
+		return "invalid_ack"
+	case errors.Is(err, errAtomicUnsupported):
+		return "server_version"
+	case isStreamFull(err):
+		// Some events may still fit.
+		return "stream_full"
+	case !errors.As(err, &apiErr):
+		return ""
+	}
+	switch apiErr.ErrorCode {
+	case errCodeAtomicDuplicate:
+		return "duplicate"
+	case errCodeAtomicTooManyInflight:
+		return "too_many_inflight"
+	case errCodeAtomicDisabled:
+		return "atomic_disabled"
+	}
+	return "refused"
+}
