@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/portalclient"
@@ -69,7 +70,7 @@ func (b *testBundle) requireStoredAt(t *testing.T, id string, seq uint64) {
 // atomic batch, and each is answered with its own stream sequence.
 func TestGroupedPublish(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *server.Config) { c.BatchWait = 100 * time.Millisecond })
+	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 1, 100*time.Millisecond })
 	const n = 40
 	events := make([]map[string]any, n)
 	for i := range events {
@@ -102,7 +103,7 @@ func TestGroupedPublish(t *testing.T) {
 // (200) and an id reused with another body is a conflict (409).
 func TestBatchWithStoredIDFallsBack(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *server.Config) { c.BatchWait = 200 * time.Millisecond })
+	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 1, 200*time.Millisecond })
 	ctx := context.Background()
 	first := map[string]uint64{}
 	for _, id := range []string{"evt_dup", "evt_conflict"} {
@@ -150,7 +151,7 @@ func TestBatchWithStoredIDFallsBack(t *testing.T) {
 // every event, one by one.
 func TestAtomicPublishDisabledFallsBack(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *server.Config) { c.BatchWait = 100 * time.Millisecond })
+	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 1, 100*time.Millisecond })
 	ctx := context.Background()
 	s, err := b.js.Stream(ctx, "EVENTS")
 	require.NoError(t, err)
@@ -174,12 +175,30 @@ func TestAtomicPublishDisabledFallsBack(t *testing.T) {
 	require.GreaterOrEqual(t, b.metric(t, `portalsync_ingress_publish_batch_fallbacks_total{reason="atomic_disabled"}`), 1.0)
 }
 
+// TestFewSendersAreNotHeld: while fewer requests are publishing than
+// make a batch worth its price (BatchMin), each is published at once:
+// none waits out BatchWait.
+func TestFewSendersAreNotHeld(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 16, 5*time.Second })
+	start := time.Now()
+	events := make([]map[string]any, 3)
+	for i := range events {
+		events[i] = sampleEvent(fmt.Sprintf("evt_few%d", i), "m-few")
+	}
+	for _, r := range b.sendAll(t, events) {
+		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
+	}
+	require.Less(t, time.Since(start), 2*time.Second, "not held for the batch wait")
+	require.EqualValues(t, 3, b.metric(t, `portalsync_ingress_publish_batch_size_bucket{le="1"}`), "published alone")
+}
+
 // TestAcknowledgedEventsAreStored: under concurrent load with repeats and
 // a NATS restart in the middle, every event answered 2xx is in the stream
 // at the sequence its answer names, and stored once.
 func TestAcknowledgedEventsAreStored(t *testing.T) {
 	t.Parallel()
-	b := setup(t, func(c *server.Config) { c.BatchWait = 2 * time.Millisecond })
+	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 4, 2*time.Millisecond })
 	const senders, perSender = 12, 25
 	type acked struct {
 		id  string
@@ -267,7 +286,8 @@ func TestAcknowledgedEventsAreStored(t *testing.T) {
 // events: 503 with reason stream_full, counted as rejected.
 func TestStreamFullIs503(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	// Grouped: the batch is refused whole, then each event alone.
+	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 1, 100*time.Millisecond })
 	ctx := context.Background()
 	for _, id := range []string{"evt_f1", "evt_f2"} {
 		r, err := b.client.SendEvent(ctx, sampleEvent(id, "m-f"))
@@ -290,6 +310,7 @@ func TestStreamFullIs503(t *testing.T) {
 		require.Equal(t, "stream_full", p.Reason)
 	}
 	require.EqualValues(t, 3, b.metric(t, `portalsync_ingress_rejected_total{reason="stream_full"}`))
+	require.GreaterOrEqual(t, b.metric(t, `portalsync_ingress_publish_batch_fallbacks_total{reason="stream_full"}`), 1.0)
 	require.EqualValues(t, 2, b.streamMsgs(t))
 	// A stored event sent again is still a duplicate, not refused.
 	r, err := b.client.SendEvent(ctx, sampleEvent("evt_f1", "m-f"))
@@ -338,22 +359,34 @@ func TestOutageAnswersAtOnce(t *testing.T) {
 	require.EqualValues(t, 2, b.streamMsgs(t))
 }
 
-// TestShutdownJoinsPublishers: Run returns only after the batcher's and
-// the connection watchers' goroutines have ended, and what was in flight
-// is answered. Not parallel: it reads every goroutine's stack.
+// TestShutdownJoinsPublishers: webhooks gathering into a batch when
+// shutdown begins are published and answered, and Run returns only after
+// the batcher's and the connection watchers' goroutines have ended. Not
+// parallel: it reads every goroutine's stack.
 func TestShutdownJoinsPublishers(t *testing.T) {
-	b := setup(t, func(c *server.Config) { c.BatchWait = 50 * time.Millisecond })
-	answers := make(chan *portalclient.Response, 8)
-	for i := range cap(answers) {
+	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 1, 300*time.Millisecond })
+	// One keep-alive connection per sender, opened beforehand, so that the
+	// requests reach the server before it stops listening.
+	const senders = 6
+	clients := make([]portalclient.Client, senders)
+	for i := range clients {
+		clients[i] = *b.client
+		clients[i].HTTP = &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
+		r, err := clients[i].SendEvent(context.Background(), sampleEvent(fmt.Sprintf("evt_sdw%d", i), "m-sd"))
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
+	}
+	answers := make(chan *portalclient.Response, senders)
+	for i := range senders {
 		go func() {
-			r, err := b.client.SendEvent(context.Background(), sampleEvent(fmt.Sprintf("evt_sd%d", i), "m-sd"))
+			r, err := clients[i].SendEvent(context.Background(), sampleEvent(fmt.Sprintf("evt_sd%d", i), "m-sd"))
 			if err != nil {
 				t.Error(err)
 			}
 			answers <- r
 		}()
 	}
-	time.Sleep(10 * time.Millisecond) // the batch is gathering
+	time.Sleep(100 * time.Millisecond) // the batch is gathering
 	b.cancel()
 	select {
 	case err := <-b.done:
@@ -362,15 +395,26 @@ func TestShutdownJoinsPublishers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("ingress did not stop")
 	}
-	for range cap(answers) {
-		if r := <-answers; r != nil && r.Status/100 == 2 {
-			acc, err := r.Accepted()
-			require.NoError(t, err)
-			b.requireStoredAt(t, acc.EventID, acc.StreamSeq)
-		}
-	}
 	buf := make([]byte, 1<<20)
 	stacks := string(buf[:runtime.Stack(buf, true)])
 	require.NotContains(t, stacks, "server.(*batcher)")
 	require.NotContains(t, stacks, "server.(*liveness)")
+
+	s, err := b.js.Stream(context.Background(), "EVENTS")
+	require.NoError(t, err)
+	batched := 0
+	for range senders {
+		r := <-answers
+		require.NotNil(t, r)
+		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
+		acc, err := r.Accepted()
+		require.NoError(t, err)
+		b.requireStoredAt(t, acc.EventID, acc.StreamSeq)
+		m, err := s.GetMsg(context.Background(), acc.StreamSeq)
+		require.NoError(t, err)
+		if m.Header.Get(jetstreamext.BatchIDHeader) != "" {
+			batched++
+		}
+	}
+	require.Greater(t, batched, 1, "stored as a batch at shutdown")
 }

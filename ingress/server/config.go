@@ -28,9 +28,10 @@ const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 30 * time.Second
 	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultBatchMin          = 16
 	DefaultBatchMax          = 100
 	DefaultBatchWait         = time.Millisecond
-	DefaultBatchPublishers   = 4
+	DefaultBatchPublishers   = 1
 	// MaxBatchMax is nats-server's largest atomic batch (its default
 	// jetstream.limits.max_batch_size).
 	MaxBatchMax = 1000
@@ -99,13 +100,21 @@ type Config struct {
 	// 1000 (the server's limit); 1 turns grouping off, every event is
 	// published alone.
 	BatchMax int
-	// BatchWait is how long the first event of a batch waits for others to
-	// join it. Default 1 ms; a negative value does not wait (a batch then
-	// holds what arrived while every publisher was busy).
+	// BatchMin is the fewest events published as one atomic batch; fewer
+	// are published one by one (nats-server pays a fixed price per atomic
+	// batch, about 10-20 single publishes' worth on the reference
+	// machine: docs/BENCHMARKS.md). Default 16 (or BatchMax if smaller).
+	BatchMin int
+	// BatchWait is how long the first event of a group waits for others
+	// to join it (only while at least BatchMin requests are publishing).
+	// Default 1 ms; a negative value does not wait (a batch then holds
+	// what arrived while every publisher was busy).
 	BatchWait time.Duration
 	// BatchPublishers is how many batches may be awaiting their
-	// acknowledgement at once. Default 4 (the server allows 50 in flight
-	// per stream; a refusal falls back to single publishes).
+	// acknowledgement at once. Default 1: the server handles one batch at
+	// a time per stream, so more in flight make smaller batches, not
+	// faster ones (the server allows 50 in flight per stream; a refusal
+	// falls back to single publishes).
 	BatchPublishers int
 	// Stream is the JetStream stream the events are stored in.
 	Stream stream.Config
@@ -130,6 +139,7 @@ func (c Config) withDefaults() Config {
 	c.ReadTimeout = cmp.Or(c.ReadTimeout, DefaultReadTimeout)
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	c.BatchMax = cmp.Or(c.BatchMax, DefaultBatchMax)
+	c.BatchMin = cmp.Or(c.BatchMin, min(DefaultBatchMin, c.BatchMax))
 	c.BatchWait = cmp.Or(c.BatchWait, DefaultBatchWait)
 	c.BatchPublishers = cmp.Or(c.BatchPublishers, DefaultBatchPublishers)
 	c.Stream = c.Stream.WithDefaults()
@@ -155,6 +165,9 @@ func (c Config) validate() error {
 	}
 	if c.BatchMax < 1 || c.BatchMax > MaxBatchMax {
 		return fmt.Errorf("batch max must be 1 to %d, got %d", MaxBatchMax, c.BatchMax)
+	}
+	if c.BatchMax > 1 && (c.BatchMin < 1 || c.BatchMin > c.BatchMax) {
+		return fmt.Errorf("batch min must be 1 to batch max (%d), got %d", c.BatchMax, c.BatchMin)
 	}
 	if c.BatchPublishers < 1 {
 		return fmt.Errorf("batch publishers must be positive, got %d", c.BatchPublishers)
