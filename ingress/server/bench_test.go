@@ -99,6 +99,10 @@ func (w *discardWriter) WriteHeader(code int) { w.code = code }
 //
 // BENCH_ACK_FIRST=1 makes each batch wait for its first message's
 // acknowledgement (jetstreamext's default flow control).
+// BENCH_NATS_ALWAYS_URL and BENCH_NATS_DEFAULT_URL name external servers
+// (configured with sync_interval always, and without) to use instead of
+// embedded ones, so that nats bench can measure the same servers.
+// BENCH_BATCH_PUBLISHERS and BENCH_BATCH_WAIT override those settings.
 func BenchmarkGroupCommit(b *testing.B) {
 	if os.Getenv("BENCH_ACK_FIRST") == "1" {
 		b.Cleanup(server.SetBatchAckFirst(true))
@@ -115,18 +119,25 @@ func BenchmarkGroupCommit(b *testing.B) {
 }
 
 func benchIngress(b *testing.B, syncAlways, grouping bool, senders int) {
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true,
-		SyncAlways: syncAlways, // sync_interval: always
-	})
-	if err != nil {
-		b.Fatal(err)
+	natsURL := os.Getenv(map[bool]string{true: "BENCH_NATS_ALWAYS_URL", false: "BENCH_NATS_DEFAULT_URL"}[syncAlways])
+	if natsURL == "" {
+		ns, err := natsserver.NewServer(&natsserver.Options{
+			Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true,
+			SyncAlways: syncAlways, // sync_interval: always
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		go ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			b.Fatal("nats-server not ready")
+		}
+		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+		natsURL = ns.ClientURL()
 	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats-server not ready")
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	// A stream of its own for each run (an external server keeps them).
+	streamName := fmt.Sprintf("BENCH_%d", time.Now().UnixNano())
+	defer deleteStream(b, natsURL, streamName)
 
 	secret, err := signature.NewSecret([]byte("bench-secret-bench-secret-32byte"))
 	if err != nil {
@@ -136,7 +147,7 @@ func benchIngress(b *testing.B, syncAlways, grouping bool, senders int) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := server.Config{Listener: ln, NATSURL: ns.ClientURL(), Secrets: []signature.Secret{secret}, Stream: stream.Config{Name: "EVENTS"}}
+	cfg := server.Config{Listener: ln, NATSURL: natsURL, Secrets: []signature.Secret{secret}, Stream: stream.Config{Name: streamName}}
 	if !grouping {
 		cfg.BatchMax = 1
 	}
@@ -215,6 +226,23 @@ func benchIngress(b *testing.B, syncAlways, grouping bool, senders int) {
 	} else {
 		b.ReportMetric(0, "%batched")
 		b.ReportMetric(0, "events/batch")
+	}
+}
+
+func deleteStream(b *testing.B, url, name string) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Error(err)
+		return
+	}
+	if err := js.DeleteStream(context.Background(), name); err != nil {
+		b.Error(err)
 	}
 }
 
