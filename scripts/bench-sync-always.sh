@@ -28,13 +28,19 @@ pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 start() { # name port sync-line
 	rm -rf "$OUT/store-$1"
-	printf 'listen: 127.0.0.1:%s\njetstream { store_dir: "%s" %s }\n' "$2" "$PWD/$OUT/store-$1" "$3" >"$OUT/$1.conf"
+	printf 'listen: 127.0.0.1:%s\njetstream {\n  store_dir: "%s"\n  %s\n}\n' "$2" "$PWD/$OUT/store-$1" "$3" >"$OUT/$1.conf"
 	"$BIN/nats-server" -c "$OUT/$1.conf" >"$OUT/$1.log" 2>&1 &
 	pids+=($!)
+	for _ in $(seq 50); do
+		"$BIN/nats" -s "nats://127.0.0.1:$2" server check jetstream >/dev/null 2>&1 && return
+		sleep 0.2
+	done
+	echo "bench: nats-server $1 did not start:" >&2
+	cat "$OUT/$1.log" >&2
+	exit 1
 }
 start always 4297 'sync_interval: always'
 start default 4298 ''
-sleep 1
 
 {
 	echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD), $(nproc) cores, $("$BIN/nats-server" --version)"
