@@ -57,6 +57,8 @@ type batcher struct {
 	quit      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
+	// lat holds how long single publishes and batches take now.
+	lat latencies
 	// warnDisabled logs once that the stream refuses atomic batches.
 	warnDisabled sync.Once
 }
@@ -116,7 +118,13 @@ func (b *batcher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstre
 	if len(opts) > 0 {
 		return nil, errors.New("batcher: publish options are not supported; set the headers instead")
 	}
-	b.active.Add(1)
+	if n := b.active.Add(1); n < int64(b.min) || !b.lat.batchPays(b.wait, time.Now(), false) {
+		// No batch can form, or none pays now: no detour through the
+		// collector.
+		defer b.active.Add(-1)
+		b.metrics.batchSize.Observe(1)
+		return b.alone(ctx, msg)
+	}
 	defer b.active.Add(-1)
 	p := &pending{msg: msg, id: msg.Header.Get(jetstream.MsgIDHeader), done: make(chan outcome, 1)}
 	select {
@@ -129,7 +137,7 @@ func (b *batcher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstre
 	select {
 	case o := <-p.done:
 		if o.alone {
-			return b.pub.PublishMsg(ctx, msg)
+			return b.alone(ctx, msg)
 		}
 		return o.ack, o.err
 	case <-ctx.Done():
@@ -137,6 +145,16 @@ func (b *batcher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstre
 		// retry is deduplicated.
 		return nil, ctx.Err()
 	}
+}
+
+// alone publishes msg by itself and measures it.
+func (b *batcher) alone(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	start := time.Now()
+	ack, err := b.pub.PublishMsg(ctx, msg)
+	if err == nil {
+		b.lat.single(time.Since(start))
+	}
+	return ack, err
 }
 
 // Stream opens a stream (to read a duplicate back).
@@ -150,7 +168,8 @@ func (b *batcher) Stream(ctx context.Context, name string) (jetstream.Stream, er
 // a batch is answered the group waits b.wait again: the answered callers
 // publish again at once, and one batch of all is cheaper than two halves
 // (group commit). While fewer than b.min callers are publishing no batch
-// can form: each message goes alone at once.
+// can form: each message goes alone at once; so does every message while
+// batches take longer than single publishes (latencies).
 func (b *batcher) collect() {
 	defer b.wg.Done()
 	defer close(b.work)
@@ -169,7 +188,7 @@ func (b *batcher) collect() {
 		if len(batch) > 0 && (ready || len(batch) >= b.max) {
 			work = b.work
 		}
-		if len(batch) > 0 && len(batch) < b.min && b.active.Load() < int64(b.min) {
+		if len(batch) > 0 && (len(batch) < b.min && b.active.Load() < int64(b.min) || !b.lat.batchPays(b.wait, time.Now(), false)) {
 			for _, p := range batch {
 				b.metrics.batchSize.Observe(1)
 				p.done <- outcome{alone: true}
@@ -232,11 +251,12 @@ func (b *batcher) publishLoop() {
 }
 
 // publish stores one group as an atomic batch and hands each message its
-// outcome; a group smaller than b.min (it did not grow while waiting) goes
-// alone, message by message, each published by its caller. It reports
-// whether it published a batch.
+// outcome; a group smaller than b.min (it did not grow while waiting), or
+// any group while batches take longer than single publishes, goes alone,
+// message by message, each published by its caller. It reports whether it
+// published a batch.
 func (b *batcher) publish(batch []*pending) bool {
-	if len(batch) < max(b.min, 2) {
+	if len(batch) < max(b.min, 2) || !b.lat.batchPays(b.wait, time.Now(), true) {
 		for _, p := range batch {
 			b.metrics.batchSize.Observe(1)
 			p.done <- outcome{alone: true}
@@ -250,8 +270,10 @@ func (b *batcher) publish(batch []*pending) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
 	defer cancel()
+	start := time.Now()
 	ack, err := b.pub.PublishMsgBatch(ctx, msgs)
 	if err == nil && ack.BatchSize == uint64(len(batch)) && ack.Sequence >= ack.BatchSize {
+		b.lat.batch(time.Since(start))
 		// A batch is stored under contiguous sequences (the server holds
 		// the stream for the whole commit), ending at the acknowledged one.
 		first := ack.Sequence - ack.BatchSize + 1
@@ -320,4 +342,72 @@ func fallbackReason(err error) string {
 		return "atomic_disabled"
 	}
 	return "refused"
+}
+
+// latencies follows how long an atomic batch and a single publish take
+// (moving averages), to publish groups as batches only while that pays.
+//
+// With the callers' requests in flight either way, a group is answered
+// sooner, and the stream stores more per second, as a batch exactly when
+// a batch (plus the wait that formed it) takes less than a single publish
+// does at that load: a single's time grows with the publishes queued at
+// the server, a batch's is mostly the server's fixed price per batch,
+// which depends on the disk (its staging store is created, flushed and
+// removed per batch). Each way is tried again after explore without a
+// measurement of it, as the load and the disk change.
+type latencies struct {
+	mu                     sync.Mutex
+	singleAvg, batchAvg    time.Duration
+	singleSeen, batchTried time.Time
+}
+
+const (
+	// latencyShift gives the newest measurement a weight of 1/8.
+	latencyShift = 3
+	// explore is how long a way goes untried before it is tried again.
+	explore = time.Second
+)
+
+func ewma(avg, d time.Duration) time.Duration {
+	if avg == 0 {
+		return d
+	}
+	return avg + (d-avg)>>latencyShift
+}
+
+func (l *latencies) single(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.singleAvg, l.singleSeen = ewma(l.singleAvg, d), time.Now()
+}
+
+func (l *latencies) batch(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.batchAvg = ewma(l.batchAvg, d)
+}
+
+// batchPays reports whether the next group should be a batch: yes until
+// both ways are measured, then while a batch (and its wait) is faster, and
+// now and then the way not taken, to measure it again. take records the
+// choice (the publisher takes it; the collector only asks).
+func (l *latencies) batchPays(wait time.Duration, now time.Time, take bool) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.batchAvg == 0 || l.singleAvg == 0:
+	case l.batchAvg+max(wait, 0) < l.singleAvg:
+		if now.Sub(l.singleSeen) > explore {
+			if take {
+				l.singleSeen = now // one group alone
+			}
+			return false
+		}
+	case now.Sub(l.batchTried) <= explore:
+		return false
+	}
+	if take {
+		l.batchTried = now
+	}
+	return true
 }

@@ -98,7 +98,8 @@ type Config struct {
 	// (group commit: with sync_interval always the server flushes to disk
 	// once per batch instead of once per event). Default 100; at most
 	// 1000 (the server's limit); 1 turns grouping off, every event is
-	// published alone.
+	// published alone. Groups are published as batches only while a batch
+	// is answered sooner than a single publish (both measured).
 	BatchMax int
 	// BatchMin is the fewest events published as one atomic batch; fewer
 	// are published one by one (nats-server pays a fixed price per atomic
