@@ -11,7 +11,8 @@
 # 2. `nats bench js pub sync --dedup` and `nats bench js pub atomic --dedup
 #    --batch 50` with 4 and 50 clients, MSGS messages of 287 B each
 #
-# Writes .data/bench/sync-always/. Builds nats-server and the nats CLI
+# ROUNDS times (3), to see the run-to-run spread on a shared machine.
+# Writes .data/bench/sync-always/results.txt. Builds nats-server and the nats CLI
 # (v0.5.1) from the Go module proxy into .data (nothing is committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,8 +43,8 @@ start() { # name port sync-line
 start always 4297 'sync_interval: always'
 start default 4298 ''
 
-{
-	echo "# $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD), $(nproc) cores, $("$BIN/nats-server" --version)"
+for round in $(seq "${ROUNDS:-3}"); do
+	echo "# round $round: $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD), $(nproc) cores, $("$BIN/nats-server" --version), load $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "## ingress (BenchmarkGroupCommit, $COUNT webhooks per row)"
 	BENCH_NATS_ALWAYS_URL=nats://127.0.0.1:4297 BENCH_NATS_DEFAULT_URL=nats://127.0.0.1:4298 \
 		go test ./ingress/server -run '^$' -bench GroupCommit -benchtime "${COUNT}x" -count 1 2>&1 | grep -E '^Benchmark'
@@ -59,4 +60,4 @@ start default 4298 ''
 			done
 		done
 	done
-} | tee "$OUT/results.txt"
+done | tee "$OUT/results.txt"
