@@ -6,8 +6,8 @@
 # each:
 #
 # 1. the ingress (server.Run over loopback HTTP, BenchmarkGroupCommit) with
-#    grouping off (INGRESS_BATCH_MAX=1) and on (the defaults), 4 and 50
-#    senders, COUNT webhooks each
+#    grouping off (INGRESS_BATCH_MAX=1) and on (the defaults), 4, 50 and
+#    200 senders, COUNT webhooks each
 # 2. `nats bench js pub sync --dedup` and `nats bench js pub atomic --dedup
 #    --batch 50` with 4 and 50 clients, MSGS messages of 287 B each
 #

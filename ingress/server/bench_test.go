@@ -91,7 +91,7 @@ func (w *discardWriter) WriteHeader(code int) { w.code = code }
 // answer) against an embedded nats-server with file storage, under
 // sync_interval always and under the default, with grouping off (every
 // webhook published alone, INGRESS_BATCH_MAX=1) and on (the defaults),
-// from 4 and 50 senders. It reports webhooks answered per second, the
+// from 4, 50 and 200 senders. It reports webhooks answered per second, the
 // p50 and p99 answer time and the mean batch size. Run with a fixed count
 // (docs/BENCHMARKS.md):
 //
@@ -109,7 +109,7 @@ func BenchmarkGroupCommit(b *testing.B) {
 	}
 	for _, syncAlways := range []bool{true, false} {
 		for _, grouping := range []bool{false, true} {
-			for _, senders := range []int{4, 50} {
+			for _, senders := range []int{4, 50, 200} {
 				name := fmt.Sprintf("sync=%s/grouping=%s/senders=%d", map[bool]string{true: "always", false: "default"}[syncAlways],
 					map[bool]string{true: "on", false: "off"}[grouping], senders)
 				b.Run(name, func(b *testing.B) { benchIngress(b, syncAlways, grouping, senders) })
