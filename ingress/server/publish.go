@@ -103,7 +103,7 @@ func (p *pool) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.
 // the commit's acknowledgement: the server acknowledges (or refuses) the
 // batch as a whole, and a batch it cannot take is not stored at all.
 // (AckFirst would add a round trip to every batch.)
-var batchFlowControl = jetstreamext.BatchFlowControl{AckFirst: false}
+var batchFlowControl = jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: DefaultPublishTimeout}
 
 // PublishMsgBatch publishes msgs as one atomic batch on the next
 // connection in turn.
