@@ -18,9 +18,11 @@ import (
 	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/ingress/server"
+	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
@@ -264,4 +266,60 @@ func scrape(b *testing.B, base, sample string) float64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkAtomicBatchCost measures what one atomic batch costs the
+// server against single publishes, without the ingress: one client
+// publishing batches of each size (jetstreamext.PublishMsgBatch, no
+// AckFirst, a Nats-Msg-Id on every message) one after the other to an
+// embedded server with file storage and sync_interval always. size=1 is a
+// plain synchronous publish. ns/op is one batch.
+func BenchmarkAtomicBatchCost(b *testing.B) {
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true, SyncAlways: true,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats-server not ready")
+	}
+	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"}); err != nil {
+		b.Fatal(err)
+	}
+	var n atomic.Int64
+	for _, size := range []int{1, 2, 10, 50, 200} {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			for b.Loop() {
+				msgs := make([]*nats.Msg, size)
+				for i := range msgs {
+					msgs[i] = nats.NewMsg(event.Subject(fmt.Sprintf("m%d", i)))
+					msgs[i].Data = make([]byte, 287)
+					msgs[i].Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("evt_cost%d", n.Add(1)))
+				}
+				var err error
+				if size == 1 {
+					_, err = js.PublishMsg(ctx, msgs[0])
+				} else {
+					_, err = jetstreamext.PublishMsgBatch(ctx, js, msgs, jetstreamext.BatchFlowControl{})
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(size)*float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
 }
