@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,10 @@ type serveCmd struct {
 	Tolerance             time.Duration `env:"WEBHOOK_TOLERANCE" default:"5m" help:"Allowed clock difference of webhook-timestamp, either way."`
 	MaxBodyBytes          int64         `env:"INGRESS_MAX_BODY_BYTES" default:"262144" help:"Largest accepted body."`
 	PublishTimeout        time.Duration `env:"INGRESS_PUBLISH_TIMEOUT" default:"5s" help:"Wait for the JetStream ack before answering 503."`
+	BatchMax              int           `name:"batch-max" env:"INGRESS_BATCH_MAX" default:"100" help:"Most events published together in one atomic batch (one disk flush); 0 or 1 publishes each alone."`
+	BatchMin              int           `name:"batch-min" env:"INGRESS_BATCH_MIN" default:"16" help:"Fewest events published as one atomic batch; smaller groups are published one by one."`
+	BatchWait             time.Duration `name:"batch-wait" env:"INGRESS_BATCH_WAIT" default:"1ms" help:"How long a group's first event waits for others; 0 does not wait."`
+	BatchPublishers       int           `name:"batch-publishers" env:"INGRESS_BATCH_PUBLISHERS" default:"1" help:"Batches awaiting their acknowledgement at once."`
 	RetryAfter            time.Duration `env:"INGRESS_RETRY_AFTER" default:"5s" help:"Retry-After sent with a 503."`
 	DrainGrace            time.Duration `env:"INGRESS_DRAIN_GRACE" default:"5s" help:"On SIGTERM, how long /readyz answers 503 while webhooks are still served (with Connection: close) before the listener closes; 0: none."`
 	ShutdownTimeout       time.Duration `env:"INGRESS_SHUTDOWN_TIMEOUT" default:"10s" help:"How long in-flight requests may finish after the drain grace."`
@@ -84,6 +89,10 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 		Tolerance:         s.Tolerance,
 		MaxBodyBytes:      s.MaxBodyBytes,
 		PublishTimeout:    s.PublishTimeout,
+		BatchMax:          max(s.BatchMax, 1), // 0 means off here, not the default
+		BatchMin:          min(s.BatchMin, max(s.BatchMax, 1)),
+		BatchWait:         cmp.Or(s.BatchWait, -1), // 0 means no wait here, not the default
+		BatchPublishers:   s.BatchPublishers,
 		RetryAfter:        s.RetryAfter,
 		DrainGrace:        drainGrace(s.DrainGrace),
 		ShutdownTimeout:   s.ShutdownTimeout,

@@ -32,6 +32,13 @@ const (
 	DefaultOpsAddr           = "127.0.0.1:9080"
 	DefaultDrainGrace        = 5 * time.Second
 	DefaultReadinessInterval = 5 * time.Second
+	DefaultBatchMin          = 16
+	DefaultBatchMax          = 100
+	DefaultBatchWait         = time.Millisecond
+	DefaultBatchPublishers   = 1
+	// MaxBatchMax is nats-server's largest atomic batch (its default
+	// jetstream.limits.max_batch_size).
+	MaxBatchMax = 1000
 )
 
 // WebhookPath is where the portal posts events.
@@ -117,6 +124,29 @@ type Config struct {
 	// without a TLS-terminating proxy).
 	TLSCertFile string
 	TLSKeyFile  string
+	// BatchMax is the most events published together in one atomic batch
+	// (group commit: with sync_interval always the server flushes to disk
+	// once per batch instead of once per event). Default 100; at most
+	// 1000 (the server's limit); 1 turns grouping off, every event is
+	// published alone. Groups are published as batches only while a batch
+	// is answered sooner than a single publish (both measured).
+	BatchMax int
+	// BatchMin is the fewest events published as one atomic batch; fewer
+	// are published one by one (nats-server pays a fixed price per atomic
+	// batch, about 10-20 single publishes' worth on the reference
+	// machine: docs/BENCHMARKS.md). Default 16 (or BatchMax if smaller).
+	BatchMin int
+	// BatchWait is how long the first event of a group waits for others
+	// to join it (only while at least BatchMin requests are publishing).
+	// Default 1 ms; a negative value does not wait (a batch then holds
+	// what arrived while every publisher was busy).
+	BatchWait time.Duration
+	// BatchPublishers is how many batches may be awaiting their
+	// acknowledgement at once. Default 1: the server handles one batch at
+	// a time per stream, so more in flight make smaller batches, not
+	// faster ones (the server allows 50 in flight per stream; a refusal
+	// falls back to single publishes).
+	BatchPublishers int
 	// Stream is the JetStream stream the events are stored in.
 	Stream stream.Config
 	// Dataverse, when set, serves POST /webhooks/dataverse: Dynamics 365
@@ -143,6 +173,10 @@ func (c Config) withDefaults() Config {
 	c.OpsAddr = cmp.Or(c.OpsAddr, DefaultOpsAddr)
 	c.DrainGrace = cmp.Or(c.DrainGrace, DefaultDrainGrace)
 	c.ReadinessInterval = cmp.Or(c.ReadinessInterval, DefaultReadinessInterval)
+	c.BatchMax = cmp.Or(c.BatchMax, DefaultBatchMax)
+	c.BatchMin = cmp.Or(c.BatchMin, min(DefaultBatchMin, c.BatchMax))
+	c.BatchWait = cmp.Or(c.BatchWait, DefaultBatchWait)
+	c.BatchPublishers = cmp.Or(c.BatchPublishers, DefaultBatchPublishers)
 	c.Stream = c.Stream.WithDefaults()
 	if c.Now == nil {
 		c.Now = time.Now
@@ -163,6 +197,15 @@ func (c Config) validate() error {
 	}
 	if c.Tolerance < 0 || c.PublishTimeout < 0 || c.RetryAfter < 0 || c.ShutdownTimeout < 0 || c.ReadinessInterval < 0 {
 		return errors.New("durations must not be negative")
+	}
+	if c.BatchMax < 1 || c.BatchMax > MaxBatchMax {
+		return fmt.Errorf("batch max must be 1 to %d, got %d", MaxBatchMax, c.BatchMax)
+	}
+	if c.BatchMax > 1 && (c.BatchMin < 1 || c.BatchMin > c.BatchMax) {
+		return fmt.Errorf("batch min must be 1 to batch max (%d), got %d", c.BatchMax, c.BatchMin)
+	}
+	if c.BatchPublishers < 1 {
+		return fmt.Errorf("batch publishers must be positive, got %d", c.BatchPublishers)
 	}
 	if c.RateLimit < 0 || c.RateBurst < 0 || c.RateLimitSources < 0 {
 		return errors.New("rate limit, burst and sources must not be negative")

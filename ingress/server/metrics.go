@@ -18,6 +18,11 @@ type Metrics struct {
 	requestSeconds prometheus.Histogram
 	publishSeconds prometheus.Histogram
 	duplicates     prometheus.Counter
+	// batchSize observes the events of each group published together (1:
+	// alone); batchFallbacks counts groups the server refused, whose
+	// events were then published one by one, by reason.
+	batchSize      prometheus.Histogram
+	batchFallbacks *prometheus.CounterVec
 	// dataverseUntranslated counts Dataverse changes answered 422, by
 	// reason: each is left to reconciliation.
 	dataverseUntranslated *prometheus.CounterVec
@@ -51,12 +56,21 @@ func NewMetrics() *Metrics {
 			Name: "portalsync_ingress_duplicates_total",
 			Help: "Webhooks JetStream had stored already (same webhook-id within the duplicate window).",
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "portalsync_ingress_publish_batch_size",
+			Help:    "Events published together in one atomic batch (1: published alone).",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
+		}),
+		batchFallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "portalsync_ingress_publish_batch_fallbacks_total",
+			Help: "Atomic batches not stored as a whole, whose events were then published one by one, by reason.",
+		}, []string{"reason"}),
 		dataverseUntranslated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portalsync_ingress_dataverse_untranslated_total",
 			Help: "Dataverse webhooks that could not become events (answered 422, logged for reconciliation), by reason.",
 		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.requests, m.rejected, m.requestSeconds, m.publishSeconds, m.duplicates, m.dataverseUntranslated,
+	reg.MustRegister(m.requests, m.rejected, m.requestSeconds, m.publishSeconds, m.duplicates, m.batchSize, m.batchFallbacks, m.dataverseUntranslated,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

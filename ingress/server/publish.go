@@ -4,11 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/stream"
@@ -18,13 +22,30 @@ import (
 // pool spreads publishes over several NATS connections, so that many
 // concurrent requests are not serialized on one connection's socket and
 // read loop. Each publish still waits for its own acknowledgement.
+//
+// While a connection is down its publishes fail at once (the webhook is
+// answered 503 without waiting for the publish timeout), and publishes
+// waiting for an acknowledgement when it is lost fail then: the
+// acknowledgement of a lost connection never arrives.
 type pool struct {
 	conns []*nats.Conn
 	js    []jetstream.JetStream
+	live  []*liveness
 	next  atomic.Uint64
+	// watchers follow the connections' status; joined by close.
+	watchers sync.WaitGroup
 }
 
-var _ Publisher = (*pool)(nil)
+var (
+	_ Publisher   = (*pool)(nil)
+	_ batchSender = (*pool)(nil)
+)
+
+// Errors of a publish on a connection that is down.
+var (
+	errNotConnected   = errors.New("not connected to NATS")
+	errConnectionLost = errors.New("connection to NATS lost while waiting for the acknowledgement")
+)
 
 // openPool dials n connections (n >= 1) without waiting for a server:
 // while NATS is down they keep trying in the background, publishes fail
@@ -32,12 +53,19 @@ var _ Publisher = (*pool)(nil)
 func openPool(cfg Config, n int, log *zap.Logger) (*pool, error) {
 	p := &pool{}
 	for i := range max(n, 1) {
-		nc, js, err := stream.Dial(cfg.NATSURL, fmt.Sprintf("portalsync-ingress-%d", i), log)
+		// No reconnect buffer: a publish made while disconnected fails at
+		// once instead of being sent after the reconnection, long after its
+		// sender was answered 503 (the sender's retry is deduplicated
+		// either way).
+		nc, js, err := stream.Dial(cfg.NATSURL, fmt.Sprintf("portalsync-ingress-%d", i), log, nats.ReconnectBufSize(-1))
 		if err != nil {
 			p.close()
 			return nil, err
 		}
-		p.conns, p.js = append(p.conns, nc), append(p.js, js)
+		l := newLiveness(nc)
+		p.conns, p.js, p.live = append(p.conns, nc), append(p.js, js), append(p.live, l)
+		p.watchers.Add(1)
+		go func() { defer p.watchers.Done(); l.follow() }()
 	}
 	return p, nil
 }
@@ -61,8 +89,144 @@ func (p *pool) ensureStream(ctx context.Context, cfg Config, log *zap.Logger) er
 
 // PublishMsg publishes on the next connection in turn.
 func (p *pool) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
-	i := p.next.Add(1) % uint64(len(p.js))
-	return p.js[i].PublishMsg(ctx, msg, opts...)
+	i := p.pick()
+	ctx, done, err := p.live[i].bind(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	ack, err := p.js[i].PublishMsg(ctx, msg, opts...)
+	return ack, lostOr(ctx, err)
+}
+
+// batchFlowControl sends a batch's messages without waiting for any but
+// the commit's acknowledgement: the server acknowledges (or refuses) the
+// batch as a whole, and a batch it cannot take is not stored at all.
+// (AckFirst would add a round trip to every batch.)
+var batchFlowControl = jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: DefaultPublishTimeout}
+
+// PublishMsgBatch publishes msgs as one atomic batch on the next
+// connection in turn.
+func (p *pool) PublishMsgBatch(ctx context.Context, msgs []*nats.Msg) (*jetstreamext.BatchAck, error) {
+	i := p.pick()
+	ctx, done, err := p.live[i].bind(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if v := p.conns[i].ConnectedServerVersion(); !serverAtLeast(v, atomicBatchMinVersion) {
+		return nil, fmt.Errorf("%w: nats-server %s", errAtomicUnsupported, v)
+	}
+	ack, err := jetstreamext.PublishMsgBatch(ctx, p.js[i], msgs, batchFlowControl)
+	return ack, lostOr(ctx, err)
+}
+
+func (p *pool) pick() int { return int(p.next.Add(1) % uint64(len(p.js))) }
+
+// lostOr returns errConnectionLost when ctx ended because the connection
+// was lost, else err.
+func lostOr(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errConnectionLost) {
+		return fmt.Errorf("%w (%w)", errConnectionLost, err)
+	}
+	return err
+}
+
+// errAtomicUnsupported: the server is older than atomicBatchMinVersion.
+var errAtomicUnsupported = errors.New("atomic batch publish with message ids not supported")
+
+// atomicBatchMinVersion is the first nats-server that stores atomic
+// batches whose messages carry Nats-Msg-Id (ADR-50: atomic batches since
+// 2.12.0, deduplicated since 2.12.1).
+var atomicBatchMinVersion = [3]int{2, 12, 1}
+
+// serverAtLeast reports whether a server version ("2.15.2", "v2.12.1-RC.1")
+// is at least want.
+func serverAtLeast(version string, want [3]int) bool {
+	version = strings.TrimPrefix(strings.TrimSpace(version), "v")
+	if i := strings.IndexAny(version, "-+"); i >= 0 {
+		version = version[:i]
+	}
+	parts := strings.Split(version, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for i, part := range parts {
+		n, err := strconv.Atoi(part)
+		if err != nil {
+			return false
+		}
+		if n != want[i] {
+			return n > want[i]
+		}
+	}
+	return true
+}
+
+// liveness follows one connection's status so that publishes waiting on
+// it end as soon as it is lost.
+type liveness struct {
+	nc     *nats.Conn
+	status chan nats.Status
+	// cur is the connected period a publish binds to; its context is
+	// cancelled when the connection is lost, and a fresh one made once it
+	// is back.
+	cur atomic.Pointer[period]
+}
+
+type period struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func newPeriod() *period {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &period{ctx: ctx, cancel: cancel}
+}
+
+func newLiveness(nc *nats.Conn) *liveness {
+	l := &liveness{nc: nc, status: nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED)}
+	l.cur.Store(newPeriod())
+	return l
+}
+
+// follow runs until stop: a lost connection ends its period.
+func (l *liveness) follow() {
+	for st := range l.status {
+		if st == nats.CONNECTED {
+			l.current()
+		} else {
+			l.cur.Load().cancel()
+		}
+	}
+}
+
+// stop ends follow.
+func (l *liveness) stop() { l.nc.RemoveStatusListener(l.status) }
+
+// current returns the connection's period, a fresh one when the last
+// ended and the connection is back (whichever of follow and a publish
+// sees that first).
+func (l *liveness) current() *period {
+	p := l.cur.Load()
+	if p.ctx.Err() != nil && l.nc.IsConnected() {
+		if fresh := newPeriod(); l.cur.CompareAndSwap(p, fresh) {
+			return fresh
+		}
+		return l.cur.Load()
+	}
+	return p
+}
+
+// bind returns ctx ending also when the connection is lost, and the
+// function that releases it; or errNotConnected at once while it is down.
+func (l *liveness) bind(ctx context.Context) (context.Context, func(), error) {
+	if !l.nc.IsConnected() {
+		return nil, nil, fmt.Errorf("%w (%s)", errNotConnected, l.nc.Status())
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(l.current().ctx, func() { cancel(errConnectionLost) })
+	return ctx, func() { stop(); cancel(nil) }, nil
 }
 
 // Stream opens a stream on the first connection.
@@ -92,8 +256,13 @@ func (p *pool) drain(log *zap.Logger) {
 	}
 }
 
+// close closes every connection and stops following them.
 func (p *pool) close() {
 	for _, nc := range p.conns {
 		nc.Close()
 	}
+	for _, l := range p.live {
+		l.stop()
+	}
+	p.watchers.Wait()
 }

@@ -320,12 +320,24 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstr
 	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
 	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
+	// As jetstream.WithExpectStream does; a header holds in a batch too.
+	msg.Header.Set(jetstream.ExpectedStreamHeader, h.cfg.Stream.Name)
 
 	ctx, cancel := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
 	defer cancel()
 	published := time.Now()
-	ack, err := h.pub.PublishMsg(ctx, msg, jetstream.WithExpectStream(h.cfg.Stream.Name))
+	ack, err := h.pub.PublishMsg(ctx, msg)
 	h.metrics.publishSeconds.Observe(time.Since(published).Seconds())
+	if stream.IsFull(err) {
+		c.Set(ctxReason, "stream_full")
+		h.log.Warn("stream full: event refused", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
+		p := newProblem(http.StatusServiceUnavailable, "stream-full", "Event stream full",
+			"the event stream has reached its size limit and refuses new events until events are removed or the limit raised; nothing was stored, retry later")
+		p.Reason = "stream_full"
+		p.retryAfter = h.cfg.RetryAfter
+		p.cause = err
+		return nil, p
+	}
 	if err != nil {
 		c.Set(ctxReason, "store_unavailable")
 		h.log.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
@@ -466,6 +478,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 		return nil
 	}}
+	metrics := NewMetrics()
+	var grouped *batcher // nil: every event published alone
+	if cfg.BatchMax > 1 {
+		grouped = newBatcher(pub, cfg, metrics, log.Named("batch"))
+		defer grouped.close()
+	}
 	// The stream is ensured in the background: the ingress serves (503,
 	// not ready) while NATS is down and accepts events once it is up;
 	// then the stream is checked every ReadinessInterval for /readyz.
@@ -485,7 +503,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		}
 	}()
 	defer func() { cancelEnsure(); <-ensured }()
-	h, err := NewHandler(cfg, pub, rd.ready, NewMetrics(), log.Named("http"))
+	var handlerPub Publisher = pub
+	if grouped != nil {
+		handlerPub = grouped
+	}
+	h, err := NewHandler(cfg, handlerPub, rd.ready, metrics, log.Named("http"))
 	if err != nil {
 		return err
 	}
@@ -573,6 +595,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if shutdownErr != nil {
 		_ = srv.Close() // past the deadline: cut what is left
 	}
+	grouped.close() // its last batches publish before the connections drain
 	pub.drain(log)
 	if shutdownErr != nil {
 		return fmt.Errorf("shutdown: %w", shutdownErr)

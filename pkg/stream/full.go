@@ -2,6 +2,8 @@ package stream
 
 import (
 	"errors"
+	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -19,15 +21,18 @@ const (
 	// errCodeInsufficientResources is JSInsufficientResourcesErr (503):
 	// the server's JetStream storage (max_file_store) is used up.
 	errCodeInsufficientResources jetstream.ErrorCode = 10023
+	// errCodeStorageResources is JSStorageResourcesExceededErr (500):
+	// the account's or server's storage is exceeded.
+	errCodeStorageResources jetstream.ErrorCode = 10047
 )
 
 // The store errors (nats-server server/store.go ErrMaxBytes, ErrMaxMsgs,
 // ErrMaxMsgsPerSubject) that JSStreamStoreFailedF carries when a stream
 // with discard new is full.
-var fullDescriptions = map[string]bool{
-	"maximum bytes exceeded":                true,
-	"maximum messages exceeded":             true,
-	"maximum messages per subject exceeded": true,
+var fullDescriptions = []string{
+	"maximum bytes exceeded",
+	"maximum messages exceeded",
+	"maximum messages per subject exceeded",
 }
 
 // IsFull reports whether err is JetStream refusing a publish because there
@@ -44,8 +49,9 @@ func IsFull(err error) bool {
 	}
 	switch apiErr.ErrorCode {
 	case errCodeStoreFailed:
-		return fullDescriptions[apiErr.Description]
-	case errCodeAccountResources, errCodeInsufficientResources:
+		// The same code covers any failed store; only the limits mean full.
+		return slices.ContainsFunc(fullDescriptions, func(d string) bool { return strings.Contains(apiErr.Description, d) })
+	case errCodeAccountResources, errCodeInsufficientResources, errCodeStorageResources:
 		return true
 	}
 	return false

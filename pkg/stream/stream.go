@@ -305,19 +305,21 @@ func Connect(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn
 // Dial returns a connection to NATS at url without waiting for a server:
 // while none answers, the connection keeps trying in the background (and
 // reconnects for ever once connected). Services dial this way so that they
-// start while NATS is down; Connected says when it can be used.
-func Dial(url, name string, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
+// start while NATS is down; Connected says when it can be used. Options in
+// extra are applied after the shared ones (the ingress passes
+// nats.ReconnectBufSize(-1)).
+func Dial(url, name string, log *zap.Logger, extra ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	log = log.Named("nats")
 	// A server that answers is connected to the ordinary way; only when
 	// none does is the connection left retrying in the background (such a
 	// connection was measured slower under load: 200 concurrent publishes
 	// timed out that a plain connection stored).
-	nc, err := nats.Connect(url, connectOptions(name, log)...)
+	nc, err := nats.Connect(url, append(connectOptions(name, log), extra...)...)
 	if err == nil {
 		log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
 	} else {
 		log.Warn("no NATS server answers yet; retrying in the background", zap.Error(err))
-		nc, err = nats.Connect(url, append(connectOptions(name, log),
+		nc, err = nats.Connect(url, append(append(connectOptions(name, log), extra...),
 			nats.RetryOnFailedConnect(true),
 			nats.ConnectHandler(func(nc *nats.Conn) {
 				log.Info("connected", zap.String("server", nc.ConnectedUrlRedacted()), zap.String("version", nc.ConnectedServerVersion()))
