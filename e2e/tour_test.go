@@ -123,7 +123,7 @@ func startBinary(t *testing.T, dir string, env []string, name string, args ...st
 // writes to .data/env or the scripts read, so that the tour runs "with
 // nothing exported" whatever the test process has.
 func withoutProjectEnv() []string {
-	drop := []string{"NATS_URL", "DATABASE_URL", "INGRESS_ADDR", "INGRESS_URL", "SYNCER_HTTP_ADDR", "SYNCER_URL",
+	drop := []string{"NATS_URL", "DATABASE_URL", "INGRESS_ADDR", "INGRESS_OPS_ADDR", "INGRESS_DRAIN_GRACE", "INGRESS_URL", "SYNCER_HTTP_ADDR", "SYNCER_URL",
 		"PORTAL_WEBHOOK_SECRETS", "PORTAL_WEBHOOK_SECRETS_FILE", "STREAM_NAME", "SYNCER_CONSUMER", "SYNCER_DEAD_LETTER_STREAM", "LOG_LEVEL"}
 	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
 		k, _, _ := strings.Cut(kv, "=")
@@ -175,7 +175,7 @@ func TestReadmeTour(t *testing.T) {
 
 	db := schematest.NewEmptyDB(t)
 	ns := natstest.Run(t)
-	ingressAddr, syncerAddr := freeAddr(t), freeAddr(t)
+	ingressAddr, opsAddr, syncerAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	env := withoutProjectEnv()
 
 	// What scripts/run.sh does after starting NATS.
@@ -184,17 +184,17 @@ func TestReadmeTour(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, ".data", "webhook-secret"), secret, 0o600))
 	dataEnv := []string{"NATS_URL=" + ns.URL(), "DATABASE_URL=" + db.URL, "INGRESS_ADDR=" + ingressAddr,
-		"SYNCER_HTTP_ADDR=" + syncerAddr, "SYNCER_URL=http://" + syncerAddr}
+		"INGRESS_OPS_ADDR=" + opsAddr, "SYNCER_HTTP_ADDR=" + syncerAddr, "SYNCER_URL=http://" + syncerAddr}
 	requireRunScriptWrites(t, filepath.Join(root, "scripts", "run.sh"), dataEnv)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, ".data", "env"), []byte(strings.Join(dataEnv, "\n")+"\n"), 0o600))
-	services := append(append(slices.Clip(env), dataEnv...), "PORTAL_WEBHOOK_SECRETS="+strings.TrimSpace(string(secret)), "LOG_LEVEL=warn")
+	services := append(append(slices.Clip(env), dataEnv...), "PORTAL_WEBHOOK_SECRETS="+strings.TrimSpace(string(secret)), "LOG_LEVEL=warn", "INGRESS_DRAIN_GRACE=0")
 	migrate := exec.Command(filepath.Join(bin, "syncer"), "migrate")
 	migrate.Dir, migrate.Env = dir, services
 	out, err = migrate.CombinedOutput()
 	require.NoError(t, err, "syncer migrate: %s", out)
 	startBinary(t, dir, services, filepath.Join(bin, "ingress"), "serve")
 	startBinary(t, dir, services, filepath.Join(bin, "syncer"), "run")
-	servicetest.WaitReady(t, "http://"+ingressAddr, nil)
+	servicetest.WaitReady(t, "http://"+opsAddr, nil)
 	servicetest.WaitReady(t, "http://"+syncerAddr, nil)
 
 	_, psqlErr := exec.LookPath("psql")
