@@ -77,9 +77,9 @@ type Config struct {
 	Name string
 	// Replicas is 1 for a single server or 3 for a cluster. Default 1.
 	Replicas int
-	// MaxAge is the replay history window: how long events are kept once
-	// the syncer settled them (applied them, or logged them failed and
-	// dead-lettered them). The server never expires events by age (its
+	// MaxAge is the replay history window: how long after its receipt an
+	// event the syncer has settled (applied, or logged failed and
+	// dead-lettered) is kept. The server never expires events by age (its
 	// max age is unlimited); the syncer's history loop purges events that
 	// are both older than MaxAge and settled, so an event nobody applied
 	// is never deleted for its age. It bounds how far back a resync
