@@ -22,11 +22,10 @@ import (
 //     it has begun: by now there is none to read.
 
 // closeWhileDraining answers with "Connection: close" once stopping is
-// closed: the
-// client leaves the connection after this answer, at a moment it knows,
-// rather than finding it closed under its next request when the listener
-// shuts down (net/http closes the connection after a response whose
-// handler set that header; HTTP/2 sends GOAWAY).
+// closed: the client leaves the connection after this answer, at a moment
+// it knows, rather than finding it closed under its next request when the
+// listener shuts down (net/http closes the connection after a response
+// whose handler set that header; HTTP/2 sends GOAWAY).
 func closeWhileDraining(next http.Handler, stopping <-chan struct{}) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {

@@ -40,7 +40,7 @@ func NewMetrics() *Metrics {
 		}, []string{"status"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "portalsync_ingress_rejected_total",
-			Help: "Webhook requests refused, by reason (signature verification failures, rate limit, allowlist).",
+			Help: "Webhook requests refused, by reason (signature verification failures, rate limit, allowlist, stream full, store unavailable, ...).",
 		}, []string{"reason"}),
 		requestSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "portalsync_ingress_request_seconds",
