@@ -2,10 +2,13 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // The webhook listener shuts down in steps, so that no request a client
@@ -98,4 +101,42 @@ type closeOnceListener struct {
 func (l *closeOnceListener) Close() error {
 	l.once.Do(func() { l.err = l.Listener.Close() })
 	return l.err
+}
+
+// drainWebhooks runs the steps above once Run's context has ended: not
+// ready (readiness.stopping) while the webhook listener still serves for
+// DrainGrace, so that a load balancer stops sending before it closes;
+// then the listener closed, every connection the server has answered
+// before http.Server.Shutdown, which would drop a request read after it
+// began; then closeNATS.
+func drainWebhooks(ctx context.Context, cfg Config, srv *http.Server, ln net.Listener, conns *connStates,
+	serveErr <-chan error, closeNATS func(), log *zap.Logger,
+) error {
+	if cfg.DrainGrace > 0 {
+		log.Info("draining: not ready, still serving", zap.Duration("grace", cfg.DrainGrace))
+		grace := time.NewTimer(cfg.DrainGrace)
+		select {
+		case <-grace.C:
+		case err := <-serveErr:
+			grace.Stop()
+			log.Warn("serve ended during the grace", zap.Error(err))
+		}
+	}
+	log.Info("shutting down")
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
+	defer cancelShutdown()
+	_ = ln.Close()
+	srv.SetKeepAlivesEnabled(false) // closes connections idle through the grace
+	if err := conns.waitQuiet(shutdownCtx); err != nil {
+		log.Warn("requests still in flight at the shutdown timeout", zap.Int("connections", conns.busy()))
+	}
+	shutdownErr := srv.Shutdown(shutdownCtx)
+	if shutdownErr != nil {
+		_ = srv.Close() // past the deadline: cut what is left
+	}
+	closeNATS()
+	if shutdownErr != nil {
+		return fmt.Errorf("shutdown: %w", shutdownErr)
+	}
+	return nil
 }

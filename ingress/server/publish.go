@@ -234,12 +234,20 @@ func (p *pool) Stream(ctx context.Context, name string) (jetstream.Stream, error
 	return p.js[0].Stream(ctx, name)
 }
 
-// ready reports whether every connection is up and the stream reachable.
-func (p *pool) ready(ctx context.Context, streamName string) error {
+// connected reports whether every connection is up, without a request.
+func (p *pool) connected() error {
 	for _, nc := range p.conns {
 		if err := stream.Connected(nc); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// ready reports whether every connection is up and the stream reachable.
+func (p *pool) ready(ctx context.Context, streamName string) error {
+	if err := p.connected(); err != nil {
+		return err
 	}
 	if _, err := p.js[0].Stream(ctx, streamName); err != nil {
 		return fmt.Errorf("stream %s unreachable: %w", streamName, err)

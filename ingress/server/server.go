@@ -470,39 +470,15 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer pub.close()
-	rd := &readiness{stream: cfg.Stream.Name, stopping: ctx.Done(), connected: func() error {
-		for _, nc := range pub.conns {
-			if err := stream.Connected(nc); err != nil {
-				return err
-			}
-		}
-		return nil
-	}}
+	rd := &readiness{stream: cfg.Stream.Name, stopping: ctx.Done(), connected: pub.connected}
 	metrics := NewMetrics()
 	var grouped *batcher // nil: every event published alone
 	if cfg.BatchMax > 1 {
 		grouped = newBatcher(pub, cfg, metrics, log.Named("batch"))
 		defer grouped.close()
 	}
-	// The stream is ensured in the background: the ingress serves (503,
-	// not ready) while NATS is down and accepts events once it is up;
-	// then the stream is checked every ReadinessInterval for /readyz.
-	ensureCtx, cancelEnsure := context.WithCancel(ctx)
-	defer cancelEnsure()
-	ensured := make(chan struct{})
-	ensureErr := make(chan error, 1) // a server that is too old: exit
-	go func() {
-		defer close(ensured)
-		err := pub.ensureStream(ensureCtx, cfg, log)
-		switch {
-		case err == nil:
-			rd.ensured.Store(true)
-			rd.refresh(ensureCtx, cfg.ReadinessInterval, func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) })
-		case ensureCtx.Err() == nil:
-			ensureErr <- err
-		}
-	}()
-	defer func() { cancelEnsure(); <-ensured }()
+	ensureErr, stopEnsure := ensureInBackground(ctx, pub, cfg, rd, log)
+	defer stopEnsure()
 	var handlerPub Publisher = pub
 	if grouped != nil {
 		handlerPub = grouped
@@ -518,41 +494,22 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	ln := &closeOnceListener{Listener: tcpLn}
 	conns := newConnStates()
-	srv := &http.Server{
-		Handler:           closeWhileDraining(h, ctx.Done()),
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.ReadTimeout + cfg.PublishTimeout,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          limitedStdLog(log.Named("http")),
-		ConnState:         conns.track,
-	}
-	ops := &http.Server{
-		Handler:           h.Ops(),
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.ReadTimeout,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          limitedStdLog(log.Named("ops")),
-	}
+	srv, ops := newServers(ctx, cfg, h, conns, log)
+	// Both servers are joined before Run returns, after the operations
+	// listener's shutdown below.
+	var serving sync.WaitGroup
+	defer serving.Wait()
 	serveErr := make(chan error, 2)
-	if cfg.TLSCertFile != "" {
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-		go func() { serveErr <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile) }()
-	} else {
-		go func() { serveErr <- srv.Serve(ln) }()
-	}
-	go func() { serveErr <- ops.Serve(opsLn) }()
-	// The operations listener closes last: /readyz answers until the end.
-	defer func() {
-		opsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer cancel()
-		if ops.Shutdown(opsCtx) != nil {
-			_ = ops.Close()
+	serving.Go(func() {
+		if cfg.TLSCertFile != "" {
+			serveErr <- srv.ServeTLS(ln, cfg.TLSCertFile, cfg.TLSKeyFile)
+			return
 		}
-	}()
+		serveErr <- srv.Serve(ln)
+	})
+	serving.Go(func() { serveErr <- ops.Serve(opsLn) })
+	// The operations listener closes last: /readyz answers until the end.
+	defer shutdownOps(ctx, ops)
 	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("ops_addr", opsLn.Addr().String()),
 		zap.String("path", WebhookPath), zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""),
 		zap.Float64("rate_limit", cfg.RateLimit), zap.Bool("dataverse", cfg.Dataverse != nil))
@@ -568,39 +525,72 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	case <-ctx.Done():
 	}
-	// Not ready since ctx ended (rd.stopping), while the webhook listener
-	// still serves: a load balancer stops sending before it closes.
-	if cfg.DrainGrace > 0 {
-		log.Info("draining: not ready, still serving", zap.Duration("grace", cfg.DrainGrace))
-		grace := time.NewTimer(cfg.DrainGrace)
-		select {
-		case <-grace.C:
-		case err := <-serveErr:
-			grace.Stop()
-			log.Warn("serve ended during the grace", zap.Error(err))
+	return drainWebhooks(ctx, cfg, srv, ln, conns, serveErr, func() {
+		grouped.close() // its last batches publish before the connections drain
+		pub.drain(log)
+	}, log)
+}
+
+// ensureInBackground ensures the stream while the ingress serves (503, not
+// ready, while NATS is down: events are accepted once it is up), then
+// checks the stream every ReadinessInterval for /readyz. It returns the
+// channel a permanent failure (a server too old) arrives on, and the
+// function that stops it and waits for it.
+func ensureInBackground(ctx context.Context, pub *pool, cfg Config, rd *readiness, log *zap.Logger) (<-chan error, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	failed := make(chan error, 1)
+	go func() {
+		defer close(done)
+		err := pub.ensureStream(ctx, cfg, log)
+		switch {
+		case err == nil:
+			rd.ensured.Store(true)
+			rd.refresh(ctx, cfg.ReadinessInterval, func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) })
+		case ctx.Err() == nil:
+			failed <- err
 		}
+	}()
+	return failed, func() { cancel(); <-done }
+}
+
+// shutdownOps shuts the operations server down within a second, and
+// closes it past that.
+func shutdownOps(ctx context.Context, ops *http.Server) {
+	opsCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if ops.Shutdown(opsCtx) != nil {
+		_ = ops.Close()
 	}
-	log.Info("shutting down")
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-	defer cancelShutdown()
-	// See drain.go: new connections refused, then every connection the
-	// server has is answered before Shutdown, which would drop a request
-	// read after it began.
-	_ = ln.Close()
-	srv.SetKeepAlivesEnabled(false) // closes connections idle through the grace
-	if err := conns.waitQuiet(shutdownCtx); err != nil {
-		log.Warn("requests still in flight at the shutdown timeout", zap.Int("connections", conns.busy()))
+}
+
+// newServers returns the webhook server, which answers with
+// "Connection: close" once ctx ends and reports its connections to conns,
+// and the operations server.
+func newServers(ctx context.Context, cfg Config, h *Handler, conns *connStates, log *zap.Logger) (srv, ops *http.Server) {
+	srv = &http.Server{
+		Handler:           closeWhileDraining(h, ctx.Done()),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.ReadTimeout + cfg.PublishTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          limitedStdLog(log.Named("http")),
+		ConnState:         conns.track,
 	}
-	shutdownErr := srv.Shutdown(shutdownCtx)
-	if shutdownErr != nil {
-		_ = srv.Close() // past the deadline: cut what is left
+	if cfg.TLSCertFile != "" {
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	grouped.close() // its last batches publish before the connections drain
-	pub.drain(log)
-	if shutdownErr != nil {
-		return fmt.Errorf("shutdown: %w", shutdownErr)
+	ops = &http.Server{
+		Handler:           h.Ops(),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.ReadTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ErrorLog:          limitedStdLog(log.Named("ops")),
 	}
-	return nil
+	return srv, ops
 }
 
 // listen opens the webhook and operations listeners, or takes those
