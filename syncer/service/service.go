@@ -257,41 +257,41 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		consRef.Store(cons)
 		startup.Store(nil)
 
-		// The lag poller and the history trimmer use NATS and the purge
-		// loop the pool: all are joined here, before nc.Drain below and the
-		// deferred pool.Close.
-		var bg sync.WaitGroup
-		bgCtx, cancelBg := context.WithCancel(ctx)
-		defer bg.Wait()
-		defer cancelBg()
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			pollLag(bgCtx, js, cfg.Stream.Name, cons.ConsumerConfig().Durable, metrics, log)
-		}()
-		trimmer, err := history.New(js, history.Config{Stream: cfg.Stream, Durable: cons.ConsumerConfig().Durable,
-			Interval: cfg.HistoryInterval}, historyMetrics, log.Named("history"))
+		// Joined here, before nc.Drain below and the deferred pool.Close.
+		stopBackground, err := startBackground(ctx, cfg, js, st, cons.ConsumerConfig().Durable, metrics, historyMetrics, log)
 		if err != nil {
 			return err
 		}
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			trimmer.Run(bgCtx)
-		}()
-		if cfg.LogRetention > 0 {
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				purgeLoop(bgCtx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
-			}()
-		}
+		defer stopBackground()
 		return cons.Run(ctx)
 	}()
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn("drain nats", zap.Error(err))
 	}
 	return runErr
+}
+
+// startBackground starts the loops beside the consumer: the lag poller
+// and the history trimmer, which use NATS, and the purge loop, which uses
+// the pool. The function it returns stops them and waits for each.
+func startBackground(ctx context.Context, cfg Config, js jetstream.JetStream, st *store.Store, durable string,
+	metrics *consumer.Metrics, historyMetrics *history.Metrics, log *zap.Logger,
+) (func(), error) {
+	trimmer, err := history.New(js, history.Config{Stream: cfg.Stream, Durable: durable, Interval: cfg.HistoryInterval},
+		historyMetrics, log.Named("history"))
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	bg.Go(func() { pollLag(ctx, js, cfg.Stream.Name, durable, metrics, log) })
+	bg.Go(func() { trimmer.Run(ctx) })
+	if cfg.LogRetention > 0 {
+		bg.Go(func() {
+			purgeLoop(ctx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
+		})
+	}
+	return func() { cancel(); bg.Wait() }, nil
 }
 
 // notWhenStopping is the readiness check of a service whose run context
