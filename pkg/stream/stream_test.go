@@ -67,11 +67,7 @@ func TestEnsureCreatesReplayableStream(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Run(t)
 	ctx := context.Background()
-	nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := connectJS(t, srv)
 
 	s, err := stream.Ensure(ctx, js, stream.Config{Name: "EVENTS_T", DuplicateWindow: time.Minute})
 	require.NoError(t, err)
@@ -112,15 +108,11 @@ func TestEnsureUpdatesOnlyWhatDiffers(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Run(t)
 	ctx := context.Background()
-	nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := connectJS(t, srv)
 	c := &countingStreams{StreamManager: js}
 
 	cfg := stream.Config{Name: "EVENTS_U", DuplicateWindow: time.Minute}
-	_, err = stream.Ensure(ctx, c, cfg)
+	_, err := stream.Ensure(ctx, c, cfg)
 	require.NoError(t, err)
 	require.Equal(t, 1, c.updates, "created")
 	for range 3 {
@@ -149,16 +141,12 @@ func TestEnsureUpdatesStreamOfEarlierVersion(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Run(t)
 	ctx := context.Background()
-	nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := connectJS(t, srv)
 
 	cfg := stream.Config{Name: "EVENTS_OLD", MaxBytes: 8 << 20}
 	old := cfg.WithDefaults().JetStreamConfig()
 	old.Discard, old.MaxAge, old.AllowAtomicPublish = jetstream.DiscardOld, stream.DefaultMaxAge, false
-	_, err = js.CreateStream(ctx, old)
+	_, err := js.CreateStream(ctx, old)
 	require.NoError(t, err)
 	_, err = js.Publish(ctx, "portal.member.m1", []byte(`{}`))
 	require.NoError(t, err)
@@ -179,14 +167,6 @@ func TestEnsureUpdatesStreamOfEarlierVersion(t *testing.T) {
 func TestIsFull(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	connect := func(t *testing.T, srv *natstest.Server) jetstream.JetStream {
-		nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
-		require.NoError(t, err)
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		require.NoError(t, err)
-		return js
-	}
 	fill := func(t *testing.T, js jetstream.JetStream, body []byte) error {
 		for range 10000 {
 			if _, err := js.Publish(ctx, "portal.member.m1", body); err != nil {
@@ -199,7 +179,7 @@ func TestIsFull(t *testing.T) {
 
 	t.Run("MaxBytes", func(t *testing.T) {
 		t.Parallel()
-		js := connect(t, natstest.Run(t))
+		js := connectJS(t, natstest.Run(t))
 		s, err := stream.Ensure(ctx, js, stream.Config{Name: "FULL_BYTES", MaxMsgSize: 1024, MaxBytes: stream.MinMaxBytes(1024)})
 		require.NoError(t, err)
 		err = fill(t, js, make([]byte, 512))
@@ -212,7 +192,7 @@ func TestIsFull(t *testing.T) {
 	})
 	t.Run("MaxMsgs", func(t *testing.T) {
 		t.Parallel()
-		js := connect(t, natstest.Run(t))
+		js := connectJS(t, natstest.Run(t))
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FULL_MSGS", Subjects: []string{"portal.member.>"},
 			MaxMsgs: 3, Discard: jetstream.DiscardNew})
 		require.NoError(t, err)
@@ -222,7 +202,7 @@ func TestIsFull(t *testing.T) {
 	})
 	t.Run("ServerStorage", func(t *testing.T) {
 		t.Parallel()
-		js := connect(t, natstest.Run(t, func(o *server.Options) { o.JetStreamMaxStore = 256 << 10 }))
+		js := connectJS(t, natstest.Run(t, func(o *server.Options) { o.JetStreamMaxStore = 256 << 10 }))
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "FULL_SERVER", Subjects: []string{"portal.member.>"}})
 		require.NoError(t, err)
 		err = fill(t, js, make([]byte, 4096))
@@ -231,7 +211,7 @@ func TestIsFull(t *testing.T) {
 	})
 	t.Run("NotFull", func(t *testing.T) {
 		t.Parallel()
-		js := connect(t, natstest.Run(t))
+		js := connectJS(t, natstest.Run(t))
 		_, err := stream.Ensure(ctx, js, stream.Config{Name: "NOT_FULL", MaxMsgSize: 1024})
 		require.NoError(t, err)
 		_, err = js.Publish(ctx, "portal.member.m1", make([]byte, 2048))
@@ -243,4 +223,16 @@ func TestIsFull(t *testing.T) {
 		require.False(t, stream.IsFull(nil))
 		require.False(t, stream.IsFull(errors.New("maximum bytes exceeded")), "only the server's API error")
 	})
+}
+
+// connectJS connects to srv as the services do and returns its JetStream
+// API; the connection is closed when the test ends.
+func connectJS(t *testing.T, srv *natstest.Server) jetstream.JetStream {
+	t.Helper()
+	nc, err := stream.Connect(context.Background(), srv.URL(), "test", zaptest.NewLogger(t))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	return js
 }
