@@ -120,22 +120,30 @@ func BenchmarkGroupCommit(b *testing.B) {
 	}
 }
 
+// embeddedNATS starts a JetStream server in the process (file storage;
+// sync_interval always when syncAlways) and returns its URL and the
+// function that stops it.
+func embeddedNATS(b *testing.B, syncAlways bool) (url string, stop func()) {
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true,
+		SyncAlways: syncAlways, // sync_interval: always
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats-server not ready")
+	}
+	return ns.ClientURL(), func() { ns.Shutdown(); ns.WaitForShutdown() }
+}
+
 func benchIngress(b *testing.B, syncAlways, grouping bool, senders int) {
 	natsURL := os.Getenv(map[bool]string{true: "BENCH_NATS_ALWAYS_URL", false: "BENCH_NATS_DEFAULT_URL"}[syncAlways])
 	if natsURL == "" {
-		ns, err := natsserver.NewServer(&natsserver.Options{
-			Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true,
-			SyncAlways: syncAlways, // sync_interval: always
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		go ns.Start()
-		if !ns.ReadyForConnections(10 * time.Second) {
-			b.Fatal("nats-server not ready")
-		}
-		defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-		natsURL = ns.ClientURL()
+		var stop func()
+		natsURL, stop = embeddedNATS(b, syncAlways)
+		defer stop()
 	}
 	// A stream of its own for each run (an external server keeps them).
 	streamName := fmt.Sprintf("BENCH_%d", time.Now().UnixNano())
@@ -282,18 +290,9 @@ func scrape(b *testing.B, base, sample string) float64 {
 // embedded server with file storage and sync_interval always. size=1 is a
 // plain synchronous publish. ns/op is one batch.
 func BenchmarkAtomicBatchCost(b *testing.B) {
-	ns, err := natsserver.NewServer(&natsserver.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true, SyncAlways: true,
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats-server not ready")
-	}
-	defer func() { ns.Shutdown(); ns.WaitForShutdown() }()
-	nc, err := nats.Connect(ns.ClientURL())
+	natsURL, stop := embeddedNATS(b, true)
+	defer stop()
+	nc, err := nats.Connect(natsURL)
 	if err != nil {
 		b.Fatal(err)
 	}
