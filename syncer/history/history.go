@@ -199,27 +199,35 @@ type msgGetResponse struct {
 // leader (a get by start time over every subject), so that a lagging
 // replica cannot make younger events look older.
 func (t *Trimmer) firstAtOrAfter(ctx context.Context, at time.Time, lastSeq uint64) (uint64, error) {
-	req, err := json.Marshal(map[string]any{"start_time": at.UTC(), "next_by_subj": ">", "no_hdr": true})
-	if err != nil {
-		return 0, err
-	}
-	msg, err := t.js.Conn().RequestWithContext(ctx, apiPrefix+"STREAM.MSG.GET."+t.cfg.Stream.Name, req)
-	if err != nil {
-		return 0, fmt.Errorf("find the first event after %s: %w", at.UTC().Format(time.RFC3339), err)
-	}
 	var resp msgGetResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return 0, fmt.Errorf("find the first event after %s: %w", at.UTC().Format(time.RFC3339), err)
-	}
+	err := t.request(ctx, "STREAM.MSG.GET."+t.cfg.Stream.Name,
+		map[string]any{"start_time": at.UTC(), "next_by_subj": ">", "no_hdr": true}, &resp)
 	switch {
-	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+	case err == nil && resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
 		return lastSeq + 1, nil
-	case resp.Error != nil:
-		return 0, fmt.Errorf("find the first event after %s: %w", at.UTC().Format(time.RFC3339), resp.Error)
-	case resp.Message == nil:
-		return 0, fmt.Errorf("find the first event after %s: empty answer", at.UTC().Format(time.RFC3339))
+	case err == nil && resp.Error != nil:
+		err = resp.Error
+	case err == nil && resp.Message == nil:
+		err = errors.New("empty answer")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("find the first event after %s: %w", at.UTC().Format(time.RFC3339), err)
 	}
 	return resp.Message.Sequence, nil
+}
+
+// request sends a JetStream API request (subject after the API prefix)
+// and decodes the answer into resp.
+func (t *Trimmer) request(ctx context.Context, subject string, req, resp any) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	msg, err := t.js.Conn().RequestWithContext(ctx, apiPrefix+subject, data)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(msg.Data, resp)
 }
 
 // purgeResponse is a JetStream purge answer.
@@ -233,23 +241,16 @@ type purgeResponse struct {
 // request Stream.Purge(ctx, jetstream.WithPurgeSequence(seq)) sends, whose
 // answer it does not return).
 func (t *Trimmer) purge(ctx context.Context, seq uint64) (uint64, error) {
-	req, err := json.Marshal(jetstream.StreamPurgeRequest{Sequence: seq})
-	if err != nil {
-		return 0, err
-	}
-	msg, err := t.js.Conn().RequestWithContext(ctx, apiPrefix+"STREAM.PURGE."+t.cfg.Stream.Name, req)
-	if err != nil {
-		return 0, fmt.Errorf("purge below seq %d: %w", seq, err)
-	}
 	var resp purgeResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+	err := t.request(ctx, "STREAM.PURGE."+t.cfg.Stream.Name, jetstream.StreamPurgeRequest{Sequence: seq}, &resp)
+	switch {
+	case err == nil && resp.Error != nil:
+		err = resp.Error
+	case err == nil && !resp.Success:
+		err = errors.New("not done")
+	}
+	if err != nil {
 		return 0, fmt.Errorf("purge below seq %d: %w", seq, err)
-	}
-	if resp.Error != nil {
-		return 0, fmt.Errorf("purge below seq %d: %w", seq, resp.Error)
-	}
-	if !resp.Success {
-		return 0, fmt.Errorf("purge below seq %d: not done", seq)
 	}
 	return resp.Purged, nil
 }
