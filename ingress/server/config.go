@@ -105,8 +105,9 @@ type Config struct {
 	// MaxHeaderBytes bounds request headers. Default 16 KiB.
 	MaxHeaderBytes int
 	// RateLimit is the requests per second allowed from one source address
-	// on the webhook path; 0 turns the limit off. RateBurst is the bucket
-	// size (default twice the rate). An IPv6 source counts by its /64.
+	// on the webhook paths (portal and Dataverse); 0 turns the limit off.
+	// RateBurst is the bucket size (default twice the rate). An IPv6
+	// source counts by its /64.
 	RateLimit float64
 	RateBurst int
 	// RateLimitSources is how many sources the rate limit tracks, the
