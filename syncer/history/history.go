@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -58,7 +59,6 @@ type Config struct {
 // JetStream is what the loop needs of a JetStream client.
 type JetStream interface {
 	Stream(ctx context.Context, name string) (jetstream.Stream, error)
-	Consumer(ctx context.Context, stream, consumer string) (jetstream.Consumer, error)
 	Conn() *nats.Conn
 }
 
@@ -118,7 +118,9 @@ type Result struct {
 
 // Trim purges, once, what is settled and past the window or over the size
 // threshold. A missing durable consumer means nothing is known to be
-// settled: nothing is purged.
+// settled: nothing is purged. Another durable consumer that acknowledges
+// (a second deployment, a consumer renamed during a rolling update) holds
+// the trim back at its own ack floor too.
 func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 	cutoff := t.cfg.Now().Add(-t.cfg.Stream.MaxAge)
 	s, err := t.js.Stream(ctx, t.cfg.Stream.Name)
@@ -131,17 +133,13 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 	if st.Msgs == 0 {
 		return Result{}, nil
 	}
-	c, err := t.js.Consumer(ctx, t.cfg.Stream.Name, t.cfg.Durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return Result{}, nil
-	}
-	if err != nil {
-		return Result{}, fmt.Errorf("consumer %s: %w", t.cfg.Durable, err)
+	ackFloor, ok, err := t.settledFloor(ctx, s)
+	if err != nil || !ok {
+		return Result{}, err
 	}
 	// Everything at or below the ack floor is settled; the first sequence
 	// that may not be is its successor, and nothing from there on is ever
 	// purged.
-	ackFloor := c.CachedInfo().AckFloor.Stream
 	limit := ackFloor + 1
 	if limit <= st.FirstSeq {
 		return Result{}, nil
@@ -170,6 +168,30 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 			zap.Uint64("ack_floor", ackFloor), zap.String("reason", reason))
 	}
 	return Result{Purged: purged, Below: below, Reason: reason}, nil
+}
+
+// settledFloor returns the highest stream sequence at or below which every
+// event is settled for every durable consumer that acknowledges: the
+// lowest of their ack floors. ok is false when the syncer's own durable
+// does not exist (nothing is known to be settled). Consumers that do not
+// acknowledge (replay's ordered consumers) settle nothing and are not
+// counted.
+func (t *Trimmer) settledFloor(ctx context.Context, s jetstream.Stream) (floor uint64, ok bool, err error) {
+	floor = math.MaxUint64
+	list := s.ListConsumers(ctx)
+	for info := range list.Info() {
+		if info.Config.Durable == "" || info.Config.AckPolicy == jetstream.AckNonePolicy {
+			continue
+		}
+		if info.Name == t.cfg.Durable {
+			ok = true
+		}
+		floor = min(floor, info.AckFloor.Stream)
+	}
+	if err := list.Err(); err != nil {
+		return 0, false, fmt.Errorf("consumers of %s: %w", t.cfg.Stream.Name, err)
+	}
+	return floor, ok, nil
 }
 
 // sizeCut returns the sequence below which the oldest events must go for

@@ -160,6 +160,26 @@ func TestTrim(t *testing.T) {
 		require.Zero(t, b.trim(t, later()).Purged, "without the consumer nothing is known to be settled")
 		require.Equal(t, uint64(5), b.state(t).Msgs)
 	})
+	t.Run("AnotherDurableHoldsItBack", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, stream.Config{MaxAge: window})
+		// A second acknowledging durable (another deployment, or the
+		// consumer renamed during a rolling update) has settled nothing:
+		// what the first settled is still unapplied for it.
+		_, err := b.stream.CreateConsumer(context.Background(), jetstream.ConsumerConfig{Durable: "other", AckPolicy: jetstream.AckExplicitPolicy})
+		require.NoError(t, err)
+		// A consumer that does not acknowledge (replay's ordered reads)
+		// settles nothing and holds nothing back.
+		_, err = b.stream.CreateConsumer(context.Background(), jetstream.ConsumerConfig{Durable: "reader", AckPolicy: jetstream.AckNonePolicy})
+		require.NoError(t, err)
+		b.publish(t, 5, 100)
+		b.settle(t, all)
+		require.Zero(t, b.trim(t, later()).Purged)
+		require.Equal(t, uint64(5), b.state(t).Msgs)
+
+		require.NoError(t, b.js.DeleteConsumer(context.Background(), "EVENTS", "other"))
+		require.Equal(t, uint64(5), b.trim(t, later()).Purged, "once it is gone, the syncer's floor decides")
+	})
 	t.Run("SettledOverThreeQuartersOfMaxBytes", func(t *testing.T) {
 		t.Parallel()
 		cfg := stream.Config{MaxAge: window, MaxMsgSize: 1024, MaxBytes: stream.MinMaxBytes(1024)}
