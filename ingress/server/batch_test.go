@@ -347,7 +347,9 @@ func TestOutageAnswersAtOnce(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, http.StatusServiceUnavailable, r.Status, string(r.Body))
 		require.Equal(t, "urn:portalsync:problem:store-unavailable", decodeProblem(t, r).Type)
-		require.Less(t, took, time.Second, "answered long before the publish timeout (%v)", publishTimeout)
+		// Issue 19: within 100 ms once the client knows the connection is
+		// down (measured 1-14 ms), not after the publish timeout.
+		require.Less(t, took, 100*time.Millisecond, "answered long before the publish timeout (%v)", publishTimeout)
 		t.Logf("503 during the outage after %v (publish timeout %v)", took, publishTimeout)
 	}
 

@@ -61,8 +61,9 @@ type Handler struct {
 	metrics  *Metrics
 	// dataverse is the Dataverse intake; nil when not configured.
 	dataverse *dataverseIntake
-	// rejectLog writes the access lines of 4xx answers, sampled: see
-	// sampledRejections.
+	// rejectLog writes the access lines of 4xx answers and the cause of
+	// each 503 (a portal retrying against a full stream or a NATS outage
+	// would otherwise double the log), sampled: see sampledRejections.
 	rejectLog *zap.Logger
 	// ops serves /healthz, /readyz and /metrics (Ops).
 	ops *echo.Echo
@@ -330,7 +331,7 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstr
 	h.metrics.publishSeconds.Observe(time.Since(published).Seconds())
 	if stream.IsFull(err) {
 		c.Set(ctxReason, "stream_full")
-		h.log.Warn("stream full: event refused", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
+		h.rejectLog.Warn("stream full: event refused", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
 		p := newProblem(http.StatusServiceUnavailable, "stream-full", "Event stream full",
 			"the event stream has reached its size limit and refuses new events until events are removed or the limit raised; nothing was stored, retry later")
 		p.Reason = "stream_full"
@@ -340,7 +341,7 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstr
 	}
 	if err != nil {
 		c.Set(ctxReason, "store_unavailable")
-		h.log.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
+		h.rejectLog.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
 		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
 			"the event may not have been stored; retry it later (a repeat with the same webhook-id is stored once)")
 		p.retryAfter = h.cfg.RetryAfter
