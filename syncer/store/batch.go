@@ -21,28 +21,39 @@ type Item struct {
 	Meta  Meta
 }
 
-// ApplyBatch applies many events in one transaction with set-based
-// statements: the batch's events are reduced, per row, to the newest one in
+// ApplyBatch applies many events with set-based statements, in one
+// transaction on the Store's DBTX (over a transaction: in a savepoint of
+// it). The batch's events are reduced, per row, to the newest one in
 // portal order (which is what applying them one by one yields, whatever
 // the order), then each table gets one multi-row upsert whose rows are
 // sorted by key, so concurrent batches lock rows in the same order. It
 // returns one Result per item, in order. When the transaction fails, no
 // item is applied: the caller retries or falls back to one batch per event
-// to isolate a bad one. Errors are classified (KindOf).
+// to isolate a bad one. Errors are classified here, once (KindOf). A
+// single event is a batch of one (Apply).
 //
-// Organization rows are shared by every member of an organization, so
-// every concurrent batch would queue on them for its whole transaction:
-// ApplyBatch upserts them first in a short statement of their own (safe on
-// its own: the newest-event rule makes it idempotent, and a retried batch
-// finds them done). A batch of one does the same (Apply).
+// Organizations first: organization rows are shared by every member of an
+// organization, and an upsert locks the rows it meets even when it writes
+// nothing, so inside the batch's transaction every concurrent batch of an
+// organization would queue on its row until the first commits (measured in
+// a27998c: part of the step from 8k to 25k events/s, docs/BENCHMARKS.md).
+// They are upserted first, in a short transaction of their own (over a
+// caller's transaction, a savepoint: the caller holds the locks until it
+// commits). That is safe on its own: the newest-event rule makes it
+// idempotent, and a failed or retried batch finds them done.
 func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) {
+	now := s.now()
 	orgArgs := organizationArgs(items)
-	if _, err := s.pool.Exec(ctx, upsertOrganizationsSQL, orgArgs...); err != nil {
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, upsertOrganizationsSQL, orgArgs...)
+		return err
+	})
+	if err != nil {
 		return nil, interpretError(fmt.Errorf("apply batch of %d: upsert organizations: %w", len(items), err))
 	}
 	var res []Result
-	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		b := &batch{tx: tx, items: items, results: make([]Result, len(items)), orgArgs: orgArgs, now: s.now()}
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		b := &batch{tx: tx, items: items, results: make([]Result, len(items)), orgKeys: orgArgs[0].([]string), now: now}
 		if err := b.run(ctx); err != nil {
 			return err
 		}
@@ -55,23 +66,13 @@ func (s *Store) ApplyBatch(ctx context.Context, items []Item) ([]Result, error) 
 	return res, nil
 }
 
-// Apply applies one event: a batch of one, with its organization upserted
-// before the transaction exactly as ApplyBatch does.
+// Apply applies one event: a batch of one.
 func (s *Store) Apply(ctx context.Context, ev *event.Event, meta Meta) (Result, error) {
 	res, err := s.ApplyBatch(ctx, []Item{{Event: ev, Meta: meta}})
 	if err != nil {
 		return Result{}, fmt.Errorf("apply event %s: %w", ev.ID, err)
 	}
 	return res[0], nil
-}
-
-// ApplyBatchTx is ApplyBatch inside the caller's transaction.
-func ApplyBatchTx(ctx context.Context, tx pgx.Tx, items []Item) ([]Result, error) {
-	b := &batch{tx: tx, items: items, results: make([]Result, len(items)), now: time.Now()}
-	if err := b.run(ctx); err != nil {
-		return nil, err
-	}
-	return b.results, nil
 }
 
 type batch struct {
@@ -86,9 +87,8 @@ type batch struct {
 	// notes are what changed for a member beyond its rows' values (access
 	// revoked or restored, status), told in the log of its last event.
 	notes map[string][]string // portal member id -> notes
-	// orgArgs, when set, are the organizations already upserted before the
-	// transaction (organizationArgs of the items).
-	orgArgs []any
+	// orgKeys are the organizations upserted before the transaction.
+	orgKeys []string
 	profIDs map[string]string // portal member id -> uuid
 	created map[string]bool   // portal member ids inserted by this batch
 	// failed are the indexes of the items refused before applying (dated
@@ -331,19 +331,13 @@ var upsertOrganizationsSQL = `
 	    portal_event_id = excluded.portal_event_id, updated_at = now()
 	WHERE excluded.portal_updated_at IS NOT NULL AND ` + newerExcluded("o", "o.name IS DISTINCT FROM excluded.name")
 
+// organizations reads the ids of the organizations upserted before the
+// transaction (ApplyBatch). FOR KEY SHARE, as the log's foreign key took it
+// before 00022: an organization deleted meanwhile waits for this
+// transaction, so that its trigger clears the ids this batch logs.
 func (b *batch) organizations(ctx context.Context) error {
-	args := b.orgArgs
-	if args == nil {
-		args = organizationArgs(b.items)
-		if _, err := b.tx.Exec(ctx, upsertOrganizationsSQL, args...); err != nil {
-			return fmt.Errorf("upsert organizations: %w", err)
-		}
-	}
-	// FOR KEY SHARE, as the log's foreign key took it before 00022: an
-	// organization deleted meanwhile waits for this transaction, so that
-	// its trigger clears the ids this batch logs.
 	var err error
-	b.orgIDs, err = b.ids(ctx, `SELECT portal_org_id, id::text FROM public.organizations WHERE portal_org_id = ANY($1) FOR KEY SHARE`, args[0].([]string))
+	b.orgIDs, err = b.ids(ctx, `SELECT portal_org_id, id::text FROM public.organizations WHERE portal_org_id = ANY($1) FOR KEY SHARE`, b.orgKeys)
 	if err != nil {
 		return fmt.Errorf("read organization ids: %w", err)
 	}

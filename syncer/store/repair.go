@@ -69,7 +69,7 @@ var futureResets = []struct{ table, sql string }{
 func (s *Store) RepairFutureTimes(ctx context.Context, maxAhead time.Duration, dryRun bool) (FutureRepair, error) {
 	rep := FutureRepair{Rows: map[string]int64{}}
 	limit := s.now().Add(maxAhead)
-	tx, err := s.pool.Begin(ctx)
+	tx, err := s.db.Begin(ctx)
 	if err != nil {
 		return rep, fmt.Errorf("repair future times: %w", err)
 	}
