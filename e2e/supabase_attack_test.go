@@ -72,7 +72,7 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 }
 
 // Who may execute the project's functions and the access-token hook, by
-// the catalog: the syncer's role the three it calls, the app's users the
+// the catalog: the syncer's role the four it calls, the app's users the
 // policy helpers, Supabase Auth the hook, nobody else but their owner
 // (the trigger functions nobody) — service_role included, which
 // Supabase's default privileges hand every function postgres creates in
@@ -98,6 +98,7 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 		"custom_access_token_hook supabase_auth_admin",
 		"erase_member portalsync_syncer",
 		"link_members portalsync_syncer",
+		"newer portalsync_syncer", // the upserts' guard (00026), inlined
 		// The policy helpers (docs/ACCESS.md).
 		"managed_profile_ids authenticated",
 		"my_org_ids authenticated",

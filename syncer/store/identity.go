@@ -13,18 +13,6 @@ import (
 // auth.users (sign-up, e-mail confirmation) decides with the very same
 // rules.
 
-// linkMembersSQL links the members $1 that have no link yet to the
-// accounts with their confirmed e-mail, or with an e-mail their applied
-// events carried ($2[i] for $3[i]). applyAccessSQL, later in the same
-// transaction, writes the links onto the profiles.
-const linkMembersSQL = `SELECT portal_member_id, outcome FROM portalsync.link_members($1::text[], $2::text[], $3::text[])`
-
-// applyAccessSQL derives the members' profile status from their
-// memberships, bans the accounts of inactive members (deleting their
-// sessions), lifts the sync's bans of active ones, and mirrors links and
-// ban flags onto the profiles.
-const applyAccessSQL = `SELECT portal_member_id, change FROM portalsync.apply_access($1::text[])`
-
 // identityNote is the sync-log words for an outcome of linkMembersSQL or
 // applyAccessSQL (false for an outcome the log does not mention). None
 // holds personal data: a shared e-mail is never named.

@@ -94,21 +94,6 @@ type Failure struct {
 	Reason     string
 }
 
-// insertFailedSQL writes one failed row ($1 event id, $2 type, $3
-// member, $4 portal organization, $5 reason, $6 occurred, $7 received, $8
-// stream sequence, $9 attempt), once per stream sequence. The organization
-// is linked when the app knows it, read FOR KEY SHARE as the log's foreign
-// key did before migration 00022: a concurrent deletion waits, and its
-// trigger clears the id.
-const insertFailedSQL = `
-	INSERT INTO public.portal_sync_log
-	  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail,
-	   occurred_at, received_at, stream_seq, attempt)
-	VALUES ($1, $2, nullif($3, ''), nullif($4, ''),
-	        (SELECT id FROM public.organizations WHERE portal_org_id = $4 FOR KEY SHARE),
-	        'failed', $5, $6, $7, $8, $9)
-	ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`
-
 // LogFailure writes one failed row to the sync log (insertFailedSQL).
 func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 	_, err := s.db.Exec(ctx, insertFailedSQL,
@@ -125,7 +110,7 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 // refuses the query).
 func (s *Store) Ping(ctx context.Context) error {
 	var one int
-	if err := s.db.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+	if err := s.db.QueryRow(ctx, pingSQL).Scan(&one); err != nil {
 		return interpretError(fmt.Errorf("ping database: %w", err))
 	}
 	return nil
@@ -157,11 +142,7 @@ func (s *Store) PurgeLog(ctx context.Context, retention time.Duration, batch int
 	batch = max(batch, 1)
 	var total int64
 	for {
-		tag, err := s.db.Exec(ctx, `
-			DELETE FROM public.portal_sync_log WHERE id IN (
-			  SELECT id FROM public.portal_sync_log
-			  WHERE processed_at < now() - make_interval(secs => $1)
-			  ORDER BY id LIMIT $2)`, retention.Seconds(), batch)
+		tag, err := s.db.Exec(ctx, purgeLogSQL, retention.Seconds(), batch)
 		if err != nil {
 			return total, fmt.Errorf("purge log: %w", err)
 		}
