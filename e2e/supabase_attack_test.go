@@ -98,11 +98,11 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 		"custom_access_token_hook supabase_auth_admin",
 		"erase_member portalsync_syncer",
 		"link_members portalsync_syncer",
-		"newer portalsync_syncer", // the upserts' guard (00026), inlined
 		// The policy helpers (docs/ACCESS.md).
 		"managed_profile_ids authenticated",
 		"my_org_ids authenticated",
 		"my_profile_id authenticated",
+		"newer portalsync_syncer", // the upserts' guard (00026), inlined
 	}, holders, "every function of the portalsync schema, and the hook")
 }
 
