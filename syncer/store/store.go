@@ -1,7 +1,8 @@
 // Package store applies membership events to the Likeperson database: the
 // profile, organization, membership and role rows, the auth side effects of
 // deactivation, and the sync log, in one transaction per batch of events
-// (ApplyBatch; a single event is a batch of one).
+// (ApplyBatch: the organizations they name go first, in a short one of
+// their own; a single event is a batch of one).
 package store
 
 import (

@@ -69,6 +69,9 @@ func upsertOrganizations(ctx context.Context, db DBTX, orgs []orgRow) error {
 // waits for this transaction, so that its trigger clears the ids the
 // batch logs.
 func organizationIDs(ctx context.Context, db DBTX, orgs []orgRow) (map[string]string, error) {
+	if len(orgs) == 0 {
+		return map[string]string{}, nil
+	}
 	keys := make([]string, len(orgs))
 	for i, o := range orgs {
 		keys[i] = o.id
