@@ -36,6 +36,8 @@ type written struct {
 	inserted map[pair]bool // memberships inserted by this batch
 	role     map[pair]heldStamp
 	notes    map[string][]string
+	// memberOf and orgOf map uuids back to portal ids (pairByIDs).
+	memberOf, orgOf map[string]string
 }
 
 // held is what the tables hold after a batch, for the parts of one

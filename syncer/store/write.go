@@ -1,10 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgtype"
@@ -152,7 +154,8 @@ func upsertMemberships(ctx context.Context, db DBTX, ms []membershipRow, w *writ
 	profs, orgs, statuses := make([]string, n), make([]string, n), make([]string, n)
 	deact, ats, latest := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n), make([]time.Time, n)
 	eids := make([]pgtype.Text, n)
-	for i, m := range ms {
+	for i, j := range inKeyOrder(w, n, func(i int) pair { return ms[i].pair }) {
+		m := ms[j]
 		profs[i], orgs[i], statuses[i], latest[i] = w.profIDs[m.member], w.orgIDs[m.org], "active", m.latest
 		if m.status != "" {
 			statuses[i], ats[i], eids[i] = m.status, stamp(m.k.at), text(m.k.id)
@@ -166,7 +169,6 @@ func upsertMemberships(ctx context.Context, db DBTX, ms []membershipRow, w *writ
 		return fmt.Errorf("upsert memberships: %w", err)
 	}
 	defer rows.Close()
-	toPair := pairsByID(w)
 	w.status, w.inserted = map[pair]heldStamp{}, map[pair]bool{}
 	for rows.Next() {
 		var prof, org string
@@ -176,7 +178,7 @@ func upsertMemberships(ctx context.Context, db DBTX, ms []membershipRow, w *writ
 		if err := rows.Scan(&prof, &org, &inserted, &at, &id); err != nil {
 			return fmt.Errorf("upsert memberships: %w", err)
 		}
-		p := toPair(prof, org)
+		p := w.pairByIDs(prof, org)
 		w.status[p], w.inserted[p] = heldOf(at, id), inserted
 	}
 	if err := rows.Err(); err != nil {
@@ -194,7 +196,8 @@ func upsertRoles(ctx context.Context, db DBTX, roles []roleRow, w *written) erro
 	}
 	n := len(roles)
 	profs, orgs, names, eids, ats := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]time.Time, n)
-	for i, r := range roles {
+	for i, j := range inKeyOrder(w, n, func(i int) pair { return roles[i].pair }) {
+		r := roles[j]
 		profs[i], orgs[i], names[i], ats[i], eids[i] = w.profIDs[r.member], w.orgIDs[r.org], r.role, r.k.at, r.k.id
 	}
 	rows, err := db.Query(ctx, upsertRolesSQL, profs, orgs, names, ats, eids)
@@ -202,7 +205,6 @@ func upsertRoles(ctx context.Context, db DBTX, roles []roleRow, w *written) erro
 		return fmt.Errorf("upsert roles: %w", err)
 	}
 	defer rows.Close()
-	toPair := pairsByID(w)
 	for rows.Next() {
 		var prof, org string
 		var at pgtype.Timestamptz
@@ -210,7 +212,7 @@ func upsertRoles(ctx context.Context, db DBTX, roles []roleRow, w *written) erro
 		if err := rows.Scan(&prof, &org, &at, &id); err != nil {
 			return fmt.Errorf("upsert roles: %w", err)
 		}
-		w.role[toPair(prof, org)] = heldOf(at, id)
+		w.role[w.pairByIDs(prof, org)] = heldOf(at, id)
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert roles: %w", err)
@@ -264,7 +266,6 @@ func readMembershipStamps(ctx context.Context, db DBTX, pairs []pair, w *written
 		return err
 	}
 	defer rows.Close()
-	toPair := pairsByID(w)
 	for rows.Next() {
 		var prof, org string
 		var sAt, rAt pgtype.Timestamptz
@@ -272,7 +273,7 @@ func readMembershipStamps(ctx context.Context, db DBTX, pairs []pair, w *written
 		if err := rows.Scan(&prof, &org, &sAt, &sID, &rAt, &rID); err != nil {
 			return err
 		}
-		p := toPair(prof, org)
+		p := w.pairByIDs(prof, org)
 		if _, ok := w.status[p]; !ok {
 			w.status[p] = heldOf(sAt, sID)
 		}
@@ -347,17 +348,41 @@ func readIDs(ctx context.Context, db DBTX, sql string, keys []string) (map[strin
 	return out, rows.Err()
 }
 
-// pairsByID maps a membership's (profile, organization) uuids, as a
+// pairByIDs maps a membership's (profile, organization) uuids, as a
 // statement returns them, back to its portal ids.
-func pairsByID(w *written) func(prof, org string) pair {
-	members, orgs := make(map[string]string, len(w.profIDs)), make(map[string]string, len(w.orgIDs))
-	for m, id := range w.profIDs {
-		members[id] = m
+func (w *written) pairByIDs(prof, org string) pair {
+	if w.memberOf == nil {
+		w.memberOf, w.orgOf = make(map[string]string, len(w.profIDs)), make(map[string]string, len(w.orgIDs))
+		for m, id := range w.profIDs {
+			w.memberOf[id] = m
+		}
+		for o, id := range w.orgIDs {
+			w.orgOf[id] = o
+		}
 	}
-	for o, id := range w.orgIDs {
-		orgs[id] = o
+	return pair{w.memberOf[prof], w.orgOf[org]}
+}
+
+// inKeyOrder returns the indexes of n membership rows (pairAt) in the
+// order of their (profile, organization) uuids, the order their upsert
+// locks them in (ORDER BY 1, 2): sent so, PostgreSQL's sort finds them
+// sorted.
+func inKeyOrder(w *written, n int, pairAt func(i int) pair) []int {
+	type ids struct {
+		prof, org string
+		i         int
 	}
-	return func(prof, org string) pair { return pair{members[prof], orgs[org]} }
+	keys := make([]ids, n)
+	for i := range keys {
+		p := pairAt(i)
+		keys[i] = ids{w.profIDs[p.member], w.orgIDs[p.org], i}
+	}
+	slices.SortFunc(keys, func(a, b ids) int { return cmp.Or(strings.Compare(a.prof, b.prof), strings.Compare(a.org, b.org)) })
+	idx := make([]int, n)
+	for j, k := range keys {
+		idx[j] = k.i
+	}
+	return idx
 }
 
 // stampCols are the scan targets of a profile's four field stamps
