@@ -72,7 +72,7 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 }
 
 // Who may execute the project's functions and the access-token hook, by
-// the catalog: the syncer's role the three it calls, the app's users the
+// the catalog: the syncer's role the four it calls, the app's users the
 // policy helpers, Supabase Auth the hook, nobody else but their owner
 // (the trigger functions nobody) — service_role included, which
 // Supabase's default privileges hand every function postgres creates in
@@ -102,6 +102,7 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 		"managed_profile_ids authenticated",
 		"my_org_ids authenticated",
 		"my_profile_id authenticated",
+		"newer portalsync_syncer", // the upserts' guard (00026), inlined
 		// The app's contract (docs/APP.md): not service_role's either.
 		"sync_log authenticated",
 	}, holders, "every function of the portalsync schema, the hook and the contract's function")

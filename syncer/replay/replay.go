@@ -318,19 +318,8 @@ func (r *Replayer) batch(ctx context.Context, tx pgx.Tx, items []store.Item) ([]
 			}
 		}
 	}
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("savepoint: %w", err)
-	}
-	res, err := store.ApplyBatchTx(ctx, sp, items)
-	if err != nil {
-		_ = sp.Rollback(ctx)
-		return nil, err
-	}
-	if err := sp.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("release savepoint: %w", err)
-	}
-	return res, nil
+	// In the dry run's transaction, each batch is a savepoint of it.
+	return store.New(tx).ApplyBatch(ctx, items)
 }
 
 func count(results []store.Result, rep *Report) {

@@ -106,3 +106,36 @@ func TestBatchesMatchModel(t *testing.T) {
 		requireIdentity(rt, pool, events, accounts)
 	})
 }
+
+// The same ApplyBatch runs in a caller's transaction: each batch is a
+// savepoint, so a batch that fails leaves the transaction usable and
+// nothing of itself behind, the next one applies, and the caller's
+// rollback takes everything back.
+func TestApplyBatchInCallersTransaction(t *testing.T) {
+	t.Parallel()
+	_, pool := setup(t)
+	ctx := context.Background()
+	_, err := pool.Exec(ctx, `
+		CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.portal_member_id = 'bad' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+		CREATE TRIGGER refuse BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION refuse();`)
+	require.NoError(t, err)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck // rolled back below
+	s := store.New(tx)
+
+	_, err = s.ApplyBatch(ctx, items(ev("t-1", event.MembershipCreated, t0, "bad", "o-bad", event.RolePeerMentor)))
+	require.Equal(t, store.KindEventFault, store.KindOf(err), "%v", err)
+	res, err := s.ApplyBatch(ctx, items(ev("t-2", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor)))
+	require.NoError(t, err, "the transaction is still usable")
+	require.Equal(t, store.StatusSuccess, res[0].Status)
+	var profiles, orgs, logged int
+	require.NoError(t, tx.QueryRow(ctx, `SELECT (SELECT count(*) FROM profiles), (SELECT count(*) FROM organizations),
+		(SELECT count(*) FROM portal_sync_log)`).Scan(&profiles, &orgs, &logged))
+	require.Equal(t, []int{1, 2, 1}, []int{profiles, orgs, logged}, "the failed batch's organization was upserted first")
+
+	require.NoError(t, tx.Rollback(ctx))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM profiles) + (SELECT count(*) FROM organizations)`).Scan(&profiles))
+	require.Zero(t, profiles)
+}

@@ -5,7 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"strings"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/likeperson/portalsync/pkg/event"
@@ -34,45 +35,38 @@ func (s *Store) Erase(ctx context.Context, memberID, eventID string) (Result, er
 // last deactivation does it (banned, sessions deleted; the account itself
 // is the app's to delete), then portalsync.erase_member deletes the profile
 // with its memberships and roles, replaces the member ID in its sync-log
-// rows by MemberHash, and leaves a tombstone of the hash.
-func (b *batch) eraseMembers(ctx context.Context) error {
-	if len(b.erasures) == 0 {
-		return nil
+// rows by MemberHash, and leaves a tombstone of the hash. It returns what
+// it did for each, in order.
+func eraseMembers(ctx context.Context, db DBTX, erase []eraseRow) ([]erased, error) {
+	if len(erase) == 0 {
+		return nil, nil
 	}
-	members := make([]string, 0, len(b.erasures))
-	for _, i := range b.erasures {
-		members = append(members, b.items[i].Event.Member.ID)
+	members := make([]string, len(erase))
+	for i, e := range erase {
+		members[i] = e.member
 	}
-	profIDs, err := b.ids(ctx, `SELECT portal_member_id, id::text FROM public.profiles WHERE portal_member_id = ANY($1)`, members)
+	profIDs, err := readIDs(ctx, db, profileIDsSQL, members)
 	if err != nil {
-		return fmt.Errorf("read profiles to erase: %w", err)
+		return nil, fmt.Errorf("read profiles to erase: %w", err)
 	}
-	lockout := &batch{tx: b.tx, profIDs: profIDs}
+	notes := map[string][]string{}
 	if len(profIDs) > 0 {
-		if _, err := b.tx.Exec(ctx, `UPDATE public.organization_memberships SET status = 'inactive', updated_at = now()
-			WHERE profile_id = ANY($1::text[]::uuid[]) AND status <> 'inactive'`, lockout.profileIDs()); err != nil {
-			return fmt.Errorf("end memberships to erase: %w", err)
+		ids := slices.Sorted(maps.Values(profIDs))
+		if _, err := db.Exec(ctx, endMembershipsSQL, ids); err != nil {
+			return nil, fmt.Errorf("end memberships to erase: %w", err)
 		}
-		if err := lockout.accessAndStatus(ctx); err != nil {
-			return fmt.Errorf("lock out members to erase: %w", err)
+		if err := identity(ctx, db, applyAccessSQL, "lock out members to erase", notes, sortedKeys(profIDs)); err != nil {
+			return nil, err
 		}
 	}
-	for _, i := range b.erasures {
-		ev := b.items[i].Event
-		var profiles, memberships, logRows int
-		if err := b.tx.QueryRow(ctx, `SELECT * FROM portalsync.erase_member($1, $2, $3)`, ev.Member.ID, MemberHash(ev.Member.ID), ev.ID).
-			Scan(&profiles, &memberships, &logRows); err != nil {
-			return fmt.Errorf("erase member %s: %w", MemberHash(ev.Member.ID), err)
+	out := make([]erased, len(erase))
+	for i, e := range erase {
+		hash := MemberHash(e.member)
+		if err := db.QueryRow(ctx, eraseMemberSQL, e.member, hash, e.eventID).
+			Scan(&out[i].profiles, &out[i].memberships, &out[i].logRows); err != nil {
+			return nil, fmt.Errorf("erase member %s: %w", hash, err)
 		}
-		parts := []string{"member erased"}
-		if profiles == 0 {
-			parts = append(parts, "the app did not know the member")
-		} else {
-			parts = append(parts, fmt.Sprintf("profile and %d memberships deleted", memberships))
-		}
-		parts = append(parts, lockout.notes[ev.Member.ID]...)
-		parts = append(parts, fmt.Sprintf("member ID replaced by its hash in %d log rows", logRows))
-		b.results[i].Detail = strings.Join(parts, "; ")
+		out[i].notes = notes[e.member]
 	}
-	return nil
+	return out, nil
 }

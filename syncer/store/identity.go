@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"slices"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -14,18 +12,6 @@ import (
 // role needs no right on Supabase's auth tables and the trigger on
 // auth.users (sign-up, e-mail confirmation) decides with the very same
 // rules.
-
-// linkMembersSQL links the members $1 that have no link yet to the
-// accounts with their confirmed e-mail, or with an e-mail their applied
-// events carried ($2[i] for $3[i]). applyAccessSQL, later in the same
-// transaction, writes the links onto the profiles.
-const linkMembersSQL = `SELECT portal_member_id, outcome FROM portalsync.link_members($1::text[], $2::text[], $3::text[])`
-
-// applyAccessSQL derives the members' profile status from their
-// memberships, bans the accounts of inactive members (deleting their
-// sessions), lifts the sync's bans of active ones, and mirrors links and
-// ban flags onto the profiles.
-const applyAccessSQL = `SELECT portal_member_id, change FROM portalsync.apply_access($1::text[])`
 
 // identityNote is the sync-log words for an outcome of linkMembersSQL or
 // applyAccessSQL (false for an outcome the log does not mention). None
@@ -44,11 +30,11 @@ func identityNote(outcome string) (string, bool) {
 	return "", false
 }
 
-// identity runs one of the identity statements for the batch's members, in
-// key order (and further arguments), and notes what changed for each.
-func (b *batch) identity(ctx context.Context, sql, what string, args ...any) error {
-	members := sortedKeys(b.profIDs)
-	rows, err := b.tx.Query(ctx, sql, append([]any{members}, args...)...)
+// identity runs one of the identity statements for the members (sorted,
+// so that rows are locked in key order) and further arguments, and adds
+// what changed for each member to notes.
+func identity(ctx context.Context, db DBTX, sql, what string, notes map[string][]string, members []string, args ...any) error {
+	rows, err := db.Query(ctx, sql, append([]any{members}, args...)...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -57,46 +43,10 @@ func (b *batch) identity(ctx context.Context, sql, what string, args ...any) err
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	if b.notes == nil {
-		b.notes = map[string][]string{}
-	}
 	for _, o := range got {
 		if note, ok := identityNote(o.What); ok {
-			b.notes[o.Member] = append(b.notes[o.Member], note)
+			notes[o.Member] = append(notes[o.Member], note)
 		}
 	}
 	return nil
-}
-
-// seenEmails are the batch's seenEmails.
-func (b *batch) seenEmails() (members, emails []string) { return seenEmails(b.items, b.live) }
-
-// seenEmails are, per member, the lower-cased e-mails that the events
-// items[live[i]] carry, newest event first and each once (members[i] has
-// emails[i]): linking tries them all, as applying the events one by one
-// (in whatever order) would have. A pure decision, apart from the SQL that
-// uses it.
-func seenEmails(items []Item, live []int) (members, emails []string) {
-	idx := slices.Clone(live)
-	slices.SortStableFunc(idx, func(x, y int) int {
-		kx, ky := keyOf(items[x].Event), keyOf(items[y].Event)
-		switch {
-		case kx.after(ky):
-			return -1
-		case ky.after(kx):
-			return 1
-		}
-		return 0
-	})
-	seen := map[[2]string]bool{}
-	for _, i := range idx {
-		m := items[i].Event.Member
-		k := [2]string{m.ID, strings.ToLower(m.Email)}
-		if m.Email == "" || seen[k] {
-			continue
-		}
-		seen[k] = true
-		members, emails = append(members, k[0]), append(emails, k[1])
-	}
-	return members, emails
 }

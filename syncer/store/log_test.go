@@ -141,7 +141,7 @@ func TestOrganizationDeletedDuringBatchLeavesNoIDInLog(t *testing.T) {
 	tx, err := pool.Begin(ctx)
 	require.NoError(t, err)
 	defer tx.Rollback(ctx) //nolint:errcheck // committed below
-	_, err = store.ApplyBatchTx(ctx, tx, []store.Item{{Event: future, Meta: store.Meta{StreamSeq: 2, Attempt: 1}}})
+	_, err = store.New(tx).ApplyBatch(ctx, []store.Item{{Event: future, Meta: store.Meta{StreamSeq: 2, Attempt: 1}}})
 	require.NoError(t, err)
 
 	deleteOrgBeforeCommit(t, pool, tx, "o1")

@@ -39,7 +39,8 @@ func TestReduceProfilesMergePatch(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := reduceProfiles(tt.events)
 			require.Len(t, got, 1)
-			require.Equal(t, tt.want, got["m"].fields)
+			require.Equal(t, "m", got[0].member)
+			require.Equal(t, tt.want, got[0].fields)
 		})
 	}
 	// An unknown member is created with the first event's fields under
@@ -47,7 +48,7 @@ func TestReduceProfilesMergePatch(t *testing.T) {
 	p := reduceProfiles([]*event.Event{
 		{ID: "a", Type: event.RoleUpdated, OccurredAt: at(1), Member: event.Member{ID: "m", Email: "first@y", Phone: "1"}},
 		{ID: "b", Type: event.MembershipUpdated, OccurredAt: at(0), Member: event.Member{ID: "m", Phone: "2"}},
-	})["m"]
+	})[0]
 	require.Equal(t, "first@y", p.value(0))
 	require.Equal(t, "2", p.value(3))
 }

@@ -152,3 +152,27 @@ func TestMembershipWithoutRoleSaysSo(t *testing.T) {
 	res = apply(t, s, ev("e2", event.RoleUpdated, t0.Add(time.Minute), "m1", "o1", event.RoleCoordinator))
 	require.NotContains(t, res.Detail, "no role")
 }
+
+// TestFutureEventLeavesOrganizationAlone: an event refused for its date
+// changes nothing, its organization's name included (which is written
+// before the batch's transaction): a name stamped in 2099 would win over
+// every real rename until repaired.
+func TestFutureEventLeavesOrganizationAlone(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Second)
+	apply(t, s, ev("e1", event.MembershipCreated, now.Add(-time.Hour), "m1", "o1", event.RolePeerMentor))
+	future := ev("e2", event.MembershipUpdated, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), "m1", "o1", "")
+	future.Organization.Name = "From the future"
+	future2 := ev("e3", event.MembershipUpdated, time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), "m2", "o-future", "")
+	res, err := s.ApplyBatch(ctx, items(future, future2))
+	require.NoError(t, err)
+	require.Equal(t, store.StatusFailed, res[0].Status)
+	var name string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT name FROM organizations WHERE portal_org_id = 'o1'`).Scan(&name))
+	require.Equal(t, "Org o1", name)
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM organizations WHERE portal_org_id = 'o-future' OR portal_updated_at > now()`).Scan(&n))
+	require.Zero(t, n)
+}

@@ -1,6 +1,8 @@
 // Package store applies membership events to the Likeperson database: the
 // profile, organization, membership and role rows, the auth side effects of
-// deactivation, and the sync log, in one transaction per event.
+// deactivation, and the sync log, in one transaction per batch of events
+// (ApplyBatch: the organizations they name go first, in a short one of
+// their own; a single event is a batch of one).
 package store
 
 import (
@@ -21,11 +23,14 @@ const (
 	StatusSkipped = "skipped"
 )
 
-// DBTX is what the store needs of a connection, pool or transaction.
+// DBTX is what the store needs of a pool or a transaction (River's
+// dbsqlc.DBTX, with Begin): Begin opens a transaction on a pool and a
+// savepoint in a transaction, so the same code serves both.
 type DBTX interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
 var (
@@ -33,14 +38,18 @@ var (
 	_ DBTX = (pgx.Tx)(nil)
 )
 
-// Store applies events through a connection pool.
+// Store applies events on a DBTX: a pool (the syncer, replay, the
+// commands), or a transaction (a dry run, a test), in which each batch is
+// a savepoint and the caller commits or rolls back.
 type Store struct {
-	pool *pgxpool.Pool
-	now  func() time.Time
+	db DBTX
+	// now is the store's one clock: the refusal of events dated ahead
+	// (MaxAhead), erasure's event time, the future-times repair.
+	now func() time.Time
 }
 
-// New returns a Store over pool.
-func New(pool *pgxpool.Pool) *Store { return &Store{pool: pool, now: time.Now} }
+// New returns a Store over db.
+func New(db DBTX) *Store { return &Store{db: db, now: time.Now} }
 
 // Meta is what the stream tells about one delivery of an event.
 type Meta struct {
@@ -86,24 +95,9 @@ type Failure struct {
 	Reason     string
 }
 
-// insertFailedSQL writes one failed row ($1 event id, $2 type, $3
-// member, $4 portal organization, $5 reason, $6 occurred, $7 received, $8
-// stream sequence, $9 attempt), once per stream sequence. The organization
-// is linked when the app knows it, read FOR KEY SHARE as the log's foreign
-// key did before migration 00022: a concurrent deletion waits, and its
-// trigger clears the id.
-const insertFailedSQL = `
-	INSERT INTO public.portal_sync_log
-	  (event_id, event_type, portal_member_id, portal_org_id, organization_id, status, detail,
-	   occurred_at, received_at, stream_seq, attempt)
-	VALUES ($1, $2, nullif($3, ''), nullif($4, ''),
-	        (SELECT id FROM public.organizations WHERE portal_org_id = $4 FOR KEY SHARE),
-	        'failed', $5, $6, $7, $8, $9)
-	ON CONFLICT (stream_seq) WHERE status = 'failed' AND stream_seq IS NOT NULL DO NOTHING`
-
 // LogFailure writes one failed row to the sync log (insertFailedSQL).
 func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
-	_, err := s.pool.Exec(ctx, insertFailedSQL,
+	_, err := s.db.Exec(ctx, insertFailedSQL,
 		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
 		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt)
 	if err != nil {
@@ -117,7 +111,7 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 // refuses the query).
 func (s *Store) Ping(ctx context.Context) error {
 	var one int
-	if err := s.pool.QueryRow(ctx, `SELECT 1`).Scan(&one); err != nil {
+	if err := s.db.QueryRow(ctx, pingSQL).Scan(&one); err != nil {
 		return interpretError(fmt.Errorf("ping database: %w", err))
 	}
 	return nil
@@ -149,11 +143,7 @@ func (s *Store) PurgeLog(ctx context.Context, retention time.Duration, batch int
 	batch = max(batch, 1)
 	var total int64
 	for {
-		tag, err := s.pool.Exec(ctx, `
-			DELETE FROM public.portal_sync_log WHERE id IN (
-			  SELECT id FROM public.portal_sync_log
-			  WHERE processed_at < now() - make_interval(secs => $1)
-			  ORDER BY id LIMIT $2)`, retention.Seconds(), batch)
+		tag, err := s.db.Exec(ctx, purgeLogSQL, retention.Seconds(), batch)
 		if err != nil {
 			return total, fmt.Errorf("purge log: %w", err)
 		}

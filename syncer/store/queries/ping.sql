@@ -1,0 +1,2 @@
+-- No table: the database answers a query.
+SELECT 1
