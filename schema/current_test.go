@@ -20,9 +20,10 @@ import (
 // collations), indexes, constraints, triggers, policies, views, grants,
 // row-level security, publications. A migration that changes any of it
 // fails here until schema/current says the same (schema/current/README.md).
+// e2e's TestSupabaseCurrentSchemaMatchesMigrations does the same on a
+// Supabase database.
 func TestCurrentSchemaMatchesMigrations(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	migrated, err := sql.Open("pgx", schematest.NewDB(t).URL)
 	require.NoError(t, err)
 	defer migrated.Close()
@@ -32,26 +33,13 @@ func TestCurrentSchemaMatchesMigrations(t *testing.T) {
 
 	bootstrap, err := os.ReadFile("bootstrap/auth.sql")
 	require.NoError(t, err)
-	_, err = current.ExecContext(ctx, string(bootstrap))
+	_, err = current.ExecContext(context.Background(), string(bootstrap))
 	require.NoError(t, err)
-	files, err := filepath.Glob(filepath.Join("current", "*.sql"))
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files { // Glob sorts: 1_tables.sql, 2_functions.sql, …
-		b, err := os.ReadFile(f)
-		require.NoError(t, err)
-		_, err = current.ExecContext(ctx, string(b))
-		require.NoError(t, err, "load %s", f)
-	}
+	schematest.LoadCurrent(t, current)
 
-	requireSameCatalog(t, catalog(t, migrated), catalog(t, current),
-		"the migrations (up to "+filepath.Base(lastMigration(t))+")", "schema/current")
-}
-
-// lastMigration is the newest migration file's name.
-func lastMigration(t *testing.T) string {
-	t.Helper()
 	files, err := filepath.Glob(filepath.Join("migrations", "*.sql"))
 	require.NoError(t, err)
-	return files[len(files)-1]
+	newest := filepath.Base(files[len(files)-1])
+	schematest.RequireSameCatalog(t, schematest.Catalog(t, migrated), schematest.Catalog(t, current),
+		"the migrations (up to "+newest+")", "schema/current")
 }

@@ -48,7 +48,7 @@ func TestNewestMigrationsRollBack(t *testing.T) {
 	_, err = refP.UpTo(ctx, 20)
 	require.NoError(t, err)
 	versions := []int64{20}
-	want := map[int64]map[string]string{20: catalog(t, ref)}
+	want := map[int64]map[string]string{20: schematest.Catalog(t, ref)}
 	for {
 		r, err := refP.UpByOne(ctx)
 		if errors.Is(err, goose.ErrNoNextVersion) {
@@ -57,7 +57,7 @@ func TestNewestMigrationsRollBack(t *testing.T) {
 		require.NoError(t, err)
 		v := r.Source.Version
 		versions = append(versions, v)
-		want[v] = catalog(t, ref)
+		want[v] = schematest.Catalog(t, ref)
 	}
 
 	db := open()
@@ -71,7 +71,7 @@ func TestNewestMigrationsRollBack(t *testing.T) {
 		v, err := p.GetDBVersion(ctx)
 		require.NoError(t, err)
 		require.Equal(t, versions[i], v)
-		requireSameCatalog(t, want[v], catalog(t, db), "the migrations up to "+strconv.FormatInt(v, 10), "the rollback of "+r.Source.Path)
+		schematest.RequireSameCatalog(t, want[v], schematest.Catalog(t, db), "the migrations up to "+strconv.FormatInt(v, 10), "the rollback of "+r.Source.Path)
 	}
 
 	_, err = p.Up(ctx)

@@ -18,6 +18,17 @@
 -- nobody else may execute it. The callers' bodies are otherwise 00021's
 -- and 00025's; link_members gets enable_seqscan = off again, because
 -- CREATE OR REPLACE FUNCTION replaces a function's settings (00021).
+--
+-- Also: the syncer's role loses the column grants on auth's tables that
+-- 00005 meant to take back. On Supabase, postgres holds SELECT on
+-- auth.users and auth.sessions WITH GRANT OPTION and is a member of their
+-- owner, supabase_auth_admin: 00004's column SELECT grants were made by
+-- postgres, but 00005's REVOKE ALL ran as the owner (who holds every grant
+-- option) and so left them (found by e2e's
+-- TestSupabaseCurrentSchemaMatchesMigrations). They gave nothing — the
+-- role has no USAGE on schema auth — but the role is to hold no right on
+-- auth at all. Revoked column by column, as postgres granted them; a
+-- no-op on plain PostgreSQL. The Down leaves them revoked.
 
 -- +goose Up
 -- +goose StatementBegin
@@ -31,6 +42,16 @@ LANGUAGE sql STABLE AS $$
 $$;
 -- +goose StatementEnd
 REVOKE ALL ON FUNCTION portalsync.email_accounts(text) FROM PUBLIC;
+
+-- +goose StatementBegin
+DO $$
+BEGIN
+  REVOKE SELECT (id, email, email_confirmed_at, banned_until, is_sso_user), UPDATE (banned_until, updated_at)
+    ON auth.users FROM portalsync_syncer;
+  REVOKE SELECT (id, user_id) ON auth.sessions FROM portalsync_syncer;
+EXCEPTION WHEN insufficient_privilege THEN NULL; -- never granted there
+END $$;
+-- +goose StatementEnd
 
 -- +goose StatementBegin
 CREATE OR REPLACE FUNCTION portalsync.link_members(member_ids text[], seen_members text[] DEFAULT '{}', seen_emails text[] DEFAULT '{}')

@@ -1,14 +1,34 @@
-package schema_test
+package schematest
 
 import (
+	"context"
 	"database/sql"
+	"io/fs"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/schema"
 )
+
+// LoadCurrent runs schema/current's files (schema.Current) in name order
+// on db, which must already have Supabase's auth schema (or the auth
+// bootstrap).
+func LoadCurrent(t testing.TB, db *sql.DB) {
+	t.Helper()
+	files, err := fs.Glob(schema.Current(), "*.sql")
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	for _, f := range files { // sorted: 1_tables.sql, 2_functions.sql, …
+		b, err := fs.ReadFile(schema.Current(), f)
+		require.NoError(t, err)
+		_, err = db.ExecContext(context.Background(), string(b))
+		require.NoError(t, err, "load schema/current/%s", f)
+	}
+}
 
 // catalogSQL describes every object of the project's schemas (public,
 // portalsync, and auth, where the bootstrap's tables and the linking
@@ -87,10 +107,10 @@ UNION ALL
 SELECT 'comment ' || d.classoid::regclass::text || ' ' || d.objoid || ' ' || d.objsubid, d.description
 FROM pg_description d JOIN rel c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass`
 
-// catalog is catalogSQL's answer, by key. Comment lines and blank lines
+// Catalog is catalogSQL's answer for db, by key. Comment lines and blank lines
 // of function bodies are left out: they say why, and schema/current may
 // say it in other words than the migration did.
-func catalog(t *testing.T, db *sql.DB) map[string]string {
+func Catalog(t testing.TB, db *sql.DB) map[string]string {
 	t.Helper()
 	rows, err := db.Query(catalogSQL)
 	require.NoError(t, err)
@@ -113,9 +133,9 @@ func catalog(t *testing.T, db *sql.DB) map[string]string {
 	return out
 }
 
-// requireSameCatalog fails with one message per object that differs:
+// RequireSameCatalog fails with one message per object that differs:
 // which side lacks it, or the difference of the two definitions.
-func requireSameCatalog(t *testing.T, want, got map[string]string, wantName, gotName string) {
+func RequireSameCatalog(t testing.TB, want, got map[string]string, wantName, gotName string) {
 	t.Helper()
 	var keys []string
 	for k := range want {
