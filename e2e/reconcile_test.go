@@ -3,13 +3,17 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/ingress/dataverse"
+	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/syncer/reconcile"
 	"github.com/likeperson/portalsync/testkit/dataversetest"
 )
@@ -46,14 +50,14 @@ func TestDataverseReconciliation(t *testing.T) {
 		require.Equal(t, "success", sys.waitLogged(t, a.Events[0].EventID))
 	}
 	fake.Put("contacts", "contactid", both, map[string]any{"firstname": "Kari", "lastname": "Nordmann", "emailaddress1": "kari.nordmann@example.invalid",
-		"mobilephone": "+47 912 34 567", "_parentcustomerid_value": org, "modifiedon": "2026-11-25T10:00:00Z"})
-	fake.Put("hlf_memberships", "hlf_membershipid", "c0000000-0000-4000-8000-00000000d001", map[string]any{"_hlf_contactid_value": both,
-		"_hlf_accountid_value": org, "hlf_role": 100000001, "statecode": 0, "modifiedon": "2026-11-25T10:01:00Z"})
+		"mobilephone": "+47 912 34 567", "_parentcustomerid_value": dataversetest.Ref{Table: "account", ID: org}, "modifiedon": "2026-11-25T10:00:00Z"})
+	fake.Put("hlf_memberships", "hlf_membershipid", "c0000000-0000-4000-8000-00000000d001", map[string]any{"_hlf_contactid_value": dataversetest.Ref{Table: "contact", ID: both},
+		"_hlf_accountid_value": dataversetest.Ref{Table: "account", ID: org}, "hlf_role": 100000001, "statecode": 0, "modifiedon": "2026-11-25T10:01:00Z"})
 	// Its webhook lost.
 	fake.Put("contacts", "contactid", lost, map[string]any{"firstname": "Lost", "lastname": "Nordmann", "emailaddress1": "lost@example.invalid",
-		"_parentcustomerid_value": org, "modifiedon": "2026-11-25T10:05:00Z"})
-	fake.Put("hlf_memberships", "hlf_membershipid", "c0000000-0000-4000-8000-00000000d002", map[string]any{"_hlf_contactid_value": lost,
-		"_hlf_accountid_value": org, "hlf_role": 100000000, "statecode": 0, "modifiedon": "2026-11-25T10:05:00Z"})
+		"_parentcustomerid_value": dataversetest.Ref{Table: "account", ID: org}, "modifiedon": "2026-11-25T10:05:00Z"})
+	fake.Put("hlf_memberships", "hlf_membershipid", "c0000000-0000-4000-8000-00000000d002", map[string]any{"_hlf_contactid_value": dataversetest.Ref{Table: "contact", ID: lost},
+		"_hlf_accountid_value": dataversetest.Ref{Table: "account", ID: org}, "hlf_role": 100000000, "statecode": 0, "modifiedon": "2026-11-25T10:05:00Z"})
 	// In the app, not (any more) in the portal.
 	staleEvt := sys.event("membership-created", stale, org, "peer_mentor", base)
 	sys.send(t, staleEvt)
@@ -128,4 +132,63 @@ func TestDataverseReconciliation(t *testing.T) {
 	require.NotEmpty(t, pos.Tables["member"].DeltaLink)
 	require.NotEmpty(t, pos.Tables["membership"].DeltaLink)
 	require.Equal(t, 1, pos.Corrections, "the corrections of the last full read")
+}
+
+// TestDataverseParentContactIsNoOrganization: a contact whose
+// parentcustomerid (a Customer lookup: an account or a contact) names
+// another contact. Neither the webhook intake nor the reconciler makes
+// that contact an organization: both refuse the row for the same reason
+// (dvmap's no-organization; the intake answers 422), and the app gets no
+// organization, member or event from it.
+func TestDataverseParentContactIsNoOrganization(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withDataverse(dataverse.Config{Keys: []string{dvKey}, Organization: dvOrg}))
+	ctx := context.Background()
+	const (
+		member = "a1b2c3d4-0000-4000-8000-00000000c001" // the fixture's contact
+		parent = "b0000000-0000-4000-8000-00000000a001" // the fixture's parent, here a contact
+	)
+	toContact := func(c map[string]any) {
+		target := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)
+		for _, a := range target["Attributes"].([]any) {
+			if kv := a.(map[string]any); kv["key"] == "parentcustomerid" {
+				kv["value"].(map[string]any)["LogicalName"] = "contact"
+			}
+		}
+	}
+
+	// The webhook intake.
+	status, _ := sys.dvSend(t, "contact-create.json", toContact)
+	require.Equal(t, 422, status)
+	raw, err := os.ReadFile(filepath.Join("..", "ingress", "dataverse", "testdata", "contact-create.json"))
+	require.NoError(t, err)
+	var c map[string]any
+	require.NoError(t, json.Unmarshal(raw, &c))
+	toContact(c)
+	raw, err = json.Marshal(c)
+	require.NoError(t, err)
+	dctx, err := dataverse.Decode(raw)
+	require.NoError(t, err)
+	_, err = dataverse.Translate(dctx, dvmap.DefaultMapping(), false)
+	var ue *dataverse.UntranslatableError
+	require.ErrorAs(t, err, &ue)
+
+	// The reconciler, reading the same contact through the Web API.
+	fake := dataversetest.New(t, "client", "secret")
+	fake.AddTable("hlf_memberships", "hlf_membershipid")
+	fake.Put("contacts", "contactid", member, map[string]any{"firstname": "Kari", "lastname": "Nordmann",
+		"_parentcustomerid_value": dataversetest.Ref{Table: "contact", ID: parent}, "modifiedon": "2026-11-25T10:00:00Z"})
+	rec, err := reconcile.New(ctx, reconcile.Config{URL: fake.URL(), TokenURL: fake.TokenURL(), ClientID: "client", ClientSecret: "secret",
+		Stream: sys.stream}, sys.jetStream(t), sys.pool, nil, sys.logger(t, "reconcile"))
+	require.NoError(t, err)
+	rep, err := rec.Once(ctx, reconcile.Options{})
+	require.NoError(t, err)
+	require.Zero(t, rep.Published)
+	require.Equal(t, map[string]int{ue.Reason: 1}, rep.Refused, "the reconciler refuses it for the intake's reason")
+	require.Equal(t, "no-organization", ue.Reason)
+
+	var orgs, members, logged int
+	require.NoError(t, sys.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM organizations), (SELECT count(*) FROM profiles),
+		(SELECT count(*) FROM portal_sync_log)`).Scan(&orgs, &members, &logged))
+	require.Equal(t, []int{0, 0, 0}, []int{orgs, members, logged})
 }

@@ -53,6 +53,7 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 		`SELECT * FROM portalsync.link_members('{m}', '{m}', '{x@example.invalid}')`,
 		`SELECT * FROM portalsync.apply_access('{m}')`,
 		`SELECT portalsync.lock_emails('{x@example.invalid}')`,
+		`SELECT * FROM portalsync.email_accounts('x@example.invalid')`,
 		`SELECT portalsync.link_account()`,
 		`SELECT public.custom_access_token_hook('{"user_id": "00000000-0000-0000-0000-000000000000", "claims": {}}')`,
 	}
@@ -74,9 +75,9 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 // Who may execute the project's functions and the access-token hook, by
 // the catalog: the syncer's role the four it calls, the app's users the
 // policy helpers, Supabase Auth the hook, nobody else but their owner
-// (the trigger functions nobody) — service_role included, which
-// Supabase's default privileges hand every function postgres creates in
-// public.
+// (the trigger functions and the linking rule, email_accounts, nobody) —
+// service_role included, which Supabase's default privileges hand every
+// function postgres creates in public.
 func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
 	ctx := context.Background()

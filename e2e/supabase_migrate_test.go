@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/schema"
+	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 
@@ -113,4 +114,22 @@ func TestSupabaseMigrateNamesMissingGrants(t *testing.T) {
 	_, err = migrateAs(t, db, role)
 	require.NoError(t, err)
 	require.True(t, applied(t, db))
+}
+
+// schema/current loads on a new Supabase project as postgres, as the
+// migrations do, and builds the same catalog (Supabase's default
+// privileges included): the Supabase side of schema's
+// TestCurrentSchemaMatchesMigrations.
+func TestSupabaseCurrentSchemaMatchesMigrations(t *testing.T) {
+	c := supabasetest.Get(t)
+	open := func(db *supabasetest.Database) *sql.DB {
+		conn, err := sql.Open("pgx", db.URL("postgres"))
+		require.NoError(t, err)
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	migrated := open(c.NewDatabase(t, supabasetest.Project))
+	current := open(c.NewDatabase(t, supabasetest.AuthOnly))
+	schematest.LoadCurrent(t, current)
+	schematest.RequireSameCatalog(t, schematest.Catalog(t, migrated), schematest.Catalog(t, current), "the migrations", "schema/current")
 }

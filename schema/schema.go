@@ -24,6 +24,9 @@ var migrationFiles embed.FS
 //go:embed bootstrap/auth.sql
 var authBootstrap string
 
+//go:embed current/*.sql
+var currentFiles embed.FS
+
 // VersionTable is where goose records applied migrations. It lives in the
 // private portalsync schema so that Supabase's API never exposes it.
 const VersionTable = "portalsync.goose_db_version"
@@ -45,6 +48,18 @@ type Result struct {
 // Migrations returns the embedded migration files.
 func Migrations() fs.FS {
 	sub, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		panic(err) // the embedded tree is fixed at build time
+	}
+	return sub
+}
+
+// Current returns schema/current's files: today's schema written as
+// readable definitions, to be loaded in name order after the auth
+// bootstrap. They document what the migrations add up to (a test holds
+// them to it); Migrate never runs them.
+func Current() fs.FS {
+	sub, err := fs.Sub(currentFiles, "current")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}

@@ -85,8 +85,8 @@ func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
 			fmt.Fprintf(g.Stdout, "%d difference(s); rows read %v; nothing published\n", rep.Differences, rep.Rows)
 			return nil
 		}
-		fmt.Fprintf(g.Stdout, "rows read %v, full read %v, %d events published (repeats are dropped by id), %d correction(s), %d row(s) skipped\n",
-			rep.Rows, rep.FullRead, rep.Published, rep.Corrections, rep.Skipped)
+		fmt.Fprintf(g.Stdout, "rows read %v, full read %v, %d events published (repeats are dropped by id), %d correction(s), %d row(s) skipped (refused by reason: %v)\n",
+			rep.Rows, rep.FullRead, rep.Published, rep.Corrections, rep.Skipped, rep.Refused)
 		return nil
 	}
 	if c.Full {

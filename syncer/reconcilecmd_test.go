@@ -23,7 +23,7 @@ func TestReconcileCommandAndStatus(t *testing.T) {
 	fake := dataversetest.New(t, "client", "secret")
 	fake.AddTable("hlf_memberships", "hlf_membershipid")
 	fake.Put("contacts", "contactid", "a1b2c3d4-0000-4000-8000-00000000c001", map[string]any{"firstname": "Kari",
-		"_parentcustomerid_value": "b0000000-0000-4000-8000-00000000a001", "modifiedon": "2026-11-25T10:00:00Z"})
+		"_parentcustomerid_value": dataversetest.Ref{Table: "account", ID: "b0000000-0000-4000-8000-00000000a001"}, "modifiedon": "2026-11-25T10:00:00Z"})
 	common := []string{"--database-url", db.URL, "--nats-url", ns.URL(), "--stream-name", "EVENTS"}
 	reconcileArgs := append([]string{"reconcile", "--dataverse-url", fake.URL(), "--token-url", fake.TokenURL(),
 		"--client-id", "client", "--client-secret", "secret"}, common...)

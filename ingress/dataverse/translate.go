@@ -3,12 +3,10 @@ package dataverse
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
+	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,13 +31,9 @@ type Result struct {
 // UntranslatableError says a context can never become an event as it is:
 // a retry would not help, so the intake answers 4xx and logs it for
 // reconciliation. Reason is a short slug; Detail names no personal data.
-type UntranslatableError struct {
-	Reason string
-	Detail string
-	Fields []event.FieldError
-}
-
-func (e *UntranslatableError) Error() string { return e.Reason + ": " + e.Detail }
+// It is dvmap's RowError: what a row means is decided there, for the
+// intake and the reconciler alike, with the same reasons.
+type UntranslatableError = dvmap.RowError
 
 func untranslatable(reason, format string, args ...any) *UntranslatableError {
 	return &UntranslatableError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
@@ -91,68 +85,72 @@ func translateMember(c *Context, m dvmap.Mapping, msg string, sizeExceeded bool)
 	if err != nil {
 		return Result{}, err
 	}
-	member := event.Member{ID: memberID}
-	for field, attr := range map[event.Field]string{event.FieldFirstName: m.Member.FirstName, event.FieldLastName: m.Member.LastName,
-		event.FieldEmail: m.Member.Email, event.FieldPhone: m.Member.Phone} {
-		v, present := target.Attributes[attr]
-		if !present {
-			continue // a partial update: the column did not change
-		}
-		switch v.Kind {
-		case KindNull:
-			member.Cleared = member.Cleared.With(field)
-		case KindString:
-			if s := strings.TrimSpace(v.Str); s == "" {
-				member.Cleared = member.Cleared.With(field)
-			} else {
-				setField(&member, field, s)
-			}
-		default:
-			return Result{}, &UntranslatableError{Reason: "bad-attribute", Detail: fmt.Sprintf("%s.%s is not text", c.PrimaryEntityName, attr),
-				Fields: []event.FieldError{{Field: "member." + field.String(), Reason: "not text"}}}
-		}
+	r := row(c, target)
+	member, err := m.MemberOf(r)
+	if err != nil {
+		return Result{}, err
 	}
 	if msg == "update" && member.Present() == 0 {
 		return Result{Ignored: fmt.Sprintf("no mapped column of %s changed", c.PrimaryEntityName)}, nil
 	}
-	org, ok := lookup(c, target, m.Member.Organization, m.Organization.Table)
-	if !ok {
-		return Result{}, untranslatable("no-organization", "%s %s names no organization in %s (Target or a post-image); register a post-image with it on the step",
-			c.PrimaryEntityName, memberID, m.Member.Organization)
+	org, err := m.MemberOrganization(r)
+	if err != nil {
+		return Result{}, hint(err, "in the Target or a post-image; register a post-image with it on the step")
 	}
 	at, err := modifiedOn(c, target, m.Member.ModifiedOn)
 	if err != nil {
 		return Result{}, err
 	}
-	ev := &event.Event{ID: eventID(c, ""), Type: typ, OccurredAt: at, Member: member, Organization: orgOf(org, m)}
+	ev := &event.Event{ID: eventID(c, ""), Type: typ, OccurredAt: at, Member: member, Organization: org}
 	return build(ev)
 }
 
-func setField(m *event.Member, f event.Field, s string) {
-	switch f {
-	case event.FieldEmail:
-		m.Email = s
-	case event.FieldFirstName:
-		m.FirstName = s
-	case event.FieldLastName:
-		m.LastName = s
-	case event.FieldPhone:
-		m.Phone = s
+// row is the context's row for the mapping: the columns of target (the
+// Target, or the state of a SetState), and the post- and pre-images for
+// its lookups (an Update's Target holds only what changed).
+func row(c *Context, target *Entity) dvmap.Row {
+	r := dvmap.Row{Table: c.PrimaryEntityName, ID: c.PrimaryEntityID, Columns: columns(target.Attributes)}
+	for _, imgs := range []map[string]*Entity{c.PostEntityImages, c.PreEntityImages} {
+		for _, k := range slices.Sorted(maps.Keys(imgs)) {
+			r.Images = append(r.Images, columns(imgs[k].Attributes))
+		}
 	}
+	return r
 }
 
-func orgOf(ref Value, m dvmap.Mapping) event.Organization {
-	o := event.Organization{ID: event.CanonicalID(ref.Str)}
-	if ref.Logical == m.Organization.Table && strings.TrimSpace(ref.Name) != "" {
-		o.Name = strings.TrimSpace(ref.Name)
+func columns(attrs map[string]Value) map[string]dvmap.Value {
+	out := make(map[string]dvmap.Value, len(attrs))
+	for name, v := range attrs {
+		switch v.Kind {
+		case KindNull:
+			out[name] = dvmap.Value{Kind: dvmap.KindNull}
+		case KindString:
+			out[name] = dvmap.Value{Kind: dvmap.KindString, Str: v.Str}
+		case KindOption:
+			out[name] = dvmap.Value{Kind: dvmap.KindOption, Num: v.Num}
+		case KindReference:
+			out[name] = dvmap.Value{Kind: dvmap.KindReference, Str: v.Str, Table: v.Logical, Name: v.Name}
+		default:
+			// A bare number where an OptionSetValue belongs is no option.
+			out[name] = dvmap.Value{Kind: dvmap.KindOther}
+		}
 	}
-	return o
+	return out
+}
+
+// hint adds to a missing lookup's detail where a context should have
+// carried it.
+func hint(err error, where string) error {
+	var ue *UntranslatableError
+	if errors.As(err, &ue) && (ue.Reason == "no-organization" || ue.Reason == "no-member") {
+		ue.Detail += " " + where
+	}
+	return err
 }
 
 func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error) {
 	mt := m.Membership
 	var target *Entity
-	var state *int
 	switch msg {
 	case "create", "update":
 		t, err := targetEntity(c)
@@ -160,51 +158,34 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 			return Result{}, err
 		}
 		target = t
-		if v, ok := t.Attributes[mt.State]; ok && v.Kind != KindNull {
-			n, err := optionValue(c, mt.State, v)
-			if err != nil {
-				return Result{}, err
-			}
-			state = &n
-		}
 	case "setstate", "setstatedynamicentity":
 		v, ok := c.InputParameters["state"]
 		if !ok || v.Kind != KindOption {
 			return Result{}, untranslatable("no-state", "%s of %s carries no State", c.MessageName, c.PrimaryEntityName)
 		}
-		n, err := optionValue(c, "State", v)
-		if err != nil {
-			return Result{}, err
-		}
-		state = &n
-		target = &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{}}
+		// The new state, as the row's state column.
+		target = &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{mt.State: v}}
 	case "delete":
 		target = &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{}}
 	default:
 		return Result{Ignored: fmt.Sprintf("message %s of %s is not mapped", c.MessageName, c.PrimaryEntityName)}, nil
 	}
+	r := row(c, target)
 
 	// What the change means, before the lookups are needed.
+	state, err := m.MembershipState(r)
+	if err != nil {
+		return Result{}, err
+	}
+	role, err := m.MembershipRole(r)
+	if err != nil {
+		return Result{}, err
+	}
 	type step struct {
 		typ  event.Type
 		role event.Role
 	}
 	var steps []step
-	var role event.Role
-	roleVal, roleSet := target.Attributes[mt.Role]
-	if roleSet && roleVal.Kind != KindNull {
-		n, err := optionValue(c, mt.Role, roleVal)
-		if err != nil {
-			return Result{}, err
-		}
-		key := strconv.Itoa(n)
-		r, ok := mt.Roles[key]
-		if !ok {
-			return Result{}, &UntranslatableError{Reason: "unknown-role", Detail: fmt.Sprintf("%s.%s value %s maps to no role", c.PrimaryEntityName, mt.Role, key),
-				Fields: []event.FieldError{{Field: "role", Reason: "option value maps to no role"}}}
-		}
-		role = r
-	}
 	switch msg {
 	case "create":
 		if role != "" {
@@ -212,19 +193,15 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 		} else {
 			steps = append(steps, step{typ: event.MembershipUpdated})
 		}
-		if state != nil && slices.Contains(mt.InactiveStates, *state) {
+		if state == dvmap.StateInactive {
 			steps = append(steps, step{typ: event.MembershipDeactivated})
 		}
 	case "update", "setstate", "setstatedynamicentity":
-		if state != nil {
-			switch {
-			case slices.Contains(mt.InactiveStates, *state):
-				steps = append(steps, step{typ: event.MembershipDeactivated})
-			case slices.Contains(mt.ActiveStates, *state):
-				steps = append(steps, step{typ: event.MembershipReactivated})
-			default:
-				return Result{}, untranslatable("unknown-state", "%s.%s value %d is neither active nor inactive", c.PrimaryEntityName, mt.State, *state)
-			}
+		switch state {
+		case dvmap.StateInactive:
+			steps = append(steps, step{typ: event.MembershipDeactivated})
+		case dvmap.StateActive:
+			steps = append(steps, step{typ: event.MembershipReactivated})
 		}
 		if role != "" {
 			steps = append(steps, step{event.RoleUpdated, role})
@@ -236,18 +213,11 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 		return Result{Ignored: fmt.Sprintf("no mapped column of %s changed", c.PrimaryEntityName)}, nil
 	}
 
-	memberRef, ok := lookup(c, target, mt.Member, m.Member.Table)
-	if !ok {
-		return Result{}, untranslatable("no-member", "%s %s names no member in %s (Target or an image); register a pre- or post-image with it on the step",
-			c.PrimaryEntityName, event.CanonicalID(c.PrimaryEntityID), mt.Member)
-	}
-	orgRef, ok := lookup(c, target, mt.Organization, m.Organization.Table)
-	if !ok {
-		return Result{}, untranslatable("no-organization", "%s %s names no organization in %s (Target or an image); register a pre- or post-image with it on the step",
-			c.PrimaryEntityName, event.CanonicalID(c.PrimaryEntityID), mt.Organization)
+	member, org, err := m.MembershipParties(r)
+	if err != nil {
+		return Result{}, hint(err, "in the Target or an image; register a pre- or post-image with it on the step")
 	}
 	var at time.Time
-	var err error
 	if msg == "delete" {
 		at, err = operationTime(c) // an image's modifiedon is the row's last change, not its deletion
 	} else {
@@ -263,7 +233,7 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 			suffix = string(s.typ)
 		}
 		ev := &event.Event{ID: eventID(c, suffix), Type: s.typ, OccurredAt: at, Role: s.role,
-			Member: event.Member{ID: event.CanonicalID(memberRef.Str)}, Organization: orgOf(orgRef, m)}
+			Member: event.Member{ID: member}, Organization: org}
 		r, err := build(ev)
 		if err != nil {
 			return Result{}, err
@@ -271,19 +241,6 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 		res.Events = append(res.Events, r.Events...)
 	}
 	return res, nil
-}
-
-// optionValue reads an option set column: an OptionSetValue whose Value is
-// a whole number in Int32's range, as Dataverse's option values are. Any
-// other shape (no Value, a string, a bare number, a fraction) is refused
-// rather than ignored: ignoring a role would leave the member without the
-// role the portal gives them.
-func optionValue(c *Context, attr string, v Value) (int, error) {
-	if v.Kind != KindOption || v.Num != math.Trunc(v.Num) || v.Num < math.MinInt32 || v.Num > math.MaxInt32 {
-		return 0, &UntranslatableError{Reason: "bad-attribute", Detail: fmt.Sprintf("%s.%s is not an option set value", c.PrimaryEntityName, attr),
-			Fields: []event.FieldError{{Field: attr, Reason: "not an option set value"}}}
-	}
-	return int(v.Num), nil
 }
 
 // targetEntity is the Target parameter of Create and Update. A Target of
@@ -301,47 +258,6 @@ func targetEntity(c *Context) (*Entity, error) {
 			c.MessageName, c.PrimaryEntityName, event.CanonicalID(c.PrimaryEntityID))
 	}
 	return e, nil
-}
-
-// emptyGUID is Guid.Empty, which Dataverse may write for a lookup that
-// points at no row.
-const emptyGUID = "00000000-0000-0000-0000-000000000000"
-
-// lookup finds a lookup column in the Target, then the post-images, then
-// the pre-images (an Update's Target holds only what changed). A reference
-// counts only when its id is a row id (braces and case are canonicalized),
-// not Guid.Empty, and it points at table: a polymorphic lookup such as a
-// contact's parentcustomerid (Customer: account or contact) may name a row
-// of another table, whose id must not become an organization's.
-func lookup(c *Context, target *Entity, attr, table string) (Value, bool) {
-	for _, e := range entities(c, target) {
-		v, ok := e.Attributes[attr]
-		if !ok || v.Kind != KindReference {
-			continue
-		}
-		id := event.CanonicalID(v.Str)
-		if !event.ValidID(id) || id == emptyGUID || (v.Logical != "" && v.Logical != table) {
-			continue
-		}
-		v.Str = id
-		return v, true
-	}
-	return Value{}, false
-}
-
-func entities(c *Context, target *Entity) []*Entity {
-	out := []*Entity{target}
-	for _, imgs := range []map[string]*Entity{c.PostEntityImages, c.PreEntityImages} {
-		keys := make([]string, 0, len(imgs))
-		for k := range imgs {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			out = append(out, imgs[k])
-		}
-	}
-	return out
 }
 
 // modifiedOn is the row's modification time from the Target or a
@@ -386,27 +302,12 @@ func eventID(c *Context, suffix string) string {
 	return id
 }
 
-// build encodes the event as the contract's JSON and decodes it back, so
-// what is published is exactly what a signed portal webhook would carry
-// and every contract rule (field lengths, e-mail, phone) applies.
+// build encodes the event as the contract's JSON (dvmap.Encode: exactly
+// what a signed portal webhook would carry, every contract rule applied).
 func build(ev *event.Event) (Result, error) {
-	body, err := json.Marshal(ev)
+	body, dec, err := dvmap.Encode(ev)
 	if err != nil {
-		return Result{}, fmt.Errorf("encode event %s: %w", ev.ID, err)
-	}
-	if ev.Type == event.MemberDeleted {
-		var w map[string]any
-		_ = json.Unmarshal(body, &w)
-		delete(w, "organization") // it names none
-		body, _ = json.Marshal(w)
-	}
-	dec, err := event.Decode(body)
-	if err != nil {
-		var verr event.ValidationError
-		if errors.As(err, &verr) {
-			return Result{}, &UntranslatableError{Reason: "invalid-event", Detail: verr.Error(), Fields: verr}
-		}
-		return Result{}, fmt.Errorf("decode built event %s: %w", ev.ID, err)
+		return Result{}, err
 	}
 	return Result{Events: []Translated{{Event: dec, Body: body}}}, nil
 }

@@ -97,7 +97,9 @@ func (w *webAPI) try(ctx context.Context, link string, delta bool) (*page, time.
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("OData-MaxVersion", "4.0")
 	req.Header.Set("OData-Version", "4.0")
-	req.Header.Set("Prefer", fmt.Sprintf("odata.track-changes, odata.maxpagesize=%d", w.cfg.PageSize))
+	// The lookups' tables (rows.go): Dataverse annotates a lookup with the
+	// table it names only when asked.
+	req.Header.Set("Prefer", fmt.Sprintf(`odata.track-changes, odata.maxpagesize=%d, odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"`, w.cfg.PageSize))
 	resp, err := w.http.Do(req)
 	if err != nil {
 		var token *oauth2.RetrieveError

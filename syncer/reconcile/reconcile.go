@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/stream"
 )
@@ -66,7 +67,11 @@ type Report struct {
 	FullRead    map[string]bool
 	Published   int
 	Corrections int
+	// Skipped counts the rows that became no event; Refused those of them
+	// the mapping refused, by reason (dvmap.RowError's: the reason the
+	// intake answers for the same row).
 	Skipped     int
+	Refused     map[string]int
 	Differences int
 }
 
@@ -105,7 +110,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		case err != nil:
 			r.log.Error("reconciliation failed", zap.Error(err))
 		default:
-			r.log.Info("reconciliation done", zap.Any("rows", rep.Rows), zap.Int("published", rep.Published), zap.Int("corrections", rep.Corrections))
+			r.log.Info("reconciliation done", zap.Any("rows", rep.Rows), zap.Int("published", rep.Published), zap.Int("corrections", rep.Corrections),
+				zap.Any("refused", rep.Refused))
 		}
 		t := time.NewTimer(r.cfg.Interval)
 		select {
@@ -136,7 +142,7 @@ func (r *Reconciler) Once(ctx context.Context, opts Options) (Report, error) {
 
 func (r *Reconciler) once(ctx context.Context, opts Options) (Report, error) {
 	now := r.cfg.Now().UTC()
-	rep := Report{Rows: map[string]int{}, FullRead: map[string]bool{}}
+	rep := Report{Rows: map[string]int{}, FullRead: map[string]bool{}, Refused: map[string]int{}}
 	pos, err := r.Position(ctx)
 	if err != nil {
 		return rep, err
@@ -173,6 +179,9 @@ func (r *Reconciler) once(ctx context.Context, opts Options) (Report, error) {
 				if re.ev == nil {
 					if re.skip != "" && !re.deletedMembership {
 						rep.Skipped++
+					}
+					if re.refused != "" {
+						rep.Refused[re.refused]++
 					}
 					continue
 				}
@@ -441,8 +450,8 @@ func (p *publisher) publish(ctx context.Context, re rowEvent) error {
 	if body == nil { // a deletion: stamped with the pass's time
 		ev.OccurredAt = p.now
 		var err error
-		if body, err = encode(ev); err != nil {
-			return err
+		if body, _, err = dvmap.Encode(ev); err != nil {
+			return fmt.Errorf("event %s: %w", ev.ID, err)
 		}
 	}
 	msg := nats.NewMsg(event.Subject(ev.Member.ID))

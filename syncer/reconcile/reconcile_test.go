@@ -68,13 +68,13 @@ func contactID(i int) string { return fmt.Sprintf("a1b2c3d4-0000-4000-8000-%012d
 func (b *bundle) putContact(i int, modified time.Time, first string) {
 	b.fake.Put("contacts", "contactid", contactID(i), map[string]any{
 		"firstname": first, "lastname": "Nordmann", "emailaddress1": fmt.Sprintf("m%d@example.invalid", i), "mobilephone": nil,
-		"_parentcustomerid_value": org, "modifiedon": modified.Format(time.RFC3339),
+		"_parentcustomerid_value": dataversetest.Ref{Table: "account", ID: org}, "modifiedon": modified.Format(time.RFC3339),
 	})
 }
 
 func (b *bundle) putMembership(i int, modified time.Time, role, state int) {
 	b.fake.Put("hlf_memberships", "hlf_membershipid", fmt.Sprintf("c0000000-0000-4000-8000-%012d", i), map[string]any{
-		"_hlf_contactid_value": contactID(i), "_hlf_accountid_value": org, "hlf_role": role, "statecode": state,
+		"_hlf_contactid_value": dataversetest.Ref{Table: "contact", ID: contactID(i)}, "_hlf_accountid_value": dataversetest.Ref{Table: "account", ID: org}, "hlf_role": role, "statecode": state,
 		"modifiedon": modified.Format(time.RFC3339),
 	})
 }

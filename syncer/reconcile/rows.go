@@ -3,10 +3,8 @@ package reconcile
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -53,8 +51,11 @@ type rowEvent struct {
 	// deletedMembership: a membership row was deleted; the member and
 	// organization are not in a $deletedEntity row.
 	deletedMembership bool
-	// skip says why the row became no event ("" when it did).
-	skip string
+	// skip says why the row became no event ("" when it did); refused is
+	// the reason when the mapping refused the row (dvmap.RowError's, the
+	// intake's answer for the same row).
+	skip    string
+	refused string
 }
 
 // lookupColumn is how the Web API names a lookup's id: _<name>_value.
@@ -84,45 +85,83 @@ func translateRow(m dvmap.Mapping, k Kind, row map[string]any) (rowEvent, error)
 		return finish(rowEvent{ev: ev})
 	}
 	if k == KindMember {
-		return memberRow(m.Member, row)
+		return memberRow(m, row)
 	}
 	return membershipRow(m, row)
 }
 
-func memberRow(mt dvmap.MemberTable, row map[string]any) (rowEvent, error) {
+// The Web API names a lookup's table in the annotation
+// <column>@Microsoft.Dynamics.CRM.lookuplogicalname, sent only when the
+// request asks for it (Prefer: odata.include-annotations, client.go): the
+// id alone does not say which table it is in.
+const lookupTableAnnotation = "@Microsoft.Dynamics.CRM.lookuplogicalname"
+
+// webRow is a Web API row of table k for the mapping: every selected
+// column (one the row leaves out is null, as Dataverse sends it), lookups
+// under their logical names with the table their annotation names, option
+// set values (numbers) as options.
+func webRow(m dvmap.Mapping, k Kind, id string, row map[string]any) dvmap.Row {
+	table := m.Member.Table
+	if k == KindMembership {
+		table = m.Membership.Table
+	}
+	r := dvmap.Row{Table: table, ID: id, Columns: map[string]dvmap.Value{}}
+	for _, col := range selectColumns(m, k) {
+		name := col
+		if n, ok := strings.CutPrefix(col, "_"); ok && strings.HasSuffix(n, "_value") {
+			name = strings.TrimSuffix(n, "_value")
+		}
+		var v dvmap.Value
+		switch x := row[col].(type) {
+		case nil:
+			v.Kind = dvmap.KindNull
+		case string:
+			v = dvmap.Value{Kind: dvmap.KindString, Str: x}
+			if name != col {
+				table, _ := row[col+lookupTableAnnotation].(string)
+				v = dvmap.Value{Kind: dvmap.KindReference, Str: x, Table: strings.ToLower(table)}
+			}
+		case float64:
+			v = dvmap.Value{Kind: dvmap.KindOption, Num: x}
+		default:
+			v.Kind = dvmap.KindOther
+		}
+		r.Columns[name] = v
+	}
+	return r
+}
+
+// refused is the rowEvent of a row the mapping refuses (a dvmap.RowError:
+// the same reason the intake answers), or the error as it is.
+func refused(err error) (rowEvent, error) {
+	var re *dvmap.RowError
+	if errors.As(err, &re) {
+		return rowEvent{skip: re.Error(), refused: re.Reason}, nil
+	}
+	return rowEvent{}, err
+}
+
+func memberRow(m dvmap.Mapping, row map[string]any) (rowEvent, error) {
+	mt := m.Member
 	id, _ := row[mt.ID].(string)
 	if !event.ValidID(id) {
 		return rowEvent{}, fmt.Errorf("row without a valid %s", mt.ID)
 	}
-	org, _ := row[lookupColumn(mt.Organization)].(string)
-	if !event.ValidID(org) {
-		return rowEvent{skip: "no organization (" + mt.Organization + ")"}, nil
+	r := webRow(m, KindMember, id, row)
+	member, err := m.MemberOf(r) // a full row: every field set or cleared
+	if err != nil {
+		return refused(err)
+	}
+	org, err := m.MemberOrganization(r)
+	if err != nil {
+		return refused(err)
 	}
 	at, err := rowTime(row, mt.ModifiedOn)
 	if err != nil {
 		return rowEvent{}, err
 	}
-	member := event.Member{ID: event.CanonicalID(id)}
-	for f, col := range map[event.Field]string{event.FieldEmail: mt.Email, event.FieldFirstName: mt.FirstName, event.FieldLastName: mt.LastName, event.FieldPhone: mt.Phone} {
-		s, _ := row[col].(string)
-		s = strings.TrimSpace(s)
-		if s == "" {
-			member.Cleared = member.Cleared.With(f) // a full row: null is no value
-			continue
-		}
-		switch f {
-		case event.FieldEmail:
-			member.Email = s
-		case event.FieldFirstName:
-			member.FirstName = s
-		case event.FieldLastName:
-			member.LastName = s
-		case event.FieldPhone:
-			member.Phone = s
-		}
-	}
 	ev := &event.Event{ID: rowID(KindMember, id, version(row)), Type: event.MembershipUpdated, OccurredAt: at,
-		Member: member, Organization: event.Organization{ID: event.CanonicalID(org)}}
+		Member: member, Organization: org}
 	return finish(rowEvent{ev: ev})
 }
 
@@ -132,32 +171,32 @@ func membershipRow(m dvmap.Mapping, row map[string]any) (rowEvent, error) {
 	if !event.ValidID(id) {
 		return rowEvent{}, fmt.Errorf("row without a valid %s", mt.ID)
 	}
-	member, _ := row[lookupColumn(mt.Member)].(string)
-	org, _ := row[lookupColumn(mt.Organization)].(string)
-	if !event.ValidID(member) || !event.ValidID(org) {
-		return rowEvent{skip: "no member or organization"}, nil
+	r := webRow(m, KindMembership, id, row)
+	member, org, err := m.MembershipParties(r)
+	if err != nil {
+		return refused(err)
 	}
 	at, err := rowTime(row, mt.ModifiedOn)
 	if err != nil {
 		return rowEvent{}, err
 	}
-	state, ok := row[mt.State].(float64)
-	if !ok {
+	state, err := m.MembershipState(r)
+	if err != nil {
+		return refused(err)
+	}
+	if state == dvmap.StateNone {
 		return rowEvent{skip: "no " + mt.State}, nil
 	}
-	ms := &Membership{Member: event.CanonicalID(member), Org: event.CanonicalID(org)}
-	switch {
-	case slices.Contains(mt.ActiveStates, int(state)):
-		ms.Active = true
-	case slices.Contains(mt.InactiveStates, int(state)):
-	default:
-		return rowEvent{skip: "state neither active nor inactive"}, nil
-	}
-	if v, ok := row[mt.Role].(float64); ok {
-		ms.Role = mt.Roles[strconv.FormatInt(int64(v), 10)]
+	ms := &Membership{Member: member, Org: org.ID, Active: state == dvmap.StateActive}
+	if ms.Role, err = m.MembershipRole(r); err != nil {
+		// No event, as the intake refuses it; but the membership is in
+		// the portal as it is, so a full read must not correct it away.
+		re, err := refused(err)
+		re.membership = ms
+		return re, err
 	}
 	ev := &event.Event{ID: rowID(KindMembership, id, version(row)), OccurredAt: at,
-		Member: event.Member{ID: ms.Member}, Organization: event.Organization{ID: ms.Org}}
+		Member: event.Member{ID: ms.Member}, Organization: org}
 	switch {
 	case ms.Active && ms.Role != "":
 		ev.Type, ev.Role = event.MembershipCreated, ms.Role
@@ -166,9 +205,9 @@ func membershipRow(m dvmap.Mapping, row map[string]any) (rowEvent, error) {
 	default:
 		ev.Type = event.MembershipDeactivated
 	}
-	r, err := finish(rowEvent{ev: ev})
-	r.membership = ms
-	return r, err
+	r2, err := finish(rowEvent{ev: ev})
+	r2.membership = ms
+	return r2, err
 }
 
 // correction deactivates a membership the app holds active and the portal
@@ -209,32 +248,16 @@ func rowTime(row map[string]any, col string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-// finish encodes the event as the contract's JSON and validates it.
+// finish encodes the event as the contract's JSON and validates it
+// (dvmap.Encode, as the intake does).
 func finish(r rowEvent) (rowEvent, error) {
 	if r.ev.Type == event.MemberDeleted && r.ev.OccurredAt.IsZero() {
 		return r, nil // stamped when published (a $deletedEntity row has no time)
 	}
-	body, err := encode(r.ev)
+	body, _, err := dvmap.Encode(r.ev)
 	if err != nil {
-		return rowEvent{}, err
+		return rowEvent{}, fmt.Errorf("event %s: %w", r.ev.ID, err)
 	}
 	r.body = body
 	return r, nil
-}
-
-func encode(ev *event.Event) ([]byte, error) {
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", ev.ID, err)
-	}
-	if ev.Type == event.MemberDeleted {
-		var w map[string]any
-		_ = json.Unmarshal(body, &w)
-		delete(w, "organization")
-		body, _ = json.Marshal(w)
-	}
-	if _, err := event.Decode(body); err != nil {
-		return nil, fmt.Errorf("event %s: %w", ev.ID, err)
-	}
-	return body, nil
 }

@@ -2,8 +2,9 @@
 // token endpoint for tests: OAuth 2.0 client credentials, collections read
 // with $select, server-driven paging (@odata.nextLink, Prefer
 // odata.maxpagesize), change tracking (Prefer odata.track-changes,
-// @odata.deltaLink, $deletedEntity rows), service-protection limits (429
-// with Retry-After) and expired delta tokens, as Microsoft documents them.
+// @odata.deltaLink, $deletedEntity rows), lookup annotations (Prefer
+// odata.include-annotations), service-protection limits (429 with
+// Retry-After) and expired delta tokens, as Microsoft documents them.
 package dataversetest
 
 import (
@@ -76,6 +77,17 @@ func (s *Server) AddTable(set, key string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.table(set, key)
+}
+
+// Ref is the value of a lookup column (_<name>_value): the id of a row of
+// Table (a logical name). The fake returns the id, and the table as the
+// annotation <column>@Microsoft.Dynamics.CRM.lookuplogicalname (Name as
+// <column>@OData.Community.Display.V1.FormattedValue) only when the
+// request asks for the annotation with Prefer:
+// odata.include-annotations="…" ("*", "Microsoft.Dynamics.CRM.*" or its
+// name), as Dataverse does.
+type Ref struct {
+	Table, ID, Name string
 }
 
 // Put creates or replaces a row of the entity set (its primary key column
@@ -166,7 +178,44 @@ func oauthError(w http.ResponseWriter, code string) {
 	_, _ = fmt.Fprintf(w, `{"error":%q}`, code)
 }
 
-var maxPageSize = regexp.MustCompile(`odata\.maxpagesize=(\d+)`)
+var (
+	maxPageSize = regexp.MustCompile(`odata\.maxpagesize=(\d+)`)
+	annotations = regexp.MustCompile(`odata\.include-annotations="([^"]*)"`)
+)
+
+// annotated reports whether the Prefer header asks for the annotation
+// name: the list of odata.include-annotations holds "*", name, or its
+// namespace followed by ".*".
+func annotated(prefer, name string) bool {
+	m := annotations.FindStringSubmatch(prefer)
+	if m == nil {
+		return false
+	}
+	for _, p := range strings.Split(m[1], ",") {
+		p = strings.TrimSpace(p)
+		if p == "*" || p == name || (strings.HasSuffix(p, ".*") && strings.HasPrefix(name, strings.TrimSuffix(p, "*"))) {
+			return true
+		}
+	}
+	return false
+}
+
+// render writes a stored column into a response row, with a lookup's
+// annotations where asked.
+func render(out map[string]any, col string, v any, prefer string) {
+	ref, ok := v.(Ref)
+	if !ok {
+		out[col] = v
+		return
+	}
+	out[col] = ref.ID
+	if annotated(prefer, "Microsoft.Dynamics.CRM.lookuplogicalname") {
+		out[col+"@Microsoft.Dynamics.CRM.lookuplogicalname"] = ref.Table
+	}
+	if ref.Name != "" && annotated(prefer, "OData.Community.Display.V1.FormattedValue") {
+		out[col+"@OData.Community.Display.V1.FormattedValue"] = ref.Name
+	}
+}
 
 func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
 	s.Requests.Add(1)
@@ -248,12 +297,12 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
 		out := map[string]any{"@odata.etag": fmt.Sprintf(`W/"%d"`, row["versionnumber"])}
 		if cols == nil {
 			for k, v := range row {
-				out[k] = v
+				render(out, k, v, prefer)
 			}
 		} else {
 			out[tb.key] = row[tb.key]
 			for _, c := range cols {
-				out[c] = row[c] // absent columns are null, as in Dataverse
+				render(out, c, row[c], prefer) // absent columns are null, as in Dataverse
 			}
 		}
 		values = append(values, out)

@@ -1,0 +1,188 @@
+-- portalsync's schema as it stands after every migration in
+-- ../migrations (README.md here says how it is kept true): first the
+-- tables, then the functions and triggers (2_functions.sql), then who may
+-- read and write what (3_access.sql). Loaded in that order into a database
+-- with Supabase's auth schema (or ../bootstrap/auth.sql on plain
+-- PostgreSQL), it builds what the migrations build.
+--
+-- Every row that mirrors the portal keeps the portal time (and, to break
+-- ties, the event id) of what it holds, so an older event never
+-- overwrites newer data, whatever the delivery order.
+--
+-- The portal's ids (member, organization, event) compare as bytes
+-- (COLLATE "C", 00024): ASCII identifiers nobody sorts for reading, and
+-- memcmp is cheaper than the linguistic collation in every index probe.
+
+CREATE EXTENSION IF NOT EXISTS pgcrypto;
+
+-- The private schema: identity state, erasure tombstones, the linking and
+-- policy functions, and goose's version table (portalsync.goose_db_version,
+-- which goose creates; the syncer may read it, 00004).
+CREATE SCHEMA IF NOT EXISTS portalsync;
+
+-- The syncer's least-privilege role (its rights: 3_access.sql). A login
+-- role gets them with CREATE ROLE portalsync_app LOGIN PASSWORD '…' IN
+-- ROLE portalsync_syncer. Roles are cluster-wide: another database may
+-- have created it.
+DO $$
+BEGIN
+  CREATE ROLE portalsync_syncer NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+
+-- ---------------------------------------------------------------------
+-- The data contract the Likeperson app reads (public).
+-- ---------------------------------------------------------------------
+
+CREATE TABLE public.organizations (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  portal_org_id text COLLATE "C" NOT NULL UNIQUE,
+  name text NOT NULL DEFAULT '',
+  -- Portal time and event of the name held.
+  portal_updated_at timestamptz,
+  portal_event_id text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Each profile field keeps the portal time and event of the value it
+-- holds (the portal sends a JSON Merge Patch: an absent field is
+-- unchanged, null clears it), so an event writes only the fields it
+-- carries, each when it is newer than that field's stamp (00010; those
+-- columns came last, hence their place after updated_at).
+-- portal_updated_at / portal_event_id are the newest of the four.
+-- A fifth of each page stays free so that a status change is a HOT
+-- update (00023).
+CREATE TABLE public.profiles (
+  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+  portal_member_id text COLLATE "C" NOT NULL UNIQUE,
+  -- Mirrors portalsync.account_links (the truth about links).
+  auth_user_id uuid UNIQUE REFERENCES auth.users (id) ON DELETE SET NULL,
+  email text,
+  first_name text,
+  last_name text,
+  phone text,
+  -- Active while the member has at least one active membership.
+  status text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'inactive')),
+  -- Portal time of the deactivation that left the member with no active
+  -- membership.
+  deactivated_at timestamptz,
+  portal_updated_at timestamptz,
+  portal_event_id text,
+  -- True while the linked account is banned because of this sync (so a
+  -- reactivation lifts it); an administrator's own ban never sets it.
+  -- Mirrors portalsync.account_links.banned_by_sync.
+  auth_banned_by_sync boolean NOT NULL DEFAULT false,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  email_portal_at timestamptz,
+  email_event_id text,
+  first_name_portal_at timestamptz,
+  first_name_event_id text,
+  last_name_portal_at timestamptz,
+  last_name_event_id text,
+  phone_portal_at timestamptz,
+  phone_event_id text
+) WITH (fillfactor = 80);
+-- Linking finds members by e-mail without regard to case.
+CREATE INDEX profiles_email_idx ON public.profiles (lower(email));
+
+CREATE TABLE public.organization_memberships (
+  profile_id uuid NOT NULL REFERENCES public.profiles (id) ON DELETE CASCADE,
+  organization_id uuid NOT NULL REFERENCES public.organizations (id) ON DELETE CASCADE,
+  status text NOT NULL CHECK (status IN ('active', 'inactive')),
+  deactivated_at timestamptz,
+  -- Portal time of the newest event applied to this membership.
+  portal_updated_at timestamptz NOT NULL,
+  -- Portal time and event of the status held; NULL while the status only
+  -- comes from the membership having been created by an event that does
+  -- not speak about status (membership-updated, role-updated).
+  status_portal_at timestamptz,
+  status_event_id text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (profile_id, organization_id)
+) WITH (fillfactor = 80);
+-- "Members of my organization"; the status is not in it, so that a
+-- status change writes no index entry (00023).
+CREATE INDEX organization_memberships_org_idx ON public.organization_memberships (organization_id);
+
+CREATE TABLE public.role_assignments (
+  profile_id uuid NOT NULL,
+  organization_id uuid NOT NULL,
+  role text NOT NULL CHECK (role IN ('peer_mentor', 'coordinator', 'org_admin')),
+  portal_updated_at timestamptz NOT NULL,
+  portal_event_id text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (profile_id, organization_id),
+  FOREIGN KEY (profile_id, organization_id)
+    REFERENCES public.organization_memberships (profile_id, organization_id) ON DELETE CASCADE
+);
+CREATE INDEX role_assignments_org_role_idx ON public.role_assignments (organization_id, role);
+
+-- organization_id has no foreign key (00022): checking it cost a lookup
+-- per logged event. Its promise — a log row never names an organization
+-- that is gone — is kept once per deletion instead, by the triggers on
+-- organizations (portalsync.forget_organizations, 2_functions.sql); the
+-- writers key-share lock the organizations they log.
+CREATE TABLE public.portal_sync_log (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  event_id text COLLATE "C" NOT NULL,
+  event_type text NOT NULL,
+  -- An erased member's is 'erased:' and the SHA-256 of their id (00012).
+  portal_member_id text COLLATE "C",
+  portal_org_id text COLLATE "C",
+  organization_id uuid,
+  status text NOT NULL CHECK (status IN ('success', 'failed', 'skipped')),
+  -- What the event did ("member created; membership created; role set"),
+  -- or why it failed or was skipped. Never personal data.
+  detail text NOT NULL DEFAULT '',
+  -- True when the event created a member the app did not know.
+  member_created boolean NOT NULL DEFAULT false,
+  occurred_at timestamptz,
+  received_at timestamptz,
+  processed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+  stream_seq bigint,
+  attempt integer NOT NULL DEFAULT 1
+);
+-- One success (or skip) per event: the idempotency guard.
+CREATE UNIQUE INDEX portal_sync_log_event_done_idx ON public.portal_sync_log (event_id)
+  WHERE status IN ('success', 'skipped');
+-- One failed row per delivery sequence: a failure logged, then redelivered
+-- because the acknowledgement was lost, is not logged twice (00003).
+CREATE UNIQUE INDEX portal_sync_log_failed_seq_idx ON public.portal_sync_log (stream_seq)
+  WHERE status = 'failed' AND stream_seq IS NOT NULL;
+-- "Newest entries of one organization", as org admins read them; also
+-- how the organization triggers find the rows to clear.
+CREATE INDEX portal_sync_log_org_newest_idx ON public.portal_sync_log (organization_id, processed_at DESC, id DESC);
+-- A member's rows, which erasure rewrites.
+CREATE INDEX portal_sync_log_member_idx ON public.portal_sync_log (portal_member_id, processed_at DESC);
+CREATE INDEX portal_sync_log_failed_idx ON public.portal_sync_log (processed_at DESC) WHERE status = 'failed';
+
+-- ---------------------------------------------------------------------
+-- Identity state and erasure (portalsync; no API role reads them).
+-- ---------------------------------------------------------------------
+
+-- One row per linked member: the truth about links and about the bans the
+-- sync set (profiles mirror it). A resync that wipes the public tables
+-- leaves it alone, so a replay restores every link and ban flag exactly
+-- instead of guessing again from e-mails (00005). A link follows the
+-- member and is never moved; it ends when the account is deleted.
+CREATE TABLE portalsync.account_links (
+  portal_member_id text COLLATE "C" PRIMARY KEY,
+  auth_user_id uuid NOT NULL UNIQUE REFERENCES auth.users (id) ON DELETE CASCADE,
+  -- True while the account is banned because the member has no active
+  -- membership; an administrator's own ban never sets it.
+  banned_by_sync boolean NOT NULL DEFAULT false,
+  linked_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Erased members (GDPR art. 17, 00012): no later or replayed event brings
+-- one back.
+CREATE TABLE portalsync.erased_members (
+  -- 'erased:' followed by the hex SHA-256 of the canonical member ID.
+  member_hash text PRIMARY KEY,
+  event_id text NOT NULL,
+  erased_at timestamptz NOT NULL DEFAULT now()
+);

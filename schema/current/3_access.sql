@@ -1,0 +1,85 @@
+-- Who may read and write what. Grants are written out rather than left to
+-- Supabase's default privileges (which hand anon and authenticated every
+-- right on what postgres creates in public: taken back here):
+--   anon               nothing;
+--   authenticated      reads the contract's tables by policy, writes nothing;
+--   service_role       bypasses row-level security and may do everything
+--                      (the syncer's role where it connects as service_role);
+--   portalsync_syncer  exactly what the syncer needs (below), and nothing on
+--                      Supabase's auth schema: it links and bans only
+--                      through link_members and apply_access (2_functions.sql);
+--   supabase_auth_admin  reads what the access-token hook reads.
+-- docs/ACCESS.md has the access matrix that e2e's TestAccessMatrix holds.
+
+REVOKE ALL ON SCHEMA portalsync FROM PUBLIC;
+GRANT USAGE ON SCHEMA portalsync TO authenticated, service_role, portalsync_syncer;
+GRANT USAGE ON SCHEMA public TO portalsync_syncer, supabase_auth_admin;
+
+-- ---------------------------------------------------------------------
+-- The contract's tables (public).
+-- ---------------------------------------------------------------------
+ALTER TABLE public.organizations ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.profiles ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.organization_memberships ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.role_assignments ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.portal_sync_log ENABLE ROW LEVEL SECURITY;
+
+REVOKE ALL ON public.organizations, public.profiles, public.organization_memberships,
+  public.role_assignments, public.portal_sync_log FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON SEQUENCE public.portal_sync_log_id_seq FROM PUBLIC, anon, authenticated;
+GRANT SELECT ON public.organizations, public.profiles, public.organization_memberships,
+  public.role_assignments, public.portal_sync_log TO authenticated;
+GRANT ALL ON public.organizations, public.profiles, public.organization_memberships,
+  public.role_assignments, public.portal_sync_log TO service_role;
+-- The syncer upserts, never deletes (erasure goes through erase_member);
+-- the sync log it appends to, and purges after its retention time.
+GRANT SELECT, INSERT, UPDATE ON public.organizations, public.profiles,
+  public.organization_memberships, public.role_assignments TO portalsync_syncer;
+GRANT SELECT, INSERT, DELETE ON public.portal_sync_log TO portalsync_syncer;
+GRANT SELECT ON public.organizations, public.profiles, public.organization_memberships,
+  public.role_assignments TO supabase_auth_admin;
+
+-- A member reads the organizations they belong to.
+CREATE POLICY organizations_member_read ON public.organizations FOR SELECT TO authenticated
+  USING (id IN (SELECT portalsync.my_org_ids()));
+
+-- A member reads their own profile; coordinators and org admins read the
+-- profiles of their organizations' members, inactive ones included.
+CREATE POLICY profiles_read ON public.profiles FOR SELECT TO authenticated
+  USING (id = portalsync.my_profile_id() OR id IN (SELECT portalsync.managed_profile_ids()));
+
+-- A member reads their own memberships and roles; coordinators and org
+-- admins read all of their organizations'.
+CREATE POLICY memberships_read ON public.organization_memberships FOR SELECT TO authenticated
+  USING (profile_id = portalsync.my_profile_id()
+         OR organization_id IN (SELECT portalsync.my_org_ids(ARRAY['coordinator', 'org_admin'])));
+CREATE POLICY roles_read ON public.role_assignments FOR SELECT TO authenticated
+  USING (profile_id = portalsync.my_profile_id()
+         OR organization_id IN (SELECT portalsync.my_org_ids(ARRAY['coordinator', 'org_admin'])));
+
+-- An org admin reads the sync log of their own organizations only.
+CREATE POLICY sync_log_org_admin_read ON public.portal_sync_log FOR SELECT TO authenticated
+  USING (organization_id IN (SELECT portalsync.my_org_ids(ARRAY['org_admin'])));
+
+-- The syncer's role sees and writes every row its grants allow.
+CREATE POLICY syncer_all ON public.organizations FOR ALL TO portalsync_syncer USING (true) WITH CHECK (true);
+CREATE POLICY syncer_all ON public.profiles FOR ALL TO portalsync_syncer USING (true) WITH CHECK (true);
+CREATE POLICY syncer_all ON public.organization_memberships FOR ALL TO portalsync_syncer USING (true) WITH CHECK (true);
+CREATE POLICY syncer_all ON public.role_assignments FOR ALL TO portalsync_syncer USING (true) WITH CHECK (true);
+CREATE POLICY syncer_all ON public.portal_sync_log FOR ALL TO portalsync_syncer USING (true) WITH CHECK (true);
+
+-- Supabase Auth runs the access-token hook as supabase_auth_admin.
+CREATE POLICY auth_admin_read ON public.organizations FOR SELECT TO supabase_auth_admin USING (true);
+CREATE POLICY auth_admin_read ON public.profiles FOR SELECT TO supabase_auth_admin USING (true);
+CREATE POLICY auth_admin_read ON public.organization_memberships FOR SELECT TO supabase_auth_admin USING (true);
+CREATE POLICY auth_admin_read ON public.role_assignments FOR SELECT TO supabase_auth_admin USING (true);
+
+-- ---------------------------------------------------------------------
+-- The private tables (portalsync): no API role reads them.
+-- ---------------------------------------------------------------------
+REVOKE ALL ON portalsync.account_links FROM PUBLIC;
+REVOKE ALL ON portalsync.erased_members FROM PUBLIC;
+-- The syncer refuses events for erased members.
+GRANT SELECT ON portalsync.erased_members TO portalsync_syncer;
+-- (And it reads goose's version table, which goose creates:
+-- GRANT SELECT ON portalsync.goose_db_version TO portalsync_syncer, 00004.)
