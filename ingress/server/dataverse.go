@@ -13,6 +13,7 @@ import (
 	"github.com/likeperson/portalsync/ingress/dataverse"
 	"github.com/likeperson/portalsync/pkg/dvmap"
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/stream"
 )
 
 // DataversePath is where a Dataverse service endpoint (webhook) posts its
@@ -130,7 +131,7 @@ func (h *Handler) receiveDataverse(c echo.Context) error {
 			errors.As(err, &verr)
 			return h.untranslatable(c, dctx, &dataverse.UntranslatableError{Reason: "occurred-at-in-future", Detail: verr.Error(), Fields: verr})
 		}
-		ack, err := h.publish(c, t.Event, t.Body)
+		ack, err := h.publish(c, t.Event, t.Body, stream.SourceDataverseWebhook)
 		if err != nil {
 			return err
 		}

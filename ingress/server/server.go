@@ -295,7 +295,7 @@ func (h *Handler) receive(c echo.Context) error {
 		return p
 	}
 
-	ack, err := h.publish(c, ev, body)
+	ack, err := h.publish(c, ev, body, stream.SourcePortalWebhook)
 	if err != nil {
 		return err
 	}
@@ -308,9 +308,10 @@ func (h *Handler) receive(c echo.Context) error {
 
 // publish stores a validated event (body is its JSON, ev.ID its
 // webhook-id) and waits for JetStream's acknowledgement. A duplicate is
-// compared with the stored body. The error is a *Problem: 503 when the
-// event may not have been stored, 409 for an id reused with another body.
-func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstream.PubAck, error) {
+// compared with the stored body. source is where it came in
+// (stream.HeaderSource). The error is a *Problem: 503 when the event may
+// not have been stored, 409 for an id reused with another body.
+func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source string) (*jetstream.PubAck, error) {
 	req := c.Request()
 	bodyHash := bodyDigest(body)
 	rawHash := rawDigest(body)
@@ -321,6 +322,7 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte) (*jetstr
 	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
 	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(stream.HeaderSource, source)
 	// As jetstream.WithExpectStream does; a header holds in a batch too.
 	msg.Header.Set(jetstream.ExpectedStreamHeader, h.cfg.Stream.Name)
 

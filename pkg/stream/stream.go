@@ -35,6 +35,28 @@ const (
 	// insignificant JSON whitespace, so that a webhook-id sent again with
 	// a different body is told apart from a retry (however it is spaced).
 	HeaderBodySHA256 = "Portal-Body-Sha256"
+	// HeaderSource says where the event came in (one of the Source
+	// values); the syncer writes it to the sync log's source column.
+	// Events stored before it existed have none: their rows say NULL.
+	HeaderSource = "Portal-Event-Source"
+)
+
+// Values of HeaderSource, as public.portal_sync_log's source column
+// (migration 00028) takes them.
+const (
+	// SourcePortalWebhook: the ingress's /webhooks/portal.
+	SourcePortalWebhook = "portal-webhook"
+	// SourceDataverseWebhook: the ingress's /webhooks/dataverse.
+	SourceDataverseWebhook = "dataverse-webhook"
+	// SourceReconciliation: published by the reconciler.
+	SourceReconciliation = "reconciliation"
+	// SourceRedrive: published again by `syncer dlq redrive` (it
+	// replaces the source the dead letter carried).
+	SourceRedrive = "redrive"
+	// SourceReplay: applied again by `syncer replay`.
+	SourceReplay = "replay"
+	// SourceEraseCommand: an erasure by `syncer erase`.
+	SourceEraseCommand = "erase-command"
 )
 
 // Defaults for Config.

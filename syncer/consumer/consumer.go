@@ -444,7 +444,7 @@ func (c *Consumer) handleMsgs(ctx context.Context, stop <-chan struct{}, msgs []
 			c.settleMsg(msg, 0, actTerm, 0, "no metadata")
 			continue
 		}
-		meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: int(md.NumDelivered)}
+		meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: int(md.NumDelivered), Source: msg.Headers().Get(stream.HeaderSource)}
 		if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
 			meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
 		}

@@ -275,6 +275,9 @@ func (q *Queue) Redrive(ctx context.Context, f Filter) (int, error) {
 			msg.Header.Set(HeaderOriginalID, e.EventID)
 		}
 		msg.Header.Set(HeaderRedriveFrom, strconv.FormatUint(e.Seq, 10))
+		// The log says the change came back by redrive, wherever it
+		// first came in.
+		msg.Header.Set(stream.HeaderSource, stream.SourceRedrive)
 		if _, err := q.js.PublishMsg(ctx, msg, jetstream.WithExpectStream(q.cfg.EventStream)); err != nil {
 			return n, fmt.Errorf("redrive dead letter %d: %w", e.Seq, err)
 		}

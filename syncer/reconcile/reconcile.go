@@ -460,6 +460,7 @@ func (p *publisher) publish(ctx context.Context, re rowEvent) error {
 	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
 	msg.Header.Set(stream.HeaderReceivedAt, p.now.Format(time.RFC3339Nano))
+	msg.Header.Set(stream.HeaderSource, stream.SourceReconciliation)
 	f, err := p.js.PublishMsgAsync(msg, jetstream.WithExpectStream(p.stream))
 	if err != nil {
 		return fmt.Errorf("publish %s: %w", ev.ID, err)

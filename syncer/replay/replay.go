@@ -221,7 +221,7 @@ func (r *Replayer) item(msg jetstream.Msg, md *jetstream.MsgMetadata, opts Optio
 		rep.FilteredOut++
 		return store.Item{}, false
 	}
-	meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: 1, Replay: true}
+	meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: 1, Replay: true, Source: stream.SourceReplay}
 	if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
 		meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
 	}

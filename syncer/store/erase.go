@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/stream"
 )
 
 // MemberHash is what is left of an erased member's ID: "erased:" and the
@@ -27,7 +28,7 @@ func MemberHash(memberID string) string {
 func (s *Store) Erase(ctx context.Context, memberID, eventID string) (Result, error) {
 	ev := &event.Event{ID: eventID, Type: event.MemberDeleted, OccurredAt: s.now().UTC().Truncate(time.Microsecond),
 		Member: event.Member{ID: event.CanonicalID(memberID)}}
-	return s.Apply(ctx, ev, Meta{Attempt: 1, ReceivedAt: s.now()})
+	return s.Apply(ctx, ev, Meta{Attempt: 1, ReceivedAt: s.now(), Source: stream.SourceEraseCommand})
 }
 
 // eraseMembers erases the members of the batch's member-deleted events:

@@ -212,6 +212,7 @@ type logRow struct {
 	occurred, received              time.Time // received: zero when unknown
 	seq                             int64
 	attempt                         int32
+	source                          string // "" for none (NULL)
 }
 
 // logRowOf is item i's log row with result r. Every row names the
@@ -223,6 +224,7 @@ func logRowOf(it Item, r Result, p plan, orgIDs map[string]string) logRow {
 		eventID: ev.ID, eventType: string(ev.Type), member: ev.Member.ID, org: ev.Organization.ID,
 		orgID: orgIDs[ev.Organization.ID], status: r.Status, detail: r.Detail, memberCreated: r.MemberCreated,
 		occurred: ev.OccurredAt, received: it.Meta.ReceivedAt, seq: int64(it.Meta.StreamSeq), attempt: int32(max(it.Meta.Attempt, 1)),
+		source: it.Meta.Source,
 	}
 	if p.hashed[ev.Member.ID] {
 		row.member = MemberHash(ev.Member.ID)

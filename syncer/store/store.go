@@ -62,6 +62,10 @@ type Meta struct {
 	// Replay applies the event even when the log says it was applied, to
 	// repair the database; no second log row is written.
 	Replay bool
+	// Source is where the event came in (stream.HeaderSource: a
+	// stream.Source* value), written to the log row's source; "" for
+	// none (events stored before the header existed): NULL.
+	Source string
 }
 
 // Result says what applying one event did.
@@ -99,7 +103,8 @@ type Failure struct {
 func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 	_, err := s.db.Exec(ctx, insertFailedSQL,
 		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
-		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt)
+		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt,
+		optText(meta.Source))
 	if err != nil {
 		return interpretError(fmt.Errorf("log failure of event %s: %w", f.EventID, err))
 	}

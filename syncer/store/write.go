@@ -289,7 +289,7 @@ func readMembershipStamps(ctx context.Context, db DBTX, pairs []pair, w *written
 func insertFailed(ctx context.Context, db DBTX, rows []logRow) error {
 	for _, r := range rows {
 		_, err := db.Exec(ctx, insertFailedSQL, r.eventID, r.eventType, r.member, r.org, r.detail, r.occurred,
-			nullTime(r.received), r.seq, r.attempt)
+			nullTime(r.received), r.seq, r.attempt, optText(r.source))
 		if err != nil {
 			return fmt.Errorf("log refused event %s: %w", r.eventID, err)
 		}
@@ -308,7 +308,7 @@ func insertLog(ctx context.Context, db DBTX, rows []logRow) error {
 	n := len(rows)
 	var (
 		eventIDs, types, members, statuses, details = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		orgs, orgIDs                                = make([]pgtype.Text, n), make([]pgtype.Text, n)
+		orgs, orgIDs, sources                       = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
 		created                                     = make([]bool, n)
 		occurred                                    = make([]time.Time, n)
 		received                                    = make([]pgtype.Timestamptz, n)
@@ -317,13 +317,13 @@ func insertLog(ctx context.Context, db DBTX, rows []logRow) error {
 	)
 	for j, r := range rows {
 		eventIDs[j], types[j], members[j], statuses[j], details[j] = r.eventID, r.eventType, r.member, r.status, r.detail
-		orgs[j], orgIDs[j] = optText(r.org), optText(r.orgID)
+		orgs[j], orgIDs[j], sources[j] = optText(r.org), optText(r.orgID), optText(r.source)
 		created[j], occurred[j], seqs[j], attempts[j] = r.memberCreated, r.occurred, r.seq, r.attempt
 		if !r.received.IsZero() {
 			received[j] = stamp(r.received)
 		}
 	}
-	_, err := db.Exec(ctx, insertLogSQL, eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts)
+	_, err := db.Exec(ctx, insertLogSQL, eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts, sources)
 	if err != nil {
 		return fmt.Errorf("insert log: %w", err)
 	}
