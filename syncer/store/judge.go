@@ -36,6 +36,12 @@ type written struct {
 	inserted map[pair]bool // memberships inserted by this batch
 	role     map[pair]heldStamp
 	notes    map[string][]string
+	// What the upserts changed, for the log's changes: whether each
+	// profile field's value changed, and the membership's status and role
+	// before and after (only those that changed).
+	fieldChanged map[string][4]bool
+	statusChange map[pair]Change
+	roleChange   map[pair]Change
 	// memberOf and orgOf map uuids back to portal ids (pairByIDs).
 	memberOf, orgOf map[string]string
 }
@@ -83,6 +89,31 @@ func judgeEvent(ev *event.Event, h held) outcome {
 		check("role", h.role)
 	}
 	return o
+}
+
+// changesOf is what an event changed: each part it applied whose row
+// holds the event's own stamp after the batch (of several events of a
+// batch on one row, the change is the newest's) and whose value changed
+// (fieldChanged, status and role: what the upserts report; nil when
+// unchanged or not written).
+func changesOf(ev *event.Event, h held, fieldChanged [4]bool, status, role *Change) *Changes {
+	k := keyOf(ev)
+	own := func(s heldStamp) bool { return s.set && s.k.equal(k) }
+	c := &Changes{}
+	if ev.HasProfile() {
+		for i, f := range event.ProfileFields {
+			if ev.Member.Has(f) && fieldChanged[i] && own(h.fields[i]) {
+				c.ProfileFields = append(c.ProfileFields, f.String())
+			}
+		}
+	}
+	if statusIntent(ev.Type) != "" && status != nil && own(h.status) {
+		c.Status = status
+	}
+	if ev.Role != "" && role != nil && own(h.role) {
+		c.Role = role
+	}
+	return c
 }
 
 // describe turns an outcome into the log row's status and detail: an event
@@ -151,6 +182,9 @@ func judge(items []Item, p plan, w written, erasures []erased) []Result {
 		}
 		h := held{fields: w.fields[ev.Member.ID], status: w.status[pairOf(ev)], role: w.role[pairOf(ev)]}
 		r.Status, r.Detail = describe(ev, judgeEvent(ev, h), r.MemberCreated)
+		if r.Status == StatusSuccess {
+			r.Changes = changesOf(ev, h, w.fieldChanged[ev.Member.ID], changePtr(w.statusChange, pairOf(ev)), changePtr(w.roleChange, pairOf(ev)))
+		}
 		// A membership this batch created, with no role row: say so, as
 		// the member has no access by role there yet.
 		if _, hasRole := w.role[pairOf(ev)]; w.inserted[pairOf(ev)] && !hasRole && ev.Role == "" {
@@ -183,6 +217,13 @@ func judge(items []Item, p plan, w written, erasures []erased) []Result {
 	return res
 }
 
+func changePtr(m map[pair]Change, p pair) *Change {
+	if c, ok := m[p]; ok {
+		return &c
+	}
+	return nil
+}
+
 // erased is what erasing one member removed, and what changed for its
 // account (eraseMembers).
 type erased struct {
@@ -213,6 +254,7 @@ type logRow struct {
 	seq                             int64
 	attempt                         int32
 	source                          string // "" for none (NULL)
+	changes                         *Changes
 }
 
 // logRowOf is item i's log row with result r. Every row names the
@@ -224,7 +266,7 @@ func logRowOf(it Item, r Result, p plan, orgIDs map[string]string) logRow {
 		eventID: ev.ID, eventType: string(ev.Type), member: ev.Member.ID, org: ev.Organization.ID,
 		orgID: orgIDs[ev.Organization.ID], status: r.Status, detail: r.Detail, memberCreated: r.MemberCreated,
 		occurred: ev.OccurredAt, received: it.Meta.ReceivedAt, seq: int64(it.Meta.StreamSeq), attempt: int32(max(it.Meta.Attempt, 1)),
-		source: it.Meta.Source,
+		source: it.Meta.Source, changes: r.Changes,
 	}
 	if p.hashed[ev.Member.ID] {
 		row.member = MemberHash(ev.Member.ID)

@@ -258,12 +258,15 @@ func TestJudgeAndLogRows(t *testing.T) {
 		inserted: map[pair]bool{{"m1", "o1"}: true},
 		role:     map[pair]heldStamp{},
 		notes:    map[string][]string{"m1": {"app account linked"}},
+		// The membership is new: its status before is none.
+		statusChange: map[pair]Change{{"m1", "o1"}: {New: "inactive"}},
 	}
 	res := judge(items, p, w, []erased{{profiles: 1, memberships: 2, logRows: 3, notes: []string{"app access revoked"}}})
 	require.Equal(t, []Result{
-		{Status: StatusSuccess, MemberCreated: true,
+		{Status: StatusSuccess, MemberCreated: true, Changes: &Changes{},
 			Detail: "member created; membership-created partly applied: nothing applied; superseded by b (status); the member has no role in organization o1 yet (batch of 3)"},
-		{Status: StatusSuccess, Detail: "membership-deactivated applied; the member has no role in organization o1 yet (batch of 3); app account linked"},
+		{Status: StatusSuccess, Changes: &Changes{Status: &Change{New: "inactive"}},
+			Detail: "membership-deactivated applied; the member has no role in organization o1 yet (batch of 3); app account linked"},
 		{Status: StatusSuccess, MemberErased: true,
 			Detail: "member erased; profile and 2 memberships deleted; app access revoked; member ID replaced by its hash in 3 log rows"},
 		{Status: StatusSkipped, Detail: "superseded by newer (status)"},
@@ -276,6 +279,50 @@ func TestJudgeAndLogRows(t *testing.T) {
 		order = append(order, r.eventID+" "+r.member+" "+r.orgID)
 	}
 	require.Equal(t, []string{"b m1 uuid-o1", "x " + MemberHash("m9") + " ", "c m2 uuid-o1", "a m1 uuid-o1"}, order)
+}
+
+// An event's changes are the parts it applied whose row holds its own
+// stamp and whose value changed; a part another event wrote, or that did
+// not change, is not among them.
+func TestChangesOf(t *testing.T) {
+	t.Parallel()
+	peer := "peer_mentor"
+	own := func(id string, min int) heldStamp { return heldStamp{set: true, k: key{rt0.Add(time.Duration(min) * time.Minute), id}} }
+	role := &Change{Old: &peer, New: "coordinator"}
+	status := &Change{Old: new("active"), New: "inactive"}
+	profile := uev("e", event.MembershipUpdated, 1, "m1", "o1", "")
+	profile.Member.Email, profile.Member.FirstName, profile.Member.LastName = "a@example.invalid", "A", "B" // no phone
+	tests := []struct {
+		name    string
+		ev      *event.Event
+		h       held
+		fields  [4]bool
+		status  *Change
+		role    *Change
+		changes *Changes
+	}{
+		{"RoleChanged", uev("e", event.RoleUpdated, 1, "m1", "o1", event.RoleCoordinator),
+			held{role: own("e", 1)}, [4]bool{}, nil, role, &Changes{Role: role}},
+		{"RoleWrittenByNewerEvent", uev("e", event.RoleUpdated, 1, "m1", "o1", event.RoleCoordinator),
+			held{role: own("f", 2)}, [4]bool{}, nil, role, &Changes{}},
+		{"RoleUnchanged", uev("e", event.RoleUpdated, 1, "m1", "o1", event.RoleCoordinator),
+			held{role: own("e", 1)}, [4]bool{}, nil, nil, &Changes{}},
+		{"Deactivated", uev("e", event.MembershipDeactivated, 1, "m1", "o1", ""),
+			held{status: own("e", 1)}, [4]bool{}, status, nil, &Changes{Status: status}},
+		{"StatusOfAnEventWithoutStatus", uev("e", event.RoleUpdated, 1, "m1", "o1", event.RoleCoordinator),
+			held{status: own("e", 1)}, [4]bool{}, status, nil, &Changes{}},
+		// email changed; first_name did not; last_name is a newer event's;
+		// phone is not the event's.
+		{"ProfileFieldsByName", profile,
+			held{fields: [4]heldStamp{own("e", 1), own("e", 1), own("f", 2), own("e", 1)}}, [4]bool{true, false, true, true}, nil, nil,
+			&Changes{ProfileFields: []string{"email"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.changes, changesOf(tt.ev, tt.h, tt.fields, tt.status, tt.role))
+		})
+	}
 }
 
 // One batch's row sets, applied to empty tables, are the reference

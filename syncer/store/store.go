@@ -87,6 +87,32 @@ type Result struct {
 	// skipped because the member is erased: the member's messages are to
 	// be purged from the streams.
 	MemberErased bool
+	// Changes is what a successful event changed, as the log's changes
+	// column holds it; nil when it applied nothing (skipped, failed,
+	// erasures).
+	Changes *Changes
+}
+
+// Changes is what an event changed, in the shape of
+// public.portal_sync_log.changes (migration 00028): each part only when it
+// changed, and of the profile only the names of the fields, never their
+// values.
+type Changes struct {
+	// Role is the member's role in the event's organization before (nil:
+	// none) and after.
+	Role *Change `json:"role,omitempty"`
+	// Status is the membership's status before (nil: no membership) and
+	// after.
+	Status *Change `json:"status,omitempty"`
+	// ProfileFields names the profile fields whose value changed, in
+	// event.ProfileFields order.
+	ProfileFields []string `json:"profile_fields,omitempty"`
+}
+
+// Change is one value's change; Old is nil when there was none.
+type Change struct {
+	Old *string `json:"old"`
+	New string  `json:"new"`
 }
 
 // Failure describes an event that cannot be applied.

@@ -60,3 +60,55 @@ func TestLogSource(t *testing.T) {
 		require.Equal(t, stream.SourceEraseCommand, src)
 	}
 }
+
+// logChanges is the changes column of an event's success or skipped row,
+// "" for NULL.
+func logChanges(t *testing.T, pool *pgxpool.Pool, eventID string) string {
+	t.Helper()
+	var c *string
+	require.NoError(t, pool.QueryRow(context.Background(),
+		`SELECT changes::text FROM portal_sync_log WHERE event_id = $1 AND status <> 'failed'`, eventID).Scan(&c))
+	if c == nil {
+		return ""
+	}
+	return *c
+}
+
+// A log row says what its event changed: the role and the membership's
+// status before and after, the names of the profile fields whose value
+// changed (never a value); {} when it applied nothing new; NULL when it
+// was skipped.
+func TestLogChanges(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+
+	apply(t, s, ev("c-1", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor))
+	require.JSONEq(t, `{"role": {"old": null, "new": "peer_mentor"}, "status": {"old": null, "new": "active"},
+		"profile_fields": ["email", "first_name", "last_name", "phone"]}`, logChanges(t, pool, "c-1"))
+
+	apply(t, s, ev("c-2", event.RoleUpdated, t0.Add(time.Minute), "m1", "o1", event.RoleCoordinator))
+	require.JSONEq(t, `{"role": {"old": "peer_mentor", "new": "coordinator"}}`, logChanges(t, pool, "c-2"))
+
+	up := ev("c-3", event.MembershipUpdated, t0.Add(2*time.Minute), "m1", "o1", "")
+	up.Member.FirstName = "F-c-1" // unchanged
+	up.Member.Phone = "+47 9999"
+	apply(t, s, up)
+	require.JSONEq(t, `{"profile_fields": ["phone"]}`, logChanges(t, pool, "c-3"))
+	require.NotContains(t, logChanges(t, pool, "c-3"), "9999", "never a value")
+
+	apply(t, s, ev("c-4", event.MembershipDeactivated, t0.Add(3*time.Minute), "m1", "o1", ""))
+	require.JSONEq(t, `{"status": {"old": "active", "new": "inactive"}}`, logChanges(t, pool, "c-4"))
+
+	// Older than what the tables hold: skipped, nothing changed.
+	require.Equal(t, store.StatusSkipped, apply(t, s, ev("c-5", event.RoleUpdated, t0, "m1", "o1", event.RoleOrgAdmin)).Status)
+	require.Empty(t, logChanges(t, pool, "c-5"))
+
+	// Two events of one batch on one role: the change is the newer's, from
+	// the role before the batch.
+	_, err := s.ApplyBatch(context.Background(), items(
+		ev("c-6", event.RoleUpdated, t0.Add(4*time.Minute), "m1", "o1", event.RoleOrgAdmin),
+		ev("c-7", event.RoleUpdated, t0.Add(5*time.Minute), "m1", "o1", event.RolePeerMentor)))
+	require.NoError(t, err)
+	require.Empty(t, logChanges(t, pool, "c-6"), "superseded in the batch: skipped")
+	require.JSONEq(t, `{"role": {"old": "coordinator", "new": "peer_mentor"}}`, logChanges(t, pool, "c-7"))
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -114,15 +115,17 @@ func upsertProfiles(ctx context.Context, db DBTX, profiles []profileRow, w *writ
 		return fmt.Errorf("upsert profiles: %w", err)
 	}
 	w.profIDs, w.created, w.fields = make(map[string]string, n), map[string]bool{}, map[string][4]heldStamp{}
+	w.fieldChanged = map[string][4]bool{}
 	for rows.Next() {
 		var k, pid string
 		var inserted bool
 		var c stampCols
-		if err := rows.Scan(append([]any{&k, &pid, &inserted}, c.targets()...)...); err != nil {
+		var changed [4]bool
+		if err := rows.Scan(append([]any{&k, &pid, &inserted}, append(c.targets(), &changed[0], &changed[1], &changed[2], &changed[3])...)...); err != nil {
 			rows.Close()
 			return fmt.Errorf("upsert profiles: %w", err)
 		}
-		w.profIDs[k], w.fields[k] = pid, c.held()
+		w.profIDs[k], w.fields[k], w.fieldChanged[k] = pid, c.held(), changed
 		if inserted {
 			w.created[k] = true
 		}
@@ -169,17 +172,20 @@ func upsertMemberships(ctx context.Context, db DBTX, ms []membershipRow, w *writ
 		return fmt.Errorf("upsert memberships: %w", err)
 	}
 	defer rows.Close()
-	w.status, w.inserted = map[pair]heldStamp{}, map[pair]bool{}
+	w.status, w.inserted, w.statusChange = map[pair]heldStamp{}, map[pair]bool{}, map[pair]Change{}
 	for rows.Next() {
-		var prof, org string
+		var prof, org, now string
 		var inserted bool
 		var at pgtype.Timestamptz
-		var id pgtype.Text
-		if err := rows.Scan(&prof, &org, &inserted, &at, &id); err != nil {
+		var id, before pgtype.Text
+		if err := rows.Scan(&prof, &org, &inserted, &at, &id, &before, &now); err != nil {
 			return fmt.Errorf("upsert memberships: %w", err)
 		}
 		p := w.pairByIDs(prof, org)
 		w.status[p], w.inserted[p] = heldOf(at, id), inserted
+		if ch := changeOf(before, now); ch != nil {
+			w.statusChange[p] = *ch
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert memberships: %w", err)
@@ -190,7 +196,7 @@ func upsertMemberships(ctx context.Context, db DBTX, ms []membershipRow, w *writ
 // upsertRoles writes the role rows and reports the stamps of those it
 // wrote.
 func upsertRoles(ctx context.Context, db DBTX, roles []roleRow, w *written) error {
-	w.role = map[pair]heldStamp{}
+	w.role, w.roleChange = map[pair]heldStamp{}, map[pair]Change{}
 	if len(roles) == 0 {
 		return nil
 	}
@@ -206,13 +212,17 @@ func upsertRoles(ctx context.Context, db DBTX, roles []roleRow, w *written) erro
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var prof, org string
+		var prof, org, now string
 		var at pgtype.Timestamptz
-		var id pgtype.Text
-		if err := rows.Scan(&prof, &org, &at, &id); err != nil {
+		var id, before pgtype.Text
+		if err := rows.Scan(&prof, &org, &at, &id, &before, &now); err != nil {
 			return fmt.Errorf("upsert roles: %w", err)
 		}
-		w.role[w.pairByIDs(prof, org)] = heldOf(at, id)
+		p := w.pairByIDs(prof, org)
+		w.role[p] = heldOf(at, id)
+		if ch := changeOf(before, now); ch != nil {
+			w.roleChange[p] = *ch
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return fmt.Errorf("upsert roles: %w", err)
@@ -308,7 +318,7 @@ func insertLog(ctx context.Context, db DBTX, rows []logRow) error {
 	n := len(rows)
 	var (
 		eventIDs, types, members, statuses, details = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		orgs, orgIDs, sources                       = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
+		orgs, orgIDs, sources, changes              = make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n), make([]pgtype.Text, n)
 		created                                     = make([]bool, n)
 		occurred                                    = make([]time.Time, n)
 		received                                    = make([]pgtype.Timestamptz, n)
@@ -318,12 +328,19 @@ func insertLog(ctx context.Context, db DBTX, rows []logRow) error {
 	for j, r := range rows {
 		eventIDs[j], types[j], members[j], statuses[j], details[j] = r.eventID, r.eventType, r.member, r.status, r.detail
 		orgs[j], orgIDs[j], sources[j] = optText(r.org), optText(r.orgID), optText(r.source)
+		if r.changes != nil {
+			b, err := json.Marshal(r.changes)
+			if err != nil {
+				return fmt.Errorf("insert log: changes of %s: %w", r.eventID, err)
+			}
+			changes[j] = text(string(b))
+		}
 		created[j], occurred[j], seqs[j], attempts[j] = r.memberCreated, r.occurred, r.seq, r.attempt
 		if !r.received.IsZero() {
 			received[j] = stamp(r.received)
 		}
 	}
-	_, err := db.Exec(ctx, insertLogSQL, eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts, sources)
+	_, err := db.Exec(ctx, insertLogSQL, eventIDs, types, members, orgs, orgIDs, statuses, details, created, occurred, received, seqs, attempts, sources, changes)
 	if err != nil {
 		return fmt.Errorf("insert log: %w", err)
 	}
@@ -415,6 +432,19 @@ func sortedKeys[V any](m map[string]V) []string {
 func text(s string) pgtype.Text            { return pgtype.Text{String: s, Valid: true} }
 func optText(s string) pgtype.Text         { return pgtype.Text{String: s, Valid: s != ""} }
 func stamp(t time.Time) pgtype.Timestamptz { return pgtype.Timestamptz{Time: t, Valid: true} }
+
+// changeOf is a value's change from before (NULL: none) to now; nil when
+// it did not change.
+func changeOf(before pgtype.Text, now string) *Change {
+	if before.Valid && before.String == now {
+		return nil
+	}
+	ch := Change{New: now}
+	if before.Valid {
+		ch.Old = &before.String
+	}
+	return &ch
+}
 
 // heldOf is a stamp as PostgreSQL returns it.
 func heldOf(at pgtype.Timestamptz, id pgtype.Text) heldStamp {

@@ -7,11 +7,23 @@
 -- (portalsync.newer: or is the same event and the status differs, a
 -- replay's repair); a membership no event gave a status to is active. Rows
 -- in key order, so concurrent batches lock them in the same order. It
--- returns whether it inserted and the status stamp of each row it wrote.
+-- returns whether it inserted, the status stamp of each row it wrote, and
+-- its status before (NULL: inserted) and now, for the log's changes; the
+-- status before is read and locked first (old), as in
+-- role_assignments_upsert.sql.
+WITH t AS (
+  SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[],
+                       $5::timestamptz[], $6::text[], $7::timestamptz[])
+    AS t(profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
+), old AS MATERIALIZED (
+  SELECT m.profile_id, m.organization_id, m.status FROM public.organization_memberships m
+  WHERE (m.profile_id, m.organization_id) IN (SELECT t.profile_id, t.organization_id FROM t)
+  ORDER BY 1, 2
+  FOR UPDATE
+), up AS (
 INSERT INTO public.organization_memberships AS m
   (profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
-SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[],
-                     $5::timestamptz[], $6::text[], $7::timestamptz[])
+SELECT * FROM t WHERE (SELECT count(*) FROM old) >= 0
 ORDER BY 1, 2
 ON CONFLICT (profile_id, organization_id) DO UPDATE
 SET status = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
@@ -32,4 +44,8 @@ WHERE portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.st
                        (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
    OR m.portal_updated_at < excluded.portal_updated_at
    OR (m.status_portal_at IS NULL AND (m.status <> 'active' OR m.deactivated_at IS NOT NULL))
-RETURNING profile_id::text, organization_id::text, xmax = 0, status_portal_at, status_event_id
+RETURNING profile_id, organization_id, xmax = 0 AS inserted, status_portal_at, status_event_id, status
+)
+SELECT up.profile_id::text, up.organization_id::text, up.inserted, up.status_portal_at, up.status_event_id,
+       old.status, up.status
+FROM up LEFT JOIN old ON old.profile_id = up.profile_id AND old.organization_id = up.organization_id

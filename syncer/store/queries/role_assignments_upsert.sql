@@ -2,13 +2,33 @@
 -- ($1 and $2 the profile and organization ids, $3 the role, $4 and $5 its
 -- event's portal time and id), written when its event is newer than the
 -- stored role's stamp (portalsync.newer: or is the same event and the role
--- differs). Rows in key order. It returns the stamp of each row it wrote.
-INSERT INTO public.role_assignments AS r (profile_id, organization_id, role, portal_updated_at, portal_event_id)
-SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::text[])
-ORDER BY 1, 2
-ON CONFLICT (profile_id, organization_id) DO UPDATE
-SET role = excluded.role, portal_updated_at = excluded.portal_updated_at,
-    portal_event_id = excluded.portal_event_id, updated_at = now()
-WHERE portalsync.newer(excluded.portal_updated_at, excluded.portal_event_id, r.portal_updated_at, r.portal_event_id,
-                       r.role <> excluded.role)
-RETURNING profile_id::text, organization_id::text, portal_updated_at, portal_event_id
+-- differs). Rows in key order. It returns the stamp of each row it wrote,
+-- with the role it held before (NULL: none) and holds now, for the log's
+-- changes: the rows it may write are read and locked first (old), in the
+-- same key order, so that the role before is the one the update replaced.
+-- The insert waits for all of old ((SELECT count(*) FROM old), evaluated
+-- once before its first row): a row this statement had already updated
+-- would not be returned by old's FOR UPDATE. A membership's role row
+-- inserted by a concurrent transaction after this one's snapshot is
+-- reported with no role before.
+WITH t AS (
+  SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::text[])
+    AS t(profile_id, organization_id, role, portal_updated_at, portal_event_id)
+), old AS MATERIALIZED (
+  SELECT r.profile_id, r.organization_id, r.role FROM public.role_assignments r
+  WHERE (r.profile_id, r.organization_id) IN (SELECT t.profile_id, t.organization_id FROM t)
+  ORDER BY 1, 2
+  FOR UPDATE
+), up AS (
+  INSERT INTO public.role_assignments AS r (profile_id, organization_id, role, portal_updated_at, portal_event_id)
+  SELECT * FROM t WHERE (SELECT count(*) FROM old) >= 0
+  ORDER BY 1, 2
+  ON CONFLICT (profile_id, organization_id) DO UPDATE
+  SET role = excluded.role, portal_updated_at = excluded.portal_updated_at,
+      portal_event_id = excluded.portal_event_id, updated_at = now()
+  WHERE portalsync.newer(excluded.portal_updated_at, excluded.portal_event_id, r.portal_updated_at, r.portal_event_id,
+                         r.role <> excluded.role)
+  RETURNING profile_id, organization_id, portal_updated_at, portal_event_id, role
+)
+SELECT up.profile_id::text, up.organization_id::text, up.portal_updated_at, up.portal_event_id, old.role, up.role
+FROM up LEFT JOIN old ON old.profile_id = up.profile_id AND old.organization_id = up.organization_id
