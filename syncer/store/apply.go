@@ -103,7 +103,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, items []Item, orgs []orgRow, now
 		return nil, err
 	}
 	res := judge(items, p, w, erasures)
-	rows, failed := logRows(items, p, res, w.orgIDs)
+	rows, failed := logRows(items, p, res, w.orgIDs, erasures)
 	if err := insertFailed(ctx, tx, failed); err != nil {
 		return nil, err
 	}

@@ -51,7 +51,11 @@ func eraseMembers(ctx context.Context, db DBTX, erase []eraseRow) ([]erased, err
 		return nil, fmt.Errorf("read profiles to erase: %w", err)
 	}
 	notes := map[string][]string{}
+	orgs := map[string][]orgRef{}
 	if len(profIDs) > 0 {
+		if orgs, err = orgsOfMembers(ctx, db, sortedKeys(profIDs)); err != nil {
+			return nil, err
+		}
 		ids := slices.Sorted(maps.Values(profIDs))
 		if _, err := db.Exec(ctx, endMembershipsSQL, ids); err != nil {
 			return nil, fmt.Errorf("end memberships to erase: %w", err)
@@ -67,7 +71,33 @@ func eraseMembers(ctx context.Context, db DBTX, erase []eraseRow) ([]erased, err
 			Scan(&out[i].profiles, &out[i].memberships, &out[i].logRows); err != nil {
 			return nil, fmt.Errorf("erase member %s: %w", hash, err)
 		}
-		out[i].notes = notes[e.member]
+		out[i].notes, out[i].orgs = notes[e.member], orgs[e.member]
+	}
+	return out, nil
+}
+
+// orgRef is an organization as a log row names it.
+type orgRef struct{ id, portalID string }
+
+// orgsOfMembers reads the organizations the members have a membership in
+// (orgsOfMembersSQL), in key order.
+func orgsOfMembers(ctx context.Context, db DBTX, members []string) (map[string][]orgRef, error) {
+	rows, err := db.Query(ctx, orgsOfMembersSQL, members)
+	if err != nil {
+		return nil, fmt.Errorf("read organizations of members to erase: %w", err)
+	}
+	defer rows.Close()
+	out := map[string][]orgRef{}
+	for rows.Next() {
+		var m string
+		var o orgRef
+		if err := rows.Scan(&m, &o.id, &o.portalID); err != nil {
+			return nil, fmt.Errorf("read organizations of members to erase: %w", err)
+		}
+		out[m] = append(out[m], o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read organizations of members to erase: %w", err)
 	}
 	return out, nil
 }

@@ -229,6 +229,9 @@ func changePtr(m map[pair]Change, p pair) *Change {
 type erased struct {
 	profiles, memberships, logRows int
 	notes                          []string
+	// orgs are the organizations the member had a membership in: each
+	// gets a log row of the erasure.
+	orgs []orgRef
 }
 
 // erasureDetail is the log detail of a member-deleted event.
@@ -274,10 +277,33 @@ func logRowOf(it Item, r Result, p plan, orgIDs map[string]string) logRow {
 	return row
 }
 
+// erasureRows are an erasure's rows for the organizations the member had
+// a membership in: its own row (row) with the organization, and an event
+// id of the event's and the organization's, as the account-link rows name
+// theirs (one done row per event id).
+func erasureRows(row logRow, orgs []orgRef) []logRow {
+	out := make([]logRow, 0, len(orgs))
+	for _, o := range orgs {
+		r := row
+		r.eventID, r.org, r.orgID = row.eventID+":"+o.portalID, o.portalID, o.id
+		out = append(out, r)
+	}
+	return out
+}
+
 // logRows are the rows of the applied, skipped and erasing events (not the
 // relogged ones), in stream order; failed are the refused events' rows
-// (written apart, once per stream sequence).
-func logRows(items []Item, p plan, res []Result, orgIDs map[string]string) (rows, failed []logRow) {
+// (written apart, once per stream sequence). An erasure has, besides its
+// own row (no organization: the body names none; it marks the event
+// done), one row per organization the member had a membership in
+// (erasureRows), so that the admins of each see it.
+func logRows(items []Item, p plan, res []Result, orgIDs map[string]string, erasures []erased) (rows, failed []logRow) {
+	erasureOf := make(map[int]erased, len(p.erasures))
+	for j, i := range p.erasures {
+		if j < len(erasures) {
+			erasureOf[i] = erasures[j]
+		}
+	}
 	var idx []int
 	for _, list := range [][]int{p.live, p.skipped, p.erasures} {
 		for _, i := range list {
@@ -288,7 +314,9 @@ func logRows(items []Item, p plan, res []Result, orgIDs map[string]string) (rows
 	}
 	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(items[x].Meta.StreamSeq, items[y].Meta.StreamSeq) })
 	for _, i := range idx {
-		rows = append(rows, logRowOf(items[i], res[i], p, orgIDs))
+		row := logRowOf(items[i], res[i], p, orgIDs)
+		rows = append(rows, row)
+		rows = append(rows, erasureRows(row, erasureOf[i].orgs)...)
 	}
 	for _, i := range p.failed {
 		failed = append(failed, logRowOf(items[i], res[i], p, orgIDs))

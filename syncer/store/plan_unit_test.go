@@ -261,7 +261,9 @@ func TestJudgeAndLogRows(t *testing.T) {
 		// The membership is new: its status before is none.
 		statusChange: map[pair]Change{{"m1", "o1"}: {New: "inactive"}},
 	}
-	res := judge(items, p, w, []erased{{profiles: 1, memberships: 2, logRows: 3, notes: []string{"app access revoked"}}})
+	erasures := []erased{{profiles: 1, memberships: 2, logRows: 3, notes: []string{"app access revoked"},
+		orgs: []orgRef{{"uuid-o1", "o1"}, {"uuid-o2", "o2"}}}}
+	res := judge(items, p, w, erasures)
 	require.Equal(t, []Result{
 		{Status: StatusSuccess, MemberCreated: true, Changes: &Changes{},
 			Detail: "member created; membership-created partly applied: nothing applied; superseded by b (status); the member has no role in organization o1 yet (batch of 3)"},
@@ -272,13 +274,16 @@ func TestJudgeAndLogRows(t *testing.T) {
 		{Status: StatusSkipped, Detail: "superseded by newer (status)"},
 	}, res)
 
-	rows, failed := logRows(items, p, res, w.orgIDs)
+	rows, failed := logRows(items, p, res, w.orgIDs, erasures)
 	require.Empty(t, failed)
 	var order []string
 	for _, r := range rows {
 		order = append(order, r.eventID+" "+r.member+" "+r.orgID)
 	}
-	require.Equal(t, []string{"b m1 uuid-o1", "x " + MemberHash("m9") + " ", "c m2 uuid-o1", "a m1 uuid-o1"}, order)
+	// The erasure: its own row, then one per organization the member had
+	// a membership in, without the member's id.
+	require.Equal(t, []string{"b m1 uuid-o1", "x " + MemberHash("m9") + " ", "x:o1 " + MemberHash("m9") + " uuid-o1",
+		"x:o2 " + MemberHash("m9") + " uuid-o2", "c m2 uuid-o1", "a m1 uuid-o1"}, order)
 }
 
 // An event's changes are the parts it applied whose row holds its own

@@ -32,6 +32,8 @@ var (
 	membershipStampsSQL string
 	//go:embed queries/organization_memberships_end.sql
 	endMembershipsSQL string
+	//go:embed queries/organization_memberships_orgs_of_members.sql
+	orgsOfMembersSQL string
 	//go:embed queries/profiles_erase_member.sql
 	eraseMemberSQL string
 	//go:embed queries/sync_log_insert.sql

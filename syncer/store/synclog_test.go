@@ -112,3 +112,52 @@ func TestLogChanges(t *testing.T) {
 	require.Empty(t, logChanges(t, pool, "c-6"), "superseded in the batch: skipped")
 	require.JSONEq(t, `{"role": {"old": "coordinator", "new": "peer_mentor"}}`, logChanges(t, pool, "c-7"))
 }
+
+// An erasure is logged, without the member's id, in every organization
+// the member had a membership in (besides its own row, which names none),
+// with its source; the member's earlier rows carry the hash too.
+func TestErasureLoggedPerOrganization(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	apply(t, s, ev("e-1", event.MembershipCreated, t0, "m1", "o1", event.RolePeerMentor))
+	apply(t, s, ev("e-2", event.MembershipCreated, t0, "m1", "o2", event.RoleCoordinator))
+	apply(t, s, ev("e-3", event.MembershipCreated, t0, "m2", "o3", event.RoleCoordinator))
+
+	res, err := s.Erase(ctx, "m1", "erase-m1")
+	require.NoError(t, err)
+	require.Equal(t, store.StatusSuccess, res.Status)
+
+	rows, err := pool.Query(ctx, `SELECT l.event_id, coalesce(l.portal_org_id, ''), coalesce(o.portal_org_id, ''),
+		l.portal_member_id, l.status, coalesce(l.source, ''), l.changes IS NULL
+		FROM portal_sync_log l LEFT JOIN organizations o ON o.id = l.organization_id
+		WHERE l.event_type = 'member-deleted' ORDER BY l.event_id`)
+	require.NoError(t, err)
+	type row struct {
+		id, porg, org, member, status, source string
+		noChanges                             bool
+	}
+	var got []row
+	for rows.Next() {
+		var r row
+		require.NoError(t, rows.Scan(&r.id, &r.porg, &r.org, &r.member, &r.status, &r.source, &r.noChanges))
+		got = append(got, r)
+	}
+	require.NoError(t, rows.Err())
+	hash := store.MemberHash("m1")
+	require.Equal(t, []row{
+		{"erase-m1", "", "", hash, "success", stream.SourceEraseCommand, true},
+		{"erase-m1:o1", "o1", "o1", hash, "success", stream.SourceEraseCommand, true},
+		{"erase-m1:o2", "o2", "o2", hash, "success", stream.SourceEraseCommand, true},
+	}, got)
+
+	// The same erasure again: done, no further rows.
+	res, err = s.Erase(ctx, "m1", "erase-m1")
+	require.NoError(t, err)
+	require.True(t, res.AlreadyDone)
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE event_type = 'member-deleted'`).Scan(&n))
+	require.Equal(t, 3, n)
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE portal_member_id = 'm1'`).Scan(&n))
+	require.Zero(t, n, "no row names the member")
+}
