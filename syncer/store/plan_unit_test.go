@@ -292,7 +292,9 @@ func TestJudgeAndLogRows(t *testing.T) {
 func TestChangesOf(t *testing.T) {
 	t.Parallel()
 	peer := "peer_mentor"
-	own := func(id string, min int) heldStamp { return heldStamp{set: true, k: key{rt0.Add(time.Duration(min) * time.Minute), id}} }
+	own := func(id string, min int) heldStamp {
+		return heldStamp{set: true, k: key{rt0.Add(time.Duration(min) * time.Minute), id}}
+	}
 	role := &Change{Old: &peer, New: "coordinator"}
 	status := &Change{Old: new("active"), New: "inactive"}
 	profile := uev("e", event.MembershipUpdated, 1, "m1", "o1", "")
