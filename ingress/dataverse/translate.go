@@ -311,3 +311,47 @@ func build(ev *event.Event) (Result, error) {
 	}
 	return Result{Events: []Translated{{Event: dec, Body: body}}}, nil
 }
+
+// Refusal is what the ingress publishes of a change it authenticated but
+// refused (an UntranslatableError), so that the organization's admins see
+// it in the sync log: ids and the reason, no personal value.
+type Refusal struct {
+	// ID names the refusal, as an event id would (stable across retries
+	// of the same change).
+	ID string
+	// MemberID is the member's portal id when the change is a member
+	// row's (its row id); "" otherwise.
+	MemberID string
+	// RowID is the Dataverse row's id (canonical).
+	RowID string
+	// OrgID is the organization's portal id where the context names it
+	// ("" when it does not: a body Dataverse stripped, a lookup missing).
+	OrgID string
+	// Detail says what was refused and why, without values.
+	Detail string
+}
+
+// Refused describes a change Translate refused with ue, from what the
+// context still holds.
+func Refused(c *Context, m dvmap.Mapping, ue *UntranslatableError) Refusal {
+	r := Refusal{ID: eventID(c, "refused"), RowID: event.CanonicalID(c.PrimaryEntityID)}
+	target, err := targetEntity(c)
+	if err != nil {
+		target = &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{}}
+	}
+	rw := row(c, target)
+	switch c.PrimaryEntityName {
+	case m.Member.Table:
+		r.MemberID = r.RowID
+		if org, err := m.MemberOrganization(rw); err == nil {
+			r.OrgID = event.CanonicalID(org.ID)
+		}
+	case m.Membership.Table:
+		if member, org, err := m.MembershipParties(rw); err == nil {
+			r.MemberID, r.OrgID = event.CanonicalID(member), event.CanonicalID(org.ID)
+		}
+	}
+	r.Detail = fmt.Sprintf("the ingress refused Dataverse %s of %s %s: %s; left to reconciliation",
+		c.MessageName, c.PrimaryEntityName, r.RowID, ue.Reason)
+	return r
+}

@@ -1,13 +1,18 @@
 package server
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/ingress/dataverse"
@@ -156,9 +161,42 @@ func (h *Handler) untranslatable(c echo.Context, dctx *dataverse.Context, ue *da
 		zap.String("row_id", event.CanonicalID(dctx.PrimaryEntityID)),
 		zap.String("message", dctx.MessageName),
 		zap.String("operation_id", event.CanonicalID(dctx.OperationID)))
+	h.publishRefusal(c, dataverse.Refused(dctx, h.dataverse.mapping, ue), ue.Reason)
 	p := newProblem(http.StatusUnprocessableEntity, "dataverse-"+ue.Reason, "Dataverse change not translated",
 		ue.Detail+"; it is logged for reconciliation")
 	p.Reason = strings.ReplaceAll(ue.Reason, "-", "_")
 	p.Errors = ue.Fields
 	return p
+}
+
+// publishRefusal stores a refused change's record (stream.HeaderRefused)
+// on the subject of its member (or, when no member is known, of its row),
+// so that the syncer logs it for the organization's admins. The answer
+// stays 422 whatever happens here: a record that cannot be stored is
+// logged and counted, as is one whose organization the context does not
+// name (its row reaches no org admin; Metrics).
+func (h *Handler) publishRefusal(c echo.Context, r dataverse.Refusal, reason string) {
+	key := cmp.Or(r.MemberID, r.RowID)
+	msg := nats.NewMsg(event.Subject(key))
+	msg.Data = []byte(r.Detail)
+	msg.Header.Set(jetstream.MsgIDHeader, r.ID)
+	msg.Header.Set(stream.HeaderRefused, reason)
+	msg.Header.Set(stream.HeaderEventType, stream.RefusedEventType)
+	msg.Header.Set(stream.HeaderSource, stream.SourceDataverseWebhook)
+	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
+	if r.MemberID != "" {
+		msg.Header.Set(stream.HeaderMemberID, r.MemberID)
+	}
+	if r.OrgID != "" {
+		msg.Header.Set(stream.HeaderOrgID, r.OrgID)
+	} else {
+		h.metrics.dataverseRefusalsNoOrg.Inc()
+	}
+	msg.Header.Set(jetstream.ExpectedStreamHeader, h.cfg.Stream.Name)
+	ctx, cancel := context.WithTimeout(c.Request().Context(), h.cfg.PublishTimeout)
+	defer cancel()
+	if _, err := h.pub.PublishMsg(ctx, msg); err != nil {
+		h.metrics.dataverseRefusalsUnpublished.Inc()
+		h.log.Warn("refused Dataverse change not recorded for the sync log", zap.String("refusal_id", r.ID), zap.Error(err))
+	}
 }

@@ -26,6 +26,12 @@ type Metrics struct {
 	// dataverseUntranslated counts Dataverse changes answered 422, by
 	// reason: each is left to reconciliation.
 	dataverseUntranslated *prometheus.CounterVec
+	// dataverseRefusalsNoOrg counts refused changes whose organization the
+	// context does not name: their sync-log row reaches no org admin.
+	dataverseRefusalsNoOrg prometheus.Counter
+	// dataverseRefusalsUnpublished counts refused changes whose record
+	// could not be stored: no sync-log row at all.
+	dataverseRefusalsUnpublished prometheus.Counter
 }
 
 // NewMetrics creates the ingress metrics in a registry of their own, with
@@ -69,8 +75,17 @@ func NewMetrics() *Metrics {
 			Name: "portalsync_ingress_dataverse_untranslated_total",
 			Help: "Dataverse webhooks that could not become events (answered 422, logged for reconciliation), by reason.",
 		}, []string{"reason"}),
+		dataverseRefusalsNoOrg: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portalsync_ingress_dataverse_refusals_without_organization_total",
+			Help: "Refused Dataverse changes whose organization is unknown: their sync-log row reaches no org admin.",
+		}),
+		dataverseRefusalsUnpublished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "portalsync_ingress_dataverse_refusals_unpublished_total",
+			Help: "Refused Dataverse changes whose record for the sync log could not be stored.",
+		}),
 	}
 	reg.MustRegister(m.requests, m.rejected, m.requestSeconds, m.publishSeconds, m.duplicates, m.batchSize, m.batchFallbacks, m.dataverseUntranslated,
+		m.dataverseRefusalsNoOrg, m.dataverseRefusalsUnpublished,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

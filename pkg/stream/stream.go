@@ -39,7 +39,21 @@ const (
 	// values); the syncer writes it to the sync log's source column.
 	// Events stored before it existed have none: their rows say NULL.
 	HeaderSource = "Portal-Event-Source"
+	// HeaderRefused marks a refused-change record instead of an event:
+	// the ingress authenticated a change and refused it (a Dataverse
+	// change it cannot translate, 422). Its value is the reason (e.g.
+	// "size-exceeded"); HeaderOrgID names the organization where known,
+	// HeaderMemberID the member where known, Nats-Msg-Id the record, and
+	// the body is a one-line description without personal values. The
+	// syncer writes it to the sync log as a failed RefusedEventType row.
+	HeaderRefused = "Portal-Refused"
+	// HeaderOrgID holds the organization's portal ID of a refused-change
+	// record.
+	HeaderOrgID = "Portal-Org-Id"
 )
+
+// RefusedEventType is the event type of a refused change's log row.
+const RefusedEventType = "change-refused"
 
 // Values of HeaderSource, as public.portal_sync_log's source column
 // (migration 00028) takes them.

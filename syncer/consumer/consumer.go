@@ -451,6 +451,10 @@ func (c *Consumer) handleMsgs(ctx context.Context, stop <-chan struct{}, msgs []
 		if meta.Attempt > 1 {
 			c.metrics.redelivered.Inc()
 		}
+		if f, ok := refusal(msg); ok {
+			c.refused(ctx, stop, msg, meta, f)
+			continue
+		}
 		ev, err := event.Decode(msg.Data())
 		if err != nil {
 			c.fail(ctx, stop, msg, meta, failureFromHeaders(msg, err),
@@ -462,6 +466,28 @@ func (c *Consumer) handleMsgs(ctx context.Context, stop <-chan struct{}, msgs []
 	if len(ds) > 0 {
 		c.handle(ctx, stop, ds)
 	}
+}
+
+// refusal reads a refused-change record (stream.HeaderRefused): a change
+// the ingress authenticated and refused, to be logged as failed for the
+// organization it names.
+func refusal(msg jetstream.Msg) (store.Failure, bool) {
+	h := msg.Headers()
+	reason := h.Get(stream.HeaderRefused)
+	if reason == "" {
+		return store.Failure{}, false
+	}
+	detail := string(msg.Data())
+	if detail == "" {
+		detail = "the ingress refused the change: " + reason
+	}
+	return store.Failure{
+		EventID:   h.Get(jetstream.MsgIDHeader),
+		EventType: stream.RefusedEventType,
+		MemberID:  h.Get(stream.HeaderMemberID),
+		OrgID:     h.Get(stream.HeaderOrgID),
+		Reason:    detail,
+	}, true
 }
 
 // failureFromHeaders describes an undecodable event from what the ingress

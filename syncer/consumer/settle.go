@@ -223,6 +223,30 @@ func (c *Consumer) fail(ctx context.Context, stop <-chan struct{}, msg jetstream
 	c.settleMsg(msg, meta.StreamSeq, actFail, 0, f.Reason)
 }
 
+// refused settles a refused-change record: its failed sync-log row, then
+// Ack (there is nothing to apply or redrive: reconciliation brings the
+// row). While the database is unavailable it waits, as fail does.
+func (c *Consumer) refused(ctx context.Context, stop <-chan struct{}, msg jetstream.Msg, meta store.Meta, f store.Failure) {
+	for {
+		err := c.logFailure(ctx, f, meta)
+		if err == nil {
+			break
+		}
+		if store.IsUnavailable(err) && !c.dbAnswers(ctx) {
+			c.pauseDB(err)
+			if !c.db.wait(ctx, stop) {
+				return
+			}
+			continue
+		}
+		c.log.Warn("cannot log a refused change, will redeliver", zap.Uint64("stream_seq", meta.StreamSeq), zap.Error(err))
+		c.settleMsg(msg, meta.StreamSeq, actNak, c.backoff(meta.Attempt), "")
+		return
+	}
+	c.metrics.events.WithLabelValues("refused", store.StatusFailed).Inc()
+	c.settleMsg(msg, meta.StreamSeq, actAck, 0, "")
+}
+
 // settle acknowledges one delivery per its action.
 func (c *Consumer) settle(d *delivery, a action, delay time.Duration, reason string) {
 	c.settleMsg(d.msg, d.meta.StreamSeq, a, delay, reason)

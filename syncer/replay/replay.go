@@ -211,6 +211,11 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 // item decodes one message into a replay item; invalid events and events
 // of other organizations are counted and left out.
 func (r *Replayer) item(msg jetstream.Msg, md *jetstream.MsgMetadata, opts Options, rep *Report) (store.Item, bool) {
+	if msg.Headers().Get(stream.HeaderRefused) != "" {
+		// A refused change's record (logged when it was consumed): no
+		// event to apply again.
+		return store.Item{}, false
+	}
 	ev, err := event.Decode(msg.Data())
 	if err != nil {
 		rep.Invalid++
