@@ -52,7 +52,7 @@ func TestDataverseAttackLookupToOtherTable(t *testing.T) {
 	r := b.dvPost(t, body, nil)
 	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
 	require.Equal(t, "no_organization", r.problem(t).Reason)
-	require.EqualValues(t, 0, b.streamMsgs(t))
+	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
 }
 
 // TestDataverseAttackEmptyGUIDLookup: Guid.Empty in a lookup points at no
@@ -65,7 +65,7 @@ func TestDataverseAttackEmptyGUIDLookup(t *testing.T) {
 	r := b.dvPost(t, body, nil)
 	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
 	require.Equal(t, "no_organization", r.problem(t).Reason)
-	require.EqualValues(t, 0, b.streamMsgs(t))
+	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
 }
 
 // TestDataverseAttackBracedUpperCaseGUIDs: GUIDs in braces and upper case,
@@ -105,7 +105,7 @@ func TestDataverseAttackTargetIDMismatch(t *testing.T) {
 	r := b.dvPost(t, body, nil)
 	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
 	require.Equal(t, "target_mismatch", r.problem(t).Reason)
-	require.EqualValues(t, 0, b.streamMsgs(t))
+	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
 
 	// Only case and braces differ: the same row.
 	body = replaceOnce(t, dvFixture(t, "contact-create.json"), `"Id": "a1b2c3d4-0000-4000-8000-00000000c001"`,
@@ -152,7 +152,7 @@ func TestDataverseAttackOptionSetWithoutValue(t *testing.T) {
 		require.Equal(t, "bad_attribute", p.Reason, name)
 		require.Contains(t, p.Detail, "hlf_role", name)
 	}
-	require.EqualValues(t, 0, b.streamMsgs(t))
+	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
 }
 
 // TestDataverseAttackNonGUIDRowID: a PrimaryEntityId that is no GUID (here

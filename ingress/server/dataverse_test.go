@@ -179,8 +179,10 @@ func TestDataverseWrongOrganization(t *testing.T) {
 }
 
 // TestDataverseSizeExceeded: a stripped body cannot be translated; the
-// answer is a final 422 that says reconciliation takes it, nothing is
-// stored. A stripped Delete of a contact still erases (it needs the id only).
+// answer is a final 422 that says reconciliation takes it, no event is
+// stored, only a refusal record for the sync log (ids and the reason, no
+// value). A stripped Delete of a contact still erases (it needs the id
+// only).
 func TestDataverseSizeExceeded(t *testing.T) {
 	t.Parallel()
 	b := dvSetup(t, nil)
@@ -190,7 +192,16 @@ func TestDataverseSizeExceeded(t *testing.T) {
 	require.Equal(t, "urn:portalsync:problem:dataverse-size-exceeded", p.Type)
 	require.Equal(t, "size_exceeded", p.Reason)
 	require.Contains(t, p.Detail, "reconciliation")
-	require.EqualValues(t, 0, b.streamMsgs(t))
+	require.EqualValues(t, 0, b.storedEvents(t))
+	msgs := b.storedMsgs(t)
+	require.Len(t, msgs, 1)
+	rec := msgs[0]
+	require.Equal(t, "size-exceeded", rec.Header.Get(stream.HeaderRefused))
+	require.Equal(t, stream.RefusedEventType, rec.Header.Get(stream.HeaderEventType))
+	require.Equal(t, stream.SourceDataverseWebhook, rec.Header.Get(stream.HeaderSource))
+	require.NotEmpty(t, rec.Header.Get(stream.HeaderMemberID), "a contact's row id is the member's id")
+	require.Contains(t, string(rec.Data), "size-exceeded")
+	require.NotContains(t, string(rec.Data), "@")
 
 	var stripped map[string]any
 	require.NoError(t, json.Unmarshal(dvFixture(t, "contact-delete.json"), &stripped))
@@ -200,7 +211,7 @@ func TestDataverseSizeExceeded(t *testing.T) {
 	require.NoError(t, err)
 	r = b.dvPost(t, body, func(r *http.Request) { r.Header.Set(dataverse.HeaderMsgSizeExceeded, "true") })
 	require.Equal(t, http.StatusAccepted, r.status, string(r.body))
-	require.EqualValues(t, 1, b.streamMsgs(t))
+	require.EqualValues(t, 1, b.storedEvents(t))
 
 	metrics, err := http.Get(b.ops + "/metrics")
 	require.NoError(t, err)
@@ -248,7 +259,7 @@ func TestDataverseUntranslatableIs422(t *testing.T) {
 	p := r.problem(t)
 	require.Equal(t, "urn:portalsync:problem:dataverse-no-member", p.Type)
 	require.Contains(t, p.Detail, "image")
-	require.EqualValues(t, 0, b.streamMsgs(t))
+	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
 }
 
 // TestDataverseNATSOutage: JetStream down is a 503 with Retry-After, the
@@ -299,7 +310,7 @@ func TestDataverseFutureTimeIs422(t *testing.T) {
 	p := r.problem(t)
 	require.Equal(t, "occurred_at_in_future", p.Reason)
 	require.Equal(t, "occurred_at", p.Errors[0].Field)
-	require.EqualValues(t, 0, b.streamMsgs(t))
+	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
 }
 
 // TestDataverseUntranslatableLogHoldsNoPersonalData: the log line a 422

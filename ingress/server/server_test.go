@@ -128,6 +128,38 @@ func (b *testBundle) streamMsgs(t *testing.T) uint64 {
 	return info.State.Msgs
 }
 
+// storedEvents counts the events in the stream, leaving out refused-change
+// records (stream.HeaderRefused).
+func (b *testBundle) storedEvents(t *testing.T) int {
+	t.Helper()
+	n := 0
+	for _, m := range b.storedMsgs(t) {
+		if m.Header.Get(stream.HeaderRefused) == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// storedMsgs are the messages in the stream, in order.
+func (b *testBundle) storedMsgs(t *testing.T) []*jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	s, err := b.js.Stream(ctx, "EVENTS")
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue // deleted
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 func TestAccepted(t *testing.T) {
 	t.Parallel()
 	b := setup(t, nil)
