@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/ingress/dataverse"
+)
+
+// waitLoggedType waits for a log row of the given event type and status
+// for the portal organization, and returns its event id.
+func (s *system) waitLoggedType(t *testing.T, eventType, status, portalOrg string) string {
+	t.Helper()
+	var id string
+	require.Eventually(t, func() bool {
+		return s.pool.QueryRow(context.Background(), `SELECT event_id FROM portal_sync_log
+			WHERE event_type = $1 AND status = $2 AND portal_org_id = $3 ORDER BY id DESC LIMIT 1`,
+			eventType, status, portalOrg).Scan(&id) == nil
+	}, 20*time.Second, 20*time.Millisecond)
+	return id
+}
+
+// Issue 21: outcomes that reached nobody reach the right org admins,
+// through public.sync_log read as authenticated with the caller's claims.
+// A Dataverse change the ingress authenticated and refused (422) is a
+// failed change-refused row of the organization it names; an erasure is a
+// row, without the member's id, in every organization the member belonged
+// to; each says where it came from, and an applied change what it
+// changed. Another organization's admin sees neither the refusal nor
+// anything of A.
+func TestRefusalAndErasureReachOrgAdmins(t *testing.T) {
+	t.Parallel()
+	sys := start(t, withDataverse(dataverse.Config{Keys: []string{dvKey}, Organization: dvOrg}))
+	sys.remember("Kari", "Nordmann", "kari.nordmann@example.invalid", "kari-at-example")
+	const member = "a1b2c3d4-0000-4000-8000-00000000c001"
+	const org = "b0000000-0000-4000-8000-00000000a001" // the contact's organization in the fixtures
+
+	admin := sys.addAuthUser(t, "r-admin@example.invalid")
+	adminB := sys.addAuthUser(t, "r-admin-b@example.invalid")
+	adminC := sys.addAuthUser(t, "r-admin-c@example.invalid")
+	for _, e := range []evt{
+		sys.event("membership-created", "r-admin", org, "org_admin", base),
+		sys.event("membership-created", "r-admin-b", "org-rb", "org_admin", base),
+		sys.event("membership-created", "r-admin-c", "org-rc", "org_admin", base),
+	} {
+		sys.send(t, e)
+		require.Equal(t, "success", sys.waitLogged(t, e.ID))
+	}
+	status, created := sys.dvSend(t, "contact-create.json", nil)
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, "success", sys.waitLogged(t, created.Events[0].EventID))
+	// Kari is a member of B as well (from the portal).
+	inB := sys.event("membership-created", member, "org-rb", "peer_mentor", base)
+	sys.send(t, inB)
+	require.Equal(t, "success", sys.waitLogged(t, inB.ID))
+
+	// A change the contract refuses: authenticated, then 422.
+	status, _ = sys.dvSend(t, "contact-update.json", func(c map[string]any) {
+		attrs := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)["Attributes"].([]any)
+		for _, a := range attrs {
+			if kv := a.(map[string]any); kv["key"] == "mobilephone" || kv["key"] == "emailaddress1" {
+				kv["value"] = "kari-at-example"
+			}
+		}
+	})
+	require.Equal(t, http.StatusUnprocessableEntity, status)
+	refusalID := sys.waitLoggedType(t, "change-refused", "failed", org)
+
+	status, deleted := sys.dvSend(t, "contact-delete.json", nil)
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, "success", sys.waitLogged(t, deleted.Events[0].EventID))
+
+	find := func(rows []logEntry, eventType string) *logEntry {
+		for i := range rows {
+			if rows[i].EventType == eventType {
+				return &rows[i]
+			}
+		}
+		return nil
+	}
+	sys.asUser(t, admin, func(tx pgx.Tx) {
+		rows := syncLog(t, tx, "")
+		refused := find(rows, "change-refused")
+		require.NotNil(t, refused, "the refusal is in A's log")
+		require.Equal(t, refusalID, refused.EventID)
+		require.Equal(t, "failed", refused.Status)
+		require.Equal(t, "dataverse-webhook", *refused.Source)
+		require.Nil(t, refused.Changes, "nothing applied")
+		require.True(t, refused.Erased, "its member was erased since")
+		var detail string
+		require.NoError(t, tx.QueryRow(context.Background(), `SELECT detail FROM public.sync_log(entry_id => $1)`, refused.ID).Scan(&detail))
+		require.Contains(t, detail, "refused")
+		require.NotContains(t, detail, "kari-at-example")
+		require.Len(t, syncLog(t, tx, "status_filter => 'failed'"), 1)
+
+		erasure := find(rows, "member-deleted")
+		require.NotNil(t, erasure, "the erasure is in A's log")
+		require.True(t, erasure.Erased)
+		require.Nil(t, erasure.Member, "without the member's id")
+		require.Nil(t, erasure.Name)
+		require.Equal(t, "success", erasure.Status)
+		require.Equal(t, "dataverse-webhook", *erasure.Source)
+
+		add := find(rows, "membership-updated")
+		if add == nil {
+			add = find(rows, "membership-created")
+		}
+		require.NotNil(t, add)
+		require.NotNil(t, add.Changes, "an applied change says what it changed")
+
+		var failed int
+		require.NoError(t, tx.QueryRow(context.Background(), `SELECT failed_last_24h FROM public.sync_health`).Scan(&failed))
+		require.Equal(t, 1, failed, "the refusal counts as a failure of A")
+	})
+	sys.asUser(t, adminB, func(tx pgx.Tx) {
+		rows := syncLog(t, tx, "")
+		require.Nil(t, find(rows, "change-refused"), "the refusal named A, not B")
+		erasure := find(rows, "member-deleted")
+		require.NotNil(t, erasure, "B's admin sees the erasure of a member B had")
+		require.True(t, erasure.Erased)
+		require.Nil(t, erasure.Member)
+		for _, r := range rows {
+			require.Equal(t, "org-rb", r.Org)
+		}
+	})
+	sys.asUser(t, adminC, func(tx pgx.Tx) {
+		rows := syncLog(t, tx, "")
+		require.Nil(t, find(rows, "member-deleted"), "C never had the member")
+		require.Nil(t, find(rows, "change-refused"))
+	})
+}
