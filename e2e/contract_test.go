@@ -214,7 +214,7 @@ func TestAppContract(t *testing.T) {
 }
 
 // The log's new columns: an INSERT that does not name them still works
-// (the syncer's writer until the follow-up), what the writer will put
+// (the account-link trigger's rows, rows from before 00028), what the writer puts
 // there comes out of sync_log, and the constraint refuses any shape that
 // could carry a personal value.
 func TestSyncLogSourceAndChanges(t *testing.T) {
