@@ -21,30 +21,30 @@ WITH t AS (
   ORDER BY 1, 2
   FOR UPDATE
 ), up AS (
-INSERT INTO public.organization_memberships AS m
-  (profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
-SELECT * FROM t WHERE (SELECT count(*) FROM old) >= 0
-ORDER BY 1, 2
-ON CONFLICT (profile_id, organization_id) DO UPDATE
-SET status = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
-                                        (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
-                  THEN excluded.status WHEN m.status_portal_at IS NULL THEN 'active' ELSE m.status END,
-    deactivated_at = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
-                                                (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
-                          THEN excluded.deactivated_at WHEN m.status_portal_at IS NULL THEN NULL ELSE m.deactivated_at END,
-    status_portal_at = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
+  INSERT INTO public.organization_memberships AS m
+    (profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
+  SELECT * FROM t WHERE (SELECT count(*) FROM old) >= 0
+  ORDER BY 1, 2
+  ON CONFLICT (profile_id, organization_id) DO UPDATE
+  SET status = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
+                                          (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
+                    THEN excluded.status WHEN m.status_portal_at IS NULL THEN 'active' ELSE m.status END,
+      deactivated_at = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
                                                   (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
-                            THEN excluded.status_portal_at ELSE m.status_portal_at END,
-    status_event_id = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
-                                                 (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
-                           THEN excluded.status_event_id ELSE m.status_event_id END,
-    portal_updated_at = greatest(m.portal_updated_at, excluded.portal_updated_at),
-    updated_at = now()
-WHERE portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
-                       (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
-   OR m.portal_updated_at < excluded.portal_updated_at
-   OR (m.status_portal_at IS NULL AND (m.status <> 'active' OR m.deactivated_at IS NOT NULL))
-RETURNING profile_id, organization_id, xmax = 0 AS inserted, status_portal_at, status_event_id, status
+                            THEN excluded.deactivated_at WHEN m.status_portal_at IS NULL THEN NULL ELSE m.deactivated_at END,
+      status_portal_at = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
+                                                    (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
+                              THEN excluded.status_portal_at ELSE m.status_portal_at END,
+      status_event_id = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
+                                                   (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
+                             THEN excluded.status_event_id ELSE m.status_event_id END,
+      portal_updated_at = greatest(m.portal_updated_at, excluded.portal_updated_at),
+      updated_at = now()
+  WHERE portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,
+                         (m.status, m.deactivated_at) IS DISTINCT FROM (excluded.status, excluded.deactivated_at))
+     OR m.portal_updated_at < excluded.portal_updated_at
+     OR (m.status_portal_at IS NULL AND (m.status <> 'active' OR m.deactivated_at IS NOT NULL))
+  RETURNING profile_id, organization_id, xmax = 0 AS inserted, status_portal_at, status_event_id, status
 )
 SELECT up.profile_id::text, up.organization_id::text, up.inserted, up.status_portal_at, up.status_event_id,
        old.status, up.status

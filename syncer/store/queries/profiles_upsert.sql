@@ -27,59 +27,59 @@ WITH t AS (
   ORDER BY o.portal_member_id COLLATE "C"
   FOR UPDATE
 ), up AS (
-INSERT INTO public.profiles AS p
-  (portal_member_id,
-   email, email_portal_at, email_event_id,
-   first_name, first_name_portal_at, first_name_event_id,
-   last_name, last_name_portal_at, last_name_event_id,
-   phone, phone_portal_at, phone_event_id,
-   portal_updated_at, portal_event_id)
-SELECT t.k,
-       nullif(t.v0, ''), t.a0, t.e0,
-       nullif(t.v1, ''), t.a1, t.e1,
-       nullif(t.v2, ''), t.a2, t.e2,
-       nullif(t.v3, ''), t.a3, t.e3,
-       t.ts, t.eid
-FROM t WHERE (SELECT count(*) FROM old) >= 0
-ORDER BY t.k COLLATE "C"
-ON CONFLICT (portal_member_id) DO UPDATE
-SET email = CASE WHEN portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
-                 THEN excluded.email ELSE p.email END,
-    email_portal_at = CASE WHEN portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
-                           THEN excluded.email_portal_at ELSE p.email_portal_at END,
-    email_event_id = CASE WHEN portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
-                          THEN excluded.email_event_id ELSE p.email_event_id END,
-    first_name = CASE WHEN portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
-                      THEN excluded.first_name ELSE p.first_name END,
-    first_name_portal_at = CASE WHEN portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
-                                THEN excluded.first_name_portal_at ELSE p.first_name_portal_at END,
-    first_name_event_id = CASE WHEN portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
-                               THEN excluded.first_name_event_id ELSE p.first_name_event_id END,
-    last_name = CASE WHEN portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
-                     THEN excluded.last_name ELSE p.last_name END,
-    last_name_portal_at = CASE WHEN portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
-                               THEN excluded.last_name_portal_at ELSE p.last_name_portal_at END,
-    last_name_event_id = CASE WHEN portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
-                              THEN excluded.last_name_event_id ELSE p.last_name_event_id END,
-    phone = CASE WHEN portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
-                 THEN excluded.phone ELSE p.phone END,
-    phone_portal_at = CASE WHEN portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
-                           THEN excluded.phone_portal_at ELSE p.phone_portal_at END,
-    phone_event_id = CASE WHEN portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
-                          THEN excluded.phone_event_id ELSE p.phone_event_id END,
-    portal_updated_at = CASE WHEN portalsync.newer(excluded.portal_updated_at, excluded.portal_event_id, p.portal_updated_at, p.portal_event_id, false)
-                             THEN excluded.portal_updated_at ELSE p.portal_updated_at END,
-    portal_event_id = CASE WHEN portalsync.newer(excluded.portal_updated_at, excluded.portal_event_id, p.portal_updated_at, p.portal_event_id, false)
-                           THEN excluded.portal_event_id ELSE p.portal_event_id END,
-    updated_at = now()
-WHERE portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
-   OR portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
-   OR portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
-   OR portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
-RETURNING portal_member_id, id, xmax = 0 AS inserted,
-          email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
-          last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id,
-          email, first_name, last_name, phone
+  INSERT INTO public.profiles AS p
+    (portal_member_id,
+     email, email_portal_at, email_event_id,
+     first_name, first_name_portal_at, first_name_event_id,
+     last_name, last_name_portal_at, last_name_event_id,
+     phone, phone_portal_at, phone_event_id,
+     portal_updated_at, portal_event_id)
+  SELECT t.k,
+         nullif(t.v0, ''), t.a0, t.e0,
+         nullif(t.v1, ''), t.a1, t.e1,
+         nullif(t.v2, ''), t.a2, t.e2,
+         nullif(t.v3, ''), t.a3, t.e3,
+         t.ts, t.eid
+  FROM t WHERE (SELECT count(*) FROM old) >= 0
+  ORDER BY t.k COLLATE "C"
+  ON CONFLICT (portal_member_id) DO UPDATE
+  SET email = CASE WHEN portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
+                   THEN excluded.email ELSE p.email END,
+      email_portal_at = CASE WHEN portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
+                             THEN excluded.email_portal_at ELSE p.email_portal_at END,
+      email_event_id = CASE WHEN portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
+                            THEN excluded.email_event_id ELSE p.email_event_id END,
+      first_name = CASE WHEN portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
+                        THEN excluded.first_name ELSE p.first_name END,
+      first_name_portal_at = CASE WHEN portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
+                                  THEN excluded.first_name_portal_at ELSE p.first_name_portal_at END,
+      first_name_event_id = CASE WHEN portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
+                                 THEN excluded.first_name_event_id ELSE p.first_name_event_id END,
+      last_name = CASE WHEN portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
+                       THEN excluded.last_name ELSE p.last_name END,
+      last_name_portal_at = CASE WHEN portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
+                                 THEN excluded.last_name_portal_at ELSE p.last_name_portal_at END,
+      last_name_event_id = CASE WHEN portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
+                                THEN excluded.last_name_event_id ELSE p.last_name_event_id END,
+      phone = CASE WHEN portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
+                   THEN excluded.phone ELSE p.phone END,
+      phone_portal_at = CASE WHEN portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
+                             THEN excluded.phone_portal_at ELSE p.phone_portal_at END,
+      phone_event_id = CASE WHEN portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
+                            THEN excluded.phone_event_id ELSE p.phone_event_id END,
+      portal_updated_at = CASE WHEN portalsync.newer(excluded.portal_updated_at, excluded.portal_event_id, p.portal_updated_at, p.portal_event_id, false)
+                               THEN excluded.portal_updated_at ELSE p.portal_updated_at END,
+      portal_event_id = CASE WHEN portalsync.newer(excluded.portal_updated_at, excluded.portal_event_id, p.portal_updated_at, p.portal_event_id, false)
+                             THEN excluded.portal_event_id ELSE p.portal_event_id END,
+      updated_at = now()
+  WHERE portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)
+     OR portalsync.newer(excluded.first_name_portal_at, excluded.first_name_event_id, p.first_name_portal_at, p.first_name_event_id, p.first_name IS DISTINCT FROM excluded.first_name)
+     OR portalsync.newer(excluded.last_name_portal_at, excluded.last_name_event_id, p.last_name_portal_at, p.last_name_event_id, p.last_name IS DISTINCT FROM excluded.last_name)
+     OR portalsync.newer(excluded.phone_portal_at, excluded.phone_event_id, p.phone_portal_at, p.phone_event_id, p.phone IS DISTINCT FROM excluded.phone)
+  RETURNING portal_member_id, id, xmax = 0 AS inserted,
+            email_portal_at, email_event_id, first_name_portal_at, first_name_event_id,
+            last_name_portal_at, last_name_event_id, phone_portal_at, phone_event_id,
+            email, first_name, last_name, phone
 )
 SELECT up.portal_member_id, up.id::text, up.inserted,
        up.email_portal_at, up.email_event_id, up.first_name_portal_at, up.first_name_event_id,
