@@ -313,6 +313,26 @@ func TestConsumer(t *testing.T) {
 		require.Zero(t, b.info(t).NumRedelivered, "a fault of the event's own data is not retried")
 	})
 
+	t.Run("RefusalRecordIsLoggedAsFailedAndAcked", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{})
+		msg := nats.NewMsg(event.Subject("m-refused"))
+		msg.Data = []byte("the ingress refused Dataverse Update of contact m-refused: size-exceeded")
+		msg.Header.Set(jetstream.MsgIDHeader, "dv.op.contact.refused")
+		msg.Header.Set(stream.HeaderRefused, "size-exceeded")
+		msg.Header.Set(stream.HeaderEventType, stream.RefusedEventType)
+		msg.Header.Set(stream.HeaderMemberID, "m-refused")
+		msg.Header.Set(stream.HeaderOrgID, "o1")
+		msg.Header.Set(stream.HeaderSource, stream.SourceDataverseWebhook)
+		_, err := b.js.PublishMsg(context.Background(), msg)
+		require.NoError(t, err)
+		b.run(t)
+		require.Equal(t, map[action]int{actAck: 1}, b.wait(t, 1), "acknowledged: nothing to apply or redrive")
+		require.Equal(t, []store.Failure{{EventID: "dv.op.contact.refused", EventType: stream.RefusedEventType, MemberID: "m-refused",
+			OrgID: "o1", Reason: "the ingress refused Dataverse Update of contact m-refused: size-exceeded"}}, b.applier.failed())
+		require.Zero(t, b.deadLetters(t))
+	})
+
 	t.Run("HungFailureLogIsBoundedAndRedelivered", func(t *testing.T) {
 		t.Parallel()
 		b := setup(t, Config{ApplyTimeout: 200 * time.Millisecond})
