@@ -9,7 +9,7 @@
 -- in key order, so concurrent batches lock them in the same order. It
 -- returns whether it inserted, the status stamp of each row it wrote, and
 -- its status before (NULL: inserted) and now, for the log's changes; the
--- status before is read and locked first (old), as in
+-- status before is read in the statement's snapshot (old), as in
 -- role_assignments_upsert.sql.
 WITH t AS (
   SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[],
@@ -18,12 +18,10 @@ WITH t AS (
 ), old AS MATERIALIZED (
   SELECT m.profile_id, m.organization_id, m.status FROM public.organization_memberships m
   WHERE (m.profile_id, m.organization_id) IN (SELECT t.profile_id, t.organization_id FROM t)
-  ORDER BY 1, 2
-  FOR UPDATE
 ), up AS (
   INSERT INTO public.organization_memberships AS m
     (profile_id, organization_id, status, deactivated_at, status_portal_at, status_event_id, portal_updated_at)
-  SELECT * FROM t WHERE (SELECT count(*) FROM old) >= 0
+  SELECT * FROM t
   ORDER BY 1, 2
   ON CONFLICT (profile_id, organization_id) DO UPDATE
   SET status = CASE WHEN portalsync.newer(excluded.status_portal_at, excluded.status_event_id, m.status_portal_at, m.status_event_id,

@@ -11,7 +11,7 @@
 -- whether it inserted, the field stamps of each row it wrote, and for
 -- each field whether its value changed (for the log's changes, which
 -- names fields and never holds values: no value leaves the database); the
--- values before are read and locked first (old), as in
+-- values before are read in the statement's snapshot (old), as in
 -- role_assignments_upsert.sql.
 WITH t AS (
   SELECT * FROM unnest($1::text[],
@@ -24,8 +24,6 @@ WITH t AS (
 ), old AS MATERIALIZED (
   SELECT o.portal_member_id, o.email, o.first_name, o.last_name, o.phone FROM public.profiles o
   WHERE o.portal_member_id IN (SELECT t.k FROM t)
-  ORDER BY o.portal_member_id COLLATE "C"
-  FOR UPDATE
 ), up AS (
   INSERT INTO public.profiles AS p
     (portal_member_id,
@@ -40,7 +38,7 @@ WITH t AS (
          nullif(t.v2, ''), t.a2, t.e2,
          nullif(t.v3, ''), t.a3, t.e3,
          t.ts, t.eid
-  FROM t WHERE (SELECT count(*) FROM old) >= 0
+  FROM t
   ORDER BY t.k COLLATE "C"
   ON CONFLICT (portal_member_id) DO UPDATE
   SET email = CASE WHEN portalsync.newer(excluded.email_portal_at, excluded.email_event_id, p.email_portal_at, p.email_event_id, p.email IS DISTINCT FROM excluded.email)

@@ -4,24 +4,24 @@
 -- stored role's stamp (portalsync.newer: or is the same event and the role
 -- differs). Rows in key order. It returns the stamp of each row it wrote,
 -- with the role it held before (NULL: none) and holds now, for the log's
--- changes: the rows it may write are read and locked first (old), in the
--- same key order, so that the role before is the one the update replaced.
--- The insert waits for all of old ((SELECT count(*) FROM old), evaluated
--- once before its first row): a row this statement had already updated
--- would not be returned by old's FOR UPDATE. A membership's role row
--- inserted by a concurrent transaction after this one's snapshot is
--- reported with no role before.
+-- changes. The role before is read in the statement's snapshot (old), as
+-- every part of one statement sees the tables as they were when it began,
+-- the insert's own writes included; no row lock is taken for it (a FOR
+-- UPDATE would write every row's header once more for a rare race). It
+-- is the role
+-- the update replaced unless another transaction changed the row after
+-- this statement's snapshot and before its update: two syncer replicas
+-- applying the same membership at the same instant; that row's log then
+-- names as old the role before both.
 WITH t AS (
   SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::text[])
     AS t(profile_id, organization_id, role, portal_updated_at, portal_event_id)
 ), old AS MATERIALIZED (
   SELECT r.profile_id, r.organization_id, r.role FROM public.role_assignments r
   WHERE (r.profile_id, r.organization_id) IN (SELECT t.profile_id, t.organization_id FROM t)
-  ORDER BY 1, 2
-  FOR UPDATE
 ), up AS (
   INSERT INTO public.role_assignments AS r (profile_id, organization_id, role, portal_updated_at, portal_event_id)
-  SELECT * FROM t WHERE (SELECT count(*) FROM old) >= 0
+  SELECT * FROM t
   ORDER BY 1, 2
   ON CONFLICT (profile_id, organization_id) DO UPDATE
   SET role = excluded.role, portal_updated_at = excluded.portal_updated_at,
