@@ -8,11 +8,10 @@
 -- every part of one statement sees the tables as they were when it began,
 -- the insert's own writes included; no row lock is taken for it (a FOR
 -- UPDATE would write every row's header once more for a rare race). It
--- is the role
--- the update replaced unless another transaction changed the row after
--- this statement's snapshot and before its update: two syncer replicas
--- applying the same membership at the same instant; that row's log then
--- names as old the role before both.
+-- is the role the update replaced unless another transaction changed the
+-- row after this statement's snapshot and before its update (two syncer
+-- replicas applying the same membership at the same instant): that row's
+-- log then names as old the role before both.
 WITH t AS (
   SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::timestamptz[], $5::text[])
     AS t(profile_id, organization_id, role, portal_updated_at, portal_event_id)
