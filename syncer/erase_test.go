@@ -145,8 +145,14 @@ func TestEraseCommandLeavesNoTrace(t *testing.T) {
 	var afterRows, hashed int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE portal_member_id = $1) FROM portal_sync_log`,
 		store.MemberHash(gone)).Scan(&afterRows, &hashed))
-	require.Equal(t, logRows+1, afterRows, "log rows are kept, and the erasure logged")
-	require.Equal(t, 4, hashed, "the member's three rows and the erasure's carry the hash")
+	require.Equal(t, logRows+3, afterRows, "log rows are kept, and the erasure logged: its own row and one per organization of the member (2)")
+	require.Equal(t, 6, hashed, "the member's three rows and the erasure's carry the hash")
+	var sources []string
+	rows, err := db.Pool.Query(ctx, `SELECT DISTINCT coalesce(source, '') FROM portal_sync_log WHERE event_type = 'member-deleted'`)
+	require.NoError(t, err)
+	sources, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"erase-command"}, sources)
 
 	// Replay cannot bring the member back, nor can an event sent again.
 	cli("replay", "--all")
