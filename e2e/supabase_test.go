@@ -38,12 +38,12 @@ type supa struct {
 	db   *supabasetest.Database
 }
 
-func startSupabase(t *testing.T) *supa {
+func startSupabase(t *testing.T, opts ...Option) *supa {
 	t.Helper()
 	c := supabasetest.Get(t)
 	db := c.NewDatabase(t, supabasetest.Project)
 	auth := db.StartAuth(t)
-	return &supa{system: start(t, onSupabase(db)), auth: auth, db: db}
+	return &supa{system: start(t, append([]Option{onSupabase(db)}, opts...)...), auth: auth, db: db}
 }
 
 // apply sends an event with the given portal e-mail and waits for its

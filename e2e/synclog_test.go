@@ -134,3 +134,69 @@ func TestRefusalAndErasureReachOrgAdmins(t *testing.T) {
 		require.Nil(t, find(rows, "change-refused"))
 	})
 }
+
+// The same on the Supabase-shaped cluster, read as PostgREST reads it:
+// role authenticated with the claims of an access token the real Supabase
+// Auth issued to each org admin at sign-in.
+func TestRefusalAndErasureReachOrgAdminsOnSupabase(t *testing.T) {
+	s := startSupabase(t, withDataverse(dataverse.Config{Keys: []string{dvKey}, Organization: dvOrg}))
+	const member = "a1b2c3d4-0000-4000-8000-00000000c001"
+	const org = "b0000000-0000-4000-8000-00000000a001"
+	adminA := person{"rs-admin-a", "Aud", "Adminsen"}
+	adminB := person{"rs-admin-b", "Bent", "Bsjef"}
+	s.join(t, adminA, org, "org_admin", base)
+	s.join(t, adminB, "org-rsb", "org_admin", base)
+	status, created := s.dvSend(t, "contact-create.json", nil)
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, "success", s.waitLogged(t, created.Events[0].EventID))
+	inB := s.event("membership-created", member, "org-rsb", "peer_mentor", base)
+	s.send(t, inB)
+	require.Equal(t, "success", s.waitLogged(t, inB.ID))
+
+	// A value the contract refuses: 422, naming A through its images.
+	status, _ = s.dvSend(t, "contact-update.json", func(c map[string]any) {
+		attrs := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)["Attributes"].([]any)
+		for _, a := range attrs {
+			if kv := a.(map[string]any); kv["key"] == "mobilephone" || kv["key"] == "emailaddress1" {
+				kv["value"] = "kari-at-example"
+			}
+		}
+	})
+	require.Equal(t, http.StatusUnprocessableEntity, status)
+	refused, _ := s.waitLoggedType(t, "change-refused", org)
+	require.Equal(t, "failed", refused)
+	status, deleted := s.dvSend(t, "contact-delete.json", nil)
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, "success", s.waitLogged(t, deleted.Events[0].EventID))
+
+	tokens := map[string]string{}
+	for _, p := range []person{adminA, adminB} {
+		require.True(t, s.signUp(t, p.email()).OK())
+		tokens[p.member] = s.signIn(t, p.email()).Session.AccessToken
+	}
+	types := func(rows []logEntry) map[string]logEntry {
+		out := map[string]logEntry{}
+		for _, r := range rows {
+			out[r.EventType] = r
+		}
+		return out
+	}
+	s.asToken(t, tokens[adminA.member], func(tx pgx.Tx) {
+		got := types(syncLog(t, tx, ""))
+		require.Contains(t, got, "change-refused")
+		require.Equal(t, "failed", got["change-refused"].Status)
+		require.Equal(t, "dataverse-webhook", *got["change-refused"].Source)
+		require.Contains(t, got, "member-deleted")
+		require.True(t, got["member-deleted"].Erased)
+		require.Nil(t, got["member-deleted"].Member)
+	})
+	s.asToken(t, tokens[adminB.member], func(tx pgx.Tx) {
+		got := types(syncLog(t, tx, ""))
+		require.NotContains(t, got, "change-refused")
+		require.Contains(t, got, "member-deleted")
+		require.True(t, got["member-deleted"].Erased)
+		for _, r := range syncLog(t, tx, "") {
+			require.Equal(t, "org-rsb", r.Org)
+		}
+	})
+}
