@@ -69,14 +69,16 @@ func TestAppContract(t *testing.T) {
 	adminB := sys.addAuthUser(t, "c-admin-b@example.invalid")
 	coord := sys.addAuthUser(t, "c-coord@example.invalid")
 	mentor := sys.addAuthUser(t, "c-mentor@example.invalid")
-	var last string
+	// Every event is waited for: the syncer applies different members'
+	// events in parallel, so the last one sent may be applied first.
+	var sent []string
 	send := func(typ, member, org, role string, at time.Time, first, lastName string) {
 		e := sys.event(typ, member, org, role, at)
 		if first != "" {
 			e.Member["first_name"], e.Member["last_name"] = first, lastName
 		}
 		sys.send(t, e)
-		last = e.ID
+		sent = append(sent, e.ID)
 	}
 	send("membership-created", "c-admin", "org-a", "org_admin", base, "", "")
 	send("membership-created", "c-admin-b", "org-b", "org_admin", base, "", "")
@@ -88,7 +90,9 @@ func TestAppContract(t *testing.T) {
 	send("membership-created", "c-ola", "org-a", "peer_mentor", base, "Ola", "Nordlys")
 	send("role-updated", "c-ola", "org-a", "coordinator", base.Add(time.Minute), "", "")
 	send("membership-created", "c-gone", "org-a", "peer_mentor", base, "Per", "Slettet")
-	require.Equal(t, "success", sys.waitLogged(t, last))
+	for _, id := range sent {
+		require.Equal(t, "success", sys.waitLogged(t, id))
+	}
 	e := sys.event("member-deleted", "c-gone", "org-a", "", base.Add(2*time.Minute))
 	sys.send(t, e)
 	require.Equal(t, "success", sys.waitLogged(t, e.ID))
