@@ -2,13 +2,18 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/eventmodel"
 )
 
 // TestOrganizationNameNewestInOneBatchWins: events of one batch carry
@@ -49,6 +54,53 @@ func TestOrganizationNameNewestInOneBatchWins(t *testing.T) {
 	))
 	require.NoError(t, err)
 	require.Equal(t, map[string]string{"o1": "Newest e1", "o2": "Renamed e10", "o3": " e8"}, orgNames(t, pool))
+}
+
+// TestOrganizationNamesMatchModel: events whose organizations carry
+// random names (absent, null or one of a few), delivered in random order
+// with redeliveries and cut into random batches, leave each organization
+// with the name the reference model gives it.
+func TestOrganizationNamesMatchModel(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	var check atomic.Int64
+	rapid.Check(t, func(rt *rapid.T) {
+		prefix := fmt.Sprintf("n%d", check.Add(1))
+		events := drawEvents(rt, prefix, 3, 16)
+		for i := range events {
+			e := &events[i]
+			if e.Organization.ID == "" {
+				continue // member-deleted names no organization
+			}
+			e.Organization = event.Organization{ID: prefix + "-" + e.Organization.ID}
+			switch name := rapid.SampledFrom([]string{"", "null", "A", "B", "C"}).Draw(rt, "name"); name {
+			case "":
+			case "null":
+				e.Organization.NameCleared = true
+			default:
+				e.Organization.Name = name
+			}
+		}
+		order := drawDeliveries(rt, events, 4)
+		for len(order) > 0 {
+			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
+			evs := make([]*event.Event, size)
+			for i := range evs {
+				evs[i] = &order[i]
+			}
+			if _, err := s.ApplyBatch(context.Background(), items(evs...)); err != nil {
+				rt.Fatalf("apply batch: %v", err)
+			}
+			order = order[size:]
+		}
+		got := orgNames(t, pool)
+		for org, want := range eventmodel.OrganizationNames(events) {
+			name, _, _ := strings.Cut(got[org], " ")
+			if name != want {
+				rt.Fatalf("%s is named %q, model %q", org, name, want)
+			}
+		}
+	})
 }
 
 // orgNames returns each organization's name and the event it came from.
