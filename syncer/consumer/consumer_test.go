@@ -284,15 +284,18 @@ func (b *testBundle) waitKept(t *testing.T, n int) {
 	}
 }
 
+// waitFor waits for want on ch, failing when it has not come within 30 s
+// (one deadline for the whole wait, however much else arrives).
 func waitFor[T comparable](t *testing.T, ch <-chan T, want T) {
 	t.Helper()
+	deadline := time.After(30 * time.Second)
 	for {
 		select {
 		case got := <-ch:
 			if got == want {
 				return
 			}
-		case <-time.After(30 * time.Second):
+		case <-deadline:
 			t.Fatalf("no %v within 30 s", want)
 		}
 	}
