@@ -39,6 +39,14 @@ type UntranslatableError struct {
 	Fields []event.FieldError
 }
 
+// UntranslatableReasons lists every UntranslatableError.Reason, so that
+// the ingress exports each one's counter from the start (the first
+// refusal is then an increase an alert sees).
+var UntranslatableReasons = []string{
+	"bad-attribute", "invalid-event", "no-member", "no-organization", "no-state", "no-target", "no-time",
+	"size-exceeded", "table-not-mapped", "target-mismatch", "unknown-role", "unknown-state",
+}
+
 func (e *UntranslatableError) Error() string { return e.Reason + ": " + e.Detail }
 
 func untranslatable(reason, format string, args ...any) *UntranslatableError {

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,11 +29,13 @@ import (
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/pkg/wait"
 	"github.com/likeperson/portalsync/schema"
+	"github.com/likeperson/portalsync/syncer/backlog"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/erase"
 	"github.com/likeperson/portalsync/syncer/history"
 	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/syncer/synchealth"
 )
 
 // Defaults for Config.
@@ -74,6 +77,38 @@ type Config struct {
 	// (Stream.MaxAge, Stream.MaxBytes) and its size read into the
 	// metrics. Default 15 s (history.DefaultInterval).
 	HistoryInterval time.Duration
+	// BacklogInterval is how often the oldest event not settled yet is
+	// read (portalsync_syncer_oldest_unapplied_seconds, catching_up in
+	// sync_health). Default 5 s (backlog.DefaultInterval).
+	BacklogInterval time.Duration
+	// CatchingUpAfter is how long the oldest event not settled yet may
+	// have waited before this process reports catching_up instead of
+	// running in portalsync.sync_health. Default 10 s.
+	CatchingUpAfter time.Duration
+	// HealthProcess names this process's row of portalsync.sync_health.
+	// Default "syncer:<host>:<pid>".
+	HealthProcess string
+	// HealthTick is how often the state is looked at for that row (it is
+	// written on every change and at least every 30 s). Default 1 s.
+	HealthTick time.Duration
+}
+
+// Defaults for Config's sync_health fields.
+const (
+	DefaultCatchingUpAfter = 10 * time.Second
+	// HealthRetention is how long a sync_health row not reported any more
+	// (a process killed, or restarted under another pid) is kept before
+	// the purge loop deletes it.
+	HealthRetention = 24 * time.Hour
+)
+
+// healthProcess is this process's default row name.
+func healthProcess() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return fmt.Sprintf("syncer:%s:%d", host, os.Getpid())
 }
 
 // DeadLetter returns the dead-letter configuration for the event stream s.
@@ -139,6 +174,8 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *zap.Logger) error {
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	cfg.NATSURL = cmp.Or(cfg.NATSURL, DefaultNATSURL)
 	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
+	cfg.CatchingUpAfter = cmp.Or(cfg.CatchingUpAfter, DefaultCatchingUpAfter)
+	cfg.HealthProcess = cmp.Or(cfg.HealthProcess, healthProcess())
 	cfg.Stream = cfg.Stream.WithDefaults()
 	cfg.Consumer.Stream = cfg.Stream.Name
 	if err := cfg.Consumer.Validate(); err != nil {
@@ -167,6 +204,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	setStartup := func(s string) { startup.Store(&s) }
 	setStartup("starting")
 	var consRef atomic.Pointer[consumer.Consumer]
+	var backlogRef atomic.Pointer[backlog.Watcher]
 	ready := notWhenStopping(ctx, func(ctx context.Context) error {
 		if p := startup.Load(); p != nil {
 			return errors.New(*p)
@@ -225,8 +263,22 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			return err
 		}
 		setStartup("waiting for NATS")
+		// This process's row of sync_health, from now on (the database
+		// answers): written on every change and every 30 s, removed on
+		// stop; joined before the pool closes.
+		reporter, err := synchealth.New(st, synchealth.Config{Process: cfg.HealthProcess, Kind: store.HealthKindSyncer,
+			Tick: cfg.HealthTick, RemoveOnStop: true}, func() synchealth.Status {
+			return healthStatus(startup.Load() != nil, consRef.Load(), backlogRef.Load(), cfg.CatchingUpAfter)
+		}, log.Named("health"))
+		if err != nil {
+			return err
+		}
+		reportCtx, stopReport := context.WithCancel(ctx)
+		reported := make(chan struct{})
+		go func() { defer close(reported); reporter.Run(reportCtx) }()
+		defer func() { stopReport(); <-reported }()
 		var dlq *deadletter.Queue
-		err := wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
+		err = wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
 			if err := stream.Connected(nc); err != nil {
 				if errors.Is(err, stream.ErrServerTooOld) {
 					return wait.Permanent(err)
@@ -254,12 +306,18 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		if err != nil {
 			return err
 		}
+		watcher, err := backlog.New(js, backlog.Config{Stream: cfg.Stream.Name, Durable: cons.ConsumerConfig().Durable,
+			FilterSubject: cons.ConsumerConfig().FilterSubject, Interval: cfg.BacklogInterval}, reg, log.Named("backlog"))
+		if err != nil {
+			return err
+		}
+		backlogRef.Store(watcher)
 		consRef.Store(cons)
 		startup.Store(nil)
 
-		// The lag poller and the history trimmer use NATS and the purge
-		// loop the pool: all are joined here, before nc.Drain below and the
-		// deferred pool.Close.
+		// The lag poller, the backlog watcher and the history trimmer use
+		// NATS and the purge loop the pool: all are joined here, before
+		// nc.Drain below and the deferred pool.Close.
 		var bg sync.WaitGroup
 		bgCtx, cancelBg := context.WithCancel(ctx)
 		defer bg.Wait()
@@ -279,13 +337,16 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			defer bg.Done()
 			trimmer.Run(bgCtx)
 		}()
-		if cfg.LogRetention > 0 {
-			bg.Add(1)
-			go func() {
-				defer bg.Done()
-				purgeLoop(bgCtx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
-			}()
-		}
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			watcher.Run(bgCtx)
+		}()
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			purgeLoop(bgCtx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
+		}()
 		return cons.Run(ctx)
 	}()
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
@@ -354,18 +415,49 @@ func pollLag(ctx context.Context, js jetstream.JetStream, streamName, durable st
 	}
 }
 
-// purgeLoop deletes sync-log rows past their retention, now and then every
-// interval, until ctx ends. Replicas may all run it: deletes are idempotent.
+// healthStatus is what this process reports in sync_health: paused while
+// start-up waits for NATS (the database answers by then) or the consumer
+// is paused (its reason, a fixed phrase, and its start); catching_up while
+// the oldest event not settled yet has waited longer than catchingUpAfter;
+// running otherwise.
+func healthStatus(starting bool, c *consumer.Consumer, w *backlog.Watcher, catchingUpAfter time.Duration) synchealth.Status {
+	if starting || c == nil {
+		return synchealth.Status{State: store.HealthPaused, Reason: consumer.ReasonNATS}
+	}
+	if st := c.State(); st.Paused != "" {
+		return synchealth.Status{State: store.HealthPaused, Since: st.PausedSince, Reason: st.Paused}
+	}
+	if w != nil {
+		if oldest, known := w.Oldest(); known && !oldest.IsZero() && time.Since(oldest) > catchingUpAfter {
+			return synchealth.Status{State: store.HealthCatchingUp, OldestUnappliedAt: oldest}
+		}
+	}
+	return synchealth.Status{State: store.HealthRunning}
+}
+
+// purgeLoop deletes sync-log rows past their retention (none when it is
+// 0) and sync_health rows not reported for HealthRetention, now and then
+// every interval, until ctx ends. Replicas may all run it: deletes are
+// idempotent.
 func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Duration, log *zap.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		n, err := st.PurgeLog(ctx, retention, 5000)
+		if retention > 0 {
+			n, err := st.PurgeLog(ctx, retention, 5000)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("purge sync log", zap.Error(err))
+			case n > 0:
+				log.Info("purged sync log", zap.Int64("rows", n), zap.Duration("retention", retention))
+			}
+		}
+		n, err := st.PurgeHealth(ctx, HealthRetention)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			log.Warn("purge sync log", zap.Error(err))
+			log.Warn("purge sync_health", zap.Error(err))
 		case n > 0:
-			log.Info("purged sync log", zap.Int64("rows", n), zap.Duration("retention", retention))
+			log.Info("purged sync_health rows not reported for a day", zap.Int64("rows", n))
 		}
 		select {
 		case <-ctx.Done():
