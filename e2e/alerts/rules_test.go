@@ -5,6 +5,8 @@
 package alerts
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,4 +207,99 @@ func TestAlertmanagerRoutesEveryAlert(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Every query of the Grafana dashboard is valid PromQL: promtool checks
+// them as the expressions of recording rules. (That the metrics they name
+// are exported: e2e.TestMetricsScraped.)
+func TestDashboardQueriesParse(t *testing.T) {
+	t.Parallel()
+	bin := promtool(t)
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "dashboards", "portalsync.json"))
+	require.NoError(t, err)
+	var dash struct {
+		Panels []struct {
+			ID      int    `json:"id"`
+			Title   string `json:"title"`
+			Targets []struct {
+				RefID string `json:"refId"`
+				Expr  string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	require.NoError(t, json.Unmarshal(b, &dash))
+	type rule struct {
+		Record string `yaml:"record"`
+		Expr   string `yaml:"expr"`
+	}
+	var recs []rule
+	for _, p := range dash.Panels {
+		require.NotEmpty(t, p.Targets, "panel %q queries nothing", p.Title)
+		for _, tg := range p.Targets {
+			require.NotEmpty(t, tg.Expr, "panel %q", p.Title)
+			recs = append(recs, rule{Record: fmt.Sprintf("dashboard:panel_%d_%s", p.ID, tg.RefID), Expr: tg.Expr})
+		}
+	}
+	out, err := yaml.Marshal(map[string]any{"groups": []any{map[string]any{"name": "dashboard", "rules": recs}}})
+	require.NoError(t, err)
+	path := filepath.Join(t.TempDir(), "dashboard.yml")
+	require.NoError(t, os.WriteFile(path, out, 0o600))
+	res, err := exec.Command(bin, "check", "rules", path).CombinedOutput()
+	require.NoError(t, err, "%s", res)
+	require.Contains(t, string(res), fmt.Sprintf("SUCCESS: %d rules found", len(recs)))
+}
+
+// The dashboard shows what the alerts watch: the pause, the oldest
+// unapplied event's age against the two-minute line (a threshold at
+// 120 s), dead letters and failed rows, the reconciliation's position and
+// last success, refused Dataverse deliveries and the stream's fullness.
+func TestDashboardShowsWhatAlertsWatch(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "dashboards", "portalsync.json"))
+	require.NoError(t, err)
+	var dash struct {
+		Panels []struct {
+			Title       string `json:"title"`
+			FieldConfig struct {
+				Defaults struct {
+					Thresholds struct {
+						Steps []struct {
+							Value *float64 `json:"value"`
+						} `json:"steps"`
+					} `json:"thresholds"`
+				} `json:"defaults"`
+			} `json:"fieldConfig"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	require.NoError(t, json.Unmarshal(b, &dash))
+	panelsWith := func(metric string) []int {
+		var out []int
+		for i, p := range dash.Panels {
+			for _, tg := range p.Targets {
+				if strings.Contains(tg.Expr, metric) {
+					out = append(out, i)
+					break
+				}
+			}
+		}
+		return out
+	}
+	for _, metric := range []string{"portalsync_syncer_paused", "portalsync_syncer_dead_letters_total",
+		`portalsync_syncer_events_total{status="failed"}`, "portalsync_reconcile_last_success_timestamp_seconds",
+		"portalsync_reconcile_table_read_timestamp_seconds", "portalsync_ingress_dataverse_untranslated_total",
+		"portalsync_syncer_stream_max_bytes"} {
+		require.NotEmpty(t, panelsWith(metric), "a panel shows %s", metric)
+	}
+	promise := false
+	for _, i := range panelsWith("portalsync_syncer_oldest_unapplied_seconds") {
+		for _, s := range dash.Panels[i].FieldConfig.Defaults.Thresholds.Steps {
+			if s.Value != nil && *s.Value == 120 {
+				promise = true
+			}
+		}
+	}
+	require.True(t, promise, "the oldest unapplied event's age is drawn against a 120 s threshold")
 }
