@@ -314,6 +314,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		backlogRef.Store(watcher)
 		consRef.Store(cons)
 		startup.Store(nil)
+		reporter.Wake() // no longer waiting for NATS
 
 		// The lag poller, the backlog watcher and the history trimmer use
 		// NATS and the purge loop the pool: all are joined here, before

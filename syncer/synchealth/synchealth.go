@@ -82,6 +82,7 @@ type Reporter struct {
 	cfg    Config
 	source func() Status
 	log    *zap.Logger
+	wake   chan struct{}
 }
 
 // New returns a reporter of what source says; Run runs it.
@@ -100,7 +101,16 @@ func New(w Writer, cfg Config, source func() Status, log *zap.Logger) (*Reporter
 	case source == nil:
 		return nil, errors.New("synchealth: source required")
 	}
-	return &Reporter{w: w, cfg: cfg, source: source, log: log}, nil
+	return &Reporter{w: w, cfg: cfg, source: source, log: log, wake: make(chan struct{}, 1)}, nil
+}
+
+// Wake makes Run read the state now instead of at the next tick, for a
+// change the caller knows of (start-up done).
+func (r *Reporter) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Run reports until ctx ends, then removes the row when RemoveOnStop.
@@ -153,6 +163,7 @@ func (r *Reporter) Run(ctx context.Context) {
 			r.stop(ctx)
 			return
 		case <-t.C:
+		case <-r.wake:
 		}
 	}
 }

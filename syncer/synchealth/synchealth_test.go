@@ -212,3 +212,27 @@ func TestReporter(t *testing.T) {
 		require.Error(t, err)
 	})
 }
+
+// Wake reads the state at once, without waiting for the tick.
+func TestReporterWake(t *testing.T) {
+	t.Parallel()
+	w := &writer{wrote: make(chan store.Health, 10)}
+	var state atomic.Value
+	state.Store(store.HealthPaused)
+	r, err := synchealth.New(w, synchealth.Config{Process: "p", Kind: store.HealthKindSyncer, Tick: time.Hour},
+		func() synchealth.Status { return synchealth.Status{State: state.Load().(string)} }, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	require.Equal(t, store.HealthPaused, (<-w.wrote).State)
+	state.Store(store.HealthRunning)
+	r.Wake()
+	select {
+	case h := <-w.wrote:
+		require.Equal(t, store.HealthRunning, h.State)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not written on Wake")
+	}
+}
