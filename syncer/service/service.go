@@ -266,9 +266,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		// This process's row of sync_health, from now on (the database
 		// answers): written on every change and every 30 s, removed on
 		// stop; joined before the pool closes.
+		var natsDown atomic.Bool // a start-up attempt to reach NATS failed
 		reporter, err := synchealth.New(st, synchealth.Config{Process: cfg.HealthProcess, Kind: store.HealthKindSyncer,
 			Tick: cfg.HealthTick, RemoveOnStop: true}, func() synchealth.Status {
-			return healthStatus(startup.Load() != nil, consRef.Load(), backlogRef.Load(), cfg.CatchingUpAfter)
+			return healthStatus(startup.Load() != nil, natsDown.Load(), consRef.Load(), backlogRef.Load(), cfg.CatchingUpAfter)
 		}, log.Named("health"))
 		if err != nil {
 			return err
@@ -283,6 +284,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 				if errors.Is(err, stream.ErrServerTooOld) {
 					return wait.Permanent(err)
 				}
+				natsDown.Store(true)
 				return err
 			}
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -416,13 +418,17 @@ func pollLag(ctx context.Context, js jetstream.JetStream, streamName, durable st
 	}
 }
 
-// healthStatus is what this process reports in sync_health: paused while
-// start-up waits for NATS (the database answers by then) or the consumer
-// is paused (its reason, a fixed phrase, and its start); catching_up while
-// the oldest event not settled yet has waited longer than catchingUpAfter;
-// running otherwise.
-func healthStatus(starting bool, c *consumer.Consumer, w *backlog.Watcher, catchingUpAfter time.Duration) synchealth.Status {
+// healthStatus is what this process reports in sync_health: nothing while
+// start-up has not yet found NATS down (it usually takes milliseconds);
+// paused while start-up waits for NATS (the database answers by then) or
+// the consumer is paused (its reason, a fixed phrase, and its start);
+// catching_up while the oldest event not settled yet has waited longer
+// than catchingUpAfter; running otherwise.
+func healthStatus(starting, natsDown bool, c *consumer.Consumer, w *backlog.Watcher, catchingUpAfter time.Duration) synchealth.Status {
 	if starting || c == nil {
+		if !natsDown {
+			return synchealth.Status{}
+		}
 		return synchealth.Status{State: store.HealthPaused, Reason: consumer.ReasonNATS}
 	}
 	if st := c.State(); st.Paused != "" {

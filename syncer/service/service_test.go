@@ -231,3 +231,42 @@ func metric(t *testing.T, base, name string) float64 {
 	t.Fatalf("no %s", name)
 	return 0
 }
+
+// TestRunReportsWaitingForNATS: a syncer started while NATS is down
+// reports paused, "NATS unavailable", in sync_health (the database
+// answers), and running once NATS is up.
+func TestRunReportsWaitingForNATS(t *testing.T) {
+	t.Parallel()
+	db := schematest.NewDB(t)
+	ns := natstest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: ln, Stream: stream.Config{Name: "EVENTS"},
+			HealthProcess: "syncer:test:2", HealthTick: 20 * time.Millisecond}, zaptest.NewLogger(t))
+	}()
+	state := func() (string, string) {
+		var s string
+		var reason *string
+		err := db.Pool.QueryRow(context.Background(), `SELECT state, reason FROM portalsync.sync_health WHERE process = 'syncer:test:2'`).Scan(&s, &reason)
+		if err != nil || reason == nil {
+			return s, ""
+		}
+		return s, *reason
+	}
+	require.Eventually(t, func() bool { s, r := state(); return s == "paused" && r == consumer.ReasonNATS },
+		20*time.Second, 20*time.Millisecond)
+	ns.Start()
+	servicetest.WaitReady(t, "http://"+ln.Addr().String(), nil)
+	require.Eventually(t, func() bool { s, _ := state(); return s == "running" }, 10*time.Second, 20*time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}

@@ -30,7 +30,8 @@ const (
 // Status is what a process is doing, as its source says at one tick.
 type Status struct {
 	// State is store.HealthRunning, store.HealthCatchingUp or
-	// store.HealthPaused.
+	// store.HealthPaused; empty: nothing to report yet (nothing is
+	// written).
 	State string
 	// Since is when the state began, where the source knows it (a pause's
 	// start); zero: when the reporter first saw it.
@@ -117,47 +118,9 @@ func (r *Reporter) Wake() {
 func (r *Reporter) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Tick)
 	defer t.Stop()
-	var (
-		last       Status
-		since      time.Time
-		seen       bool      // last holds a status
-		due        bool      // a change not written yet
-		reportedAt time.Time // last write that succeeded
-		failing    bool
-	)
+	var st tracking
 	for {
-		s, now := r.source(), r.cfg.Now()
-		if !seen || s.State != last.State || s.Reason != last.Reason {
-			since = cmp.Or(s.Since, now)
-			due = true
-		}
-		if !s.OldestUnappliedAt.Equal(last.OldestUnappliedAt) || !s.LastSuccessAt.Equal(last.LastSuccessAt) {
-			due = true
-		}
-		last, seen = s, true
-		if due || now.Sub(reportedAt) >= r.cfg.Heartbeat {
-			h := store.Health{Process: r.cfg.Process, Kind: r.cfg.Kind, State: s.State, Since: since, Reason: s.Reason,
-				OldestUnappliedAt: s.OldestUnappliedAt, LastSuccessAt: s.LastSuccessAt}
-			err := r.write(ctx, h)
-			switch {
-			case err == nil:
-				due, reportedAt = false, now
-				if failing {
-					r.log.Info("reporting state again", zap.String("state", h.State))
-				}
-				failing = false
-			case ctx.Err() != nil:
-			case !failing:
-				// Once per episode; retried every tick. An unreachable
-				// database is expected during an outage.
-				lvl := zap.WarnLevel
-				if store.IsUnavailable(err) {
-					lvl = zap.InfoLevel
-				}
-				r.log.Log(lvl, "cannot report state; retrying", zap.String("state", h.State), zap.Error(err))
-				failing = true
-			}
-		}
+		r.step(ctx, &st)
 		select {
 		case <-ctx.Done():
 			r.stop(ctx)
@@ -165,6 +128,57 @@ func (r *Reporter) Run(ctx context.Context) {
 		case <-t.C:
 		case <-r.wake:
 		}
+	}
+}
+
+// tracking is what Run remembers between ticks.
+type tracking struct {
+	last       Status
+	since      time.Time // when last.State (with its reason) began
+	seen       bool      // last holds a status
+	due        bool      // a change not written yet
+	reportedAt time.Time // the last write that succeeded
+	failing    bool      // the last write failed (logged once)
+}
+
+// step reads the state and writes it when it changed, when a change is
+// not written yet, or when the heartbeat is due.
+func (r *Reporter) step(ctx context.Context, st *tracking) {
+	s, now := r.source(), r.cfg.Now()
+	if s.State == "" {
+		return
+	}
+	if !st.seen || s.State != st.last.State || s.Reason != st.last.Reason {
+		st.since = cmp.Or(s.Since, now)
+		st.due = true
+	}
+	if !s.OldestUnappliedAt.Equal(st.last.OldestUnappliedAt) || !s.LastSuccessAt.Equal(st.last.LastSuccessAt) {
+		st.due = true
+	}
+	st.last, st.seen = s, true
+	if !st.due && now.Sub(st.reportedAt) < r.cfg.Heartbeat {
+		return
+	}
+	h := store.Health{Process: r.cfg.Process, Kind: r.cfg.Kind, State: s.State, Since: st.since, Reason: s.Reason,
+		OldestUnappliedAt: s.OldestUnappliedAt, LastSuccessAt: s.LastSuccessAt}
+	err := r.write(ctx, h)
+	switch {
+	case err == nil:
+		st.due, st.reportedAt = false, now
+		if st.failing {
+			r.log.Info("reporting state again", zap.String("state", h.State))
+		}
+		st.failing = false
+	case ctx.Err() != nil:
+	case !st.failing:
+		// Once per episode; retried every tick. An unreachable database
+		// is expected during an outage.
+		lvl := zap.WarnLevel
+		if store.IsUnavailable(err) {
+			lvl = zap.InfoLevel
+		}
+		r.log.Log(lvl, "cannot report state; retrying", zap.String("state", h.State), zap.Error(err))
+		st.failing = true
 	}
 }
 

@@ -236,3 +236,13 @@ func TestReporterWake(t *testing.T) {
 		t.Fatal("not written on Wake")
 	}
 }
+
+// A source with nothing to say yet (no state) writes nothing.
+func TestReporterNothingYet(t *testing.T) {
+	t.Parallel()
+	b := setup(t, false, synchealth.Status{})
+	b.waitTicks(t, 20)
+	require.Zero(t, b.w.count())
+	b.set(synchealth.Status{State: store.HealthRunning})
+	require.Equal(t, store.HealthRunning, b.next(t).State)
+}
