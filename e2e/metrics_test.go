@@ -101,9 +101,11 @@ func TestMetricsScraped(t *testing.T) {
 		"portalsync_syncer_dead_letters_total", "portalsync_syncer_consumer_ack_pending"} {
 		metricValue(t, sy, name)
 	}
-	// The backlog's age: 0 once everything is applied.
+	// The backlog's age: 0 once everything is applied (exported from the
+	// watcher's first reading on).
 	require.Eventually(t, func() bool {
-		return strings.Contains(scrape(t, sys.syncerURL), "\nportalsync_syncer_oldest_unapplied_seconds 0\n")
+		sy = scrape(t, sys.syncerURL)
+		return strings.Contains(sy, "\nportalsync_syncer_oldest_unapplied_seconds 0\n")
 	}, 20*time.Second, 100*time.Millisecond, "the oldest unapplied event's age")
 
 	// Every portalsync metric the Grafana dashboard and the alerting rules
