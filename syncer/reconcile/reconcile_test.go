@@ -36,6 +36,7 @@ type bundle struct {
 	rec     *reconcile.Reconciler
 	reg     *prometheus.Registry
 	metrics *reconcile.Metrics
+	cfg     reconcile.Config
 	db      *pgtest.DB
 }
 
@@ -60,6 +61,7 @@ func setup(t testing.TB, mutate func(*reconcile.Config)) *bundle {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	b.cfg = cfg
 	b.rec, err = reconcile.New(ctx, cfg, js, db.Pool, b.metrics, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	return b
@@ -325,4 +327,37 @@ func TestRunPassesOnSchedule(t *testing.T) {
 		}
 	}
 	require.True(t, found)
+}
+
+// The position is exported: the interval, the last success and each
+// table's last read; a reconciler started again over the same bucket
+// starts from the stored position (metrics and LastSuccess), so that a
+// restart neither forgets a recent success nor hides an old one.
+func TestPositionMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *reconcile.Config) {
+		c.Interval = 10 * time.Minute
+		c.Now = func() time.Time { return t0 }
+	})
+	ctx := context.Background()
+	require.Equal(t, 600.0, testutil.ToFloat64(b.metrics.Interval()))
+	require.Zero(t, testutil.ToFloat64(b.metrics.LastSuccess()), "no pass yet")
+	require.True(t, b.rec.LastSuccess().IsZero())
+
+	b.putContact(1, t0, "F1")
+	_, err := b.rec.Once(ctx, reconcile.Options{})
+	require.NoError(t, err)
+	require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(b.metrics.LastSuccess()))
+	require.Equal(t, t0, b.rec.LastSuccess())
+	for _, table := range []string{"member", "membership"} {
+		require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(b.metrics.TableRead(table)), table)
+		require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(b.metrics.TableFullRead(table)), table)
+	}
+
+	restarted := reconcile.NewMetrics(prometheus.NewRegistry())
+	again, err := reconcile.New(ctx, b.cfg, b.js, b.db.Pool, restarted, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	require.Equal(t, t0, again.LastSuccess())
+	require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(restarted.LastSuccess()))
+	require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(restarted.TableRead("membership")))
 }
