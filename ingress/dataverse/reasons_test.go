@@ -11,16 +11,20 @@ import (
 	"github.com/likeperson/portalsync/ingress/dataverse"
 )
 
-// Every reason translate.go can give is in UntranslatableReasons (the
-// ingress exports each one's counter from the start), and nothing else.
+// Every reason the intake can give (translate.go, and pkg/dvmap's row
+// translation it shares with the reconciler) is in UntranslatableReasons
+// (the ingress exports each one's counter from the start), and nothing
+// else.
 func TestUntranslatableReasonsComplete(t *testing.T) {
 	t.Parallel()
-	src, err := os.ReadFile("translate.go")
-	require.NoError(t, err)
 	var found []string
-	for _, m := range regexp.MustCompile(`(?:untranslatable\(|UntranslatableError\{Reason: )"([a-z-]+)"`).FindAllStringSubmatch(string(src), -1) {
-		if !slices.Contains(found, m[1]) {
-			found = append(found, m[1])
+	for _, file := range []string{"translate.go", "../../pkg/dvmap/row.go"} {
+		src, err := os.ReadFile(file)
+		require.NoError(t, err)
+		for _, m := range regexp.MustCompile(`(?:untranslatable\(|rowError\(|(?:Untranslatable|Row)Error\{Reason: )"([a-z-]+)"`).FindAllStringSubmatch(string(src), -1) {
+			if !slices.Contains(found, m[1]) {
+				found = append(found, m[1])
+			}
 		}
 	}
 	slices.Sort(found)
