@@ -153,7 +153,11 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	below = ageSeq
-	if sizeSeq := sizeCut(st, t.cfg.Stream.TrimBytes()); sizeSeq > below {
+	// The limit the server refuses at is the stream's, whoever set it
+	// (the ingress and the syncer each ensure the stream with their own
+	// STREAM_MAX_BYTES at start): trim to three quarters of that one.
+	live := stream.Config{MaxBytes: max(info.Config.MaxBytes, 0)}
+	if sizeSeq := sizeCut(st, live.TrimBytes()); sizeSeq > below {
 		below, reason = sizeSeq, ReasonSize
 	}
 	below = min(below, limit)
