@@ -35,3 +35,23 @@ func TestTrimBySizeUsesTheStreamsLimit(t *testing.T) {
 	require.Equal(t, history.ReasonSize, res.Reason, "settled history over three quarters of the stream's limit is trimmed")
 	require.LessOrEqual(t, b.state(t).Bytes, uint64(limited.WithDefaults().TrimBytes()))
 }
+
+// portalsync_syncer_stream_bytes is what the stream holds after the trim,
+// not before it: read before the purge, the gauge showed the full stream
+// for a whole interval after every size trim (with the real syncer at
+// STREAM_MAX_BYTES 4,198,400: 4,197,837 bytes reported while the stream
+// held 3,147,643 after a trim), so the documented "over 90 % for 5
+// minutes" alert fires on a stream that is trimmed in time whenever
+// a 15 s interval brings in more than 15 % of the limit.
+func TestStreamBytesGaugeAfterTrim(t *testing.T) {
+	t.Parallel()
+	cfg := stream.Config{MaxAge: time.Hour, MaxMsgSize: 1024, MaxBytes: stream.MinMaxBytes(1024)}
+	b := setup(t, cfg)
+	b.publish(t, 30, 200)
+	b.settle(t, all)
+	res := b.trim(t, time.Now())
+	require.Positive(t, res.Purged)
+	st := b.state(t)
+	require.Equal(t, float64(st.Bytes), gauge(t, b.reg, "portalsync_syncer_stream_bytes"))
+	require.Equal(t, float64(st.Msgs), gauge(t, b.reg, "portalsync_syncer_stream_messages"))
+}
