@@ -170,6 +170,12 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 	}
 	t.m.trimmed.WithLabelValues(reason).Add(float64(purged))
 	if purged > 0 {
+		// The gauges say what the stream holds now, after the purge.
+		if info, err := s.Info(ctx); err == nil {
+			t.m.observe(info)
+		}
+	}
+	if purged > 0 {
 		t.log.Info("trimmed stream history", zap.Uint64("purged", purged), zap.Uint64("below_seq", below),
 			zap.Uint64("ack_floor", ackFloor), zap.String("reason", reason))
 	}
