@@ -164,9 +164,12 @@ func (c Config) JetStreamConfig() jetstream.StreamConfig {
 		MaxAge:      0,
 		MaxBytes:    maxBytes,
 		MaxMsgs:     -1,
-		MaxMsgSize:  c.MaxMsgSize,
-		Discard:     jetstream.DiscardNew,
-		Duplicates:  c.DuplicateWindow,
+		// No limit per subject either: it would delete a member's older
+		// events, settled or not.
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        c.MaxMsgSize,
+		Discard:           jetstream.DiscardNew,
+		Duplicates:        c.DuplicateWindow,
 		// Direct get: the ingress reads a stored message back (a webhook-id
 		// sent again, to compare bodies) without queueing on the JetStream
 		// API, which publishes also need.
@@ -227,7 +230,8 @@ func sameSettings(have, want jetstream.StreamConfig) bool {
 	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
 		have.Retention == want.Retention && have.Storage == want.Storage &&
 		max(have.Replicas, 1) == max(want.Replicas, 1) && have.MaxAge == want.MaxAge &&
-		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs && have.MaxMsgSize == want.MaxMsgSize &&
+		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
+		have.MaxMsgSize == want.MaxMsgSize &&
 		have.Discard == want.Discard && have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
 		have.AllowAtomicPublish == want.AllowAtomicPublish
 }

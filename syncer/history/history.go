@@ -151,7 +151,11 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	below = ageSeq
-	if sizeSeq := sizeCut(st, t.cfg.Stream.TrimBytes()); sizeSeq > below {
+	// The limit the server refuses at is the stream's, whoever set it
+	// (the ingress and the syncer each ensure the stream with their own
+	// STREAM_MAX_BYTES at start): trim to three quarters of that one.
+	live := stream.Config{MaxBytes: max(info.Config.MaxBytes, 0)}
+	if sizeSeq := sizeCut(st, live.TrimBytes()); sizeSeq > below {
 		below, reason = sizeSeq, ReasonSize
 	}
 	below = min(below, limit)
@@ -163,6 +167,12 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	t.m.trimmed.WithLabelValues(reason).Add(float64(purged))
+	if purged > 0 {
+		// The gauges say what the stream holds now, after the purge.
+		if info, err := s.Info(ctx); err == nil {
+			t.m.observe(info)
+		}
+	}
 	if purged > 0 {
 		t.log.Info("trimmed stream history", zap.Uint64("purged", purged), zap.Uint64("below_seq", below),
 			zap.Uint64("ack_floor", ackFloor), zap.String("reason", reason))
