@@ -244,13 +244,27 @@ func (p *pool) connected() error {
 	return nil
 }
 
-// ready reports whether every connection is up and the stream reachable.
-func (p *pool) ready(ctx context.Context, streamName string) error {
+// ready reports whether every connection is up and the stream reachable
+// and still keeping what it accepts (see stream.Unsafe).
+func (p *pool) ready(ctx context.Context, cfg stream.Config, ensured *atomic.Bool, log *zap.Logger) error {
 	if err := p.connected(); err != nil {
 		return err
 	}
-	if _, err := p.js[0].Stream(ctx, streamName); err != nil {
-		return fmt.Errorf("stream %s unreachable: %w", streamName, err)
+	s, err := p.js[0].Stream(ctx, cfg.Name)
+	if err != nil {
+		return fmt.Errorf("stream %s unreachable: %w", cfg.Name, err)
+	}
+	// Settings that let the server delete an event not yet applied,
+	// changed under the running ingress (an older binary's start during a
+	// rolling deploy or a rollback, an operator's edit): nothing is
+	// published until they are set back, which is done at once.
+	if why := stream.Unsafe(s.CachedInfo().Config); why != "" {
+		ensured.Store(false)
+		log.Error("stream settings changed: events could be lost; setting them back", zap.String("stream", cfg.Name), zap.String("why", why))
+		if _, err := stream.Ensure(ctx, p.js[0], cfg); err != nil {
+			return fmt.Errorf("stream %s: %s, and it cannot be set back: %w", cfg.Name, why, err)
+		}
+		ensured.Store(true)
 	}
 	return nil
 }

@@ -552,7 +552,9 @@ func ensureInBackground(ctx context.Context, pub *pool, cfg Config, rd *readines
 		switch {
 		case err == nil:
 			rd.ensured.Store(true)
-			rd.refresh(ctx, cfg.ReadinessInterval, func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) })
+			rd.refresh(ctx, cfg.ReadinessInterval, func(ctx context.Context) error {
+				return pub.ready(ctx, cfg.Stream, &rd.ensured, log)
+			})
 		case ctx.Err() == nil:
 			failed <- err
 		}

@@ -429,3 +429,25 @@ func OpenAndEnsure(ctx context.Context, url, name string, c Config, log *zap.Log
 	}
 	return nc, js, nil
 }
+
+// Unsafe names what in a stream's configuration (as the server holds it)
+// lets the server delete an event before the syncer has settled it, or
+// lose one a host crash should not: "" when nothing does. The ingress
+// checks it periodically, because another binary (an older version's
+// start during a rolling deploy or a rollback) or an operator can change
+// the stream under a running ingress.
+func Unsafe(have jetstream.StreamConfig) string {
+	switch {
+	case have.Retention != jetstream.LimitsPolicy:
+		return "retention is not limits (events would be removed on acknowledgement or without interest)"
+	case have.Storage != jetstream.FileStorage:
+		return "storage is not file"
+	case have.Discard != jetstream.DiscardNew:
+		return "discard policy is old (a full stream would drop stored events)"
+	case have.MaxAge != 0:
+		return fmt.Sprintf("max age %s (the server would expire unapplied events)", have.MaxAge)
+	case have.MaxMsgsPerSubject > 0:
+		return fmt.Sprintf("max messages per subject %d (the server would drop a member's older events)", have.MaxMsgsPerSubject)
+	}
+	return ""
+}
