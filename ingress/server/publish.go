@@ -47,6 +47,12 @@ var (
 	errConnectionLost = errors.New("connection to NATS lost while waiting for the acknowledgement")
 )
 
+// The ingress's NATS keep-alive (see openPool).
+const (
+	natsPingInterval = 5 * time.Second
+	natsMaxPingsOut  = 2
+)
+
 // openPool dials n connections (n >= 1) without waiting for a server:
 // while NATS is down they keep trying in the background, publishes fail
 // (the webhook is answered 503) and readiness says why.
@@ -56,8 +62,13 @@ func openPool(cfg Config, n int, log *zap.Logger) (*pool, error) {
 		// No reconnect buffer: a publish made while disconnected fails at
 		// once instead of being sent after the reconnection, long after its
 		// sender was answered 503 (the sender's retry is deduplicated
-		// either way).
-		nc, js, err := stream.Dial(cfg.NATSURL, fmt.Sprintf("portalsync-ingress-%d", i), log, nats.ReconnectBufSize(-1))
+		// either way). Pings every 5 s, two unanswered mean down: a server
+		// that hangs or a host that loses power without closing the
+		// connection is then known down within about 15 s, not the
+		// client's default of minutes, and webhooks are answered 503 at
+		// once instead of after the whole publish timeout.
+		nc, js, err := stream.Dial(cfg.NATSURL, fmt.Sprintf("portalsync-ingress-%d", i), log, nats.ReconnectBufSize(-1),
+			nats.PingInterval(natsPingInterval), nats.MaxPingsOutstanding(natsMaxPingsOut))
 		if err != nil {
 			p.close()
 			return nil, err
