@@ -120,6 +120,7 @@ func TestSyncLogVisibleToOwnOrgAdminOnly(t *testing.T) {
 	adminA := sys.addAuthUser(t, "admin-a@example.invalid")
 	adminB := sys.addAuthUser(t, "admin-b@example.invalid")
 	mentorA := sys.addAuthUser(t, "mentor-a@example.invalid")
+	coordB := sys.addAuthUser(t, "member-b@example.invalid")
 	var last string
 	var sent []string
 	for _, e := range []evt{
@@ -156,6 +157,13 @@ func TestSyncLogVisibleToOwnOrgAdminOnly(t *testing.T) {
 	require.Equal(t, []string{"admin-a:membership-created:success", "mentor-a:membership-created:success"}, logOf(adminA))
 	require.Equal(t, []string{"admin-b:membership-created:success", "member-b:membership-created:success", "member-b:role-updated:success"}, logOf(adminB))
 	require.Empty(t, logOf(mentorA), "a peer mentor reads no sync log")
+	// member-b is org-b's coordinator now (the role-updated above): they
+	// manage its members, yet read none of its sync log.
+	sys.asUser(t, coordB, func(tx pgx.Tx) {
+		require.Equal(t, []string{"coordinator"}, queryStrings(t, tx, `SELECT r.role::text FROM role_assignments r
+			JOIN profiles p ON p.id = r.profile_id WHERE p.portal_member_id = 'member-b'`), "the coordinator is linked")
+	})
+	require.Empty(t, logOf(coordB), "a coordinator reads no sync log")
 }
 
 // Criterion 5: an event for a member the app does not know creates the

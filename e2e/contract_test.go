@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"testing"
@@ -69,6 +70,8 @@ func TestAppContract(t *testing.T) {
 	adminB := sys.addAuthUser(t, "c-admin-b@example.invalid")
 	coord := sys.addAuthUser(t, "c-coord@example.invalid")
 	mentor := sys.addAuthUser(t, "c-mentor@example.invalid")
+	// Every event is waited for: the syncer applies different members'
+	// events in parallel, so the last one sent may be applied first.
 	var sent []string
 	send := func(typ, member, org, role string, at time.Time, first, lastName string) {
 		e := sys.event(typ, member, org, role, at)
@@ -88,7 +91,6 @@ func TestAppContract(t *testing.T) {
 	send("membership-created", "c-ola", "org-a", "peer_mentor", base, "Ola", "Nordlys")
 	send("role-updated", "c-ola", "org-a", "coordinator", base.Add(time.Minute), "", "")
 	send("membership-created", "c-gone", "org-a", "peer_mentor", base, "Per", "Slettet")
-	// Every event, not only the last: members go to different workers.
 	for _, id := range sent {
 		require.Equal(t, "success", sys.waitLogged(t, id))
 	}
@@ -286,13 +288,31 @@ func TestSyncHealth(t *testing.T) {
 		})
 		return
 	}
-	state, _, _, reconciled, _, last, failed := health()
-	require.Equal(t, "unknown", state, "no syncer reports yet")
+	var state string
+	require.Eventually(t, func() bool { state, _, _, _, _, _, _ = health(); return state == "running" },
+		10*time.Second, 10*time.Millisecond, "the harness's syncer reports its state")
+	_, _, _, reconciled, _, last, failed := health()
 	require.Nil(t, reconciled)
 	require.NotNil(t, last)
 	require.Zero(t, failed)
+	// No report in the last two minutes: unknown. (In one transaction,
+	// so that the syncer's next report waits for it.)
+	tx, err := sys.pool.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `UPDATE portalsync.sync_health SET reported_at = now() - interval '3 minutes' WHERE kind = 'syncer'`)
+	require.NoError(t, err)
+	claims, err := json.Marshal(map[string]any{"sub": admin, "role": "authenticated"})
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(claims))
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
+	require.NoError(t, err)
+	require.NoError(t, tx.QueryRow(ctx, `SELECT state FROM public.sync_health`).Scan(&state))
+	require.Equal(t, "unknown", state, "no syncer reported in the last two minutes")
+	require.NoError(t, tx.Rollback(ctx))
 
-	// As the syncer's role writes it (the follow-up's writer).
+	// As the syncer's role writes it (the rows of processes that do not
+	// run here).
 	syncer, err := pgx.Connect(ctx, loginRole(t, sys, "portalsync_syncer"))
 	require.NoError(t, err)
 	defer syncer.Close(ctx)

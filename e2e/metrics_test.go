@@ -11,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/syncer/reconcile"
 )
 
 func scrape(t *testing.T, url string) string {
@@ -98,14 +101,29 @@ func TestMetricsScraped(t *testing.T) {
 		"portalsync_syncer_dead_letters_total", "portalsync_syncer_consumer_ack_pending"} {
 		metricValue(t, sy, name)
 	}
-	// Every portalsync metric the Grafana dashboard queries exists.
-	dash, err := os.ReadFile(filepath.Join("..", "deploy", "grafana", "dashboards", "portalsync.json"))
-	require.NoError(t, err)
-	names := regexp.MustCompile(`portalsync_[a-z_]+`).FindAllString(string(dash), -1)
-	require.NotEmpty(t, names)
-	for _, name := range names {
-		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
-		require.True(t, strings.Contains(in, base) || strings.Contains(sy, base), "dashboard metric %s is exported by neither binary", name)
+	// The backlog's age: 0 once everything is applied (exported from the
+	// watcher's first reading on).
+	require.Eventually(t, func() bool {
+		sy = scrape(t, sys.syncerURL)
+		return strings.Contains(sy, "\nportalsync_syncer_oldest_unapplied_seconds 0\n")
+	}, 20*time.Second, 100*time.Millisecond, "the oldest unapplied event's age")
+
+	// Every portalsync metric the Grafana dashboard and the alerting rules
+	// query is exported: by the ingress, the syncer or the reconciler.
+	rec := reconcilerMetricNames()
+	for _, file := range []string{
+		filepath.Join("..", "deploy", "grafana", "dashboards", "portalsync.json"),
+		filepath.Join("..", "deploy", "prometheus", "alerts.yml"),
+	} {
+		b, err := os.ReadFile(file)
+		require.NoError(t, err)
+		names := regexp.MustCompile(`portalsync_[a-z_]+`).FindAllString(string(b), -1)
+		require.NotEmpty(t, names)
+		for _, name := range names {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+			require.True(t, strings.Contains(in, base) || strings.Contains(sy, base) || strings.Contains(rec, `"`+base+`"`),
+				"%s: metric %s is exported by no binary", filepath.Base(file), name)
+		}
 	}
 
 	// Metrics hold no personal data either.
@@ -116,3 +134,31 @@ func TestMetricsScraped(t *testing.T) {
 		require.NotContains(t, text, "met-m", "no member ids as labels")
 	}
 }
+
+// reconcilerMetricNames returns the descriptions of the reconciler's
+// metrics (each names its metric in quotes).
+func reconcilerMetricNames() string {
+	d := &describer{}
+	reconcile.NewMetrics(d)
+	return strings.Join(d.descs, "\n")
+}
+
+// describer is a registerer that keeps what it is given to describe.
+type describer struct{ descs []string }
+
+func (d *describer) Register(c prometheus.Collector) error {
+	ch := make(chan *prometheus.Desc)
+	go func() { c.Describe(ch); close(ch) }()
+	for desc := range ch {
+		d.descs = append(d.descs, desc.String())
+	}
+	return nil
+}
+
+func (d *describer) MustRegister(cs ...prometheus.Collector) {
+	for _, c := range cs {
+		_ = d.Register(c)
+	}
+}
+
+func (d *describer) Unregister(prometheus.Collector) bool { return false }

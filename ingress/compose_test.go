@@ -83,20 +83,56 @@ func TestComposeMatchesIngress(t *testing.T) {
 	require.Equal(t, "3", svc.Environment["STREAM_REPLICAS"])
 }
 
-// Prometheus scrapes the ingress on its operations address, and the
-// dashboard is provisioned into Grafana.
+// Prometheus scrapes the ingress on its operations address, loads the
+// alerting rules (deploy/prometheus/alerts.yml, mounted next to its
+// configuration) and sends them to the compose Alertmanager, whose
+// configuration is mounted and whose webhook URL is a compose secret with
+// a default file; the dashboard is provisioned into Grafana.
 func TestComposeObservability(t *testing.T) {
 	t.Parallel()
 	f, err := composetest.Load(filepath.Join("..", "docker-compose.yml"))
 	require.NoError(t, err)
-	for _, name := range []string{"prometheus", "grafana"} {
+	for _, name := range []string{"prometheus", "grafana", "alertmanager"} {
 		require.Contains(t, f.Services, name)
 	}
 	_, port, err := net.SplitHostPort(f.Services["ingress"].Environment["INGRESS_OPS_ADDR"])
 	require.NoError(t, err)
-	b, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
+	prom, err := composetest.LoadPrometheus(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
 	require.NoError(t, err)
-	require.Contains(t, string(b), `"ingress:`+port+`"`)
+	require.True(t, prom.Scrapes("ingress", "ingress:"+port), "Prometheus scrapes the ingress's operations port: %v", prom.Targets("ingress"))
+
+	// The rules: every rule file is mounted where the configuration (in
+	// /etc/prometheus) finds it.
+	ps := f.Services["prometheus"]
+	require.Equal(t, "./deploy/prometheus/prometheus.yml", ps.Mount("/etc/prometheus/prometheus.yml"))
+	require.Contains(t, ps.Command, "--config.file=/etc/prometheus/prometheus.yml")
+	require.Equal(t, []string{"alerts.yml"}, prom.RuleFiles)
+	for _, rf := range prom.RuleFiles {
+		require.Equal(t, "./deploy/prometheus/"+rf, ps.Mount("/etc/prometheus/"+rf), "rule file %s mounted", rf)
+		_, err := os.Stat(filepath.Join("..", "deploy", "prometheus", rf))
+		require.NoError(t, err)
+	}
+
+	// Alertmanager: Prometheus sends to it, it runs its mounted
+	// configuration and reads the webhook's URL from the secret.
+	am := f.Services["alertmanager"]
+	require.Equal(t, []string{"alertmanager:9093"}, prom.AlertmanagerTargets())
+	require.Contains(t, ps.DependsOn, "alertmanager")
+	require.Contains(t, am.Command, "--config.file=/etc/alertmanager/alertmanager.yml")
+	require.Equal(t, "./deploy/alertmanager/alertmanager.yml", am.Mount("/etc/alertmanager/alertmanager.yml"))
+	require.Equal(t, []string{"alertmanager_webhook_url"}, am.Secrets)
+	amConfig, err := os.ReadFile(filepath.Join("..", "deploy", "alertmanager", "alertmanager.yml"))
+	require.NoError(t, err)
+	require.Contains(t, string(amConfig), "url_file: /run/secrets/alertmanager_webhook_url")
+	secret, ok := f.Secrets["alertmanager_webhook_url"]
+	require.True(t, ok, "top-level secret alertmanager_webhook_url")
+	require.True(t, strings.HasPrefix(secret.File, "${ALERTMANAGER_WEBHOOK_URL_FILE:-"), "its file is set by ALERTMANAGER_WEBHOOK_URL_FILE: %s", secret.File)
+	_, err = os.Stat(filepath.Join("..", composetest.DefaultOf(secret.File)))
+	require.NoError(t, err, "the default (placeholder) file exists")
+	for _, p := range append(am.Ports, ps.Ports...) {
+		require.True(t, strings.HasPrefix(p, "127.0.0.1:"), "published on the host's loopback only: %s", p)
+	}
+
 	_, err = os.Stat(filepath.Join("..", "deploy", "grafana", "dashboards", "portalsync.json"))
 	require.NoError(t, err)
 }

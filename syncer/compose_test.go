@@ -49,9 +49,9 @@ func TestComposeMatchesSyncer(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, port, u.Port())
 
-	prom, err := os.ReadFile(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
+	prom, err := composetest.LoadPrometheus(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
 	require.NoError(t, err)
-	require.Contains(t, string(prom), "port: "+port, "Prometheus scrapes the syncer's health port")
+	require.True(t, prom.Scrapes("syncer", "syncer:"+port), "Prometheus scrapes every replica's health port: %v", prom.Targets("syncer"))
 
 	pg, ok := f.Services["postgres"]
 	require.True(t, ok)
@@ -66,4 +66,47 @@ func TestComposeMatchesSyncer(t *testing.T) {
 	require.Contains(t, string(b), "USER nonroot")
 	require.Contains(t, string(b), "CGO_ENABLED=0")
 	require.Contains(t, string(b), `ENTRYPOINT ["/usr/local/bin/syncer"]`)
+}
+
+// The reconciler runs in compose with the profile "dataverse" (it cannot
+// start without the portal's credentials), as `syncer reconcile` with
+// settings it reads, on the same image and database as the syncer; its
+// health address is reachable inside the network, its healthcheck asks it,
+// and Prometheus scrapes it (by DNS: no target while the profile is off).
+func TestComposeReconciler(t *testing.T) {
+	t.Parallel()
+	f, err := composetest.Load(filepath.Join("..", "docker-compose.yml"))
+	require.NoError(t, err)
+	svc, ok := f.Services["reconciler"]
+	require.True(t, ok, "service reconciler")
+	require.Equal(t, []string{"dataverse"}, svc.Profiles)
+	require.Equal(t, []string{"reconcile"}, svc.Command)
+	require.True(t, composetest.Commands(&cli{})["reconcile"])
+	known := composetest.EnvNames(&cli{}, "reconcile")
+	for name := range svc.Environment {
+		require.True(t, known[name], "syncer reconcile reads no %s", name)
+	}
+	for _, name := range []string{"DATAVERSE_URL", "DATAVERSE_TOKEN_URL", "DATAVERSE_CLIENT_ID", "DATAVERSE_CLIENT_SECRET", "DATABASE_URL", "NATS_URL"} {
+		require.Contains(t, svc.Environment, name, "required by syncer reconcile")
+	}
+	syncer := f.Services["syncer"]
+	require.Equal(t, syncer.Image, svc.Image)
+	require.Equal(t, syncer.Environment["DATABASE_URL"], svc.Environment["DATABASE_URL"])
+	require.Equal(t, syncer.Environment["NATS_URL"], svc.Environment["NATS_URL"])
+	require.Equal(t, syncer.Environment["STREAM_NAME"], svc.Environment["STREAM_NAME"])
+	require.Equal(t, "service_completed_successfully", svc.DependsOn["migrate"].Condition)
+
+	host, port, err := net.SplitHostPort(svc.Environment["RECONCILE_HTTP_ADDR"])
+	require.NoError(t, err)
+	require.Equal(t, "0.0.0.0", host, "reachable by Prometheus inside the compose network (the default is loopback)")
+	require.Empty(t, svc.Ports, "not published")
+	require.Equal(t, []string{"CMD", "/usr/local/bin/syncer", "healthcheck"}, svc.Healthcheck.Test[:3])
+	u, err := url.Parse(svc.Healthcheck.Test[3])
+	require.NoError(t, err)
+	require.Equal(t, port, u.Port())
+	require.Equal(t, "/healthz", u.Path)
+
+	prom, err := composetest.LoadPrometheus(filepath.Join("..", "deploy", "prometheus", "prometheus.yml"))
+	require.NoError(t, err)
+	require.True(t, prom.Scrapes("reconciler", "reconciler:"+port), "Prometheus scrapes the reconciler: %v", prom.Targets("reconciler"))
 }

@@ -172,3 +172,38 @@ func TestEraseCommandLeavesNoTrace(t *testing.T) {
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM profiles WHERE portal_member_id = $1`, kept).Scan(&profiles))
 	require.Equal(t, 1, profiles)
 }
+
+// TestEraseCommandPurgesDeadLettersOfEncodedID: a member ID outside the
+// plain subject alphabet (here with a '.') is a subject token only once
+// encoded (event.MemberKey); erasure purges its dead letters by that key,
+// and leaves those of a member whose ID is a prefix of it.
+func TestEraseCommandPurgesDeadLettersOfEncodedID(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := setupCLI(t)
+	dlq, err := deadletter.Open(ctx, b.js, deadletter.Config{Name: "DEAD", EventStream: "EVENTS"})
+	require.NoError(t, err)
+
+	const gone, kept = "kari.nordmann", "kari"
+	require.NotEqual(t, gone, event.MemberKey(gone), "the ID needs encoding")
+	at := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	for i, id := range []string{gone, kept} {
+		msg, seq := b.publish(t, event.Event{ID: fmt.Sprintf("e%d", i), Type: event.MembershipCreated, OccurredAt: at,
+			Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: id, Email: id + "@example.invalid"}, Role: event.RolePeerMentor})
+		require.NoError(t, dlq.Add(ctx, deadletter.Letter{Subject: msg.Subject, Header: msg.Header, Data: msg.Data, StreamSeq: seq, Deliveries: 1, Reason: "test"}))
+	}
+	var out, errOut bytes.Buffer
+	require.NoError(t, run(ctx, append([]string{"replay", "--all"}, b.common...), &out, &errOut), errOut.String())
+	require.NotEmpty(t, tracesInStream(t, b.js, "DEAD", gone), "the fixture holds the member's dead letter")
+
+	out.Reset()
+	require.NoError(t, run(ctx, append([]string{"erase", "--member", gone, "--dead-letter-stream", "DEAD"}, b.common...), &out, &errOut), errOut.String())
+	require.Contains(t, out.String(), "member erased")
+
+	require.Empty(t, tracesInStream(t, b.js, "DEAD", gone), "the member's dead letters are purged")
+	require.Empty(t, tracesInStream(t, b.js, "EVENTS", gone))
+	entries, err := dlq.List(ctx)
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "the other member's dead letter is kept")
+	require.Equal(t, kept, entries[0].MemberID)
+}

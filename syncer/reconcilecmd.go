@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
@@ -18,6 +19,8 @@ import (
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/reconcile"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/syncer/synchealth"
 )
 
 type reconcileCmd struct {
@@ -67,7 +70,11 @@ func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
 			return err
 		}
 	}
+	started := time.Now()
+	// The process collector's start time lets the alert on a stale
+	// reconciliation give a fresh process two intervals for its first pass.
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	r, err := reconcile.New(ctx, reconcile.Config{
 		URL: c.URL, TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Scope: c.Scope,
 		PageSize: c.PageSize, Interval: c.Interval, MaxThrottleWait: c.MaxThrottleWait, Mapping: &m,
@@ -84,6 +91,11 @@ func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
 		if c.DryRun {
 			fmt.Fprintf(g.Stdout, "%d difference(s); rows read %v; nothing published\n", rep.Differences, rep.Rows)
 			return nil
+		}
+		// The app's sync_health shows when reconciliation last succeeded,
+		// by a loop or by hand.
+		if err := store.New(pool).ReportHealth(ctx, reconcilerHealth(started, r.LastSuccess())); err != nil {
+			log.Warn("cannot report the reconciliation in sync_health", zap.Error(err))
 		}
 		fmt.Fprintf(g.Stdout, "rows read %v, full read %v, %d events published (repeats are dropped by id), %d correction(s), %d row(s) skipped (refused by reason: %v)\n",
 			rep.Rows, rep.FullRead, rep.Published, rep.Corrections, rep.Skipped, rep.Refused)
@@ -105,7 +117,21 @@ func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("reconciler running", zap.String("http", ln.Addr().String()), zap.Duration("interval", c.Interval))
+	// Its row of sync_health: running since the start, with the last
+	// success once a pass succeeds; kept on stop, for that last success.
+	reporter, err := synchealth.New(store.New(pool), synchealth.Config{Process: reconcilerProcess, Kind: store.HealthKindReconciler},
+		func() synchealth.Status {
+			return synchealth.Status{State: store.HealthRunning, Since: started, LastSuccessAt: r.LastSuccess()}
+		}, log.Named("health"))
+	if err != nil {
+		return err
+	}
+	reportCtx, stopReport := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() { defer close(reported); reporter.Run(reportCtx) }()
 	runErr := r.Run(ctx)
+	stopReport()
+	<-reported
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)
@@ -113,4 +139,13 @@ func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
 		return err
 	}
 	return runErr
+}
+
+// reconcilerProcess is the reconciler's row in portalsync.sync_health:
+// one reconciler runs per deployment.
+const reconcilerProcess = "reconciler"
+
+func reconcilerHealth(started, lastSuccess time.Time) store.Health {
+	return store.Health{Process: reconcilerProcess, Kind: store.HealthKindReconciler, State: store.HealthRunning,
+		Since: started, LastSuccessAt: lastSuccess}
 }

@@ -35,6 +35,14 @@ type Result struct {
 // intake and the reconciler alike, with the same reasons.
 type UntranslatableError = dvmap.RowError
 
+// UntranslatableReasons lists every UntranslatableError.Reason, so that
+// the ingress exports each one's counter from the start (the first
+// refusal is then an increase an alert sees).
+var UntranslatableReasons = []string{
+	"bad-attribute", "invalid-event", "no-member", "no-organization", "no-state", "no-target", "no-time",
+	"size-exceeded", "table-not-mapped", "target-mismatch", "unknown-role", "unknown-state",
+}
+
 func untranslatable(reason, format string, args ...any) *UntranslatableError {
 	return &UntranslatableError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
 }

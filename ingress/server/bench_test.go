@@ -104,14 +104,26 @@ func (w *discardWriter) WriteHeader(code int) { w.code = code }
 // BENCH_NATS_ALWAYS_URL and BENCH_NATS_DEFAULT_URL name external servers
 // (configured with sync_interval always, and without) to use instead of
 // embedded ones, so that nats bench can measure the same servers.
-// BENCH_BATCH_PUBLISHERS and BENCH_BATCH_WAIT override those settings.
+// BENCH_BATCH_PUBLISHERS, BENCH_BATCH_WAIT and BENCH_BATCH_MAX override
+// those settings; BENCH_SENDERS (comma-separated) the sender counts.
 func BenchmarkGroupCommit(b *testing.B) {
+	sendersList := []int{4, 50, 200}
+	if v := os.Getenv("BENCH_SENDERS"); v != "" {
+		sendersList = nil
+		for _, f := range strings.Split(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 {
+				b.Fatalf("BENCH_SENDERS: %q is not a positive count", f)
+			}
+			sendersList = append(sendersList, n)
+		}
+	}
 	if os.Getenv("BENCH_ACK_FIRST") == "1" {
 		b.Cleanup(server.SetBatchAckFirst(true))
 	}
 	for _, syncAlways := range []bool{true, false} {
 		for _, grouping := range []bool{false, true} {
-			for _, senders := range []int{4, 50, 200} {
+			for _, senders := range sendersList {
 				name := fmt.Sprintf("sync=%s/grouping=%s/senders=%d", map[bool]string{true: "always", false: "default"}[syncAlways],
 					map[bool]string{true: "on", false: "off"}[grouping], senders)
 				b.Run(name, func(b *testing.B) { benchIngress(b, syncAlways, grouping, senders) })
@@ -170,6 +182,9 @@ func benchIngress(b *testing.B, syncAlways, grouping bool, senders int) {
 	}
 	if v, err := time.ParseDuration(os.Getenv("BENCH_BATCH_WAIT")); err == nil {
 		cfg.BatchWait = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("BENCH_BATCH_MAX")); err == nil && grouping {
+		cfg.BatchMax = v
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -111,7 +111,7 @@ type Config struct {
 	RateLimit float64
 	RateBurst int
 	// RateLimitSources is how many sources the rate limit tracks, the
-	// least recently seen forgotten first (about 300 bytes each). Default
+	// least recently seen forgotten first (about 500 bytes each with the runtime's overhead). Default
 	// 100,000.
 	RateLimitSources int
 	// AllowedSources, when not empty, lists the networks webhooks may come

@@ -125,6 +125,7 @@ func drainWebhooks(ctx context.Context, cfg Config, srv *http.Server, ln net.Lis
 	log.Info("shutting down")
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 	defer cancelShutdown()
+	waitListenQueueEmpty(shutdownCtx, ln)
 	_ = ln.Close()
 	srv.SetKeepAlivesEnabled(false) // closes connections idle through the grace
 	if err := conns.waitQuiet(shutdownCtx); err != nil {
@@ -139,4 +140,26 @@ func drainWebhooks(ctx context.Context, cfg Config, srv *http.Server, ln net.Lis
 		return fmt.Errorf("shutdown: %w", shutdownErr)
 	}
 	return nil
+}
+
+// listenQueueWait bounds how long the shutdown waits for the serve loop to
+// accept what the kernel has queued.
+const listenQueueWait = 500 * time.Millisecond
+
+// waitListenQueueEmpty waits, briefly, until the serve loop has accepted
+// every connection the kernel completed on ln: closing a listener resets
+// the connections still in its accept queue, whose senders have written
+// their requests and would get a reset instead of an answer. A dial that
+// completes between the last look and the close is still reset (TCP
+// offers no way to stop accepting without that window, only to make it
+// short). Without a readable queue (not Linux, not TCP) it returns at once.
+func waitListenQueueEmpty(ctx context.Context, ln net.Listener) {
+	deadline := time.Now().Add(listenQueueWait)
+	for {
+		n, ok := listenQueue(ln)
+		if !ok || n == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
 }

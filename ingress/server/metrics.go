@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/likeperson/portalsync/ingress/dataverse"
 )
 
 // Metrics are the ingress's Prometheus metrics. Labels carry statuses and
@@ -87,6 +89,11 @@ func NewMetrics() *Metrics {
 	reg.MustRegister(m.requests, m.rejected, m.requestSeconds, m.publishSeconds, m.duplicates, m.batchSize, m.batchFallbacks, m.dataverseUntranslated,
 		m.dataverseRefusalsNoOrg, m.dataverseRefusalsUnpublished,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// At 0 from the start: the first refusal is an increase the
+	// PortalsyncDataverseRefused alert sees, not a new series.
+	for _, r := range dataverse.UntranslatableReasons {
+		m.dataverseUntranslated.WithLabelValues(r)
+	}
 	return m
 }
 

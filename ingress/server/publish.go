@@ -47,6 +47,12 @@ var (
 	errConnectionLost = errors.New("connection to NATS lost while waiting for the acknowledgement")
 )
 
+// The ingress's NATS keep-alive (see openPool).
+const (
+	natsPingInterval = 5 * time.Second
+	natsMaxPingsOut  = 2
+)
+
 // openPool dials n connections (n >= 1) without waiting for a server:
 // while NATS is down they keep trying in the background, publishes fail
 // (the webhook is answered 503) and readiness says why.
@@ -56,8 +62,13 @@ func openPool(cfg Config, n int, log *zap.Logger) (*pool, error) {
 		// No reconnect buffer: a publish made while disconnected fails at
 		// once instead of being sent after the reconnection, long after its
 		// sender was answered 503 (the sender's retry is deduplicated
-		// either way).
-		nc, js, err := stream.Dial(cfg.NATSURL, fmt.Sprintf("portalsync-ingress-%d", i), log, nats.ReconnectBufSize(-1))
+		// either way). Pings every 5 s, two unanswered mean down: a server
+		// that hangs or a host that loses power without closing the
+		// connection is then known down within about 15 s, not the
+		// client's default of minutes, and webhooks are answered 503 at
+		// once instead of after the whole publish timeout.
+		nc, js, err := stream.Dial(cfg.NATSURL, fmt.Sprintf("portalsync-ingress-%d", i), log, nats.ReconnectBufSize(-1),
+			nats.PingInterval(natsPingInterval), nats.MaxPingsOutstanding(natsMaxPingsOut))
 		if err != nil {
 			p.close()
 			return nil, err
@@ -244,13 +255,27 @@ func (p *pool) connected() error {
 	return nil
 }
 
-// ready reports whether every connection is up and the stream reachable.
-func (p *pool) ready(ctx context.Context, streamName string) error {
+// ready reports whether every connection is up and the stream reachable
+// and still keeping what it accepts (see stream.Unsafe).
+func (p *pool) ready(ctx context.Context, cfg stream.Config, ensured *atomic.Bool, log *zap.Logger) error {
 	if err := p.connected(); err != nil {
 		return err
 	}
-	if _, err := p.js[0].Stream(ctx, streamName); err != nil {
-		return fmt.Errorf("stream %s unreachable: %w", streamName, err)
+	s, err := p.js[0].Stream(ctx, cfg.Name)
+	if err != nil {
+		return fmt.Errorf("stream %s unreachable: %w", cfg.Name, err)
+	}
+	// Settings that let the server delete an event not yet applied,
+	// changed under the running ingress (an older binary's start during a
+	// rolling deploy or a rollback, an operator's edit): nothing is
+	// published until they are set back, which is done at once.
+	if why := stream.Unsafe(s.CachedInfo().Config); why != "" {
+		ensured.Store(false)
+		log.Error("stream settings changed: events could be lost; setting them back", zap.String("stream", cfg.Name), zap.String("why", why))
+		if _, err := stream.Ensure(ctx, p.js[0], cfg); err != nil {
+			return fmt.Errorf("stream %s: %s, and it cannot be set back: %w", cfg.Name, why, err)
+		}
+		ensured.Store(true)
 	}
 	return nil
 }

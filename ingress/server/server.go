@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -486,6 +487,10 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if grouped != nil {
 		handlerPub = grouped
 	}
+	// Nothing is published before the stream has its settings: a stream
+	// of the same name the ingress could not update (memory storage, say)
+	// would take events it does not keep.
+	handlerPub = ensuredOnly{Publisher: handlerPub, ensured: &rd.ensured, stream: cfg.Stream.Name}
 	h, err := NewHandler(cfg, handlerPub, rd.ready, metrics, log.Named("http"))
 	if err != nil {
 		return err
@@ -549,7 +554,9 @@ func ensureInBackground(ctx context.Context, pub *pool, cfg Config, rd *readines
 		switch {
 		case err == nil:
 			rd.ensured.Store(true)
-			rd.refresh(ctx, cfg.ReadinessInterval, func(ctx context.Context) error { return pub.ready(ctx, cfg.Stream.Name) })
+			rd.refresh(ctx, cfg.ReadinessInterval, func(ctx context.Context) error {
+				return pub.ready(ctx, cfg.Stream, &rd.ensured, log)
+			})
 		case ctx.Err() == nil:
 			failed <- err
 		}
@@ -615,4 +622,19 @@ func listen(cfg Config) (ln, opsLn net.Listener, err error) {
 		}
 	}
 	return ln, opsLn, nil
+}
+
+// ensuredOnly refuses publishes until the stream has been ensured (created
+// or updated to the configuration): the webhook is answered 503.
+type ensuredOnly struct {
+	Publisher
+	ensured *atomic.Bool
+	stream  string
+}
+
+func (p ensuredOnly) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error) {
+	if !p.ensured.Load() {
+		return nil, fmt.Errorf("stream %s not created or updated to its settings yet", p.stream)
+	}
+	return p.Publisher.PublishMsg(ctx, msg, opts...)
 }

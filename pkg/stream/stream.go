@@ -200,9 +200,12 @@ func (c Config) JetStreamConfig() jetstream.StreamConfig {
 		MaxAge:      0,
 		MaxBytes:    maxBytes,
 		MaxMsgs:     -1,
-		MaxMsgSize:  c.MaxMsgSize,
-		Discard:     jetstream.DiscardNew,
-		Duplicates:  c.DuplicateWindow,
+		// No limit per subject either: it would delete a member's older
+		// events, settled or not.
+		MaxMsgsPerSubject: -1,
+		MaxMsgSize:        c.MaxMsgSize,
+		Discard:           jetstream.DiscardNew,
+		Duplicates:        c.DuplicateWindow,
 		// Direct get: the ingress reads a stored message back (a webhook-id
 		// sent again, to compare bodies) without queueing on the JetStream
 		// API, which publishes also need.
@@ -263,7 +266,8 @@ func sameSettings(have, want jetstream.StreamConfig) bool {
 	return have.Description == want.Description && slices.Equal(have.Subjects, want.Subjects) &&
 		have.Retention == want.Retention && have.Storage == want.Storage &&
 		max(have.Replicas, 1) == max(want.Replicas, 1) && have.MaxAge == want.MaxAge &&
-		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs && have.MaxMsgSize == want.MaxMsgSize &&
+		have.MaxBytes == want.MaxBytes && have.MaxMsgs == want.MaxMsgs && have.MaxMsgsPerSubject == want.MaxMsgsPerSubject &&
+		have.MaxMsgSize == want.MaxMsgSize &&
 		have.Discard == want.Discard && have.Duplicates == want.Duplicates && have.AllowDirect == want.AllowDirect &&
 		have.AllowAtomicPublish == want.AllowAtomicPublish
 }
@@ -460,4 +464,26 @@ func OpenAndEnsure(ctx context.Context, url, name string, c Config, log *zap.Log
 		return nil, nil, err
 	}
 	return nc, js, nil
+}
+
+// Unsafe names what in a stream's configuration (as the server holds it)
+// lets the server delete an event before the syncer has settled it, or
+// lose one a host crash should not: "" when nothing does. The ingress
+// checks it periodically, because another binary (an older version's
+// start during a rolling deploy or a rollback) or an operator can change
+// the stream under a running ingress.
+func Unsafe(have jetstream.StreamConfig) string {
+	switch {
+	case have.Retention != jetstream.LimitsPolicy:
+		return "retention is not limits (events would be removed on acknowledgement or without interest)"
+	case have.Storage != jetstream.FileStorage:
+		return "storage is not file"
+	case have.Discard != jetstream.DiscardNew:
+		return "discard policy is old (a full stream would drop stored events)"
+	case have.MaxAge != 0:
+		return fmt.Sprintf("max age %s (the server would expire unapplied events)", have.MaxAge)
+	case have.MaxMsgsPerSubject > 0:
+		return fmt.Sprintf("max messages per subject %d (the server would drop a member's older events)", have.MaxMsgsPerSubject)
+	}
+	return ""
 }

@@ -236,3 +236,21 @@ func connectJS(t *testing.T, srv *natstest.Server) jetstream.JetStream {
 	require.NoError(t, err)
 	return js
 }
+
+func TestUnsafe(t *testing.T) {
+	t.Parallel()
+	safe := stream.Config{Name: "S"}.JetStreamConfig()
+	require.Empty(t, stream.Unsafe(safe), "the configuration the project makes keeps every accepted event")
+	for name, change := range map[string]func(*jetstream.StreamConfig){
+		"discard old": func(c *jetstream.StreamConfig) { c.Discard = jetstream.DiscardOld },
+		"max age":     func(c *jetstream.StreamConfig) { c.MaxAge = time.Minute },
+		"per subject": func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 2 },
+		"memory":      func(c *jetstream.StreamConfig) { c.Storage = jetstream.MemoryStorage },
+		"work queue":  func(c *jetstream.StreamConfig) { c.Retention = jetstream.WorkQueuePolicy },
+		"interest":    func(c *jetstream.StreamConfig) { c.Retention = jetstream.InterestPolicy },
+	} {
+		c := safe
+		change(&c)
+		require.NotEmpty(t, stream.Unsafe(c), name)
+	}
+}

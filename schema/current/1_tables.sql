@@ -30,6 +30,17 @@ BEGIN
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
 
+-- The integration screen's (console/) group role (00028): it can do
+-- nothing but SET ROLE authenticated (3_access.sql), NOINHERIT so that it
+-- holds none of authenticated's rights until it does. A login role joins
+-- it: CREATE ROLE portalsync_screen LOGIN NOINHERIT PASSWORD '…' IN ROLE
+-- portalsync_console.
+DO $$
+BEGIN
+  CREATE ROLE portalsync_console NOLOGIN NOINHERIT;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+END $$;
+
 -- ---------------------------------------------------------------------
 -- The data contract the Likeperson app reads (public).
 -- ---------------------------------------------------------------------
@@ -52,7 +63,8 @@ CREATE TABLE public.organizations (
 -- columns came last, hence their place after updated_at).
 -- portal_updated_at / portal_event_id are the newest of the four.
 -- A fifth of each page stays free so that a status change is a HOT
--- update (00023).
+-- update (00023). The lower-cased names last of all (00028): what the
+-- sync log's name search (public.sync_log) reads.
 CREATE TABLE public.profiles (
   id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
   portal_member_id text COLLATE "C" NOT NULL UNIQUE,
@@ -82,10 +94,19 @@ CREATE TABLE public.profiles (
   last_name_portal_at timestamptz,
   last_name_event_id text,
   phone_portal_at timestamptz,
-  phone_event_id text
+  phone_event_id text,
+  -- Stored rather than indexes on lower(...): under row-level security an
+  -- index serves a condition only when its functions are leakproof, and
+  -- lower() is not (text comparison is). Compared bytewise, so a range
+  -- scan serves a prefix search with or without a generic plan.
+  first_name_search text COLLATE "C" GENERATED ALWAYS AS (lower(first_name)) STORED,
+  last_name_search text COLLATE "C" GENERATED ALWAYS AS (lower(last_name)) STORED
 ) WITH (fillfactor = 80);
 -- Linking finds members by e-mail without regard to case.
 CREATE INDEX profiles_email_idx ON public.profiles (lower(email));
+-- The sync log's name search: a prefix of each word, on either name.
+CREATE INDEX profiles_last_name_search_idx ON public.profiles (last_name_search);
+CREATE INDEX profiles_first_name_search_idx ON public.profiles (first_name_search);
 
 CREATE TABLE public.organization_memberships (
   profile_id uuid NOT NULL REFERENCES public.profiles (id) ON DELETE CASCADE,
@@ -144,7 +165,36 @@ CREATE TABLE public.portal_sync_log (
   received_at timestamptz,
   processed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
   stream_seq bigint,
-  attempt integer NOT NULL DEFAULT 1
+  attempt integer NOT NULL DEFAULT 1,
+  -- Where the event came from (00028). Both this and changes are nullable
+  -- without a default, so an INSERT that does not name them works as
+  -- before; NULL: not recorded (older rows, the account-link trigger).
+  source text CHECK (
+    source IN ('portal-webhook', 'dataverse-webhook', 'reconciliation', 'redrive', 'replay', 'erase-command')),
+  -- What the event changed, in one shape that holds no personal value
+  -- (the constraint refuses anything else), each key only when that part
+  -- changed:
+  --   {"role":   {"old": "peer_mentor", "new": "coordinator"},   old null: no role before
+  --    "status": {"old": "active", "new": "inactive"},           the membership's status
+  --    "profile_fields": ["first_name", "phone"]}                names only, never values
+  changes jsonb CHECK (
+  changes IS NULL OR (
+    jsonb_typeof(changes) = 'object'
+    AND changes - ARRAY['role', 'status', 'profile_fields'] = '{}'::jsonb
+    AND (NOT changes ? 'role' OR (
+      jsonb_typeof(changes -> 'role') = 'object'
+      AND (changes -> 'role') - ARRAY['old', 'new'] = '{}'::jsonb
+      AND coalesce(changes #>> '{role,old}', 'peer_mentor') IN ('peer_mentor', 'coordinator', 'org_admin')
+      AND coalesce(changes #>> '{role,new}', 'peer_mentor') IN ('peer_mentor', 'coordinator', 'org_admin')))
+    AND (NOT changes ? 'status' OR (
+      jsonb_typeof(changes -> 'status') = 'object'
+      AND (changes -> 'status') - ARRAY['old', 'new'] = '{}'::jsonb
+      AND coalesce(changes #>> '{status,old}', 'active') IN ('active', 'inactive')
+      AND coalesce(changes #>> '{status,new}', 'active') IN ('active', 'inactive')))
+    AND (NOT changes ? 'profile_fields' OR (
+      jsonb_typeof(changes -> 'profile_fields') = 'array'
+      AND (changes -> 'profile_fields') <@ '["email", "first_name", "last_name", "phone"]'::jsonb))
+  ))
 );
 -- One success (or skip) per event: the idempotency guard.
 CREATE UNIQUE INDEX portal_sync_log_event_done_idx ON public.portal_sync_log (event_id)
@@ -156,12 +206,20 @@ CREATE UNIQUE INDEX portal_sync_log_failed_seq_idx ON public.portal_sync_log (st
 -- "Newest entries of one organization", as org admins read them; also
 -- how the organization triggers find the rows to clear.
 CREATE INDEX portal_sync_log_org_newest_idx ON public.portal_sync_log (organization_id, processed_at DESC, id DESC);
--- A member's rows, which erasure rewrites.
+-- The same of one event type, and only the failed or skipped ones (the
+-- screen's filters and its failures in the last 24 hours, 00028).
+CREATE INDEX portal_sync_log_org_type_idx ON public.portal_sync_log (organization_id, event_type, processed_at DESC, id DESC);
+CREATE INDEX portal_sync_log_org_unsuccessful_idx ON public.portal_sync_log (organization_id, processed_at DESC, id DESC)
+  WHERE status <> 'success';
+-- A member's rows, which erasure rewrites (and the name search reads,
+-- after profiles' name indexes).
 CREATE INDEX portal_sync_log_member_idx ON public.portal_sync_log (portal_member_id, processed_at DESC);
 CREATE INDEX portal_sync_log_failed_idx ON public.portal_sync_log (processed_at DESC) WHERE status = 'failed';
 
 -- ---------------------------------------------------------------------
--- Identity state and erasure (portalsync; no API role reads them).
+-- Identity state, erasure and the syncer's health (portalsync; no API
+-- role reads them, but org admins read sync_health through
+-- public.sync_health).
 -- ---------------------------------------------------------------------
 
 -- One row per linked member: the truth about links and about the bans the
@@ -185,4 +243,25 @@ CREATE TABLE portalsync.erased_members (
   member_hash text PRIMARY KEY,
   event_id text NOT NULL,
   erased_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The syncer's own state, one row per reporting process (00028): each
+-- syncer replica ('syncer:<host>:<pid>') and the reconciler
+-- ('reconciler'). A row not reported for two minutes no longer counts
+-- (public.sync_health, 2_functions.sql, says 'unknown' when no syncer row
+-- counts). No personal data: reason is a fixed phrase such as 'database
+-- unavailable'.
+CREATE TABLE portalsync.sync_health (
+  process text COLLATE "C" PRIMARY KEY,
+  kind text NOT NULL CHECK (kind IN ('syncer', 'reconciler')),
+  state text NOT NULL CHECK (state IN ('running', 'catching_up', 'paused')),
+  -- When the process entered this state.
+  since timestamptz NOT NULL,
+  -- Why it is paused (NULL otherwise).
+  reason text CHECK (length(reason) <= 200),
+  -- catching_up: when the oldest event not applied yet was received.
+  oldest_unapplied_at timestamptz,
+  -- reconciler: when its last pass that succeeded ended.
+  last_success_at timestamptz,
+  reported_at timestamptz NOT NULL DEFAULT now()
 );

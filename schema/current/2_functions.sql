@@ -1,6 +1,8 @@
 -- The functions and triggers: who a caller is (for the policies), linking
--- app accounts to members and keeping their access in line, erasure, and
--- the sync log's promise about deleted organizations.
+-- app accounts to members and keeping their access in line, erasure, the
+-- sync log's promise about deleted organizations, the syncer's "newer than
+-- stored" guard, and the app's contract in public (the sync_log rpc and
+-- the views, which read with the caller's rights).
 --
 -- Supabase's auth tables belong to supabase_auth_admin and have row-level
 -- security with no policies, so the syncer's role holds no right on them:
@@ -38,12 +40,16 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
 $$;
 
 -- Profiles a coordinator or org admin may see: every member, active or
--- not, of the organizations where the caller holds such a role.
+-- not, of the organizations where the caller holds such a role. PL/pgSQL
+-- (00028), which returns them at once: as a SQL function called in a
+-- select list it handed them over one call per row (60 ms rather than 18
+-- for an org admin of 10,000 members, in every read of a profile).
 CREATE FUNCTION portalsync.managed_profile_ids() RETURNS SETOF uuid
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
-  SELECT m.profile_id FROM public.organization_memberships m
-  WHERE m.organization_id IN (SELECT portalsync.my_org_ids(ARRAY['coordinator', 'org_admin']))
-$$;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  RETURN QUERY SELECT m.profile_id FROM public.organization_memberships m
+  WHERE m.organization_id IN (SELECT portalsync.my_org_ids(ARRAY['coordinator', 'org_admin']));
+END $$;
 
 REVOKE ALL ON FUNCTION portalsync.my_org_ids(text[]), portalsync.my_profile_id(), portalsync.managed_profile_ids() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION portalsync.my_org_ids(text[]), portalsync.my_profile_id(), portalsync.managed_profile_ids() TO authenticated;
@@ -87,6 +93,33 @@ END $$;
 -- public to anon, authenticated and service_role: taken back.
 REVOKE ALL ON FUNCTION public.custom_access_token_hook(jsonb) FROM PUBLIC, anon, authenticated, service_role;
 GRANT EXECUTE ON FUNCTION public.custom_access_token_hook(jsonb) TO supabase_auth_admin;
+
+-- ---------------------------------------------------------------------
+-- The syncer's "newer than stored" guard (00026, issue 20). The syncer
+-- writes an event's values over a stored row, field group or status only
+-- when the event is newer than the stamp stored with it — by portal time,
+-- then by event id, so the outcome never depends on delivery order — or
+-- is the very event stored and the values differ (values_differ: a replay
+-- repairs a damaged row, applying an event twice writes nothing). A NULL
+-- incoming time never wins; a NULL stored stamp is older than any event.
+--
+-- Inlinable, so the upserts (syncer/store/queries/*.sql) are planned as if
+-- they held the expression (the store's TestNewerGuardInlined): SQL,
+-- IMMUTABLE, one expression, no SECURITY DEFINER and no SET clause
+-- (either stops inlining), hence no pinned search_path — its SQL-standard
+-- body is resolved when it is created. Event ids compare as bytes
+-- (COLLATE "C", as the id columns and the syncer's Go code). Only the
+-- syncer's role may execute it (the planner inlines only for a role that
+-- may).
+-- ---------------------------------------------------------------------
+CREATE FUNCTION portalsync.newer(incoming_at timestamptz, incoming_id text,
+                                 stored_at timestamptz, stored_id text, values_differ boolean)
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN incoming_at IS NOT NULL
+   AND ((coalesce(stored_at, '-infinity'), coalesce(stored_id, '') COLLATE "C") < (incoming_at, incoming_id COLLATE "C")
+        OR ((coalesce(stored_at, '-infinity'), coalesce(stored_id, '')) = (incoming_at, incoming_id) AND values_differ));
+REVOKE ALL ON FUNCTION portalsync.newer(timestamptz, text, timestamptz, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION portalsync.newer(timestamptz, text, timestamptz, text, boolean) TO portalsync_syncer;
 
 -- ---------------------------------------------------------------------
 -- Linking app accounts (auth.users) to portal members.
@@ -438,3 +471,137 @@ CREATE TRIGGER portalsync_forget_organizations
 CREATE TRIGGER portalsync_forget_truncated_organizations
   AFTER TRUNCATE ON public.organizations
   FOR EACH STATEMENT EXECUTE FUNCTION portalsync.forget_organizations();
+
+-- ---------------------------------------------------------------------
+-- The app's contract (00028, issue 21): what the Likeperson app and the
+-- integration screen (console/) read, in public, as Supabase developers
+-- expect it (docs/APP.md). All of it runs with the caller's rights (views
+-- with security_invoker, a SQL function that is not SECURITY DEFINER), so
+-- the row-level security of 3_access.sql stays the only gate: a caller
+-- reads through the contract exactly the rows the tables' policies let
+-- them read. Supabase's default privileges hand every new function and
+-- view in public to anon, authenticated and service_role: only
+-- authenticated keeps them.
+-- ---------------------------------------------------------------------
+
+-- The sync log of the caller's organizations where they are org admin,
+-- with the organization's name and the member's display name, newest
+-- first. Arguments (all optional):
+--   org_id               one organization (default: all of the caller's)
+--   status_filter        'success', 'failed' or 'skipped'
+--   type_filter          an event type, e.g. 'role-updated'
+--   since, until         processed_at >= since, < until
+--   search               words; each must begin the member's first or last
+--                        name (case-insensitive; profiles' *_name_search)
+--   before_processed_at, before_id   the cursor: the last row of the page
+--                        before (keyset paging)
+--   entry_id             one row (the detail view)
+--   page_size            rows per page, 1 to 200 (default 50)
+-- Not SECURITY DEFINER and without SET clauses, so that the planner inlines
+-- it into the caller's query and plans it with the arguments' values (the
+-- filters then pick their indexes); every name is schema-qualified.
+-- member_name is the member's display name where the caller may read the
+-- profile; an erased member has member_erased true and no id, no name.
+CREATE FUNCTION public.sync_log(
+  org_id uuid DEFAULT NULL, status_filter text DEFAULT NULL, type_filter text DEFAULT NULL,
+  since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL, search text DEFAULT NULL,
+  before_processed_at timestamptz DEFAULT NULL, before_id bigint DEFAULT NULL,
+  entry_id bigint DEFAULT NULL, page_size integer DEFAULT 50)
+RETURNS TABLE (
+  id bigint, event_id text, event_type text, status text, source text, changes jsonb, detail text,
+  member_created boolean, occurred_at timestamptz, received_at timestamptz, processed_at timestamptz,
+  attempt integer, organization_id uuid, organization_name text, portal_org_id text,
+  portal_member_id text, profile_id uuid, member_name text, member_erased boolean)
+LANGUAGE sql STABLE AS $$
+  SELECT l.id, l.event_id, l.event_type, l.status, l.source, l.changes, l.detail,
+         l.member_created, l.occurred_at, l.received_at, l.processed_at, l.attempt,
+         l.organization_id, o.name, o.portal_org_id,
+         CASE WHEN l.portal_member_id LIKE 'erased:%' THEN NULL ELSE l.portal_member_id END,
+         p.id,
+         nullif(pg_catalog.btrim(pg_catalog.concat_ws(' ', p.first_name, p.last_name)), ''),
+         coalesce(l.portal_member_id LIKE 'erased:%', false)
+  FROM (SELECT DISTINCT x AS oid FROM portalsync.my_org_ids(ARRAY['org_admin']) AS x
+        WHERE sync_log.org_id IS NULL OR x = sync_log.org_id) mine
+  CROSS JOIN LATERAL (
+    SELECT g.* FROM public.portal_sync_log g
+    WHERE g.organization_id = mine.oid
+      AND (sync_log.entry_id IS NULL OR g.id = sync_log.entry_id)
+      AND (sync_log.status_filter IS NULL OR g.status = sync_log.status_filter)
+      AND (sync_log.type_filter IS NULL OR g.event_type = sync_log.type_filter)
+      AND (sync_log.since IS NULL OR g.processed_at >= sync_log.since)
+      AND (sync_log.until IS NULL OR g.processed_at < sync_log.until)
+      AND (sync_log.before_processed_at IS NULL
+           OR (g.processed_at, g.id) < (sync_log.before_processed_at, coalesce(sync_log.before_id, 9223372036854775807)))
+      AND (nullif(pg_catalog.btrim(sync_log.search), '') IS NULL OR g.portal_member_id IN (
+        SELECT q.portal_member_id FROM public.profiles q,
+          (SELECT pg_catalog.regexp_split_to_array(pg_catalog.lower(pg_catalog.btrim(sync_log.search)), '\s+') AS w) s
+        WHERE ((q.last_name_search >= s.w[1] COLLATE "C" AND q.last_name_search < (s.w[1] || U&'\+10FFFF') COLLATE "C")
+            OR (q.first_name_search >= s.w[1] COLLATE "C" AND q.first_name_search < (s.w[1] || U&'\+10FFFF') COLLATE "C"))
+          AND NOT EXISTS (SELECT 1 FROM pg_catalog.unnest(s.w) AS v
+                          WHERE NOT (pg_catalog.starts_with(coalesce(q.last_name_search, ''), v)
+                                     OR pg_catalog.starts_with(coalesce(q.first_name_search, ''), v)))))
+    ORDER BY g.processed_at DESC, g.id DESC
+    LIMIT least(greatest(coalesce(sync_log.page_size, 50), 1), 200)) l
+  JOIN public.organizations o ON o.id = l.organization_id
+  LEFT JOIN public.profiles p ON p.portal_member_id = l.portal_member_id
+  ORDER BY l.processed_at DESC, l.id DESC
+  LIMIT least(greatest(coalesce(sync_log.page_size, 50), 1), 200)
+$$;
+REVOKE ALL ON FUNCTION public.sync_log(uuid, text, text, timestamptz, timestamptz, text, timestamptz, bigint, bigint, integer)
+  FROM PUBLIC, anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION public.sync_log(uuid, text, text, timestamptz, timestamptz, text, timestamptz, bigint, bigint, integer)
+  TO authenticated;
+
+-- Per organization where the caller is org admin: the newest change
+-- applied, the events that failed in the last 24 hours (and did not
+-- succeed later), and the syncer's state from portalsync.sync_health:
+-- 'running', 'catching_up' (with when the oldest unapplied event was
+-- received), 'paused' (since when, why), or 'unknown' when no syncer
+-- reported in the last two minutes; and when reconciliation last
+-- succeeded.
+CREATE VIEW public.sync_health WITH (security_invoker = true) AS
+SELECT o.id AS organization_id, o.name AS organization_name, o.portal_org_id,
+       coalesce(s.state, 'unknown') AS state, s.since AS state_since, s.reason AS paused_reason,
+       s.oldest_unapplied_at, r.reconciled_at,
+       (SELECT max(l.processed_at) FROM public.portal_sync_log l
+        WHERE l.organization_id = o.id AND l.status = 'success') AS last_applied_at,
+       (SELECT count(DISTINCT f.event_id) FROM public.portal_sync_log f
+        WHERE f.organization_id = o.id AND f.status = 'failed' AND f.processed_at > now() - interval '24 hours'
+          AND NOT EXISTS (SELECT 1 FROM public.portal_sync_log d
+                          WHERE d.event_id = f.event_id AND d.status IN ('success', 'skipped')))::integer AS failed_last_24h,
+       s.reported_at
+FROM public.organizations o
+LEFT JOIN LATERAL (
+  -- The state of the process in the worst state among those that report.
+  SELECT h.state, h.since, h.reason, h.reported_at,
+         (SELECT min(h2.oldest_unapplied_at) FROM portalsync.sync_health h2
+          WHERE h2.kind = 'syncer' AND h2.reported_at > now() - interval '2 minutes') AS oldest_unapplied_at
+  FROM portalsync.sync_health h
+  WHERE h.kind = 'syncer' AND h.reported_at > now() - interval '2 minutes'
+  ORDER BY CASE h.state WHEN 'paused' THEN 0 WHEN 'catching_up' THEN 1 ELSE 2 END, h.since
+  LIMIT 1) s ON true
+LEFT JOIN LATERAL (
+  SELECT max(h.last_success_at) AS reconciled_at FROM portalsync.sync_health h WHERE h.kind = 'reconciler') r ON true
+WHERE o.id IN (SELECT portalsync.my_org_ids(ARRAY['org_admin']));
+REVOKE ALL ON public.sync_health FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON public.sync_health TO authenticated;
+
+-- Members per organization, as the caller may read memberships (their own;
+-- coordinators and org admins: all of their organizations', inactive ones
+-- included). membership_status is the status in that organization: a member
+-- deactivated here is inactive here even while active elsewhere (and so
+-- while profiles.status is still 'active').
+CREATE VIEW public.organization_members WITH (security_invoker = true) AS
+SELECT m.organization_id, o.name AS organization_name, o.portal_org_id,
+       m.profile_id, p.portal_member_id,
+       nullif(btrim(concat_ws(' ', p.first_name, p.last_name)), '') AS display_name,
+       p.first_name, p.last_name, r.role,
+       m.status AS membership_status, m.status = 'inactive' AS inactive,
+       coalesce(m.status_portal_at, m.created_at) AS status_changed_at,
+       m.deactivated_at
+FROM public.organization_memberships m
+JOIN public.organizations o ON o.id = m.organization_id
+JOIN public.profiles p ON p.id = m.profile_id
+LEFT JOIN public.role_assignments r ON r.profile_id = m.profile_id AND r.organization_id = m.organization_id;
+REVOKE ALL ON public.organization_members FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON public.organization_members TO authenticated;

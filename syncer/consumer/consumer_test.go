@@ -124,6 +124,7 @@ type testBundle struct {
 	cancel    context.CancelFunc
 	done      chan error
 	n         int
+	cfg       Config
 }
 
 type settlement struct {
@@ -157,7 +158,18 @@ func setup(t *testing.T, cfg Config) *testBundle {
 	if cfg.BackOff == nil {
 		cfg.BackOff = []time.Duration{50 * time.Millisecond}
 	}
-	b.cons, err = New(b.js, b.applier, b.dlq, nil, cfg, zaptest.NewLogger(t))
+	b.cfg = cfg
+	b.newConsumer(t)
+	return b
+}
+
+// newConsumer replaces b.cons with a new consumer of the same
+// configuration over the same stream, applier and dead letters, as a
+// restarted syncer has.
+func (b *testBundle) newConsumer(t *testing.T) {
+	t.Helper()
+	var err error
+	b.cons, err = New(b.js, b.applier, b.dlq, nil, b.cfg, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	b.cons.hooks = hooks{
 		settled:   func(seq uint64, a action) { b.settled <- settlement{seq, a} },
@@ -171,7 +183,6 @@ func setup(t *testing.T, cfg Config) *testBundle {
 			}
 		},
 	}
-	return b
 }
 
 func cmpOr(d, def time.Duration) time.Duration {
@@ -185,12 +196,13 @@ func cmpOr(d, def time.Duration) time.Duration {
 func (b *testBundle) run(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	b.cancel, b.done = cancel, make(chan error, 1)
-	go func() { b.done <- b.cons.Run(ctx) }()
+	done, cons := make(chan error, 1), b.cons
+	b.cancel, b.done = cancel, done
+	go func() { done <- cons.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
-		case <-b.done:
+		case <-done:
 		case <-time.After(20 * time.Second):
 			t.Error("consumer did not stop")
 		}
@@ -255,15 +267,35 @@ func (b *testBundle) deadLetters(t *testing.T) uint64 {
 	return n
 }
 
+// waitKept waits for a keep-alive round that signalled n held events,
+// failing (not hanging) when none comes within 30 s.
+func (b *testBundle) waitKept(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case got := <-b.kept:
+			if got == n {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no keep-alive round with %d held events within 30 s (state %+v)", n, b.cons.State())
+		}
+	}
+}
+
+// waitFor waits for want on ch, failing when it has not come within 30 s
+// (one deadline for the whole wait, however much else arrives).
 func waitFor[T comparable](t *testing.T, ch <-chan T, want T) {
 	t.Helper()
+	deadline := time.After(30 * time.Second)
 	for {
 		select {
 		case got := <-ch:
 			if got == want {
 				return
 			}
-		case <-time.After(30 * time.Second):
+		case <-deadline:
 			t.Fatalf("no %v within 30 s", want)
 		}
 	}
@@ -390,11 +422,7 @@ func TestConsumer(t *testing.T) {
 		// Keep-alive rounds spanning more than two AckWaits (every event is
 		// signalled at least every 2/3 of it) with everything held.
 		for range 4 {
-			for n := range b.kept {
-				if n == 8 {
-					break
-				}
-			}
+			b.waitKept(t, 8)
 		}
 		st := b.cons.State()
 		require.Equal(t, ReasonDatabase, st.Paused)
@@ -413,6 +441,47 @@ func TestConsumer(t *testing.T) {
 		require.Zero(t, b.deadLetters(t))
 		require.Empty(t, b.applier.failed())
 		require.NoError(t, b.cons.Ready())
+	})
+
+	t.Run("StopDuringDatabaseOutageAcknowledgesNothing", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, Config{})
+		b.applier.down.Store(true)
+		ids := b.publish(t, 8, "")
+		b.run(t)
+		waitFor(t, b.paused, ReasonDatabase)
+		b.waitKept(t, 8)
+
+		// Stopped while paused: the held events are left for redelivery,
+		// neither acknowledged nor applied.
+		b.cancel()
+		select {
+		case err := <-b.done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("consumer paused on the database did not stop")
+		}
+		b.done <- nil // for the cleanup
+		require.Equal(t, 8, b.info(t).NumAckPending, "nothing acknowledged that was not applied")
+		for _, id := range ids {
+			require.Zero(t, b.applier.appliedCount(id), "applied while the database was down")
+		}
+		select {
+		case s := <-b.settled:
+			t.Fatalf("settled while stopping during an outage: %+v", s)
+		default:
+		}
+
+		// Restarted with the database back: every event applied exactly once.
+		b.applier.down.Store(false)
+		b.newConsumer(t)
+		b.run(t)
+		require.Equal(t, map[action]int{actAck: 8}, b.wait(t, 8))
+		for _, id := range ids {
+			require.Equal(t, 1, b.applier.appliedCount(id))
+		}
+		require.Zero(t, b.info(t).NumAckPending)
+		require.Zero(t, b.deadLetters(t))
 	})
 
 	t.Run("FailureWaitsForTheDatabaseBeforeDeadLettering", func(t *testing.T) {
@@ -439,11 +508,7 @@ func TestConsumer(t *testing.T) {
 		b.applier.block = make(chan struct{})
 		b.publish(t, 40, "")
 		b.run(t)
-		for n := range b.kept {
-			if n == 6 {
-				break
-			}
-		}
+		b.waitKept(t, 6)
 		require.Equal(t, 6, b.cons.State().Held)
 		require.Equal(t, 6, b.info(t).NumAckPending, "the server delivered no more than one batch per worker before measuring")
 		close(b.applier.block)
@@ -457,11 +522,7 @@ func TestConsumer(t *testing.T) {
 		b.applier.block = make(chan struct{})
 		b.publish(t, 5, "")
 		b.run(t)
-		for n := range b.kept {
-			if n == 5 {
-				break
-			}
-		}
+		b.waitKept(t, 5)
 		b.cancel()
 		close(b.applier.block)
 		require.NoError(t, <-b.done)
@@ -476,11 +537,7 @@ func TestConsumer(t *testing.T) {
 		b.applier.block = make(chan struct{}) // never opened
 		b.publish(t, 3, "")
 		b.run(t)
-		for n := range b.kept {
-			if n == 3 {
-				break
-			}
-		}
+		b.waitKept(t, 3)
 		b.cancel()
 		err := <-b.done
 		b.done <- nil

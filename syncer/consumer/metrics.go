@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/store"
 )
 
 // Metrics are the consumer's Prometheus metrics. Labels carry event types
@@ -84,6 +85,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range order {
 		m.setPaused(r, false)
 	}
+	// Failed events are exported at 0 from the start, so that the first
+	// one is an increase (the PortalsyncFailedEvents alert), not a new
+	// series that increase() cannot see.
+	for _, t := range event.AllTypes {
+		m.events.WithLabelValues(string(t), store.StatusFailed)
+	}
+	m.events.WithLabelValues("unknown", store.StatusFailed)
 	return m
 }
 

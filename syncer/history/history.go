@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,6 +29,13 @@ import (
 
 // DefaultInterval is the default time between two trims.
 const DefaultInterval = 15 * time.Second
+
+// DefaultSizeInterval is the default time between two trims while the
+// stream has a size limit: a stream trimmed to three quarters of its limit
+// takes at most a quarter of it between two trims, however fast the
+// syncer settles, so the size trim runs often (a stream read, a consumer
+// list, and a purge only when there is something to purge).
+const DefaultSizeInterval = time.Second
 
 // Reasons a trim purges events, as metric labels.
 const (
@@ -52,6 +60,9 @@ type Config struct {
 	// Interval is the time between two trims (and two readings of the
 	// stream's size). Default 15 s.
 	Interval time.Duration
+	// SizeInterval replaces Interval while the stream has a size limit
+	// (read from the stream itself). Default 1 s.
+	SizeInterval time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
@@ -70,20 +81,23 @@ type Trimmer struct {
 	cfg Config
 	m   *Metrics
 	log *zap.Logger
+	// limited says the stream had a size limit at the last reading.
+	limited atomic.Bool
 }
 
 // New returns a trimmer; Run runs it.
 func New(js JetStream, cfg Config, m *Metrics, log *zap.Logger) (*Trimmer, error) {
 	cfg.Stream = cfg.Stream.WithDefaults()
 	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
+	cfg.SizeInterval = cmp.Or(cfg.SizeInterval, min(DefaultSizeInterval, cfg.Interval))
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	switch {
 	case cfg.Durable == "":
 		return nil, errors.New("history: durable consumer name required")
-	case cfg.Interval < 0:
-		return nil, fmt.Errorf("history: interval must not be negative, got %s", cfg.Interval)
+	case cfg.Interval < 0 || cfg.SizeInterval < 0:
+		return nil, fmt.Errorf("history: interval must not be negative, got %s (size interval %s)", cfg.Interval, cfg.SizeInterval)
 	}
 	return &Trimmer{js: js, cfg: cfg, m: m, log: log}, nil
 }
@@ -91,17 +105,22 @@ func New(js JetStream, cfg Config, m *Metrics, log *zap.Logger) (*Trimmer, error
 // Run trims now and then every interval until ctx ends. Every replica may
 // run it: purging up to a sequence twice purges nothing the second time.
 func (t *Trimmer) Run(ctx context.Context) {
-	tick := time.NewTicker(t.cfg.Interval)
-	defer tick.Stop()
+	wait := time.NewTimer(0)
+	defer wait.Stop()
 	for {
-		if _, err := t.Trim(ctx); err != nil && ctx.Err() == nil {
-			t.log.Warn("trim stream history", zap.Error(err))
-		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-wait.C:
 		}
+		if _, err := t.Trim(ctx); err != nil && ctx.Err() == nil {
+			t.log.Warn("trim stream history", zap.Error(err))
+		}
+		next := t.cfg.Interval
+		if t.limited.Load() {
+			next = t.cfg.SizeInterval
+		}
+		wait.Reset(next)
 	}
 }
 
@@ -129,6 +148,7 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 	}
 	info := s.CachedInfo()
 	t.m.observe(info)
+	t.limited.Store(info.Config.MaxBytes > 0)
 	st := info.State
 	if st.Msgs == 0 {
 		return Result{}, nil
@@ -151,7 +171,11 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	below = ageSeq
-	if sizeSeq := sizeCut(st, t.cfg.Stream.TrimBytes()); sizeSeq > below {
+	// The limit the server refuses at is the stream's, whoever set it
+	// (the ingress and the syncer each ensure the stream with their own
+	// STREAM_MAX_BYTES at start): trim to three quarters of that one.
+	live := stream.Config{MaxBytes: max(info.Config.MaxBytes, 0)}
+	if sizeSeq := sizeCut(st, live.TrimBytes()); sizeSeq > below {
 		below, reason = sizeSeq, ReasonSize
 	}
 	below = min(below, limit)
@@ -163,6 +187,12 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 		return Result{}, err
 	}
 	t.m.trimmed.WithLabelValues(reason).Add(float64(purged))
+	if purged > 0 {
+		// The gauges say what the stream holds now, after the purge.
+		if info, err := s.Info(ctx); err == nil {
+			t.m.observe(info)
+		}
+	}
 	if purged > 0 {
 		t.log.Info("trimmed stream history", zap.Uint64("purged", purged), zap.Uint64("below_seq", below),
 			zap.Uint64("ack_floor", ackFloor), zap.String("reason", reason))

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +32,9 @@ type Reconciler struct {
 	db      DB
 	metrics *Metrics
 	log     *zap.Logger
+	// lastSuccess is when the last pass that succeeded ended, in Unix
+	// nanoseconds (0: none); from the stored position at first.
+	lastSuccess atomic.Int64
 }
 
 // TableState is what the reconciler keeps per table in the KV bucket.
@@ -93,10 +97,35 @@ func New(ctx context.Context, cfg Config, js jetstream.JetStream, db DB, metrics
 	if err != nil {
 		return nil, fmt.Errorf("kv bucket %s: %w", cfg.Bucket, err)
 	}
-	return &Reconciler{
+	r := &Reconciler{
 		cfg: cfg, js: js, kv: kv, db: db, metrics: metrics, log: log,
 		api: &webAPI{cfg: cfg, http: cc.Client(context.WithoutCancel(ctx)), log: log, metrics: metrics},
-	}, nil
+	}
+	metrics.interval.Set(cfg.Interval.Seconds())
+	// The metrics and LastSuccess start from the stored position, so that
+	// a restart neither forgets a recent success nor hides an old one.
+	pos, err := r.Position(ctx)
+	if err != nil {
+		return nil, err
+	}
+	metrics.observePosition(pos)
+	r.setLastSuccess(pos.LastSuccess)
+	return r, nil
+}
+
+// LastSuccess returns when the last pass that succeeded ended: this
+// process's, or the stored position's; zero before any.
+func (r *Reconciler) LastSuccess() time.Time {
+	if n := r.lastSuccess.Load(); n != 0 {
+		return time.Unix(0, n).UTC()
+	}
+	return time.Time{}
+}
+
+func (r *Reconciler) setLastSuccess(t time.Time) {
+	if !t.IsZero() {
+		r.lastSuccess.Store(t.UnixNano())
+	}
 }
 
 // Run makes a pass, then one every Interval, until ctx ends. A failed pass
@@ -253,6 +282,7 @@ func (r *Reconciler) once(ctx context.Context, opts Options) (Report, error) {
 		if err := r.put(ctx, "table."+k.String(), st); err != nil {
 			return rep, err
 		}
+		r.metrics.observeTable(k.String(), st)
 	}
 
 	if opts.DryRun {
@@ -275,6 +305,7 @@ func (r *Reconciler) once(ctx context.Context, opts Options) (Report, error) {
 		return rep, err
 	}
 	r.metrics.lastSuccess.Set(float64(now.Unix()))
+	r.setLastSuccess(now)
 	return rep, nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/pkg/pgtest"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/reconcile"
@@ -35,6 +36,8 @@ type bundle struct {
 	rec     *reconcile.Reconciler
 	reg     *prometheus.Registry
 	metrics *reconcile.Metrics
+	cfg     reconcile.Config
+	db      *pgtest.DB
 }
 
 func setup(t testing.TB, mutate func(*reconcile.Config)) *bundle {
@@ -49,7 +52,7 @@ func setup(t testing.TB, mutate func(*reconcile.Config)) *bundle {
 	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
 	require.NoError(t, err)
 	db := schematest.NewDB(t)
-	b := &bundle{fake: dataversetest.New(t, clientID, clientSecret), js: js, reg: prometheus.NewRegistry()}
+	b := &bundle{fake: dataversetest.New(t, clientID, clientSecret), js: js, reg: prometheus.NewRegistry(), db: db}
 	b.fake.AddTable("contacts", "contactid")
 	b.fake.AddTable("hlf_memberships", "hlf_membershipid")
 	b.metrics = reconcile.NewMetrics(b.reg)
@@ -58,6 +61,7 @@ func setup(t testing.TB, mutate func(*reconcile.Config)) *bundle {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	b.cfg = cfg
 	b.rec, err = reconcile.New(ctx, cfg, js, db.Pool, b.metrics, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	return b
@@ -157,6 +161,43 @@ func TestFullReadThenDelta(t *testing.T) {
 	require.Equal(t, contactID(4), byType[event.MemberDeleted].Member.ID, "$deletedEntity of a contact is erasure")
 	require.Equal(t, contactID(5), byType[event.MembershipDeactivated].Member.ID)
 	require.EqualValues(t, 3, testutil.ToFloat64(b.metrics.RowsRead("member"))+testutil.ToFloat64(b.metrics.RowsRead("membership"))-26)
+}
+
+// TestDeletedMembershipTriggersFullRead: a membership's $deletedEntity in
+// a delta names neither member nor organization, so the pass reads the
+// memberships in full and deactivates what the app holds active and the
+// portal no longer has. Every other delete test deletes a contact.
+func TestDeletedMembershipTriggersFullRead(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	for i := 1; i <= 2; i++ {
+		b.putContact(i, t0, fmt.Sprintf("F%d", i))
+		b.putMembership(i, t0, 100000000, 0)
+	}
+	rep, err := b.rec.Once(ctx, reconcile.Options{})
+	require.NoError(t, err)
+	require.Equal(t, 4, rep.Published)
+	// The app holds both memberships active, as the events above made it.
+	_, err = b.db.Pool.Exec(ctx, `WITH o AS (INSERT INTO organizations (portal_org_id) VALUES ($1) RETURNING id),
+		p AS (INSERT INTO profiles (portal_member_id) VALUES ($2), ($3) RETURNING id)
+		INSERT INTO organization_memberships (profile_id, organization_id, status, portal_updated_at)
+		SELECT p.id, o.id, 'active', $4 FROM p, o`, org, contactID(1), contactID(2), t0)
+	require.NoError(t, err)
+
+	b.fake.Delete("hlf_memberships", "hlf_membershipid", fmt.Sprintf("c0000000-0000-4000-8000-%012d", 2))
+	rep, err = b.rec.Once(ctx, reconcile.Options{})
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{"member": false, "membership": true}, rep.FullRead,
+		"a deleted membership in the delta makes the memberships a full read")
+	require.Equal(t, 1.0, testutil.ToFloat64(b.metrics.FullReads("membership", "membership_deleted")))
+	require.Equal(t, 1, rep.Corrections)
+	evs := b.events(t)[4:]
+	require.NotEmpty(t, evs)
+	last := evs[len(evs)-1]
+	require.Equal(t, event.MembershipDeactivated, last.Type)
+	require.Equal(t, contactID(2), last.Member.ID)
+	require.Equal(t, org, last.Organization.ID)
 }
 
 // TestThrottledRequestsWaitRetryAfter: a 429 is waited out as Retry-After
@@ -286,4 +327,37 @@ func TestRunPassesOnSchedule(t *testing.T) {
 		}
 	}
 	require.True(t, found)
+}
+
+// The position is exported: the interval, the last success and each
+// table's last read; a reconciler started again over the same bucket
+// starts from the stored position (metrics and LastSuccess), so that a
+// restart neither forgets a recent success nor hides an old one.
+func TestPositionMetrics(t *testing.T) {
+	t.Parallel()
+	b := setup(t, func(c *reconcile.Config) {
+		c.Interval = 10 * time.Minute
+		c.Now = func() time.Time { return t0 }
+	})
+	ctx := context.Background()
+	require.Equal(t, 600.0, testutil.ToFloat64(b.metrics.Interval()))
+	require.Zero(t, testutil.ToFloat64(b.metrics.LastSuccess()), "no pass yet")
+	require.True(t, b.rec.LastSuccess().IsZero())
+
+	b.putContact(1, t0, "F1")
+	_, err := b.rec.Once(ctx, reconcile.Options{})
+	require.NoError(t, err)
+	require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(b.metrics.LastSuccess()))
+	require.Equal(t, t0, b.rec.LastSuccess())
+	for _, table := range []string{"member", "membership"} {
+		require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(b.metrics.TableRead(table)), table)
+		require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(b.metrics.TableFullRead(table)), table)
+	}
+
+	restarted := reconcile.NewMetrics(prometheus.NewRegistry())
+	again, err := reconcile.New(ctx, b.cfg, b.js, b.db.Pool, restarted, zaptest.NewLogger(t))
+	require.NoError(t, err)
+	require.Equal(t, t0, again.LastSuccess())
+	require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(restarted.LastSuccess()))
+	require.Equal(t, float64(t0.Unix()), testutil.ToFloat64(restarted.TableRead("membership")))
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,11 +29,13 @@ import (
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/pkg/wait"
 	"github.com/likeperson/portalsync/schema"
+	"github.com/likeperson/portalsync/syncer/backlog"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/erase"
 	"github.com/likeperson/portalsync/syncer/history"
 	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/syncer/synchealth"
 )
 
 // Defaults for Config.
@@ -74,6 +77,38 @@ type Config struct {
 	// (Stream.MaxAge, Stream.MaxBytes) and its size read into the
 	// metrics. Default 15 s (history.DefaultInterval).
 	HistoryInterval time.Duration
+	// BacklogInterval is how often the oldest event not settled yet is
+	// read (portalsync_syncer_oldest_unapplied_seconds, catching_up in
+	// sync_health). Default 5 s (backlog.DefaultInterval).
+	BacklogInterval time.Duration
+	// CatchingUpAfter is how long the oldest event not settled yet may
+	// have waited before this process reports catching_up instead of
+	// running in portalsync.sync_health. Default 10 s.
+	CatchingUpAfter time.Duration
+	// HealthProcess names this process's row of portalsync.sync_health.
+	// Default "syncer:<host>:<pid>".
+	HealthProcess string
+	// HealthTick is how often the state is looked at for that row (it is
+	// written on every change and at least every 30 s). Default 1 s.
+	HealthTick time.Duration
+}
+
+// Defaults for Config's sync_health fields.
+const (
+	DefaultCatchingUpAfter = 10 * time.Second
+	// HealthRetention is how long a sync_health row not reported any more
+	// (a process killed, or restarted under another pid) is kept before
+	// the purge loop deletes it.
+	HealthRetention = 24 * time.Hour
+)
+
+// healthProcess is this process's default row name.
+func healthProcess() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown"
+	}
+	return fmt.Sprintf("syncer:%s:%d", host, os.Getpid())
 }
 
 // DeadLetter returns the dead-letter configuration for the event stream s.
@@ -139,6 +174,8 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *zap.Logger) error {
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	cfg.NATSURL = cmp.Or(cfg.NATSURL, DefaultNATSURL)
 	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
+	cfg.CatchingUpAfter = cmp.Or(cfg.CatchingUpAfter, DefaultCatchingUpAfter)
+	cfg.HealthProcess = cmp.Or(cfg.HealthProcess, healthProcess())
 	cfg.Stream = cfg.Stream.WithDefaults()
 	cfg.Consumer.Stream = cfg.Stream.Name
 	if err := cfg.Consumer.Validate(); err != nil {
@@ -167,6 +204,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	setStartup := func(s string) { startup.Store(&s) }
 	setStartup("starting")
 	var consRef atomic.Pointer[consumer.Consumer]
+	var backlogRef atomic.Pointer[backlog.Watcher]
 	ready := notWhenStopping(ctx, func(ctx context.Context) error {
 		if p := startup.Load(); p != nil {
 			return errors.New(*p)
@@ -225,12 +263,28 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			return err
 		}
 		setStartup("waiting for NATS")
+		// This process's row of sync_health, from now on (the database
+		// answers): written on every change and every 30 s, removed on
+		// stop; joined before the pool closes.
+		var natsDown atomic.Bool // a start-up attempt to reach NATS failed
+		reporter, err := synchealth.New(st, synchealth.Config{Process: cfg.HealthProcess, Kind: store.HealthKindSyncer,
+			Tick: cfg.HealthTick, RemoveOnStop: true}, func() synchealth.Status {
+			return healthStatus(startup.Load() != nil, natsDown.Load(), consRef.Load(), backlogRef.Load(), cfg.CatchingUpAfter)
+		}, log.Named("health"))
+		if err != nil {
+			return err
+		}
+		reportCtx, stopReport := context.WithCancel(ctx)
+		reported := make(chan struct{})
+		go func() { defer close(reported); reporter.Run(reportCtx) }()
+		defer func() { stopReport(); <-reported }()
 		var dlq *deadletter.Queue
-		err := wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
+		err = wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
 			if err := stream.Connected(nc); err != nil {
 				if errors.Is(err, stream.ErrServerTooOld) {
 					return wait.Permanent(err)
 				}
+				natsDown.Store(true)
 				return err
 			}
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -254,11 +308,18 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		if err != nil {
 			return err
 		}
+		watcher, err := backlog.New(js, backlog.Config{Stream: cfg.Stream.Name, Durable: cons.ConsumerConfig().Durable,
+			FilterSubject: cons.ConsumerConfig().FilterSubject, Interval: cfg.BacklogInterval}, reg, log.Named("backlog"))
+		if err != nil {
+			return err
+		}
+		backlogRef.Store(watcher)
 		consRef.Store(cons)
 		startup.Store(nil)
+		reporter.Wake() // no longer waiting for NATS
 
 		// Joined here, before nc.Drain below and the deferred pool.Close.
-		stopBackground, err := startBackground(ctx, cfg, js, st, cons.ConsumerConfig().Durable, metrics, historyMetrics, log)
+		stopBackground, err := startBackground(ctx, cfg, js, st, cons.ConsumerConfig().Durable, watcher, metrics, historyMetrics, log)
 		if err != nil {
 			return err
 		}
@@ -275,7 +336,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 // and the history trimmer, which use NATS, and the purge loop, which uses
 // the pool. The function it returns stops them and waits for each.
 func startBackground(ctx context.Context, cfg Config, js jetstream.JetStream, st *store.Store, durable string,
-	metrics *consumer.Metrics, historyMetrics *history.Metrics, log *zap.Logger,
+	watcher *backlog.Watcher, metrics *consumer.Metrics, historyMetrics *history.Metrics, log *zap.Logger,
 ) (func(), error) {
 	trimmer, err := history.New(js, history.Config{Stream: cfg.Stream, Durable: durable, Interval: cfg.HistoryInterval},
 		historyMetrics, log.Named("history"))
@@ -286,11 +347,12 @@ func startBackground(ctx context.Context, cfg Config, js jetstream.JetStream, st
 	var bg sync.WaitGroup
 	bg.Go(func() { pollLag(ctx, js, cfg.Stream.Name, durable, metrics, log) })
 	bg.Go(func() { trimmer.Run(ctx) })
-	if cfg.LogRetention > 0 {
-		bg.Go(func() {
-			purgeLoop(ctx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
-		})
-	}
+	bg.Go(func() { watcher.Run(ctx) })
+	// Always: besides the sync log (when LogRetention is set) it removes
+	// sync_health rows not reported for a day.
+	bg.Go(func() {
+		purgeLoop(ctx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
+	})
 	return func() { cancel(); bg.Wait() }, nil
 }
 
@@ -354,18 +416,53 @@ func pollLag(ctx context.Context, js jetstream.JetStream, streamName, durable st
 	}
 }
 
-// purgeLoop deletes sync-log rows past their retention, now and then every
-// interval, until ctx ends. Replicas may all run it: deletes are idempotent.
+// healthStatus is what this process reports in sync_health: nothing while
+// start-up has not yet found NATS down (it usually takes milliseconds);
+// paused while start-up waits for NATS (the database answers by then) or
+// the consumer is paused (its reason, a fixed phrase, and its start);
+// catching_up while the oldest event not settled yet has waited longer
+// than catchingUpAfter; running otherwise.
+func healthStatus(starting, natsDown bool, c *consumer.Consumer, w *backlog.Watcher, catchingUpAfter time.Duration) synchealth.Status {
+	if starting || c == nil {
+		if !natsDown {
+			return synchealth.Status{}
+		}
+		return synchealth.Status{State: store.HealthPaused, Reason: consumer.ReasonNATS}
+	}
+	if st := c.State(); st.Paused != "" {
+		return synchealth.Status{State: store.HealthPaused, Since: st.PausedSince, Reason: st.Paused}
+	}
+	if w != nil {
+		if oldest, known := w.Oldest(); known && !oldest.IsZero() && time.Since(oldest) > catchingUpAfter {
+			return synchealth.Status{State: store.HealthCatchingUp, OldestUnappliedAt: oldest}
+		}
+	}
+	return synchealth.Status{State: store.HealthRunning}
+}
+
+// purgeLoop deletes sync-log rows past their retention (none when it is
+// 0) and sync_health rows not reported for HealthRetention, now and then
+// every interval, until ctx ends. Replicas may all run it: deletes are
+// idempotent.
 func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Duration, log *zap.Logger) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		n, err := st.PurgeLog(ctx, retention, 5000)
+		if retention > 0 {
+			n, err := st.PurgeLog(ctx, retention, 5000)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("purge sync log", zap.Error(err))
+			case n > 0:
+				log.Info("purged sync log", zap.Int64("rows", n), zap.Duration("retention", retention))
+			}
+		}
+		n, err := st.PurgeHealth(ctx, HealthRetention)
 		switch {
 		case err != nil && ctx.Err() == nil:
-			log.Warn("purge sync log", zap.Error(err))
+			log.Warn("purge sync_health", zap.Error(err))
 		case n > 0:
-			log.Info("purged sync log", zap.Int64("rows", n), zap.Duration("retention", retention))
+			log.Info("purged sync_health rows not reported for a day", zap.Int64("rows", n))
 		}
 		select {
 		case <-ctx.Done():

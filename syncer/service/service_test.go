@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +119,150 @@ func TestRunNotReadyAfterSIGTERM(t *testing.T) {
 	require.Contains(t, body2, "shutting down")
 
 	require.NoError(t, tx.Rollback(context.Background()))
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+// TestRunReportsSyncHealth: the syncer writes its row of sync_health
+// (running), reports catching_up with the oldest unapplied event's arrival
+// once that event has waited longer than CatchingUpAfter (its transaction
+// waits on a table lock the test holds; the age metric says the same),
+// running again once it is applied, and removes the row when it stops.
+func TestRunReportsSyncHealth(t *testing.T) {
+	t.Parallel()
+	db := schematest.NewDB(t)
+	ns := natstest.Run(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sc := stream.Config{Name: "EVENTS"}
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: ln, Stream: sc,
+			BacklogInterval: 50 * time.Millisecond, CatchingUpAfter: 500 * time.Millisecond,
+			HealthProcess: "syncer:test:1", HealthTick: 20 * time.Millisecond}, zaptest.NewLogger(t))
+	}()
+	base := "http://" + ln.Addr().String()
+	servicetest.WaitReady(t, base, nil)
+	type row struct {
+		state  string
+		oldest *time.Time
+		reason *string
+	}
+	read := func() (row, bool) {
+		var r row
+		err := db.Pool.QueryRow(context.Background(), `SELECT state, oldest_unapplied_at, reason FROM portalsync.sync_health
+			WHERE process = 'syncer:test:1' AND kind = 'syncer' AND reported_at > now() - interval '1 minute'`).Scan(&r.state, &r.oldest, &r.reason)
+		return r, err == nil
+	}
+	require.Eventually(t, func() bool { r, ok := read(); return ok && r.state == "running" }, 10*time.Second, 10*time.Millisecond)
+
+	tx, err := db.Pool.Begin(context.Background())
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	_, err = tx.Exec(context.Background(), "LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+	nc, err := nats.Connect(ns.URL())
+	require.NoError(t, err)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	ev := event.Event{ID: "e-late", Type: event.MembershipCreated, OccurredAt: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
+		Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: "m1"}, Role: event.RolePeerMentor}
+	body, err := json.Marshal(ev)
+	require.NoError(t, err)
+	msg := nats.NewMsg(event.Subject(ev.Member.ID))
+	msg.Data = body
+	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
+	ack, err := js.PublishMsg(context.Background(), msg)
+	require.NoError(t, err)
+	s, err := js.Stream(context.Background(), "EVENTS")
+	require.NoError(t, err)
+	stored, err := s.GetMsg(context.Background(), ack.Sequence)
+	require.NoError(t, err)
+
+	var r row
+	require.Eventually(t, func() bool { var ok bool; r, ok = read(); return ok && r.state == "catching_up" }, 10*time.Second, 10*time.Millisecond)
+	require.NotNil(t, r.oldest)
+	require.WithinDuration(t, stored.Time, *r.oldest, time.Millisecond, "the event's arrival: its stored time")
+	require.Nil(t, r.reason)
+	age := metric(t, base, "portalsync_syncer_oldest_unapplied_seconds")
+	require.Greater(t, age, 0.5)
+	require.LessOrEqual(t, age, time.Since(stored.Time).Seconds())
+
+	require.NoError(t, tx.Rollback(context.Background()))
+	require.Eventually(t, func() bool { var ok bool; r, ok = read(); return ok && r.state == "running" }, 10*time.Second, 10*time.Millisecond)
+	require.Nil(t, r.oldest)
+	require.Eventually(t, func() bool { return metric(t, base, "portalsync_syncer_oldest_unapplied_seconds") == 0 },
+		10*time.Second, 10*time.Millisecond)
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	var n int
+	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM portalsync.sync_health`).Scan(&n))
+	require.Zero(t, n, "a clean stop removes the row")
+}
+
+// metric returns the value of an unlabelled metric at base/metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	r, err := http.Get(base + "/metrics")
+	require.NoError(t, err)
+	defer r.Body.Close()
+	b, err := io.ReadAll(r.Body)
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(t, err)
+			return f
+		}
+	}
+	t.Fatalf("no %s", name)
+	return 0
+}
+
+// TestRunReportsWaitingForNATS: a syncer started while NATS is down
+// reports paused, "NATS unavailable", in sync_health (the database
+// answers), and running once NATS is up.
+func TestRunReportsWaitingForNATS(t *testing.T) {
+	t.Parallel()
+	db := schematest.NewDB(t)
+	ns := natstest.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: ln, Stream: stream.Config{Name: "EVENTS"},
+			HealthProcess: "syncer:test:2", HealthTick: 20 * time.Millisecond}, zaptest.NewLogger(t))
+	}()
+	state := func() (string, string) {
+		var s string
+		var reason *string
+		err := db.Pool.QueryRow(context.Background(), `SELECT state, reason FROM portalsync.sync_health WHERE process = 'syncer:test:2'`).Scan(&s, &reason)
+		if err != nil || reason == nil {
+			return s, ""
+		}
+		return s, *reason
+	}
+	require.Eventually(t, func() bool { s, r := state(); return s == "paused" && r == consumer.ReasonNATS },
+		20*time.Second, 20*time.Millisecond)
+	ns.Start()
+	servicetest.WaitReady(t, "http://"+ln.Addr().String(), nil)
+	require.Eventually(t, func() bool { s, _ := state(); return s == "running" }, 10*time.Second, 20*time.Millisecond)
+	cancel()
 	select {
 	case err := <-done:
 		require.NoError(t, err)

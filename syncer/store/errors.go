@@ -96,6 +96,15 @@ const logDoneIndex = "portal_sync_log_event_done_idx"
 // event's fault only when the database answered it (a PgError); anything
 // else that is not a timeout is taken as the database being unreachable.
 func classify(err error) Kind {
+	// A connection the server refused, whatever its SQLSTATE (a database
+	// not accepting connections, 55000; a rotated password, 28P01;
+	// CONNECT revoked, 42501; a database being restored, 3D000), says
+	// nothing about the event: the database is unavailable to this
+	// process.
+	var connErr *pgconn.ConnectError
+	if errors.As(err, &connErr) {
+		return KindUnavailable
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		if pgErr.Code == "23505" && pgErr.ConstraintName == logDoneIndex {
