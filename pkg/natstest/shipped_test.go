@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +32,9 @@ import (
 // repoRoot is the repository, from this package's directory.
 const repoRoot = "../.."
 
+// configureMu serializes server.ConfigureOptions.
+var configureMu sync.Mutex
+
 // fromArgs returns a server configured from nats-server command-line
 // arguments, not started. Signal handling and logging stay off, as for
 // every test server.
@@ -39,7 +43,11 @@ func fromArgs(t *testing.T, args []string) *Server {
 	fs := flag.NewFlagSet("nats-server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	noop := func() {}
+	// ConfigureOptions writes package-level state of nats-server (the
+	// race detector caught two parallel tests doing so): one at a time.
+	configureMu.Lock()
 	opts, err := server.ConfigureOptions(fs, args, noop, noop, noop)
+	configureMu.Unlock()
 	require.NoError(t, err, "nats-server %s", strings.Join(args, " "))
 	opts.NoSigs, opts.NoLog = true, true
 	s := &Server{t: t, opts: *opts, storeDir: opts.StoreDir}
