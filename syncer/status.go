@@ -100,8 +100,10 @@ type status struct {
 		Consumer    *consumerState `json:"consumer"`
 		DeadLetters *uint64        `json:"dead_letters"`
 		// Reconciler is the Dataverse reconciler's position (null when
-		// it never ran).
-		Reconciler *reconcile.Position `json:"reconciler"`
+		// it never ran, or when it could not be read: then
+		// ReconcilerError says why).
+		Reconciler      *reconcile.Position `json:"reconciler"`
+		ReconcilerError string              `json:"reconciler_error,omitempty"`
 	} `json:"nats"`
 	// Database is what the sync log says.
 	Database struct {
@@ -247,10 +249,24 @@ func (c *statusCmd) collectNATS(ctx context.Context, st *status) {
 	if dead > 0 {
 		n.degrade("%d dead letter(s): syncer dlq list", dead)
 	}
-	if kv, err := js.KeyValue(ctx, c.ReconcileBucket); err == nil {
-		if pos, err := reconcile.ReadPosition(ctx, kv); err == nil {
-			n.Reconciler = &pos
+	// No bucket: the reconciler never ran. Any other failure is not
+	// shown as "never ran": the position is unknown, and said so.
+	kv, err := js.KeyValue(ctx, c.ReconcileBucket)
+	switch {
+	case errors.Is(err, jetstream.ErrBucketNotFound):
+		return
+	case err != nil:
+		n.ReconcilerError = err.Error()
+	default:
+		pos, err := reconcile.ReadPosition(ctx, kv)
+		if err != nil {
+			n.ReconcilerError = err.Error()
+			break
 		}
+		n.Reconciler = &pos
+	}
+	if n.ReconcilerError != "" {
+		n.degrade("reconciler position unreadable")
 	}
 }
 
@@ -355,7 +371,11 @@ func printStatus(w io.Writer, st *status) error {
 			fmt.Fprintln(tw, "consumer\tnot created yet (no syncer has run)")
 		}
 		fmt.Fprintf(tw, "dead letters\t%d\n", *n.DeadLetters)
-		fmt.Fprintf(tw, "reconciler\t%s\n", reconcilerLine(n.Reconciler))
+		if n.ReconcilerError != "" {
+			fmt.Fprintf(tw, "reconciler\tunknown: %s\n", oneLine(n.ReconcilerError, 80))
+		} else {
+			fmt.Fprintf(tw, "reconciler\t%s\n", reconcilerLine(n.Reconciler))
+		}
 	}
 
 	d := &st.Database

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,7 +33,8 @@ type OrgSync struct {
 }
 
 const lastAppliedSQL = `
-SELECT max(stream_seq), max(processed_at) FROM portal_sync_log WHERE status = 'success'`
+SELECT stream_seq, processed_at FROM portal_sync_log WHERE status = 'success'
+ORDER BY processed_at DESC LIMIT 1`
 
 // An event that failed and later succeeded (redriven after a fix, or
 // applied on a later delivery) is failed no more.
@@ -54,7 +56,9 @@ func ReadSyncState(ctx context.Context, db DBTX) (SyncState, error) {
 	var st SyncState
 	var seq *int64
 	var at *time.Time
-	if err := db.QueryRow(ctx, lastAppliedSQL).Scan(&seq, &at); err != nil {
+	// The newest success row's sequence and time, from the same row; no
+	// row yet leaves both zero.
+	if err := db.QueryRow(ctx, lastAppliedSQL).Scan(&seq, &at); err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return st, fmt.Errorf("last applied: %w", interpretError(err))
 	}
 	if seq != nil {
