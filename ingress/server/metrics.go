@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/likeperson/portalsync/ingress/dataverse"
+	"github.com/likeperson/portalsync/pkg/signature"
 )
 
 // Metrics are the ingress's Prometheus metrics. Labels carry statuses and
@@ -94,6 +95,16 @@ func NewMetrics() *Metrics {
 	for _, r := range dataverse.UntranslatableReasons {
 		m.dataverseUntranslated.WithLabelValues(r)
 	}
+	// Likewise the series the PortalsyncSignatureFailures,
+	// PortalsyncStreamFull and PortalsyncIngressUnavailable alerts read.
+	for _, r := range []signature.Reason{signature.ReasonMissingHeader, signature.ReasonMalformedID, signature.ReasonMalformedTimestamp,
+		signature.ReasonTimestampTooOld, signature.ReasonTimestampTooNew, signature.ReasonMalformedSignature, signature.ReasonNoMatch} {
+		m.rejected.WithLabelValues(string(r))
+	}
+	for _, r := range []string{"dataverse_key", "stream_full", "store_unavailable"} {
+		m.rejected.WithLabelValues(r)
+	}
+	m.requests.WithLabelValues("503")
 	return m
 }
 
