@@ -13,6 +13,7 @@ package pgcluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,7 +72,7 @@ func FindBinDir(getenv func(string) string) (string, error) {
 	if path, err := exec.LookPath("initdb"); err == nil && hasServer(filepath.Dir(path)) {
 		return filepath.Dir(path), nil
 	}
-	return "", fmt.Errorf("no PostgreSQL server binaries (initdb, pg_ctl) in PGBIN, pg_config --bindir, /usr/lib/postgresql/*/bin or PATH (tried %s)", cmpOr(strings.Join(tried, ", "), "none"))
+	return "", fmt.Errorf("no PostgreSQL server binaries (initdb, pg_ctl) in PGBIN, pg_config --bindir, /usr/lib/postgresql/*/bin or PATH (tried %s)", cmp.Or(strings.Join(tried, ", "), "none"))
 }
 
 func hasServer(dir string) bool {
@@ -333,11 +334,4 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func cmpOr(s, def string) string {
-	if s != "" {
-		return s
-	}
-	return def
 }
