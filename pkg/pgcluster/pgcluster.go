@@ -94,7 +94,8 @@ func URL(port int, db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", port, db)
 }
 
-// Answers reports whether a PostgreSQL server accepts url within ctx.
+// Answers returns nil when a PostgreSQL server accepts url within ctx, else
+// why it does not.
 func Answers(ctx context.Context, url string) error {
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return command.Run(ctx, &c, "devpg", "PostgreSQL for make run and make test: the local server, Docker or a private cluster.", args, stdout, stderr)
 }
 
-// local returns the local server's admin URL and whether it answers.
+// local returns the local server's admin URL and nil when it answers.
 func (w *where) local(ctx context.Context) (string, error) {
 	url := pgcluster.URL(w.LocalPort, "postgres")
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
@@ -61,7 +61,7 @@ func (w *where) local(ctx context.Context) (string, error) {
 	return url, pgcluster.Answers(ctx, url)
 }
 
-// dockerAnswers reports whether the Docker daemon answers.
+// dockerAnswers returns nil when the Docker daemon answers, else why not.
 func (w *where) dockerAnswers(ctx context.Context) error {
 	if w.Docker == "" {
 		return errors.New("not used (--docker is empty)")
