@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver for schema.Migrate
 
+	"github.com/likeperson/portalsync/pkg/pgcluster"
 	"github.com/likeperson/portalsync/schema"
 )
 
@@ -177,18 +177,8 @@ func prepare() (*Cluster, error) {
 		}
 	}
 	c := &Cluster{src: src}
-	c.pgbin = os.Getenv("PGBIN")
-	if c.pgbin == "" {
-		dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-		sort.Slice(dirs, func(i, j int) bool { return versionOf(dirs[i]) < versionOf(dirs[j]) })
-		if len(dirs) > 0 {
-			c.pgbin = dirs[len(dirs)-1]
-		}
-	}
-	for _, tool := range []string{"initdb", "pg_ctl"} {
-		if _, err := os.Stat(filepath.Join(c.pgbin, tool)); err != nil {
-			return nil, missing{fmt.Errorf("PostgreSQL server binaries (PGBIN): %w", err)}
-		}
+	if c.pgbin, err = pgcluster.FindBinDir(os.Getenv); err != nil {
+		return nil, missing{err}
 	}
 	for _, tool := range []string{"psql", "go", "bash"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -202,11 +192,6 @@ func prepare() (*Cluster, error) {
 		c.asPG = []string{"runuser", "-u", "postgres", "--"}
 	}
 	return c, nil
-}
-
-func versionOf(dir string) int {
-	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(dir)))
-	return n
 }
 
 func (c *Cluster) boot() error {
