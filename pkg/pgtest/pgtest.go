@@ -196,10 +196,10 @@ func findServer(getenv func(string) string) (url, note string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if u := getenv("TEST_DATABASE_URL"); u != "" {
-		return u, "TEST_DATABASE_URL", ping(ctx, u)
+		return u, "TEST_DATABASE_URL", pgcluster.Answers(ctx, u)
 	}
 	local := localURL(getenv)
-	localErr := ping(ctx, local)
+	localErr := pgcluster.Answers(ctx, local)
 	if localErr == nil {
 		return local, "the local server", nil
 	}
@@ -246,15 +246,6 @@ func clusterDir(getenv func(string) string) string {
 		}
 	}
 	return filepath.Join(os.TempDir(), fmt.Sprintf("pgtest-%d", os.Getuid()))
-}
-
-func ping(ctx context.Context, u string) error {
-	c, err := pgx.Connect(ctx, u)
-	if err != nil {
-		return err
-	}
-	defer c.Close(ctx)
-	return c.Ping(ctx)
 }
 
 // startContainer runs PostgreSQL 15 under Docker for the rest of the test
