@@ -10,8 +10,8 @@
 #    missing) of what bin/devpg finds: the local server at
 #    127.0.0.1:$PGPORT (default 5432); else, where Docker answers, a
 #    postgres:15 container; else a private cluster under ./.data/pg made with
-#    PostgreSQL's server binaries (PGBIN, pg_config --bindir or
-#    /usr/lib/postgresql/*/bin). The last two listen on 127.0.0.1:
+#    PostgreSQL's server binaries (PGBIN, pg_config --bindir,
+#    /usr/lib/postgresql/*/bin or PATH). The last two listen on 127.0.0.1:
 #    PORTALSYNC_PG_PORT (54329) and are stopped on exit. Migrated by
 #    `syncer migrate`.
 #  - A webhook secret: PORTAL_WEBHOOK_SECRETS, or one generated once into

@@ -44,8 +44,8 @@ type Cluster struct {
 }
 
 // FindBinDir finds PostgreSQL's server binaries: PGBIN, `pg_config
-// --bindir` when it holds initdb, or the newest /usr/lib/postgresql/*/bin
-// (Debian and Ubuntu install the server there, outside PATH).
+// --bindir` when it holds initdb, the newest /usr/lib/postgresql/*/bin
+// (Debian and Ubuntu install the server there, outside PATH), or PATH.
 func FindBinDir(getenv func(string) string) (string, error) {
 	var tried []string
 	if d := getenv("PGBIN"); d != "" {
