@@ -275,20 +275,29 @@ func (c *Cluster) pgCtl(as *user, args ...string) ([]byte, error) {
 	return as.run(filepath.Join(c.BinDir, "pg_ctl"), append([]string{"-D", c.data()}, args...)...)
 }
 
-func (c *Cluster) waitAnswers(ctx context.Context, port int) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
+// WaitAnswers tries Answers until it succeeds or ctx ends, and then
+// returns its last error.
+func WaitAnswers(ctx context.Context, url string) error {
 	for {
-		err := Answers(ctx, URL(port, "postgres"))
+		err := Answers(ctx, url)
 		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("pgcluster: the cluster in %s does not answer on port %d: %w", c.Dir, port, err)
+			return err
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func (c *Cluster) waitAnswers(ctx context.Context, port int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := WaitAnswers(ctx, URL(port, "postgres")); err != nil {
+		return fmt.Errorf("pgcluster: the cluster in %s does not answer on port %d: %w", c.Dir, port, err)
+	}
+	return nil
 }
 
 func (c *Cluster) writeOwner() error {

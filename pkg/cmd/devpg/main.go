@@ -147,17 +147,10 @@ func (u *upCmd) startContainer(ctx context.Context) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	for {
-		err := pgcluster.Answers(ctx, pgcluster.URL(u.Port, "postgres"))
-		if err == nil {
-			return name, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("container %s does not answer on 127.0.0.1:%d: %w", name, u.Port, err)
-		case <-time.After(200 * time.Millisecond):
-		}
+	if err := pgcluster.WaitAnswers(ctx, pgcluster.URL(u.Port, "postgres")); err != nil {
+		return "", fmt.Errorf("container %s does not answer on 127.0.0.1:%d: %w", name, u.Port, err)
 	}
+	return name, nil
 }
 
 func dockerRunArgs(name string, port int, image string) []string {
