@@ -214,11 +214,7 @@ func (c *statusCmd) collectNATS(ctx context.Context, st *status) {
 		n.fail(fmt.Errorf("stream %s: %w", streamName, err))
 		return
 	default:
-		info, err := s.Info(ctx)
-		if err != nil {
-			n.fail(fmt.Errorf("stream info: %w", err))
-			return
-		}
+		info := s.CachedInfo() // fetched by js.Stream just now
 		n.Stream = &streamState{Name: streamName, Messages: info.State.Msgs, FirstSeq: info.State.FirstSeq,
 			LastSeq: info.State.LastSeq, Bytes: info.State.Bytes, Replicas: info.Config.Replicas}
 		cons, err := s.Consumer(ctx, c.Consumer)
@@ -229,11 +225,7 @@ func (c *statusCmd) collectNATS(ctx context.Context, st *status) {
 			n.fail(fmt.Errorf("consumer %s: %w", c.Consumer, err))
 			return
 		default:
-			ci, err := cons.Info(ctx)
-			if err != nil {
-				n.fail(fmt.Errorf("consumer info: %w", err))
-				return
-			}
+			ci := cons.CachedInfo() // fetched by s.Consumer just now
 			n.Consumer = &consumerState{Name: c.Consumer, Pending: ci.NumPending, AckPending: ci.NumAckPending,
 				Redelivered: ci.NumRedelivered, DeliveredSeq: ci.Delivered.Stream, AckFloorSeq: ci.AckFloor.Stream,
 				WaitingPulls: ci.NumWaiting}

@@ -48,6 +48,9 @@ type Config struct {
 	Interval time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// OnInfo, when set, is given every consumer info a reading fetched
+	// (the lag gauges read their counts from it: one request serves both).
+	OnInfo func(*jetstream.ConsumerInfo)
 }
 
 // JetStream is what a Watcher needs of a JetStream client.
@@ -150,6 +153,9 @@ func (w *Watcher) read(ctx context.Context) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("consumer %s: %w", w.cfg.Durable, err)
 	}
 	info := c.CachedInfo()
+	if w.cfg.OnInfo != nil {
+		w.cfg.OnInfo(info)
+	}
 	if info.NumPending == 0 && info.NumAckPending == 0 {
 		// Nothing undelivered, nothing delivered and unsettled (a nak
 		// with delay is still pending): every event is settled.

@@ -193,20 +193,7 @@ func (c *Consumer) done(d *delivery, res store.Result) {
 // waits (no delivery spent); when the row or the letter cannot be written
 // otherwise, the event is redelivered later and fails again.
 func (c *Consumer) fail(ctx context.Context, stop <-chan struct{}, msg jetstream.Msg, meta store.Meta, f store.Failure, log *zap.Logger) {
-	for {
-		err := c.logFailure(ctx, f, meta)
-		if err == nil {
-			break
-		}
-		if store.IsUnavailable(err) && !c.dbAnswers(ctx) {
-			c.pauseDB(err)
-			if !c.db.wait(ctx, stop) {
-				return
-			}
-			continue
-		}
-		log.Warn("cannot log the failure, will redeliver", zap.Error(err))
-		c.settleMsg(msg, meta.StreamSeq, actNak, c.backoff(meta.Attempt), "")
+	if !c.logFailureOrNak(ctx, stop, msg, meta, f, log) {
 		return
 	}
 	if err := c.dlq.Add(ctx, deadletter.Letter{
@@ -223,24 +210,34 @@ func (c *Consumer) fail(ctx context.Context, stop <-chan struct{}, msg jetstream
 	c.settleMsg(msg, meta.StreamSeq, actFail, 0, f.Reason)
 }
 
-// refused settles a refused-change record: its failed sync-log row, then
-// Ack (there is nothing to apply or redrive: reconciliation brings the
-// row). While the database is unavailable it waits, as fail does.
-func (c *Consumer) refused(ctx context.Context, stop <-chan struct{}, msg jetstream.Msg, meta store.Meta, f store.Failure) {
+// logFailureOrNak writes f's failed sync-log row, waiting while the
+// database is unavailable (no delivery spent). It returns false when the
+// row was not written: stopped while waiting, or naked for redelivery
+// after another error.
+func (c *Consumer) logFailureOrNak(ctx context.Context, stop <-chan struct{}, msg jetstream.Msg, meta store.Meta, f store.Failure, log *zap.Logger) bool {
 	for {
 		err := c.logFailure(ctx, f, meta)
 		if err == nil {
-			break
+			return true
 		}
 		if store.IsUnavailable(err) && !c.dbAnswers(ctx) {
 			c.pauseDB(err)
 			if !c.db.wait(ctx, stop) {
-				return
+				return false
 			}
 			continue
 		}
-		c.log.Warn("cannot log a refused change, will redeliver", zap.Uint64("stream_seq", meta.StreamSeq), zap.Error(err))
+		log.Warn("cannot log the failure, will redeliver", zap.Error(err))
 		c.settleMsg(msg, meta.StreamSeq, actNak, c.backoff(meta.Attempt), "")
+		return false
+	}
+}
+
+// refused settles a refused-change record: its failed sync-log row, then
+// Ack (there is nothing to apply or redrive: reconciliation brings the
+// row). While the database is unavailable it waits, as fail does.
+func (c *Consumer) refused(ctx context.Context, stop <-chan struct{}, msg jetstream.Msg, meta store.Meta, f store.Failure) {
+	if !c.logFailureOrNak(ctx, stop, msg, meta, f, c.log.With(zap.Uint64("stream_seq", meta.StreamSeq))) {
 		return
 	}
 	c.metrics.events.WithLabelValues("refused", store.StatusFailed).Inc()

@@ -165,12 +165,11 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 		return Result{}, nil
 	}
 
-	below, reason := uint64(0), ReasonAge
-	ageSeq, err := t.firstAtOrAfter(ctx, cutoff, st.LastSeq)
+	below, err := t.firstAtOrAfter(ctx, cutoff, st.LastSeq)
 	if err != nil {
 		return Result{}, err
 	}
-	below = ageSeq
+	reason := ReasonAge
 	// The limit the server refuses at is the stream's, whoever set it
 	// (the ingress and the syncer each ensure the stream with their own
 	// STREAM_MAX_BYTES at start): trim to three quarters of that one.
@@ -192,8 +191,6 @@ func (t *Trimmer) Trim(ctx context.Context) (Result, error) {
 		if info, err := s.Info(ctx); err == nil {
 			t.m.observe(info)
 		}
-	}
-	if purged > 0 {
 		t.log.Info("trimmed stream history", zap.Uint64("purged", purged), zap.Uint64("below_seq", below),
 			zap.Uint64("ack_floor", ackFloor), zap.String("reason", reason))
 	}

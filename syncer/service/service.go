@@ -309,7 +309,11 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			return err
 		}
 		watcher, err := backlog.New(js, backlog.Config{Stream: cfg.Stream.Name, Durable: cons.ConsumerConfig().Durable,
-			FilterSubject: cons.ConsumerConfig().FilterSubject, Interval: cfg.BacklogInterval}, reg, log.Named("backlog"))
+			FilterSubject: cons.ConsumerConfig().FilterSubject, Interval: cfg.BacklogInterval,
+			OnInfo: func(info *jetstream.ConsumerInfo) {
+				metrics.Pending.Set(float64(info.NumPending))
+				metrics.AckPending.Set(float64(info.NumAckPending))
+			}}, reg, log.Named("backlog"))
 		if err != nil {
 			return err
 		}
@@ -319,7 +323,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		reporter.Wake() // no longer waiting for NATS
 
 		// Joined here, before nc.Drain below and the deferred pool.Close.
-		stopBackground, err := startBackground(ctx, cfg, js, st, cons.ConsumerConfig().Durable, watcher, metrics, historyMetrics, log)
+		stopBackground, err := startBackground(ctx, cfg, js, st, cons.ConsumerConfig().Durable, watcher, historyMetrics, log)
 		if err != nil {
 			return err
 		}
@@ -332,11 +336,12 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	return runErr
 }
 
-// startBackground starts the loops beside the consumer: the lag poller
-// and the history trimmer, which use NATS, and the purge loop, which uses
+// startBackground starts the loops beside the consumer: the backlog
+// watcher (which also feeds the lag gauges) and the history trimmer, which
+// use NATS, and the purge loop, which uses
 // the pool. The function it returns stops them and waits for each.
 func startBackground(ctx context.Context, cfg Config, js jetstream.JetStream, st *store.Store, durable string,
-	watcher *backlog.Watcher, metrics *consumer.Metrics, historyMetrics *history.Metrics, log *zap.Logger,
+	watcher *backlog.Watcher, historyMetrics *history.Metrics, log *zap.Logger,
 ) (func(), error) {
 	trimmer, err := history.New(js, history.Config{Stream: cfg.Stream, Durable: durable, Interval: cfg.HistoryInterval},
 		historyMetrics, log.Named("history"))
@@ -345,7 +350,6 @@ func startBackground(ctx context.Context, cfg Config, js jetstream.JetStream, st
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var bg sync.WaitGroup
-	bg.Go(func() { pollLag(ctx, js, cfg.Stream.Name, durable, metrics, log) })
 	bg.Go(func() { trimmer.Run(ctx) })
 	bg.Go(func() { watcher.Run(ctx) })
 	// Always: besides the sync log (when LogRetention is set) it removes
@@ -392,28 +396,6 @@ func checkSchema(ctx context.Context, cfg Config, pool *pgxpool.Pool, log *zap.L
 		return fmt.Errorf("%d schema migrations are pending: run `syncer migrate` first", pending)
 	}
 	return nil
-}
-
-// pollLag reads the consumer's pending counts every few seconds into the
-// lag gauges.
-func pollLag(ctx context.Context, js jetstream.JetStream, streamName, durable string, m *consumer.Metrics, log *zap.Logger) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		if c, err := js.Consumer(ctx, streamName, durable); err == nil {
-			if info, err := c.Info(ctx); err == nil {
-				m.Pending.Set(float64(info.NumPending))
-				m.AckPending.Set(float64(info.NumAckPending))
-			}
-		} else if ctx.Err() == nil {
-			log.Debug("consumer info", zap.Error(err))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 // healthStatus is what this process reports in sync_health: nothing while
