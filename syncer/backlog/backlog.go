@@ -13,7 +13,6 @@ package backlog
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -23,6 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/likeperson/portalsync/pkg/stream"
 
 	"github.com/likeperson/portalsync/pkg/event"
 )
@@ -164,41 +165,19 @@ func (w *Watcher) read(ctx context.Context) (time.Time, error) {
 	return w.firstAfter(ctx, info.AckFloor.Stream)
 }
 
-// msgGetResponse is the part of a JetStream message-get answer used here.
-type msgGetResponse struct {
-	Error   *jetstream.APIError `json:"error,omitempty"`
-	Message *struct {
-		Sequence uint64    `json:"seq"`
-		Time     time.Time `json:"time"`
-	} `json:"message,omitempty"`
-}
-
 // firstAfter returns when the first event after sequence floor that the
 // consumer's filter takes was stored, or zero when there is none (the
-// events after the floor were erased). It asks the stream leader (a get,
-// not a direct get), so that a lagging replica cannot hide an event.
+// events after the floor were erased). It asks the stream leader, so that
+// a lagging replica cannot hide an event.
 func (w *Watcher) firstAfter(ctx context.Context, floor uint64) (time.Time, error) {
-	req, err := json.Marshal(map[string]any{"seq": floor + 1, "next_by_subj": w.cfg.FilterSubject, "no_hdr": true})
-	if err != nil {
-		return time.Time{}, err
-	}
-	msg, err := w.js.Conn().RequestWithContext(ctx, jetstream.DefaultAPIPrefix+"STREAM.MSG.GET."+w.cfg.Stream, req)
+	m, found, err := stream.LeaderGet(ctx, w.js.Conn(), w.cfg.Stream, stream.GetRequest{Seq: floor + 1, NextBySubj: w.cfg.FilterSubject})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("get the event after seq %d: %w", floor, err)
 	}
-	var resp msgGetResponse
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return time.Time{}, fmt.Errorf("get the event after seq %d: %w", floor, err)
-	}
-	switch {
-	case resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
+	if !found {
 		return time.Time{}, nil
-	case resp.Error != nil:
-		return time.Time{}, fmt.Errorf("get the event after seq %d: %w", floor, resp.Error)
-	case resp.Message == nil:
-		return time.Time{}, fmt.Errorf("get the event after seq %d: empty answer", floor)
 	}
-	return resp.Message.Time, nil
+	return m.Time, nil
 }
 
 // collector exports the age at scrape time from the last reading, so that

@@ -235,34 +235,19 @@ func sizeCut(st jetstream.StreamState, trimBytes int64) uint64 {
 	return st.FirstSeq + n
 }
 
-// msgGetResponse is the part of a JetStream message-get answer used here.
-type msgGetResponse struct {
-	Error   *jetstream.APIError `json:"error,omitempty"`
-	Message *struct {
-		Sequence uint64 `json:"seq"`
-	} `json:"message,omitempty"`
-}
-
 // firstAtOrAfter returns the sequence of the first event stored at or
 // after t, or lastSeq+1 when every event is older. It asks the stream
 // leader (a get by start time over every subject), so that a lagging
 // replica cannot make younger events look older.
 func (t *Trimmer) firstAtOrAfter(ctx context.Context, at time.Time, lastSeq uint64) (uint64, error) {
-	var resp msgGetResponse
-	err := t.request(ctx, "STREAM.MSG.GET."+t.cfg.Stream.Name,
-		map[string]any{"start_time": at.UTC(), "next_by_subj": ">", "no_hdr": true}, &resp)
-	switch {
-	case err == nil && resp.Error != nil && resp.Error.ErrorCode == jetstream.JSErrCodeMessageNotFound:
-		return lastSeq + 1, nil
-	case err == nil && resp.Error != nil:
-		err = resp.Error
-	case err == nil && resp.Message == nil:
-		err = errors.New("empty answer")
-	}
+	m, found, err := stream.LeaderGet(ctx, t.js.Conn(), t.cfg.Stream.Name, stream.GetRequest{StartTime: at, NextBySubj: ">"})
 	if err != nil {
 		return 0, fmt.Errorf("find the first event after %s: %w", at.UTC().Format(time.RFC3339), err)
 	}
-	return resp.Message.Sequence, nil
+	if !found {
+		return lastSeq + 1, nil
+	}
+	return m.Seq, nil
 }
 
 // request sends a JetStream API request (subject after the API prefix)
