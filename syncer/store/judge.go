@@ -300,9 +300,7 @@ func erasureRows(row logRow, orgs []orgRef) []logRow {
 func logRows(items []Item, p plan, res []Result, orgIDs map[string]string, erasures []erased) (rows, failed []logRow) {
 	erasureOf := make(map[int]erased, len(p.erasures))
 	for j, i := range p.erasures {
-		if j < len(erasures) {
-			erasureOf[i] = erasures[j]
-		}
+		erasureOf[i] = erasures[j]
 	}
 	var idx []int
 	for _, list := range [][]int{p.live, p.skipped, p.erasures} {
