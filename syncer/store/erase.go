@@ -53,14 +53,15 @@ func eraseMembers(ctx context.Context, db DBTX, items []Item, erasures []int) ([
 	notes := map[string][]string{}
 	orgs := map[string][]orgRef{}
 	if len(profIDs) > 0 {
-		if orgs, err = orgsOfMembers(ctx, db, sortedKeys(profIDs)); err != nil {
+		known := sortedKeys(profIDs)
+		if orgs, err = orgsOfMembers(ctx, db, known); err != nil {
 			return nil, err
 		}
 		ids := slices.Sorted(maps.Values(profIDs))
 		if _, err := db.Exec(ctx, endMembershipsSQL, ids); err != nil {
 			return nil, fmt.Errorf("end memberships to erase: %w", err)
 		}
-		if err := identity(ctx, db, applyAccessSQL, "lock out members to erase", notes, sortedKeys(profIDs)); err != nil {
+		if err := identity(ctx, db, applyAccessSQL, "lock out members to erase", notes, known); err != nil {
 			return nil, err
 		}
 	}
