@@ -98,7 +98,7 @@ func applyBatch(ctx context.Context, tx pgx.Tx, items []Item, orgs []orgRow, now
 			return nil, err
 		}
 	}
-	erasures, err := eraseMembers(ctx, tx, p.erase)
+	erasures, err := eraseMembers(ctx, tx, items, p.erasures)
 	if err != nil {
 		return nil, err
 	}

@@ -37,14 +37,14 @@ func (s *Store) Erase(ctx context.Context, memberID, eventID string) (Result, er
 // is the app's to delete), then portalsync.erase_member deletes the profile
 // with its memberships and roles, replaces the member ID in its sync-log
 // rows by MemberHash, and leaves a tombstone of the hash. It returns what
-// it did for each, in order.
-func eraseMembers(ctx context.Context, db DBTX, erase []eraseRow) ([]erased, error) {
-	if len(erase) == 0 {
+// it did for each of items[erasures[j]], in order.
+func eraseMembers(ctx context.Context, db DBTX, items []Item, erasures []int) ([]erased, error) {
+	if len(erasures) == 0 {
 		return nil, nil
 	}
-	members := make([]string, len(erase))
-	for i, e := range erase {
-		members[i] = e.member
+	members := make([]string, len(erasures))
+	for j, i := range erasures {
+		members[j] = items[i].Event.Member.ID
 	}
 	profIDs, err := readIDs(ctx, db, profileIDsSQL, members)
 	if err != nil {
@@ -53,25 +53,27 @@ func eraseMembers(ctx context.Context, db DBTX, erase []eraseRow) ([]erased, err
 	notes := map[string][]string{}
 	orgs := map[string][]orgRef{}
 	if len(profIDs) > 0 {
-		if orgs, err = orgsOfMembers(ctx, db, sortedKeys(profIDs)); err != nil {
+		known := sortedKeys(profIDs)
+		if orgs, err = orgsOfMembers(ctx, db, known); err != nil {
 			return nil, err
 		}
 		ids := slices.Sorted(maps.Values(profIDs))
 		if _, err := db.Exec(ctx, endMembershipsSQL, ids); err != nil {
 			return nil, fmt.Errorf("end memberships to erase: %w", err)
 		}
-		if err := identity(ctx, db, applyAccessSQL, "lock out members to erase", notes, sortedKeys(profIDs)); err != nil {
+		if err := identity(ctx, db, applyAccessSQL, "lock out members to erase", notes, known); err != nil {
 			return nil, err
 		}
 	}
-	out := make([]erased, len(erase))
-	for i, e := range erase {
-		hash := MemberHash(e.member)
-		if err := db.QueryRow(ctx, eraseMemberSQL, e.member, hash, e.eventID).
-			Scan(&out[i].profiles, &out[i].memberships, &out[i].logRows); err != nil {
+	out := make([]erased, len(erasures))
+	for j, i := range erasures {
+		ev := items[i].Event
+		hash := MemberHash(ev.Member.ID)
+		if err := db.QueryRow(ctx, eraseMemberSQL, ev.Member.ID, hash, ev.ID).
+			Scan(&out[j].profiles, &out[j].memberships, &out[j].logRows); err != nil {
 			return nil, fmt.Errorf("erase member %s: %w", hash, err)
 		}
-		out[i].notes, out[i].orgs = notes[e.member], orgs[e.member]
+		out[j].notes, out[j].orgs = notes[ev.Member.ID], orgs[ev.Member.ID]
 	}
 	return out, nil
 }

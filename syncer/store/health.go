@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	_ "embed"
 	"errors"
 	"fmt"
 	"time"
@@ -64,15 +63,6 @@ func (h Health) Validate() error {
 	}
 	return nil
 }
-
-//go:embed queries/sync_health_upsert.sql
-var syncHealthUpsertSQL string
-
-//go:embed queries/sync_health_delete.sql
-var syncHealthDeleteSQL string
-
-//go:embed queries/sync_health_purge.sql
-var syncHealthPurgeSQL string
 
 // ReportHealth writes a process's report (its row, created or replaced)
 // with reported_at = now(). Reason is written only when paused and

@@ -124,13 +124,8 @@ func describe(ev *event.Event, o outcome, memberCreated bool) (status, detail st
 	if len(o.superseded) == 0 {
 		return StatusSuccess, string(ev.Type) + " applied"
 	}
-	newer := make([]string, 0, len(o.superseded))
-	for id := range o.superseded {
-		newer = append(newer, id)
-	}
-	slices.Sort(newer)
 	var by []string
-	for _, id := range newer {
+	for _, id := range sortedKeys(o.superseded) {
 		by = append(by, fmt.Sprintf("%s (%s)", id, strings.Join(o.superseded[id], ", ")))
 	}
 	if len(o.applied) == 0 && !memberCreated {
@@ -300,9 +295,7 @@ func erasureRows(row logRow, orgs []orgRef) []logRow {
 func logRows(items []Item, p plan, res []Result, orgIDs map[string]string, erasures []erased) (rows, failed []logRow) {
 	erasureOf := make(map[int]erased, len(p.erasures))
 	for j, i := range p.erasures {
-		if j < len(erasures) {
-			erasureOf[i] = erasures[j]
-		}
+		erasureOf[i] = erasures[j]
 	}
 	var idx []int
 	for _, list := range [][]int{p.live, p.skipped, p.erasures} {

@@ -52,4 +52,16 @@ var (
 	resetFutureRolesSQL string
 	//go:embed queries/organizations_reset_future.sql
 	resetFutureOrganizationsSQL string
+	//go:embed queries/sync_health_upsert.sql
+	syncHealthUpsertSQL string
+	//go:embed queries/sync_health_delete.sql
+	syncHealthDeleteSQL string
+	//go:embed queries/sync_health_purge.sql
+	syncHealthPurgeSQL string
+	//go:embed queries/sync_log_last_applied.sql
+	lastAppliedSQL string
+	//go:embed queries/sync_log_failed_last_24h.sql
+	failedLast24hSQL string
+	//go:embed queries/sync_log_org_last_success.sql
+	orgLastSuccessSQL string
 )

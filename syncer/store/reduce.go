@@ -90,12 +90,7 @@ type plan struct {
 	// derived from their memberships (apply_access).
 	members                 []string
 	seenMembers, seenEmails []string
-	// erase are the members to erase, with the event that does it.
-	erase []eraseRow
 }
-
-// eraseRow is one member-deleted event to apply.
-type eraseRow struct{ member, eventID string }
 
 // pair names a membership (and its role) by portal ids.
 type pair struct{ member, org string }
@@ -164,7 +159,7 @@ func sortItems(items []Item, before seen, now time.Time) plan {
 		case erasing && by == ev.ID:
 			*r = Result{Status: StatusSuccess, MemberErased: true}
 			p.erasures = append(p.erasures, i)
-			p.erase = append(p.erase, eraseRow{ev.Member.ID, ev.ID})
+			p.hashed[ev.Member.ID] = true
 		case erasing:
 			*r = Result{Status: StatusSkipped, Detail: "member erased by " + by, MemberErased: true}
 			p.skipped = append(p.skipped, i)
@@ -175,9 +170,6 @@ func sortItems(items []Item, before seen, now time.Time) plan {
 	}
 	for m := range before.erased {
 		p.hashed[m] = true
-	}
-	for _, e := range p.erase {
-		p.hashed[e.member] = true
 	}
 	return p
 }

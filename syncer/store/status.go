@@ -32,25 +32,6 @@ type OrgSync struct {
 	Events24h int
 }
 
-const lastAppliedSQL = `
-SELECT stream_seq, processed_at FROM portal_sync_log WHERE status = 'success'
-ORDER BY processed_at DESC LIMIT 1`
-
-// An event that failed and later succeeded (redriven after a fix, or
-// applied on a later delivery) is failed no more.
-const failedLast24hSQL = `
-SELECT count(DISTINCT f.event_id) FROM portal_sync_log f
-WHERE f.status = 'failed' AND f.processed_at > now() - interval '24 hours'
-  AND NOT EXISTS (SELECT 1 FROM portal_sync_log s
-                  WHERE s.event_id = f.event_id AND s.status IN ('success', 'skipped'))`
-
-const orgLastSuccessSQL = `
-SELECT o.portal_org_id, max(l.processed_at),
-       count(*) FILTER (WHERE l.processed_at > now() - interval '24 hours')
-FROM portal_sync_log l JOIN organizations o ON o.id = l.organization_id
-WHERE l.status = 'success'
-GROUP BY o.portal_org_id ORDER BY 2 DESC LIMIT 50`
-
 // ReadSyncState reads the sync state from the sync log.
 func ReadSyncState(ctx context.Context, db DBTX) (SyncState, error) {
 	var st SyncState
