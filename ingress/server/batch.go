@@ -120,14 +120,14 @@ func (b *batcher) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstre
 	if len(opts) > 0 {
 		return nil, errors.New("batcher: publish options are not supported; set the headers instead")
 	}
-	if n := b.active.Add(1); n < int64(b.min) || !b.lat.batchPays(b.wait, time.Now(), false) {
+	n := b.active.Add(1)
+	defer b.active.Add(-1)
+	if n < int64(b.min) || !b.lat.batchPays(b.wait, time.Now(), false) {
 		// No batch can form, or none pays now: no detour through the
 		// collector.
-		defer b.active.Add(-1)
 		b.metrics.batchSize.Observe(1)
 		return b.alone(ctx, msg)
 	}
-	defer b.active.Add(-1)
 	p := &pending{msg: msg, id: msg.Header.Get(jetstream.MsgIDHeader), done: make(chan outcome, 1)}
 	select {
 	case b.in <- p:
@@ -191,10 +191,7 @@ func (b *batcher) collect() {
 			work = b.work
 		}
 		if len(batch) > 0 && (len(batch) < b.min && b.active.Load() < int64(b.min) || !b.lat.batchPays(b.wait, time.Now(), false)) {
-			for _, p := range batch {
-				b.metrics.batchSize.Observe(1)
-				p.done <- outcome{alone: true}
-			}
+			b.sendAlone(batch)
 			batch, ready = batch[:0], false
 			clear(ids)
 			timer.Stop()
@@ -212,8 +209,7 @@ func (b *batcher) collect() {
 				// repeat goes alone (and is answered as a duplicate, or
 				// compared, once the first is stored).
 				b.metrics.batchFallbacks.WithLabelValues("same_id").Inc()
-				b.metrics.batchSize.Observe(1)
-				p.done <- outcome{alone: true}
+				b.sendAlone([]*pending{p})
 				continue
 			}
 			ids[p.id] = struct{}{}
@@ -240,6 +236,15 @@ func (b *batcher) collect() {
 	}
 }
 
+// sendAlone hands each message of group back to its caller to publish
+// by itself, each counted as a group of one.
+func (b *batcher) sendAlone(group []*pending) {
+	for _, p := range group {
+		b.metrics.batchSize.Observe(1)
+		p.done <- outcome{alone: true}
+	}
+}
+
 func (b *batcher) publishLoop() {
 	defer b.wg.Done()
 	for batch := range b.work {
@@ -259,10 +264,7 @@ func (b *batcher) publishLoop() {
 // published a batch.
 func (b *batcher) publish(batch []*pending) bool {
 	if len(batch) < max(b.min, 2) || !b.lat.batchPays(b.wait, time.Now(), true) {
-		for _, p := range batch {
-			b.metrics.batchSize.Observe(1)
-			p.done <- outcome{alone: true}
-		}
+		b.sendAlone(batch)
 		return false
 	}
 	b.metrics.batchSize.Observe(float64(len(batch)))

@@ -8,11 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/labstack/echo/v4"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/ingress/dataverse"
@@ -179,14 +176,8 @@ func (h *Handler) publishRefusal(c echo.Context, r dataverse.Refusal, reason str
 	if h.pub == nil {
 		return // a handler built without a stream (tests of answers only)
 	}
-	key := cmp.Or(r.MemberID, r.RowID)
-	msg := nats.NewMsg(event.Subject(key))
-	msg.Data = []byte(r.Detail)
-	msg.Header.Set(jetstream.MsgIDHeader, r.ID)
+	msg := h.newMsg(cmp.Or(r.MemberID, r.RowID), r.ID, stream.RefusedEventType, stream.SourceDataverseWebhook, []byte(r.Detail))
 	msg.Header.Set(stream.HeaderRefused, reason)
-	msg.Header.Set(stream.HeaderEventType, stream.RefusedEventType)
-	msg.Header.Set(stream.HeaderSource, stream.SourceDataverseWebhook)
-	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
 	if r.MemberID != "" {
 		msg.Header.Set(stream.HeaderMemberID, r.MemberID)
 	}
@@ -195,7 +186,6 @@ func (h *Handler) publishRefusal(c echo.Context, r dataverse.Refusal, reason str
 	} else {
 		h.metrics.dataverseRefusalsNoOrg.Inc()
 	}
-	msg.Header.Set(jetstream.ExpectedStreamHeader, h.cfg.Stream.Name)
 	ctx, cancel := context.WithTimeout(c.Request().Context(), h.cfg.PublishTimeout)
 	defer cancel()
 	if _, err := h.pub.PublishMsg(ctx, msg); err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,8 +123,9 @@ func (p *pool) PublishMsgBatch(ctx context.Context, msgs []*nats.Msg) (*jetstrea
 		return nil, err
 	}
 	defer done()
-	if v := p.conns[i].ConnectedServerVersion(); !serverAtLeast(v, atomicBatchMinVersion) {
-		return nil, fmt.Errorf("%w: nats-server %s", errAtomicUnsupported, v)
+	// A reconnection may land on an older server of a cluster.
+	if err := stream.CheckServerVersion(p.conns[i].ConnectedServerVersion()); err != nil {
+		return nil, fmt.Errorf("%w: %w", errAtomicUnsupported, err)
 	}
 	ack, err := jetstreamext.PublishMsgBatch(ctx, p.js[i], msgs, batchFlowControl)
 	return ack, lostOr(ctx, err)
@@ -143,36 +142,9 @@ func lostOr(ctx context.Context, err error) error {
 	return err
 }
 
-// errAtomicUnsupported: the server is older than atomicBatchMinVersion.
+// errAtomicUnsupported: the server is older than stream.MinServerVersion,
+// the first to store atomic batches whose messages carry Nats-Msg-Id.
 var errAtomicUnsupported = errors.New("atomic batch publish with message ids not supported")
-
-// atomicBatchMinVersion is the first nats-server that stores atomic
-// batches whose messages carry Nats-Msg-Id (ADR-50: atomic batches since
-// 2.12.0, deduplicated since 2.12.1).
-var atomicBatchMinVersion = [3]int{2, 12, 1}
-
-// serverAtLeast reports whether a server version ("2.15.2", "v2.12.1-RC.1")
-// is at least want.
-func serverAtLeast(version string, want [3]int) bool {
-	version = strings.TrimPrefix(strings.TrimSpace(version), "v")
-	if i := strings.IndexAny(version, "-+"); i >= 0 {
-		version = version[:i]
-	}
-	parts := strings.Split(version, ".")
-	if len(parts) != 3 {
-		return false
-	}
-	for i, part := range parts {
-		n, err := strconv.Atoi(part)
-		if err != nil {
-			return false
-		}
-		if n != want[i] {
-			return n > want[i]
-		}
-	}
-	return true
-}
 
 // liveness follows one connection's status so that publishes waiting on
 // it end as soon as it is lost.

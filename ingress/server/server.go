@@ -307,6 +307,21 @@ func (h *Handler) receive(c echo.Context) error {
 	return c.JSON(status, Accepted{EventID: ev.ID, StreamSeq: ack.Sequence, Duplicate: ack.Duplicate})
 }
 
+// newMsg returns the message of a record for the stream: on key's
+// subject, with its id (Nats-Msg-Id), type, source and time of receipt,
+// and expecting the configured stream.
+func (h *Handler) newMsg(key, id, eventType, source string, data []byte) *nats.Msg {
+	msg := nats.NewMsg(event.Subject(key))
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	msg.Header.Set(stream.HeaderEventType, eventType)
+	msg.Header.Set(stream.HeaderSource, source)
+	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
+	// As jetstream.WithExpectStream does; a header holds in a batch too.
+	msg.Header.Set(jetstream.ExpectedStreamHeader, h.cfg.Stream.Name)
+	return msg
+}
+
 // publish stores a validated event (body is its JSON, ev.ID its
 // webhook-id) and waits for JetStream's acknowledgement. A duplicate is
 // compared with the stored body. source is where it came in
@@ -316,16 +331,9 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source s
 	req := c.Request()
 	bodyHash := bodyDigest(body)
 	rawHash := rawDigest(body)
-	msg := nats.NewMsg(event.Subject(ev.Member.ID))
-	msg.Data = body
+	msg := h.newMsg(ev.Member.ID, ev.ID, string(ev.Type), source, body)
 	msg.Header.Set(stream.HeaderBodySHA256, bodyHash)
-	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	msg.Header.Set(stream.HeaderEventType, string(ev.Type))
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
-	msg.Header.Set(stream.HeaderReceivedAt, h.cfg.Now().UTC().Format(time.RFC3339Nano))
-	msg.Header.Set(stream.HeaderSource, source)
-	// As jetstream.WithExpectStream does; a header holds in a batch too.
-	msg.Header.Set(jetstream.ExpectedStreamHeader, h.cfg.Stream.Name)
 
 	ctx, cancel := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
 	defer cancel()
