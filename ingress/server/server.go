@@ -340,24 +340,8 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source s
 	published := time.Now()
 	ack, err := h.pub.PublishMsg(ctx, msg)
 	h.metrics.publishSeconds.Observe(time.Since(published).Seconds())
-	if stream.IsFull(err) {
-		c.Set(ctxReason, "stream_full")
-		h.rejectLog.Warn("stream full: event refused", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
-		p := newProblem(http.StatusServiceUnavailable, "stream-full", "Event stream full",
-			"the event stream has reached its size limit and refuses new events until events are removed or the limit raised; nothing was stored, retry later")
-		p.Reason = "stream_full"
-		p.retryAfter = h.cfg.RetryAfter
-		p.cause = err
-		return nil, p
-	}
 	if err != nil {
-		c.Set(ctxReason, "store_unavailable")
-		h.rejectLog.Warn("publish failed", zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
-		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
-			"the event may not have been stored; retry it later (a repeat with the same webhook-id is stored once)")
-		p.retryAfter = h.cfg.RetryAfter
-		p.cause = err
-		return nil, p
+		return nil, h.notStored(c, ev, err)
 	}
 	if ack.Duplicate {
 		// A budget of its own: the publish may have used most of its.
@@ -371,6 +355,27 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source s
 		h.metrics.duplicates.Inc()
 	}
 	return ack, nil
+}
+
+// notStored is the 503 of a publish that failed (err): the stream full,
+// which stored nothing and says so (its reason in the body), or the store
+// unavailable, which may have stored the event. Either way the portal
+// retries, and a repeat with the same webhook-id is stored once.
+func (h *Handler) notStored(c echo.Context, ev *event.Event, err error) *Problem {
+	reason, line := "store_unavailable", "publish failed"
+	p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
+		"the event may not have been stored; retry it later (a repeat with the same webhook-id is stored once)")
+	if stream.IsFull(err) {
+		reason, line = "stream_full", "stream full: event refused"
+		p = newProblem(http.StatusServiceUnavailable, "stream-full", "Event stream full",
+			"the event stream has reached its size limit and refuses new events until events are removed or the limit raised; nothing was stored, retry later")
+		p.Reason = reason
+	}
+	c.Set(ctxReason, reason)
+	h.rejectLog.Warn(line, zap.String("event_id", ev.ID), zap.String("member_id", ev.Member.ID), zap.Error(err))
+	p.retryAfter = h.cfg.RetryAfter
+	p.cause = err
+	return p
 }
 
 // bodyDigest is the hex SHA-256 of a body with its insignificant JSON
