@@ -210,12 +210,12 @@ func (s *server) home(w http.ResponseWriter, r *http.Request) {
 }
 
 // pickOrg returns the organization the request names, or the caller's
-// first of orgs. A named organization that is not among orgs is still
+// first of orgs when it names none (or no uuid). A named organization that is not among orgs is still
 // returned: the database then shows nothing (the policies are the gate),
 // and the page says the caller has no access to it.
 func pickOrg(r *http.Request, orgs []orgRole) (string, bool) {
 	want := r.URL.Query().Get("org")
-	if want == "" {
+	if !uuidish(want) {
 		if len(orgs) == 0 {
 			return "", false
 		}
@@ -321,9 +321,6 @@ func (s *server) logPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, mine := pickOrg(r, admin)
-	if !uuidish(org) {
-		org, mine = admin[0].OrganizationID, true
-	}
 	f, since, until := s.logFilterFrom(r.URL.Query(), org)
 	d := logPageData{page: s.base(r, "log", "log.title"), F: f, SinceValue: since, UntilValue: until,
 		Statuses: logStatuses, Types: logTypes, Cursor: f.BeforeAt != nil, PollMillis: s.cfg.PollInterval.Milliseconds()}
@@ -465,9 +462,6 @@ func (s *server) membersPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, mine := pickOrg(r, managed)
-	if !uuidish(org) {
-		org, mine = managed[0].OrganizationID, true
-	}
 	q := r.URL.Query()
 	f := memberFilter{Org: org, InactiveOnly: q.Get("inactive") == "1", AfterLast: q.Get("after_last"),
 		AfterFirst: q.Get("after_first"), PageSize: s.cfg.PageSize}
