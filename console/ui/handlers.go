@@ -325,14 +325,8 @@ func (s *server) logPage(w http.ResponseWriter, r *http.Request) {
 	d := logPageData{page: s.base(r, "log", "log.title"), F: f, SinceValue: since, UntilValue: until,
 		Statuses: logStatuses, Types: logTypes, Cursor: f.BeforeAt != nil, PollMillis: s.cfg.PollInterval.Milliseconds()}
 	d.Org, d.Orgs = org, admin
-	err := s.db.as(r.Context(), cl.claims, func(tx pgx.Tx) error {
-		var err error
-		if d.Health, err = syncHealth(r.Context(), tx, org); err != nil {
-			return err
-		}
-		d.Rows, err = syncLog(r.Context(), tx, f)
-		return err
-	})
+	var err error
+	d.Health, d.Rows, err = s.db.logPage(r.Context(), cl.claims, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -371,16 +365,7 @@ func (s *server) logUpdates(w http.ResponseWriter, r *http.Request) {
 	}
 	f, _, _ := s.logFilterFrom(r.URL.Query(), org)
 	f.BeforeAt, f.BeforeID = nil, 0
-	var rows []logRow
-	var health *healthRow
-	err := s.db.as(r.Context(), cl.claims, func(tx pgx.Tx) error {
-		var err error
-		if health, err = syncHealth(r.Context(), tx, org); err != nil {
-			return err
-		}
-		rows, err = syncLog(r.Context(), tx, f)
-		return err
-	})
+	health, rows, err := s.db.logPage(r.Context(), cl.claims, f)
 	if err != nil {
 		s.log.Error("log updates", zap.Error(err))
 		http.Error(w, "unavailable", http.StatusServiceUnavailable)
