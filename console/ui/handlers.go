@@ -78,7 +78,7 @@ func (s *server) signedIn(h http.HandlerFunc) http.Handler {
 }
 
 func isAuthUnavailable(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "supabase auth")
+	return errors.Is(err, errAuthUnavailable)
 }
 
 func (s *server) toLogin(w http.ResponseWriter, r *http.Request, reason string) {
