@@ -229,7 +229,9 @@ func pickOrg(r *http.Request, orgs []orgRole) (string, bool) {
 	return want, false
 }
 
-var uuidish = func(s string) bool {
+// uuidish reports whether s has a uuid's shape, so that a malformed org or
+// cursor never reaches the database as a cast error.
+func uuidish(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
