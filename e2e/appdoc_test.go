@@ -335,11 +335,7 @@ func TestAppDocQueries(t *testing.T) {
 	e := s.event("membership-deactivated", gone.member, "org-a", "", base.Add(time.Minute))
 	s.send(t, e)
 	require.Equal(t, "success", s.waitLogged(t, e.ID))
-	tokens := map[string]string{}
-	for _, p := range []person{adminA, adminB, mentor} {
-		require.True(t, s.signUp(t, p.email()).OK())
-		tokens[p.member] = s.signIn(t, p.email()).Session.AccessToken
-	}
+	tokens := s.accessTokens(t, adminA, adminB, mentor)
 	vars := map[docVar]any{"orgId": orgIDOn(t, s, "org-a")}
 	s.asToken(t, tokens[adminA.member], func(tx pgx.Tx) {
 		var at time.Time

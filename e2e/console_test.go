@@ -55,6 +55,18 @@ type person struct{ member, first, last string }
 func (p person) email() string { return p.member + "@example.invalid" }
 func (p person) name() string  { return p.first + " " + p.last }
 
+// accessTokens signs each person up and in, and returns their access
+// tokens by member.
+func (s *supa) accessTokens(t *testing.T, people ...person) map[string]string {
+	t.Helper()
+	tokens := map[string]string{}
+	for _, p := range people {
+		require.True(t, s.signUp(t, p.email()).OK(), p.member)
+		tokens[p.member] = s.signIn(t, p.email()).Session.AccessToken
+	}
+	return tokens
+}
+
 // join sends the portal's membership-created for p in org with role, and
 // waits for it to be applied.
 func (s *supa) join(t *testing.T, p person, org, role string, at time.Time) evt {

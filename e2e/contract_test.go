@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"testing"
 	"time"
 
@@ -361,9 +360,7 @@ func TestConsoleRoleOnlyBecomesAuthenticated(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
 	ctx := context.Background()
-	u, err := url.Parse(loginRole(t, sys, "portalsync_console"))
-	require.NoError(t, err)
-	conn, err := pgx.Connect(ctx, u.String())
+	conn, err := pgx.Connect(ctx, loginRole(t, sys, "portalsync_console"))
 	require.NoError(t, err)
 	defer conn.Close(ctx)
 	for _, q := range []string{

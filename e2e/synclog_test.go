@@ -24,6 +24,17 @@ func (s *system) waitLoggedType(t *testing.T, eventType, portalOrg string) (stat
 	return status, eventID
 }
 
+// refusedContact puts a value the contract refuses (not a phone number,
+// not an e-mail address) in a contact update's mobile phone and e-mail.
+func refusedContact(c map[string]any) {
+	attrs := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)["Attributes"].([]any)
+	for _, a := range attrs {
+		if kv := a.(map[string]any); kv["key"] == "mobilephone" || kv["key"] == "emailaddress1" {
+			kv["value"] = "kari-at-example"
+		}
+	}
+}
+
 // Issue 21: outcomes that reached nobody reach the right org admins,
 // through public.sync_log read as authenticated with the caller's claims.
 // A Dataverse change the ingress authenticated and refused (422) is a
@@ -59,14 +70,7 @@ func TestRefusalAndErasureReachOrgAdmins(t *testing.T) {
 	require.Equal(t, "success", sys.waitLogged(t, inB.ID))
 
 	// A change the contract refuses: authenticated, then 422.
-	status, _ = sys.dvSend(t, "contact-update.json", func(c map[string]any) {
-		attrs := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)["Attributes"].([]any)
-		for _, a := range attrs {
-			if kv := a.(map[string]any); kv["key"] == "mobilephone" || kv["key"] == "emailaddress1" {
-				kv["value"] = "kari-at-example"
-			}
-		}
-	})
+	status, _ = sys.dvSend(t, "contact-update.json", refusedContact)
 	require.Equal(t, http.StatusUnprocessableEntity, status)
 	refusalStatus, refusalID := sys.waitLoggedType(t, "change-refused", org)
 	require.Equal(t, "failed", refusalStatus)
@@ -154,14 +158,7 @@ func TestRefusalAndErasureReachOrgAdminsOnSupabase(t *testing.T) {
 	require.Equal(t, "success", s.waitLogged(t, inB.ID))
 
 	// A value the contract refuses: 422, naming A through its images.
-	status, _ = s.dvSend(t, "contact-update.json", func(c map[string]any) {
-		attrs := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)["Attributes"].([]any)
-		for _, a := range attrs {
-			if kv := a.(map[string]any); kv["key"] == "mobilephone" || kv["key"] == "emailaddress1" {
-				kv["value"] = "kari-at-example"
-			}
-		}
-	})
+	status, _ = s.dvSend(t, "contact-update.json", refusedContact)
 	require.Equal(t, http.StatusUnprocessableEntity, status)
 	refused, _ := s.waitLoggedType(t, "change-refused", org)
 	require.Equal(t, "failed", refused)
@@ -169,11 +166,7 @@ func TestRefusalAndErasureReachOrgAdminsOnSupabase(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, status)
 	require.Equal(t, "success", s.waitLogged(t, deleted.Events[0].EventID))
 
-	tokens := map[string]string{}
-	for _, p := range []person{adminA, adminB} {
-		require.True(t, s.signUp(t, p.email()).OK())
-		tokens[p.member] = s.signIn(t, p.email()).Session.AccessToken
-	}
+	tokens := s.accessTokens(t, adminA, adminB)
 	types := func(rows []logEntry) map[string]logEntry {
 		out := map[string]logEntry{}
 		for _, r := range rows {

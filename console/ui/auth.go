@@ -20,6 +20,12 @@ import (
 // account), banned, deleted, or signed out elsewhere.
 var errSessionEnded = errors.New("session ended")
 
+// errAuthUnavailable wraps every failure to reach Supabase Auth or to get
+// an answer it should give (a 5xx, a session without tokens): the screen
+// answers 503 for it rather than signing the caller out. Its text is the
+// prefix of those errors' messages.
+var errAuthUnavailable = errors.New("supabase auth")
+
 // errBadCredentials is a refused e-mail and password.
 var errBadCredentials = errors.New("wrong e-mail or password")
 
@@ -58,12 +64,12 @@ func (g *gotrue) do(ctx context.Context, method, path, bearer string, body any) 
 	}
 	resp, err := g.client.Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("supabase auth %s %s: %w", method, path, err)
+		return 0, nil, fmt.Errorf("%w %s %s: %w", errAuthUnavailable, method, path, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return 0, nil, fmt.Errorf("supabase auth %s %s: %w", method, path, err)
+		return 0, nil, fmt.Errorf("%w %s %s: %w", errAuthUnavailable, method, path, err)
 	}
 	return resp.StatusCode, b, nil
 }
@@ -92,7 +98,7 @@ func (g *gotrue) session(status int, b []byte, refused error) (tokens, error) {
 	case status == http.StatusOK:
 		var t tokens
 		if err := json.Unmarshal(b, &t); err != nil || t.Access == "" || t.Refresh == "" {
-			return tokens{}, fmt.Errorf("supabase auth: a session without tokens")
+			return tokens{}, fmt.Errorf("%w: a session without tokens", errAuthUnavailable)
 		}
 		return t, nil
 	case status >= 400 && status < 500:
@@ -100,7 +106,7 @@ func (g *gotrue) session(status int, b []byte, refused error) (tokens, error) {
 		// hook (an inactive member gets no token).
 		return tokens{}, refused
 	default:
-		return tokens{}, fmt.Errorf("supabase auth answered %d", status)
+		return tokens{}, fmt.Errorf("%w answered %d", errAuthUnavailable, status)
 	}
 }
 
@@ -117,7 +123,7 @@ func (g *gotrue) check(ctx context.Context, accessToken string) error {
 	case status == http.StatusUnauthorized || status == http.StatusForbidden || status == http.StatusNotFound:
 		return errSessionEnded
 	default:
-		return fmt.Errorf("supabase auth answered %d", status)
+		return fmt.Errorf("%w answered %d", errAuthUnavailable, status)
 	}
 }
 
@@ -133,7 +139,7 @@ func (g *gotrue) health(ctx context.Context) error {
 		return err
 	}
 	if status != http.StatusOK {
-		return fmt.Errorf("supabase auth /health answered %d", status)
+		return fmt.Errorf("%w /health answered %d", errAuthUnavailable, status)
 	}
 	return nil
 }

@@ -144,6 +144,19 @@ func syncLog(ctx context.Context, tx pgx.Tx, f logFilter) ([]logRow, error) {
 	return out, nil
 }
 
+// logPage reads, in one transaction as the caller, the health of f.Org
+// and a page of its log.
+func (d *db) logPage(ctx context.Context, c *claims, f logFilter) (health *healthRow, rows []logRow, err error) {
+	err = d.as(ctx, c, func(tx pgx.Tx) error {
+		if health, err = syncHealth(ctx, tx, f.Org); err != nil {
+			return err
+		}
+		rows, err = syncLog(ctx, tx, f)
+		return err
+	})
+	return health, rows, err
+}
+
 // healthRow is one row of public.sync_health.
 type healthRow struct {
 	OrganizationID   string

@@ -78,7 +78,7 @@ func (s *server) signedIn(h http.HandlerFunc) http.Handler {
 }
 
 func isAuthUnavailable(err error) bool {
-	return err != nil && strings.HasPrefix(err.Error(), "supabase auth")
+	return errors.Is(err, errAuthUnavailable)
 }
 
 func (s *server) toLogin(w http.ResponseWriter, r *http.Request, reason string) {
@@ -210,12 +210,12 @@ func (s *server) home(w http.ResponseWriter, r *http.Request) {
 }
 
 // pickOrg returns the organization the request names, or the caller's
-// first of orgs. A named organization that is not among orgs is still
+// first of orgs when it names none (or no uuid). A named organization that is not among orgs is still
 // returned: the database then shows nothing (the policies are the gate),
 // and the page says the caller has no access to it.
 func pickOrg(r *http.Request, orgs []orgRole) (string, bool) {
 	want := r.URL.Query().Get("org")
-	if want == "" {
+	if !uuidish(want) {
 		if len(orgs) == 0 {
 			return "", false
 		}
@@ -229,7 +229,9 @@ func pickOrg(r *http.Request, orgs []orgRole) (string, bool) {
 	return want, false
 }
 
-var uuidish = func(s string) bool {
+// uuidish reports whether s has a uuid's shape, so that a malformed org or
+// cursor never reaches the database as a cast error.
+func uuidish(s string) bool {
 	if len(s) != 36 {
 		return false
 	}
@@ -321,21 +323,12 @@ func (s *server) logPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, mine := pickOrg(r, admin)
-	if !uuidish(org) {
-		org, mine = admin[0].OrganizationID, true
-	}
 	f, since, until := s.logFilterFrom(r.URL.Query(), org)
 	d := logPageData{page: s.base(r, "log", "log.title"), F: f, SinceValue: since, UntilValue: until,
 		Statuses: logStatuses, Types: logTypes, Cursor: f.BeforeAt != nil, PollMillis: s.cfg.PollInterval.Milliseconds()}
 	d.Org, d.Orgs = org, admin
-	err := s.db.as(r.Context(), cl.claims, func(tx pgx.Tx) error {
-		var err error
-		if d.Health, err = syncHealth(r.Context(), tx, org); err != nil {
-			return err
-		}
-		d.Rows, err = syncLog(r.Context(), tx, f)
-		return err
-	})
+	var err error
+	d.Health, d.Rows, err = s.db.logPage(r.Context(), cl.claims, f)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -374,16 +367,7 @@ func (s *server) logUpdates(w http.ResponseWriter, r *http.Request) {
 	}
 	f, _, _ := s.logFilterFrom(r.URL.Query(), org)
 	f.BeforeAt, f.BeforeID = nil, 0
-	var rows []logRow
-	var health *healthRow
-	err := s.db.as(r.Context(), cl.claims, func(tx pgx.Tx) error {
-		var err error
-		if health, err = syncHealth(r.Context(), tx, org); err != nil {
-			return err
-		}
-		rows, err = syncLog(r.Context(), tx, f)
-		return err
-	})
+	health, rows, err := s.db.logPage(r.Context(), cl.claims, f)
 	if err != nil {
 		s.log.Error("log updates", zap.Error(err))
 		http.Error(w, "unavailable", http.StatusServiceUnavailable)
@@ -465,9 +449,6 @@ func (s *server) membersPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, mine := pickOrg(r, managed)
-	if !uuidish(org) {
-		org, mine = managed[0].OrganizationID, true
-	}
 	q := r.URL.Query()
 	f := memberFilter{Org: org, InactiveOnly: q.Get("inactive") == "1", AfterLast: q.Get("after_last"),
 		AfterFirst: q.Get("after_first"), PageSize: s.cfg.PageSize}

@@ -205,3 +205,23 @@ func TestSignedInPagesNeedASession(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, w.Code)
 	require.Contains(t, w.Body.String(), `"signed_out":true`)
 }
+
+// An unreachable or failing Supabase Auth is unavailable (503, the
+// caller stays signed in); a refused session is not.
+func TestAuthFailuresAreUnavailable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	down := &gotrue{base: "http://127.0.0.1:1", client: http.DefaultClient}
+	require.True(t, isAuthUnavailable(down.check(ctx, "token")))
+	answering := func(status int) *gotrue {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(status) }))
+		t.Cleanup(srv.Close)
+		return &gotrue{base: srv.URL, client: srv.Client()}
+	}
+	failing := answering(http.StatusBadGateway)
+	require.True(t, isAuthUnavailable(failing.check(ctx, "token")))
+	require.True(t, isAuthUnavailable(failing.health(ctx)))
+	err := answering(http.StatusForbidden).check(ctx, "token")
+	require.ErrorIs(t, err, errSessionEnded)
+	require.False(t, isAuthUnavailable(err))
+}
