@@ -55,13 +55,13 @@ func (r *readiness) ready(context.Context) error {
 		return errShuttingDown
 	default:
 	}
-	if !r.ensured.Load() {
-		if err := r.connected(); err != nil {
-			return fmt.Errorf("waiting for NATS: %w", err)
-		}
+	err := r.connected()
+	switch {
+	case !r.ensured.Load() && err != nil:
+		return fmt.Errorf("waiting for NATS: %w", err)
+	case !r.ensured.Load():
 		return fmt.Errorf("waiting for stream %s", r.stream)
-	}
-	if err := r.connected(); err != nil {
+	case err != nil:
 		return err
 	}
 	if p := r.lastCheck.Load(); p != nil && *p != nil {

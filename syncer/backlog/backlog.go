@@ -148,6 +148,10 @@ func (w *Watcher) Refresh(ctx context.Context) (time.Time, error) {
 	return oldest, nil
 }
 
+// read takes the syncer's own durable consumer's ack floor: the age is how
+// long the syncer has kept an event waiting. The history trim instead
+// takes the lowest floor of every acknowledging durable (history's
+// settledFloor), because it must keep what any of them has not settled.
 func (w *Watcher) read(ctx context.Context) (time.Time, error) {
 	c, err := w.js.Consumer(ctx, w.cfg.Stream, w.cfg.Durable)
 	if err != nil {
