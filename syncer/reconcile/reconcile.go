@@ -181,108 +181,31 @@ func (r *Reconciler) once(ctx context.Context, opts Options) (Report, error) {
 	var portalMembers map[string]event.Member
 	for _, k := range []Kind{KindMember, KindMembership} {
 		st := pos.Tables[k.String()]
-		full := opts.Full || opts.DryRun || st.DeltaLink == ""
-		cause := "first"
-		if opts.Full || opts.DryRun {
-			cause = "forced"
-		}
-		var deletedMembership bool
-		var rows int
-		var memberships map[[2]string]Membership
-		members := map[string]event.Member{}
-		handle := func(page []map[string]any) error {
-			for _, row := range page {
-				rows++
-				re, err := translateRow(*r.cfg.Mapping, k, row)
-				if err != nil {
-					rep.Skipped++
-					r.log.Warn("portal row not translated", zap.String("table", k.String()), zap.Error(err))
-					continue
-				}
-				if re.deletedMembership {
-					deletedMembership = true
-				}
-				if re.membership != nil && memberships != nil {
-					memberships[[2]string{re.membership.Member, re.membership.Org}] = *re.membership
-				}
-				if re.ev == nil {
-					if re.skip != "" && !re.deletedMembership {
-						rep.Skipped++
-					}
-					if re.refused != "" {
-						rep.Refused[re.refused]++
-					}
-					continue
-				}
-				if opts.DryRun {
-					if k == KindMember {
-						members[re.ev.Member.ID] = re.ev.Member
-					}
-					continue
-				}
-				if err := pub.publish(ctx, re); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-		read := func(link string, delta bool) (string, error) {
-			rows = 0
-			if !delta {
-				memberships = map[[2]string]Membership{}
-			}
-			return r.api.read(ctx, link, delta, handle)
-		}
-		var next string
-		if full {
-			next, err = read(r.collectionURL(k), false)
-		} else {
-			next, err = read(st.DeltaLink, true)
-			if errors.Is(err, ErrDeltaRefused) {
-				r.log.Warn("delta link refused; reading the table in full", zap.String("table", k.String()), zap.Error(err))
-				full, cause = true, "delta_refused"
-				next, err = read(r.collectionURL(k), false)
-			}
-		}
-		if err == nil && k == KindMembership && deletedMembership && !full {
-			// A deleted row names no member or organization: a full read
-			// finds what the app holds and the portal no longer does.
-			full, cause = true, "membership_deleted"
-			next, err = read(r.collectionURL(k), false)
-		}
+		t, err := r.readTable(ctx, k, st, opts, pub, &rep)
 		if err != nil {
 			return rep, fmt.Errorf("read %s: %w", k, err)
 		}
 		if err := pub.flush(ctx); err != nil {
 			return rep, err
 		}
-		rep.Rows[k.String()] = rows
-		rep.FullRead[k.String()] = full
-		r.metrics.rowsRead.WithLabelValues(k.String()).Add(float64(rows))
-		if full {
-			r.metrics.fullReads.WithLabelValues(k.String(), cause).Inc()
+		rep.Rows[k.String()] = t.rows
+		rep.FullRead[k.String()] = t.full
+		r.metrics.rowsRead.WithLabelValues(k.String()).Add(float64(t.rows))
+		if t.full {
+			r.metrics.fullReads.WithLabelValues(k.String(), t.cause).Inc()
 		}
-		if k == KindMembership && full {
-			portal = memberships
+		if k == KindMembership && t.full {
+			portal = t.memberships
 		}
 		if k == KindMember && opts.DryRun {
-			portalMembers = members
+			portalMembers = t.members
 		}
 		if opts.DryRun {
 			continue
 		}
-		if next == "" {
-			return rep, fmt.Errorf("read %s: no @odata.deltaLink (is change tracking enabled on the table?)", k)
-		}
-		st.DeltaLink, st.ReadAt, st.Rows = next, now, rows
-		if full {
-			st.FullReadAt = now
-		}
-		pos.Tables[k.String()] = st
-		if err := r.put(ctx, "table."+k.String(), st); err != nil {
+		if err := r.advance(ctx, k, st, t, now, &pos); err != nil {
 			return rep, err
 		}
-		r.metrics.observeTable(k.String(), st)
 	}
 
 	if opts.DryRun {
@@ -290,10 +213,121 @@ func (r *Reconciler) once(ctx context.Context, opts Options) (Report, error) {
 		rep.Differences = n
 		return rep, err
 	}
+	return rep, r.finish(ctx, pub, portal, now, &pos, &rep)
+}
+
+// tableRead is what reading one table found.
+type tableRead struct {
+	rows  int
+	full  bool
+	cause string // why the read was full: first, forced, delta_refused, membership_deleted
+	next  string // the delta link the next pass asks
+	// memberships are a full membership read's rows, by member and
+	// organization; members a dry run's members, by id.
+	memberships       map[[2]string]Membership
+	members           map[string]event.Member
+	deletedMembership bool
+}
+
+// readTable reads table k, in full or as the changes since st's delta
+// link, and publishes the events its rows translate to (a dry run only
+// collects them). A refused delta link, and a deleted membership in a
+// delta (its row names no member or organization), are read again in full.
+func (r *Reconciler) readTable(ctx context.Context, k Kind, st TableState, opts Options, pub *publisher, rep *Report) (tableRead, error) {
+	t := tableRead{full: opts.Full || opts.DryRun || st.DeltaLink == "", cause: "first", members: map[string]event.Member{}}
+	if opts.Full || opts.DryRun {
+		t.cause = "forced"
+	}
+	read := func(link string, delta bool) (err error) {
+		t.rows = 0
+		if !delta {
+			t.memberships = map[[2]string]Membership{}
+		}
+		t.next, err = r.api.read(ctx, link, delta, func(page []map[string]any) error {
+			return r.takeRows(ctx, k, page, opts.DryRun, pub, rep, &t)
+		})
+		return err
+	}
+	if t.full {
+		return t, read(r.collectionURL(k), false)
+	}
+	err := read(st.DeltaLink, true)
+	if errors.Is(err, ErrDeltaRefused) {
+		r.log.Warn("delta link refused; reading the table in full", zap.String("table", k.String()), zap.Error(err))
+		t.full, t.cause = true, "delta_refused"
+		return t, read(r.collectionURL(k), false)
+	}
+	if err == nil && k == KindMembership && t.deletedMembership {
+		t.full, t.cause = true, "membership_deleted"
+		return t, read(r.collectionURL(k), false)
+	}
+	return t, err
+}
+
+// takeRows translates one page of table k's rows and publishes their
+// events (a dry run keeps the members instead), counting in rep what it
+// skipped or refused and in t what the pass needs after the read.
+func (r *Reconciler) takeRows(ctx context.Context, k Kind, page []map[string]any, dryRun bool, pub *publisher, rep *Report, t *tableRead) error {
+	for _, row := range page {
+		t.rows++
+		re, err := translateRow(*r.cfg.Mapping, k, row)
+		if err != nil {
+			rep.Skipped++
+			r.log.Warn("portal row not translated", zap.String("table", k.String()), zap.Error(err))
+			continue
+		}
+		if re.deletedMembership {
+			t.deletedMembership = true
+		}
+		if re.membership != nil && t.memberships != nil {
+			t.memberships[[2]string{re.membership.Member, re.membership.Org}] = *re.membership
+		}
+		if re.ev == nil {
+			if re.skip != "" && !re.deletedMembership {
+				rep.Skipped++
+			}
+			if re.refused != "" {
+				rep.Refused[re.refused]++
+			}
+			continue
+		}
+		if dryRun {
+			if k == KindMember {
+				t.members[re.ev.Member.ID] = re.ev.Member
+			}
+			continue
+		}
+		if err := pub.publish(ctx, re); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// advance stores table k's new position after a complete read.
+func (r *Reconciler) advance(ctx context.Context, k Kind, st TableState, t tableRead, now time.Time, pos *Position) error {
+	if t.next == "" {
+		return fmt.Errorf("read %s: no @odata.deltaLink (is change tracking enabled on the table?)", k)
+	}
+	st.DeltaLink, st.ReadAt, st.Rows = t.next, now, t.rows
+	if t.full {
+		st.FullReadAt = now
+	}
+	pos.Tables[k.String()] = st
+	if err := r.put(ctx, "table."+k.String(), st); err != nil {
+		return err
+	}
+	r.metrics.observeTable(k.String(), st)
+	return nil
+}
+
+// finish ends a pass that read both tables: it corrects the memberships
+// a full read no longer has, and records the pass's success.
+func (r *Reconciler) finish(ctx context.Context, pub *publisher, portal map[[2]string]Membership, now time.Time, pos *Position, rep *Report) error {
 	if portal != nil {
 		n, err := r.correct(ctx, pub, portal, now)
 		if err != nil {
-			return rep, err
+			return err
 		}
 		rep.Corrections = n
 		pos.Corrections = n
@@ -302,11 +336,11 @@ func (r *Reconciler) once(ctx context.Context, opts Options) (Report, error) {
 	r.metrics.published.Add(float64(pub.published))
 	pos.LastSuccess = now
 	if err := r.put(ctx, "last", Position{LastSuccess: now, Corrections: pos.Corrections}); err != nil {
-		return rep, err
+		return err
 	}
 	r.metrics.lastSuccess.Set(float64(now.Unix()))
 	r.setLastSuccess(now)
-	return rep, nil
+	return nil
 }
 
 // correct deactivates every membership the app holds active that the
