@@ -157,25 +157,11 @@ func hint(err error, where string) error {
 }
 
 func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error) {
-	mt := m.Membership
-	var target *Entity
-	switch msg {
-	case "create", "update":
-		t, err := targetEntity(c)
-		if err != nil {
-			return Result{}, err
-		}
-		target = t
-	case "setstate", "setstatedynamicentity":
-		v, ok := c.InputParameters["state"]
-		if !ok || v.Kind != KindOption {
-			return Result{}, untranslatable("no-state", "%s of %s carries no State", c.MessageName, c.PrimaryEntityName)
-		}
-		// The new state, as the row's state column.
-		target = &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{mt.State: v}}
-	case "delete":
-		target = &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{}}
-	default:
+	target, err := membershipTarget(c, m.Membership, msg)
+	if err != nil {
+		return Result{}, err
+	}
+	if target == nil {
 		return Result{Ignored: fmt.Sprintf("message %s of %s is not mapped", c.MessageName, c.PrimaryEntityName)}, nil
 	}
 	r := row(c, target)
@@ -189,34 +175,7 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	type step struct {
-		typ  event.Type
-		role event.Role
-	}
-	var steps []step
-	switch msg {
-	case "create":
-		if role != "" {
-			steps = append(steps, step{event.MembershipCreated, role})
-		} else {
-			steps = append(steps, step{typ: event.MembershipUpdated})
-		}
-		if state == dvmap.StateInactive {
-			steps = append(steps, step{typ: event.MembershipDeactivated})
-		}
-	case "update", "setstate", "setstatedynamicentity":
-		switch state {
-		case dvmap.StateInactive:
-			steps = append(steps, step{typ: event.MembershipDeactivated})
-		case dvmap.StateActive:
-			steps = append(steps, step{typ: event.MembershipReactivated})
-		}
-		if role != "" {
-			steps = append(steps, step{event.RoleUpdated, role})
-		}
-	case "delete":
-		steps = append(steps, step{typ: event.MembershipDeactivated})
-	}
+	steps := membershipSteps(msg, state, role)
 	if len(steps) == 0 {
 		return Result{Ignored: fmt.Sprintf("no mapped column of %s changed", c.PrimaryEntityName)}, nil
 	}
@@ -229,7 +188,7 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 	if msg == "delete" {
 		at, err = operationTime(c) // an image's modifiedon is the row's last change, not its deletion
 	} else {
-		at, err = modifiedOn(c, target, mt.ModifiedOn)
+		at, err = modifiedOn(c, target, m.Membership.ModifiedOn)
 	}
 	if err != nil {
 		return Result{}, err
@@ -249,6 +208,64 @@ func translateMembership(c *Context, m dvmap.Mapping, msg string) (Result, error
 		res.Events = append(res.Events, r.Events...)
 	}
 	return res, nil
+}
+
+// membershipTarget is the membership row's change that message msg
+// carries: the Target of a create or update, the new state of a SetState,
+// no column of a delete; nil for a message that is not mapped.
+func membershipTarget(c *Context, mt dvmap.MembershipTable, msg string) (*Entity, error) {
+	switch msg {
+	case "create", "update":
+		return targetEntity(c)
+	case "setstate", "setstatedynamicentity":
+		v, ok := c.InputParameters["state"]
+		if !ok || v.Kind != KindOption {
+			return nil, untranslatable("no-state", "%s of %s carries no State", c.MessageName, c.PrimaryEntityName)
+		}
+		// The new state, as the row's state column.
+		return &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{mt.State: v}}, nil
+	case "delete":
+		return &Entity{LogicalName: c.PrimaryEntityName, ID: c.PrimaryEntityID, Attributes: map[string]Value{}}, nil
+	}
+	return nil, nil
+}
+
+// membershipStep is one event a membership change becomes.
+type membershipStep struct {
+	typ  event.Type
+	role event.Role
+}
+
+// membershipSteps are the events, in order, that message msg on a
+// membership row means, given the row's state and role ("" where the
+// change does not carry them). A created row without a role is an update
+// of the membership (the member and organization, nothing else).
+func membershipSteps(msg string, state dvmap.State, role event.Role) []membershipStep {
+	var steps []membershipStep
+	switch msg {
+	case "create":
+		if role != "" {
+			steps = append(steps, membershipStep{event.MembershipCreated, role})
+		} else {
+			steps = append(steps, membershipStep{typ: event.MembershipUpdated})
+		}
+		if state == dvmap.StateInactive {
+			steps = append(steps, membershipStep{typ: event.MembershipDeactivated})
+		}
+	case "update", "setstate", "setstatedynamicentity":
+		switch state {
+		case dvmap.StateInactive:
+			steps = append(steps, membershipStep{typ: event.MembershipDeactivated})
+		case dvmap.StateActive:
+			steps = append(steps, membershipStep{typ: event.MembershipReactivated})
+		}
+		if role != "" {
+			steps = append(steps, membershipStep{event.RoleUpdated, role})
+		}
+	case "delete":
+		steps = append(steps, membershipStep{typ: event.MembershipDeactivated})
+	}
+	return steps
 }
 
 // targetEntity is the Target parameter of Create and Update. A Target of
