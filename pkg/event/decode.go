@@ -194,6 +194,16 @@ func Decode(body []byte) (*Event, error) {
 		ev.OccurredAt = t.UTC().Truncate(time.Microsecond)
 	}
 
+	decodeParties(&w, ev, add)
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return ev, nil
+}
+
+// decodeParties takes the member, the organization and the role from w
+// into ev, checking them as ev's type requires.
+func decodeParties(w *wire, ev *Event, add func(field, reason string)) {
 	known := ev.Type.Known()
 	if w.Member == nil {
 		add("member", "is required")
@@ -230,10 +240,6 @@ func Decode(body []byte) (*Event, error) {
 		// so that its skipped log row reaches the organization's admins.
 		ev.Organization = Organization{ID: CanonicalID(w.Organization.ID)}
 	}
-	if len(errs) > 0 {
-		return nil, errs
-	}
-	return ev, nil
 }
 
 func checkMember(m *Member, add func(string, string)) {
