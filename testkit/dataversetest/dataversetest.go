@@ -250,63 +250,18 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
 		cols = strings.Split(sel, ",")
 	}
 
-	since := int64(-1)
-	if dt := q.Get("$deltatoken"); dt != "" {
-		v, err := strconv.ParseInt(dt, 10, 64)
-		if err != nil || v < s.expired {
-			apiError(w, http.StatusBadRequest, "0x80044352", "Version stamp associated with the client has been expired. Please perform a full sync.")
-			return
-		}
-		since = v
+	since, snap, ok := s.window(q)
+	if !ok {
+		apiError(w, http.StatusBadRequest, "0x80044352", "Version stamp associated with the client has been expired. Please perform a full sync.")
+		return
 	}
-	// The snapshot: what the read (and its pages) returns.
-	snap := s.version
-	if v := q.Get("snap"); v != "" {
-		snap, _ = strconv.ParseInt(v, 10, 64)
-	}
-	type item struct {
-		id      string
-		deleted bool
-	}
-	var items []item
-	for id, v := range tb.changed {
-		if v > since && v <= snap {
-			items = append(items, item{id: id})
-		}
-	}
-	if since >= 0 {
-		for id, v := range tb.deleted {
-			if v > since && v <= snap {
-				items = append(items, item{id: id, deleted: true})
-			}
-		}
-	}
-	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.id, b.id) })
+	items := tb.changes(since, snap)
 	offset, _ := strconv.Atoi(q.Get("$skiptoken"))
 	end := min(offset+pageSize, len(items))
 	if offset > len(items) {
 		offset = len(items)
 	}
-	values := make([]map[string]any, 0, end-offset)
-	for _, it := range items[offset:end] {
-		if it.deleted {
-			values = append(values, map[string]any{"@odata.context": s.srv.URL + APIPath + "$metadata#" + set + "/$deletedEntity", "id": it.id, "reason": "deleted"})
-			continue
-		}
-		row := tb.rows[it.id]
-		out := map[string]any{"@odata.etag": fmt.Sprintf(`W/"%d"`, row["versionnumber"])}
-		if cols == nil {
-			for k, v := range row {
-				render(out, k, v, prefer)
-			}
-		} else {
-			out[tb.key] = row[tb.key]
-			for _, c := range cols {
-				render(out, c, row[c], prefer) // absent columns are null, as in Dataverse
-			}
-		}
-		values = append(values, out)
-	}
+	values := s.rows(set, tb, items[offset:end], cols, prefer)
 	body := map[string]any{"@odata.context": s.srv.URL + APIPath + "$metadata#" + set, "value": values}
 	link := func(extra url.Values) string {
 		u := url.URL{Scheme: "http", Host: r.Host, Path: APIPath + set}
@@ -335,6 +290,78 @@ func (s *Server) collection(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json; odata.metadata=minimal")
 	w.Header().Set("OData-Version", "4.0")
 	_ = json.NewEncoder(w).Encode(body)
+}
+
+// window is the versions a read covers: changes after since (-1 for a
+// full read; a $deltatoken's version) up to the snapshot snap its pages
+// share. A delta token older than the server keeps is not ok.
+func (s *Server) window(q url.Values) (since, snap int64, ok bool) {
+	since = -1
+	if dt := q.Get("$deltatoken"); dt != "" {
+		v, err := strconv.ParseInt(dt, 10, 64)
+		if err != nil || v < s.expired {
+			return 0, 0, false
+		}
+		since = v
+	}
+	snap = s.version
+	if v := q.Get("snap"); v != "" {
+		snap, _ = strconv.ParseInt(v, 10, 64)
+	}
+	return since, snap, true
+}
+
+// change is a row of a table read: changed, or (in a delta) deleted.
+type change struct {
+	id      string
+	deleted bool
+}
+
+// changes lists the rows changed after version since up to snap, and for
+// a delta (since >= 0) those deleted, by id.
+func (tb *table) changes(since, snap int64) []change {
+	var items []change
+	for id, v := range tb.changed {
+		if v > since && v <= snap {
+			items = append(items, change{id: id})
+		}
+	}
+	if since >= 0 {
+		for id, v := range tb.deleted {
+			if v > since && v <= snap {
+				items = append(items, change{id: id, deleted: true})
+			}
+		}
+	}
+	slices.SortFunc(items, func(a, b change) int { return cmp.Compare(a.id, b.id) })
+	return items
+}
+
+// rows renders items of entity set set as the Web API returns them: the
+// selected columns (all without $select), a deleted row as a
+// $deletedEntity.
+func (s *Server) rows(set string, tb *table, items []change, cols []string, prefer string) []map[string]any {
+	values := make([]map[string]any, 0, len(items))
+	for _, it := range items {
+		if it.deleted {
+			values = append(values, map[string]any{"@odata.context": s.srv.URL + APIPath + "$metadata#" + set + "/$deletedEntity", "id": it.id, "reason": "deleted"})
+			continue
+		}
+		row := tb.rows[it.id]
+		out := map[string]any{"@odata.etag": fmt.Sprintf(`W/"%d"`, row["versionnumber"])}
+		if cols == nil {
+			for k, v := range row {
+				render(out, k, v, prefer)
+			}
+		} else {
+			out[tb.key] = row[tb.key]
+			for _, c := range cols {
+				render(out, c, row[c], prefer) // absent columns are null, as in Dataverse
+			}
+		}
+		values = append(values, out)
+	}
+	return values
 }
 
 func apiError(w http.ResponseWriter, status int, code, msg string) {
