@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 
@@ -84,22 +83,9 @@ func (h *Handler) receiveDataverse(c echo.Context) error {
 		return newProblem(http.StatusForbidden, "wrong-organization", "Wrong Dataverse organization",
 			"the x-ms-dynamics-organization header is not the configured environment")
 	}
-	if err := checkContentType(req.Header.Get(echo.HeaderContentType)); err != nil {
-		return err
-	}
-	if req.ContentLength > h.cfg.MaxBodyBytes {
-		return tooLarge(h.cfg.MaxBodyBytes)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, h.cfg.MaxBodyBytes))
+	body, err := h.readBody(c)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return tooLarge(h.cfg.MaxBodyBytes)
-		}
-		// The connection broke mid-body: Dataverse may retry.
-		p := newProblem(http.StatusServiceUnavailable, "unreadable-body", "Unreadable body", "the request body could not be read; retry")
-		p.retryAfter = h.cfg.RetryAfter
-		return p
+		return err
 	}
 	dctx, err := dataverse.Decode(body)
 	if err != nil {

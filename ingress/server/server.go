@@ -241,19 +241,9 @@ func (h *Handler) receive(c echo.Context) error {
 	if id := req.Header.Get(signature.HeaderID); len(id) <= event.MaxIDLength {
 		c.Set(ctxEventID, id)
 	}
-	if err := checkContentType(req.Header.Get(echo.HeaderContentType)); err != nil {
-		return err
-	}
-	if req.ContentLength > h.cfg.MaxBodyBytes {
-		return tooLarge(h.cfg.MaxBodyBytes)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, h.cfg.MaxBodyBytes))
+	body, err := h.readBody(c)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return tooLarge(h.cfg.MaxBodyBytes)
-		}
-		return newProblem(http.StatusBadRequest, "unreadable-body", "Unreadable body", "the request body could not be read")
+		return err
 	}
 
 	if err := h.verifier.VerifyHeaders(req.Header, body); err != nil {
@@ -465,6 +455,30 @@ func checkContentType(ct string) error {
 		return newProblem(http.StatusUnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Content-Type must be application/json")
 	}
 	return nil
+}
+
+// readBody reads a webhook's JSON body, at most MaxBodyBytes. A body that
+// breaks off (the connection failed mid-body) is answered 503 with
+// Retry-After: nothing of it was kept, and the sender retries.
+func (h *Handler) readBody(c echo.Context) ([]byte, error) {
+	req := c.Request()
+	if err := checkContentType(req.Header.Get(echo.HeaderContentType)); err != nil {
+		return nil, err
+	}
+	if req.ContentLength > h.cfg.MaxBodyBytes {
+		return nil, tooLarge(h.cfg.MaxBodyBytes)
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(c.Response(), req.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge(h.cfg.MaxBodyBytes)
+		}
+		p := newProblem(http.StatusServiceUnavailable, "unreadable-body", "Unreadable body", "the request body could not be read; retry")
+		p.retryAfter = h.cfg.RetryAfter
+		return nil, p
+	}
+	return body, nil
 }
 
 func tooLarge(limit int64) *Problem {

@@ -556,3 +556,34 @@ func TestRefusesToStartWithoutSecret(t *testing.T) {
 	err := server.Run(context.Background(), server.Config{NATSURL: "nats://127.0.0.1:1"}, zaptest.NewLogger(t))
 	require.ErrorContains(t, err, "PORTAL_WEBHOOK_SECRETS")
 }
+
+// A body that breaks off (the sender's connection fails mid-body) is
+// answered 503 with Retry-After, not 400: nothing of it was kept, and the
+// sender must send it again.
+func TestBrokenBodyIsRetried(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	body := mustJSON(t, sampleEvent("evt_broken", "member-1"))
+	h := http.Header{}
+	signature.NewSigner(b.secret).SetHeaders(h, "evt_broken", time.Now(), body)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(b.base, "http://"))
+	require.NoError(t, err)
+	defer conn.Close()
+	var req strings.Builder
+	fmt.Fprintf(&req, "POST %s HTTP/1.1\r\nHost: ingress\r\nContent-Type: application/json\r\nContent-Length: %d\r\n", server.WebhookPath, len(body))
+	for k := range h {
+		fmt.Fprintf(&req, "%s: %s\r\n", k, h.Get(k))
+	}
+	req.WriteString("\r\n")
+	req.Write(body[:len(body)/2])
+	_, err = conn.Write([]byte(req.String()))
+	require.NoError(t, err)
+	require.NoError(t, conn.(*net.TCPConn).CloseWrite()) // the rest never comes
+	require.NoError(t, conn.SetReadDeadline(time.Now().Add(10*time.Second)))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	require.Equal(t, "3", resp.Header.Get("Retry-After"))
+	require.Zero(t, b.streamMsgs(t))
+}
