@@ -3,8 +3,10 @@ module github.com/likeperson/portalsync/loadgen
 go 1.26.8
 
 require (
+	github.com/alecthomas/kong v1.17.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/likeperson/portalsync/pkg v0.0.0
+	github.com/likeperson/portalsync/testkit v0.0.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/zap v1.28.0
 	golang.org/x/time v0.16.0
@@ -93,7 +95,6 @@ require (
 )
 
 require (
-	github.com/alecthomas/kong v1.17.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
@@ -111,3 +112,5 @@ replace github.com/likeperson/portalsync/ingress => ../ingress
 replace github.com/likeperson/portalsync/syncer => ../syncer
 
 replace github.com/likeperson/portalsync/schema => ../schema
+
+replace github.com/likeperson/portalsync/testkit => ../testkit
