@@ -3,12 +3,43 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/testkit/readmetest"
 )
+
+// readmeMaxLines keeps the README a front door: what it is, the diagram,
+// the two commands, a short tour, the contract in brief and links; the
+// rest lives in docs/.
+const readmeMaxLines = 200
+
+func TestReadmeIsAFrontDoor(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	lines := strings.Count(strings.TrimRight(string(readme), "\n"), "\n") + 1
+	require.LessOrEqual(t, lines, readmeMaxLines, "README.md has %d lines: move detail to docs/", lines)
+}
+
+// Every relative link of the README, of docs/ and of schema/current's
+// README leads to a file that exists, and its #anchor to a heading there.
+func TestDocsLinksResolve(t *testing.T) {
+	t.Parallel()
+	docs, err := filepath.Glob(filepath.Join("..", "docs", "*.md"))
+	require.NoError(t, err)
+	require.NotEmpty(t, docs)
+	files := append([]string{filepath.Join("..", "README.md"), filepath.Join("..", "schema", "current", "README.md")}, docs...)
+	for _, f := range files {
+		broken, err := readmetest.BrokenLinks(f)
+		require.NoError(t, err)
+		require.Empty(t, broken, "broken links in %s", f)
+	}
+}
 
 // TestPortalToAppTableNamesRealTests: every row of docs/DATAVERSE.md's "from the
 // portal to the app" table names at least one test, and every test it
