@@ -3,7 +3,6 @@ module github.com/likeperson/portalsync/loadgen
 go 1.26.8
 
 require (
-	github.com/alecthomas/kong v1.17.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/likeperson/portalsync/pkg v0.0.0
 	github.com/likeperson/portalsync/testkit v0.0.0
@@ -95,6 +94,7 @@ require (
 )
 
 require (
+	github.com/alecthomas/kong v1.17.0 // indirect
 	github.com/jackc/pgpassfile v1.0.0 // indirect
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect

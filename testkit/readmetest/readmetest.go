@@ -6,6 +6,7 @@ package readmetest
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -55,6 +56,24 @@ func ConfigRows(t testing.TB, path string) map[string]Row {
 		t.Fatalf("%s: no configuration table rows", path)
 	}
 	return rows
+}
+
+// CheckConfigTable holds the configuration table of docs/CONFIGURATION.md
+// (../docs from the module directory the test runs in) to the flags of
+// grammar, a binary's kong CLI struct, built with options (kong.Vars): every
+// environment variable a flag reads has a row whose "used by" cell names the
+// binary (or says "both", for the ingress and the syncer), and the row's
+// default is the flag's.
+func CheckConfigTable(t testing.TB, grammar any, binary string, options ...kong.Option) {
+	t.Helper()
+	rows := ConfigRows(t, filepath.Join("..", "docs", "CONFIGURATION.md"))
+	parser, err := kong.New(grammar, append([]kong.Option{kong.Exit(func(int) {})}, options...)...)
+	if err != nil {
+		t.Fatalf("kong: %v", err)
+	}
+	CheckFlags(t, parser, rows, binary, func(row Row, _ string) bool {
+		return strings.Contains(row.UsedBy, binary) || row.UsedBy == "both" && (binary == "ingress" || binary == "syncer")
+	})
 }
 
 // CheckFlags reports, for every environment variable a flag of parser
