@@ -1,7 +1,8 @@
 // Package readmetest checks the documentation against the code: the
 // configuration table of docs/CONFIGURATION.md against a binary's kong
-// flags, so that the table stays what the code reads, and the fenced code
-// blocks of a Markdown document (FencedBlocks).
+// flags, so that the table stays what the code reads (CheckConfigTable);
+// the relative links and anchors of a Markdown document (BrokenLinks); its
+// fenced code blocks, for tests that run them (FencedBlocks).
 package readmetest
 
 import (
