@@ -15,18 +15,12 @@ import (
 	"github.com/likeperson/portalsync/testkit/readmetest"
 )
 
-// TestConfigTableMatchesFlags checks the README's configuration table
-// against the console's flags: every environment variable it reads has a
-// row naming the console (LOG_LEVEL's row says "both" for the services),
-// and the row's default is the flag's.
+// TestConfigTableMatchesFlags checks the configuration table of
+// docs/CONFIGURATION.md against the console's flags
+// (readmetest.CheckConfigTable).
 func TestConfigTableMatchesFlags(t *testing.T) {
 	t.Parallel()
-	rows := readmetest.ConfigRows(t, filepath.Join("..", "README.md"))
-	parser, err := kong.New(&cli{}, kong.Vars{"readyz": "http://127.0.0.1:8091/readyz"}, kong.Exit(func(int) {}))
-	require.NoError(t, err)
-	readmetest.CheckFlags(t, parser, rows, "console", func(row readmetest.Row, _ string) bool {
-		return strings.Contains(row.UsedBy, "console") || row.UsedBy == "both"
-	})
+	readmetest.CheckConfigTable(t, &cli{}, "console", kong.Vars{"readyz": "http://127.0.0.1:8091/readyz"})
 }
 
 // The compose file's console agrees with this binary: known environment

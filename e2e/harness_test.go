@@ -164,7 +164,7 @@ func start(t *testing.T, opts ...Option) *system {
 	var dbURL, syncerURL string
 	if o.supabase != nil {
 		// The test reads and arranges as the superuser; the syncer runs as
-		// the role the README documents.
+		// the role docs/CONTRACT.md documents.
 		dbURL, syncerURL = o.supabase.URL("supabase_admin"), o.supabase.URL(supabasetest.SyncerRole)
 		var err error
 		pool, err = pgxpool.New(context.Background(), dbURL)

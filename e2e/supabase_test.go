@@ -22,7 +22,7 @@ import (
 // security on auth.users and auth.sessions, postgres not a superuser, auth
 // owned by supabase_auth_admin), Supabase Auth built from source with the
 // project's access-token hook, the real ingress, and the syncer connected
-// as the least-privileged login role the README documents.
+// as the least-privileged login role docs/CONTRACT.md documents.
 //
 // They are not parallel: a Supabase Auth process per test and the cluster
 // are heavy for a 2-core machine, and Go runs serial tests before the

@@ -1,25 +1,17 @@
 package main
 
 import (
-	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/alecthomas/kong"
-	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/testkit/readmetest"
 )
 
-// TestConfigTableMatchesFlags checks the README's configuration table
-// against the syncer's flags: every environment variable a subcommand reads
-// has a row naming the syncer, and the row's default is the flag's.
+// TestConfigTableMatchesFlags checks the configuration table of
+// docs/CONFIGURATION.md against the syncer's flags
+// (readmetest.CheckConfigTable).
 func TestConfigTableMatchesFlags(t *testing.T) {
 	t.Parallel()
-	rows := readmetest.ConfigRows(t, filepath.Join("..", "README.md"))
-	parser, err := kong.New(&cli{}, kong.Vars{"readyz": "http://127.0.0.1:8081/readyz"}, kong.Exit(func(int) {}))
-	require.NoError(t, err)
-	readmetest.CheckFlags(t, parser, rows, "syncer", func(row readmetest.Row, _ string) bool {
-		return strings.Contains(row.UsedBy, "syncer") || row.UsedBy == "both"
-	})
+	readmetest.CheckConfigTable(t, &cli{}, "syncer", kong.Vars{"readyz": "http://127.0.0.1:8081/readyz"})
 }

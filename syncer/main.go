@@ -1,5 +1,6 @@
 // Command syncer applies the portal's membership events from JetStream to
-// the Likeperson database. Subcommands: run (default), migrate.
+// the Likeperson database. Subcommands: run (the default), migrate, replay,
+// dlq, status, repair, erase, reconcile and healthcheck.
 package main
 
 import (

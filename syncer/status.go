@@ -46,7 +46,7 @@ const (
 	unreachable health = "unreachable"
 )
 
-// The exit statuses of `syncer status` (README, docs/OPERATIONS.md); 1 is
+// The exit statuses of `syncer status` (docs/OPERATIONS.md); 1 is
 // the command's own failure (a bad flag).
 var exitCodes = map[health]int{healthy: 0, degraded: 2, unreachable: 3}
 

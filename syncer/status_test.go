@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"regexp"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -218,8 +216,7 @@ func TestStatusHealthy(t *testing.T) {
 	require.Regexp(t, `health +degraded: nats degraded \(exit 2\)`, out.String())
 }
 
-// The exit statuses are the ones docs/OPERATIONS.md documents, and the
-// README names the same.
+// The exit statuses are the ones docs/OPERATIONS.md documents.
 func TestStatusExitCodesDocumented(t *testing.T) {
 	t.Parallel()
 	ops, err := os.ReadFile("../docs/OPERATIONS.md")
@@ -231,11 +228,4 @@ func TestStatusExitCodesDocumented(t *testing.T) {
 		documented[health(m[2])] = n
 	}
 	require.Equal(t, exitCodes, documented)
-	readme, err := os.ReadFile("../README.md")
-	require.NoError(t, err)
-	text := strings.Join(strings.Fields(string(readme)), " ")
-	for h, code := range exitCodes {
-		want := fmt.Sprintf("`%d` %s", code, h)
-		require.True(t, strings.Contains(text, want), "the README's Status item names %s", want)
-	}
 }

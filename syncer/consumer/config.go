@@ -55,9 +55,12 @@ type Config struct {
 	// BatchSize is the most events one transaction applies; a worker takes
 	// what is waiting, up to this many, so batches are small when traffic
 	// is light. 1 applies every event on its own. The consumer holds at
-	// most Workers×BatchSize events (bounded by MaxAckPending) and fetches
-	// only when that many are not already held. Default 1024 (measured:
-	// docs/BENCHMARKS.md).
+	// most 2×Workers×BatchSize events, a batch being applied and the next
+	// one per worker (capacity, bounded by MaxAckPending): Workers×BatchSize
+	// until the apply rate is measured, then what the workers can finish
+	// within half of AckWait (fetchLimit), and it fetches up to that limit
+	// once a quarter of it is free.
+	// Default 1024 (measured: docs/BENCHMARKS.md).
 	BatchSize int
 	// MaxAckPending bounds unacknowledged events across all replicas.
 	// Default 10000.

@@ -45,7 +45,7 @@ const (
 	authAdminPassword     = "root" // supabase_auth_admin
 	authenticatorPassword = "root" // authenticator, as PostgREST logs in
 	// SyncerRole is the login role, member of portalsync_syncer, that the
-	// syncer uses in these tests (made as the README says, by postgres).
+	// syncer uses in these tests (made as docs/CONTRACT.md says, by postgres).
 	SyncerRole     = "portalsync_app"
 	syncerPassword = "portalsync-app"
 )
@@ -238,7 +238,7 @@ func (c *Cluster) boot() error {
 	if _, err := schema.Migrate(ctx, db); err != nil {
 		return fmt.Errorf("project migrations as postgres: %w", err)
 	}
-	// The syncer's login role, made the way the README tells an
+	// The syncer's login role, made the way docs/CONTRACT.md tells an
 	// administrator to, by postgres.
 	conn, err := pgx.Connect(ctx, c.URL("postgres", "", "tpl_project"))
 	if err != nil {
