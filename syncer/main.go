@@ -13,8 +13,6 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/command"
 
-	"github.com/likeperson/portalsync/pkg/logging"
-	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/service"
 )
@@ -41,15 +39,9 @@ type cli struct {
 	Healthcheck command.Healthcheck `cmd:"" help:"Exit 0 when the local service is ready (for container healthchecks)."`
 }
 
-// dbFlags are shared by every subcommand that reaches the database.
-type dbFlags struct {
-	DatabaseURL string `name:"database-url" env:"DATABASE_URL" required:"" help:"PostgreSQL URL: a login role that is a member of portalsync_syncer (on plain PostgreSQL also the owner)."`
-	LogLevel    string `env:"LOG_LEVEL" default:"info" help:"debug, info, warn or error."`
-}
-
 type runCmd struct {
 	dbFlags
-	NATSURL         string          `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
+	dlqFlags
 	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:"127.0.0.1:8081" help:"Address of /healthz, /readyz, /status and /metrics (loopback by default; never a public address)."`
 	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
 	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Transactions at once per process (one member's events stay on one)."`
@@ -65,12 +57,10 @@ type runCmd struct {
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
 	Pprof           bool            `env:"SYNCER_PPROF" help:"Serve /debug/pprof/ on the health address (profiling only)."`
 	LogRetention    time.Duration   `env:"SYNCER_LOG_RETENTION" default:"2160h" help:"Delete sync-log rows older than this (90 days); 0 keeps them."`
-	DeadLetter      string          `name:"dead-letter-stream" env:"SYNCER_DEAD_LETTER_STREAM" default:"PORTAL_DEADLETTER" help:"Stream holding events that could not be applied."`
-	stream.Flags
 }
 
 func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
-	log, err := logging.New(r.LogLevel, g.Stderr)
+	log, err := r.logger(g)
 	if err != nil {
 		return err
 	}
@@ -80,7 +70,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 		NATSURL:          r.NATSURL,
 		HTTPAddr:         r.HTTPAddr,
 		Migrate:          r.Migrate,
-		DeadLetterStream: r.DeadLetter,
+		DeadLetterStream: r.DeadLetterStream,
 		LogRetention:     r.LogRetention,
 		Pprof:            r.Pprof,
 		Stream:           r.Config(),
@@ -105,17 +95,12 @@ type migrateCmd struct {
 }
 
 func (m *migrateCmd) Run(ctx context.Context, g *command.Globals) error {
-	log, err := logging.New(m.LogLevel, g.Stderr)
+	s, err := m.start(ctx, g)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	pool, err := service.OpenPool(ctx, m.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	return service.Migrate(ctx, pool, log.Named("migrate"))
+	defer s.close()
+	return service.Migrate(ctx, s.pool, s.log.Named("migrate"))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
