@@ -60,6 +60,12 @@ func TestHelpShowsExclusiveFlagsAsChoice(t *testing.T) {
 	require.Equal(t, "Usage: x redrive --url=STRING (--event=ID | --all) [flags]", usage)
 	require.Contains(t, out.String(), "--event=ID")
 
+	// The list of commands says the same.
+	out.Reset()
+	require.NoError(t, Run(context.Background(), &grammar, "x", "", []string{"--help"}, &out, &out))
+	require.Contains(t, out.String(), "\n  redrive --url=STRING (--event=ID | --all) [flags]\n")
+	require.NotContains(t, out.String(), "--event=ID --all")
+
 	err := Run(context.Background(), &grammar, "x", "", []string{"redrive", "--url", "u", "--event", "e", "--all"}, &out, &out)
 	require.ErrorContains(t, err, "--event and --all can't be used together")
 }
