@@ -1,5 +1,7 @@
 // Command syncer applies the portal's membership events from JetStream to
-// the Likeperson database. Subcommands: run (default), migrate.
+// the Likeperson database (run, the default), and holds the operator's
+// tools beside it: migrate, replay, dlq, status, repair, erase, reconcile
+// and healthcheck (`syncer --help` says what each does).
 package main
 
 import (
