@@ -67,13 +67,18 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	return service.Run(ctx, service.Config{
+	return service.Run(ctx, r.config(), log.Named("syncer"))
+}
+
+// config is the service configuration the flags describe.
+func (r *runCmd) config() service.Config {
+	return service.Config{
 		DatabaseURL:      r.DatabaseURL,
 		NATSURL:          r.NATSURL,
 		HTTPAddr:         r.HTTPAddr,
 		Migrate:          r.Migrate,
 		DeadLetterStream: r.DeadLetterStream,
-		LogRetention:     r.LogRetention,
+		LogRetention:     command.Off(r.LogRetention),
 		Pprof:            r.Pprof,
 		Stream:           r.Config(),
 		Consumer: consumer.Config{
@@ -89,7 +94,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 			ApplyTimeout:    r.ApplyTimeout,
 			ProbeMax:        r.ProbeMax,
 		},
-	}, log.Named("syncer"))
+	}
 }
 
 type migrateCmd struct {

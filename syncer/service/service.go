@@ -40,8 +40,10 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultNATSURL  = "nats://127.0.0.1:4222"
-	DefaultHTTPAddr = "127.0.0.1:8081"
+	DefaultNATSURL          = "nats://127.0.0.1:4222"
+	DefaultHTTPAddr         = "127.0.0.1:8081"
+	DefaultLogRetention     = 90 * 24 * time.Hour
+	DefaultLogPurgeInterval = time.Hour
 )
 
 // Config configures the syncer service.
@@ -60,17 +62,19 @@ type Config struct {
 	HTTPListener net.Listener
 	// Migrate applies the schema migrations before consuming.
 	Migrate bool
-	// Stream is the event stream.
+	// Stream is the event stream (its defaults: stream.Config).
 	Stream stream.Config
-	// Consumer configures the durable consumer.
+	// Consumer configures the durable consumer (its defaults:
+	// consumer.Config); its Stream is always Stream's name.
 	Consumer consumer.Config
 	// DeadLetterStream names the dead-letter stream. Default
 	// "PORTAL_DEADLETTER".
 	DeadLetterStream string
 	// Pprof serves /debug/pprof/ on the health address, for profiling.
 	Pprof bool
-	// LogRetention is how long sync-log rows are kept; 0 keeps them for
-	// ever. Every LogPurgeInterval (default 1 h) older rows are deleted.
+	// LogRetention is how long sync-log rows are kept. Default 90 days;
+	// negative keeps them for ever. Every LogPurgeInterval (default 1 h)
+	// older rows are deleted.
 	LogRetention     time.Duration
 	LogPurgeInterval time.Duration
 	// HistoryInterval is how often the stream's settled history is trimmed
@@ -101,6 +105,25 @@ const (
 	// the purge loop deletes it.
 	HealthRetention = 24 * time.Hour
 )
+
+// WithDefaults returns c with every zero field set to its default, the
+// values the syncer binary's flags default to.
+func (c Config) WithDefaults() Config {
+	c.NATSURL = cmp.Or(c.NATSURL, DefaultNATSURL)
+	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.Stream = c.Stream.WithDefaults()
+	c.Consumer.Stream = c.Stream.Name
+	c.Consumer = c.Consumer.WithDefaults()
+	c.DeadLetterStream = cmp.Or(c.DeadLetterStream, deadletter.DefaultName)
+	c.LogRetention = cmp.Or(c.LogRetention, DefaultLogRetention)
+	c.LogPurgeInterval = cmp.Or(c.LogPurgeInterval, DefaultLogPurgeInterval)
+	c.HistoryInterval = cmp.Or(c.HistoryInterval, history.DefaultInterval)
+	c.BacklogInterval = cmp.Or(c.BacklogInterval, backlog.DefaultInterval)
+	c.CatchingUpAfter = cmp.Or(c.CatchingUpAfter, DefaultCatchingUpAfter)
+	c.HealthProcess = cmp.Or(c.HealthProcess, healthProcess())
+	c.HealthTick = cmp.Or(c.HealthTick, synchealth.DefaultTick)
+	return c
+}
 
 // healthProcess is this process's default row name.
 func healthProcess() string {
@@ -172,12 +195,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *zap.Logger) error {
 // first and then waits for PostgreSQL and NATS as long as they are down
 // (readiness answers 503 meanwhile), instead of exiting.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
-	cfg.NATSURL = cmp.Or(cfg.NATSURL, DefaultNATSURL)
-	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
-	cfg.CatchingUpAfter = cmp.Or(cfg.CatchingUpAfter, DefaultCatchingUpAfter)
-	cfg.HealthProcess = cmp.Or(cfg.HealthProcess, healthProcess())
-	cfg.Stream = cfg.Stream.WithDefaults()
-	cfg.Consumer.Stream = cfg.Stream.Name
+	cfg = cfg.WithDefaults()
 	if err := cfg.Consumer.Validate(); err != nil {
 		return err
 	}
@@ -355,7 +373,7 @@ func startBackground(ctx context.Context, cfg Config, js jetstream.JetStream, st
 	// Always: besides the sync log (when LogRetention is set) it removes
 	// sync_health rows not reported for a day.
 	bg.Go(func() {
-		purgeLoop(ctx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
+		purgeLoop(ctx, st, cfg.LogRetention, cfg.LogPurgeInterval, log.Named("purge"))
 	})
 	return func() { cancel(); bg.Wait() }, nil
 }
@@ -423,7 +441,7 @@ func healthStatus(starting, natsDown bool, c *consumer.Consumer, w *backlog.Watc
 }
 
 // purgeLoop deletes sync-log rows past their retention (none when it is
-// 0) and sync_health rows not reported for HealthRetention, now and then
+// negative) and sync_health rows not reported for HealthRetention, now and then
 // every interval, until ctx ends. Replicas may all run it: deletes are
 // idempotent.
 func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Duration, log *zap.Logger) {
