@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/likeperson/portalsync/pkg v0.0.0
+	github.com/likeperson/portalsync/testkit v0.0.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/zap v1.28.0
 	golang.org/x/time v0.16.0
@@ -111,3 +112,5 @@ replace github.com/likeperson/portalsync/ingress => ../ingress
 replace github.com/likeperson/portalsync/syncer => ../syncer
 
 replace github.com/likeperson/portalsync/schema => ../schema
+
+replace github.com/likeperson/portalsync/testkit => ../testkit
