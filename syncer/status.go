@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -147,11 +148,15 @@ type orgLastSynced struct {
 // degraded, 3 when one is unreachable.
 func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
 	// Each part is read on its own: during an outage, status says what it
-	// can reach and what not, rather than failing.
+	// can reach and what not, rather than failing. The parts are read at
+	// the same time (each writes only its own part of st), so an answer
+	// takes at most one --timeout, not one per part.
 	st := &status{}
-	c.collectDatabase(ctx, st)
-	c.collectNATS(ctx, st)
-	c.fetchSyncerStatus(ctx, st)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.collectDatabase(ctx, st) })
+	wg.Go(func() { c.collectNATS(ctx, st) })
+	wg.Go(func() { c.fetchSyncerStatus(ctx, st) })
+	wg.Wait()
 	st.judge()
 	if c.JSON {
 		enc := json.NewEncoder(g.Stdout)

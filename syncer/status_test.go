@@ -111,6 +111,50 @@ func TestStatusFailedThenSucceededAndPaused(t *testing.T) {
 	require.Nil(t, st.NATS.Stream)
 }
 
+// silentPort returns an address that accepts connections and never says
+// anything: a server that hangs.
+func silentPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// With every part hanging, status waits --timeout for them together, not
+// once for each: the parts are read at the same time.
+func TestStatusReadsThePartsAtOnce(t *testing.T) {
+	t.Parallel()
+	const timeout = 2 * time.Second
+	args := []string{"status", "--timeout", timeout.String(), "--database-url", "postgres://postgres@" + silentPort(t) + "/portalsync?sslmode=disable",
+		"--nats-url", "nats://" + silentPort(t), "--syncer-url", "http://" + silentPort(t)}
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	require.Equal(t, 3, exitCode(t, run(context.Background(), args, &out, &errOut)), errOut.String())
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, timeout, "each part was waited for")
+	require.Less(t, took, 2*timeout, "the parts were waited for together:\n%s", out.String())
+	require.Regexp(t, `health +unreachable: syncer unreachable, nats unreachable, database unreachable \(exit 3\)`, out.String())
+}
+
 // With the stack stopped (nothing listens at the database, NATS and syncer
 // addresses), every part is "unreachable", no value is shown as a zero, and
 // the exit status is 3.
