@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -78,45 +77,40 @@ func (s *serveCmd) Run(ctx context.Context, g *command.Globals) error {
 	if err != nil {
 		return err
 	}
-	return server.Run(ctx, server.Config{
-		Dataverse:         dv,
+	cfg := s.config()
+	cfg.Secrets, cfg.AllowedSources, cfg.TrustedProxies, cfg.Dataverse = secrets, allowed, trusted, dv
+	return server.Run(ctx, cfg, log.Named("ingress"))
+}
+
+// config is the server configuration the flags describe, but for what
+// must be read or parsed first (secrets, networks, Dataverse keys).
+func (s *serveCmd) config() server.Config {
+	return server.Config{
 		Addr:              s.Addr,
 		OpsAddr:           s.OpsAddr,
 		ReadinessInterval: s.ReadinessInterval,
 		NATSURL:           s.NATSURL,
 		NATSConnections:   s.NATSConnections,
-		Secrets:           secrets,
 		Tolerance:         s.Tolerance,
 		MaxBodyBytes:      s.MaxBodyBytes,
 		PublishTimeout:    s.PublishTimeout,
 		BatchMax:          max(s.BatchMax, 1), // 0 means off here, not the default
 		BatchMin:          min(s.BatchMin, max(s.BatchMax, 1)),
-		BatchWait:         cmp.Or(s.BatchWait, -1), // 0 means no wait here, not the default
+		BatchWait:         command.Off(s.BatchWait),
 		BatchPublishers:   s.BatchPublishers,
 		RetryAfter:        s.RetryAfter,
-		DrainGrace:        drainGrace(s.DrainGrace),
+		DrainGrace:        command.Off(s.DrainGrace),
 		ShutdownTimeout:   s.ShutdownTimeout,
 		ReadHeaderTimeout: s.ReadHeaderTimeout,
 		ReadTimeout:       s.ReadTimeout,
 		MaxHeaderBytes:    s.MaxHeaderBytes,
-		RateLimit:         s.RateLimit,
+		RateLimit:         command.Off(s.RateLimit),
 		RateBurst:         s.RateBurst,
 		RateLimitSources:  s.RateLimitSources,
-		AllowedSources:    allowed,
-		TrustedProxies:    trusted,
 		TLSCertFile:       s.TLSCertFile,
 		TLSKeyFile:        s.TLSKeyFile,
 		Stream:            s.Config(),
-	}, log.Named("ingress"))
-}
-
-// drainGrace maps the flag's 0 (no grace) to the Config's negative: a
-// zero Config field takes the default.
-func drainGrace(d time.Duration) time.Duration {
-	if d == 0 {
-		return -1
 	}
-	return d
 }
 
 // loadSecrets reads the webhook secrets from the environment's list or from

@@ -7,7 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/ingress/server"
+	"github.com/likeperson/portalsync/testkit/flagtest"
 )
 
 const (
@@ -87,8 +91,34 @@ func TestLoadDataverse(t *testing.T) {
 	require.ErrorContains(t, err, "three different tables", "the mapping is validated at start")
 }
 
-func TestDrainGraceFlag(t *testing.T) {
+// serveConfig is the server configuration the serve command builds from
+// args, its environment ignored.
+func serveConfig(t *testing.T, args ...string) server.Config {
+	t.Helper()
+	var c cli
+	flagtest.Parse(t, &c, append([]string{"serve"}, args...), kong.Vars{"readyz": ""})
+	return c.Serve.config()
+}
+
+// The binary's flags default to server.Config's defaults, so a Config
+// built in code (the tests, the e2e harness) runs as the binary does.
+func TestFlagDefaultsAreConfigDefaults(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, time.Duration(-1), drainGrace(0), "0 on the command line: no grace")
-	require.Equal(t, 3*time.Second, drainGrace(3*time.Second))
+	want, got := server.Config{}.WithDefaults(), serveConfig(t)
+	want.Now = nil // a function is never equal to another
+	require.Equal(t, want, got)
+}
+
+// 0 on the command line turns the drain grace, the batch wait and the rate
+// limit off; in a Config that is a negative value (0 takes the default).
+func TestZeroFlagsTurnOff(t *testing.T) {
+	t.Parallel()
+	cfg := serveConfig(t, "--drain-grace=0", "--batch-wait=0", "--rate-limit=0", "--batch-max=0")
+	require.Equal(t, time.Duration(-1), cfg.DrainGrace)
+	require.Equal(t, time.Duration(-1), cfg.BatchWait)
+	require.Equal(t, -1.0, cfg.RateLimit)
+	require.Equal(t, 1, cfg.BatchMax, "0 publishes each event alone")
+	cfg = serveConfig(t, "--drain-grace=3s", "--rate-limit=5")
+	require.Equal(t, 3*time.Second, cfg.DrainGrace)
+	require.Equal(t, 5.0, cfg.RateLimit)
 }

@@ -51,11 +51,8 @@ func (c *cli) Run(ctx context.Context, g *command.Globals) error {
 	if err != nil {
 		return err
 	}
-	cfg := load.Config{URL: c.URL, Secrets: secrets, Rate: c.Rate, Duration: c.Duration, Events: c.Events,
-		Concurrency: c.Concurrency, Members: c.Members, Orgs: c.Orgs, Mix: m, RunID: c.RunID, E2EWait: c.E2EWait}
-	if c.Events > 0 {
-		cfg.Duration = 0
-	}
+	cfg := c.config()
+	cfg.Secrets, cfg.Mix = secrets, m
 	if c.Emit != "" {
 		f, err := os.Create(c.Emit)
 		if err != nil {
@@ -82,6 +79,13 @@ func (c *cli) Run(ctx context.Context, g *command.Globals) error {
 	}
 	_, err = io.WriteString(g.Stdout, rep.Format())
 	return err
+}
+
+// config is the run the flags describe, but for the secrets and the mix,
+// which must be parsed first.
+func (c *cli) config() load.Config {
+	return load.Config{URL: c.URL, Rate: c.Rate, Duration: c.Duration, Events: c.Events,
+		Concurrency: c.Concurrency, Members: c.Members, Orgs: c.Orgs, RunID: c.RunID, E2EWait: c.E2EWait}
 }
 
 var mixNames = map[string]event.Type{

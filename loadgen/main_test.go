@@ -20,6 +20,7 @@ import (
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/testkit/flagtest"
 )
 
 // The load generator against a real ingress, JetStream, syncer and
@@ -82,4 +83,16 @@ func TestParseMix(t *testing.T) {
 		_, err := parseMix(bad)
 		require.Error(t, err, bad)
 	}
+}
+
+// The flags default to load.Config's defaults, the mix included.
+func TestFlagDefaultsAreConfigDefaults(t *testing.T) {
+	t.Parallel()
+	var c cli
+	flagtest.Parse(t, &c, []string{"--secrets", "x"})
+	got := c.config()
+	var err error
+	got.Mix, err = parseMix(c.Mix)
+	require.NoError(t, err)
+	require.Equal(t, load.Config{}.WithDefaults(), got)
 }

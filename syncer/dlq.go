@@ -8,27 +8,9 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/likeperson/portalsync/pkg/command"
-	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 )
-
-type natsFlags struct {
-	NATSURL          string `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	DeadLetterStream string `name:"dead-letter-stream" env:"SYNCER_DEAD_LETTER_STREAM" default:"PORTAL_DEADLETTER" help:"Stream holding events that could not be applied."`
-	stream.Flags
-}
-
-// open connects and returns the dead-letter queue; it creates no stream.
-func (f *natsFlags) open(ctx context.Context) (*deadletter.Queue, func(), error) {
-	nc, js, err := stream.Open(ctx, f.NATSURL, "portalsync-syncer-cli", zap.NewNop())
-	if err != nil {
-		return nil, nil, err
-	}
-	return deadletter.New(js, deadletter.Config{Name: f.DeadLetterStream, EventStream: f.Config().Name}), nc.Close, nil
-}
 
 type dlqCmd struct {
 	List    dlqListCmd    `cmd:"" help:"List the events that could not be applied."`
@@ -36,11 +18,11 @@ type dlqCmd struct {
 }
 
 type dlqListCmd struct {
-	natsFlags
+	dlqFlags
 }
 
 func (c *dlqListCmd) Run(ctx context.Context, g *command.Globals) error {
-	q, closeFn, err := c.open(ctx)
+	q, closeFn, err := c.openQueue(ctx)
 	if err != nil {
 		return err
 	}
@@ -80,13 +62,13 @@ func oneLine(s string, n int) string {
 }
 
 type dlqRedriveCmd struct {
-	natsFlags
+	dlqFlags
 	Event string `placeholder:"ID" help:"Redrive the dead letters of this event id (or --all, not both)." xor:"what" required:""`
 	All   bool   `help:"Redrive every dead letter (or --event, not both)." xor:"what" required:""`
 }
 
 func (c *dlqRedriveCmd) Run(ctx context.Context, g *command.Globals) error {
-	q, closeFn, err := c.open(ctx)
+	q, closeFn, err := c.openQueue(ctx)
 	if err != nil {
 		return err
 	}

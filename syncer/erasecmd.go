@@ -7,17 +7,13 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/command"
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/logging"
-	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/erase"
-	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
 type eraseCmd struct {
 	dbFlags
-	natsFlags
+	dlqFlags
 
 	Member string `required:"" help:"The portal member ID to erase (a GUID in any form)."`
 }
@@ -32,30 +28,22 @@ func (c *eraseCmd) Run(ctx context.Context, g *command.Globals) error {
 	if !event.ValidID(member) {
 		return fmt.Errorf("--member: not a valid portal member ID")
 	}
-	log, err := logging.New(c.LogLevel, g.Stderr)
+	s, err := c.start(ctx, g)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	pool, err := service.OpenPool(ctx, c.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
+	defer s.close()
 	eventID := fmt.Sprintf("erase-cli-%d", time.Now().UnixNano())
-	res, err := store.New(pool).Erase(ctx, member, eventID)
+	res, err := store.New(s.pool).Erase(ctx, member, eventID)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(g.Stdout, "%s (logged as %s)\n", res.Detail, eventID)
 
-	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-erase", log)
-	if err != nil {
+	if err := c.connect(ctx, s, "portalsync-erase"); err != nil {
 		return fmt.Errorf("the database is erased; the stream purge needs NATS (run the command again): %w", err)
 	}
-	defer nc.Close()
-	dlq := deadletter.New(js, deadletter.Config{Name: c.DeadLetterStream, EventStream: c.Config().Name})
-	n, err := erase.NewPurger(js, c.Config().Name, dlq).Purge(ctx, member)
+	n, err := erase.NewPurger(s.js, c.Config().Name, c.queue(s.js)).Purge(ctx, member)
 	if err != nil {
 		return fmt.Errorf("the database is erased; purge the streams by running the command again: %w", err)
 	}

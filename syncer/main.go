@@ -1,6 +1,7 @@
 // Command syncer applies the portal's membership events from JetStream to
-// the Likeperson database. Subcommands: run (the default), migrate, replay,
-// dlq, status, repair, erase, reconcile and healthcheck.
+// the Likeperson database (run, the default), and holds the operator's
+// tools beside it: migrate, replay, dlq, status, repair, erase, reconcile
+// and healthcheck (`syncer --help` says what each does).
 package main
 
 import (
@@ -14,8 +15,6 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/command"
 
-	"github.com/likeperson/portalsync/pkg/logging"
-	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/service"
 )
@@ -42,15 +41,9 @@ type cli struct {
 	Healthcheck command.Healthcheck `cmd:"" help:"Exit 0 when the local service is ready (for container healthchecks)."`
 }
 
-// dbFlags are shared by every subcommand that reaches the database.
-type dbFlags struct {
-	DatabaseURL string `name:"database-url" env:"DATABASE_URL" required:"" help:"PostgreSQL URL: a login role that is a member of portalsync_syncer (on plain PostgreSQL also the owner)."`
-	LogLevel    string `env:"LOG_LEVEL" default:"info" help:"debug, info, warn or error."`
-}
-
 type runCmd struct {
 	dbFlags
-	NATSURL         string          `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
+	dlqFlags
 	HTTPAddr        string          `name:"http-addr" env:"SYNCER_HTTP_ADDR" default:"127.0.0.1:8081" help:"Address of /healthz, /readyz, /status and /metrics (loopback by default; never a public address)."`
 	Consumer        string          `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name shared by all replicas."`
 	Workers         int             `env:"SYNCER_CONCURRENCY" default:"4" help:"Transactions at once per process (one member's events stay on one)."`
@@ -66,23 +59,26 @@ type runCmd struct {
 	Migrate         bool            `env:"SYNCER_MIGRATE" help:"Apply migrations before consuming."`
 	Pprof           bool            `env:"SYNCER_PPROF" help:"Serve /debug/pprof/ on the health address (profiling only)."`
 	LogRetention    time.Duration   `env:"SYNCER_LOG_RETENTION" default:"2160h" help:"Delete sync-log rows older than this (90 days); 0 keeps them."`
-	DeadLetter      string          `name:"dead-letter-stream" env:"SYNCER_DEAD_LETTER_STREAM" default:"PORTAL_DEADLETTER" help:"Stream holding events that could not be applied."`
-	stream.Flags
 }
 
 func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
-	log, err := logging.New(r.LogLevel, g.Stderr)
+	log, err := r.logger(g)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	return service.Run(ctx, service.Config{
+	return service.Run(ctx, r.config(), log.Named("syncer"))
+}
+
+// config is the service configuration the flags describe.
+func (r *runCmd) config() service.Config {
+	return service.Config{
 		DatabaseURL:      r.DatabaseURL,
 		NATSURL:          r.NATSURL,
 		HTTPAddr:         r.HTTPAddr,
 		Migrate:          r.Migrate,
-		DeadLetterStream: r.DeadLetter,
-		LogRetention:     r.LogRetention,
+		DeadLetterStream: r.DeadLetterStream,
+		LogRetention:     command.Off(r.LogRetention),
 		Pprof:            r.Pprof,
 		Stream:           r.Config(),
 		Consumer: consumer.Config{
@@ -98,7 +94,7 @@ func (r *runCmd) Run(ctx context.Context, g *command.Globals) error {
 			ApplyTimeout:    r.ApplyTimeout,
 			ProbeMax:        r.ProbeMax,
 		},
-	}, log.Named("syncer"))
+	}
 }
 
 type migrateCmd struct {
@@ -106,17 +102,12 @@ type migrateCmd struct {
 }
 
 func (m *migrateCmd) Run(ctx context.Context, g *command.Globals) error {
-	log, err := logging.New(m.LogLevel, g.Stderr)
+	s, err := m.start(ctx, g)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	pool, err := service.OpenPool(ctx, m.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	return service.Migrate(ctx, pool, log.Named("migrate"))
+	defer s.close()
+	return service.Migrate(ctx, s.pool, s.log.Named("migrate"))
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -15,10 +15,8 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/command"
 	"github.com/likeperson/portalsync/pkg/dvmap"
-	"github.com/likeperson/portalsync/pkg/logging"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/reconcile"
-	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/syncer/store"
 	"github.com/likeperson/portalsync/syncer/synchealth"
 )
@@ -45,28 +43,21 @@ type reconcileCmd struct {
 // Run reconciles the app against the portal: one pass (--once, --dry-run)
 // or a pass every --interval.
 func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
-	log, err := logging.New(c.LogLevel, g.Stderr)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = log.Sync() }()
 	m, err := dvmap.LoadMapping(c.MappingFile)
 	if err != nil {
 		return err
 	}
-	pool, err := service.OpenPool(ctx, c.DatabaseURL)
+	s, err := c.start(ctx, g)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-reconcile", log)
-	if err != nil {
+	defer s.close()
+	if err := c.connect(ctx, s, "portalsync-reconcile"); err != nil {
 		return err
 	}
-	defer nc.Close()
 	if !c.DryRun {
 		// Like the other binaries: the stream is created or updated first.
-		if _, err := stream.Ensure(ctx, js, c.Config()); err != nil {
+		if _, err := stream.Ensure(ctx, s.js, c.Config()); err != nil {
 			return err
 		}
 	}
@@ -75,37 +66,53 @@ func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
 	// reconciliation give a fresh process two intervals for its first pass.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	r, err := reconcile.New(ctx, reconcile.Config{
-		URL: c.URL, TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Scope: c.Scope,
-		PageSize: c.PageSize, Interval: c.Interval, MaxThrottleWait: c.MaxThrottleWait, Mapping: &m,
-		Stream: c.Config(), Bucket: c.Bucket,
-	}, js, pool, reconcile.NewMetrics(reg), log.Named("reconcile"))
+	r, err := reconcile.New(ctx, c.config(&m), s.js, s.pool, reconcile.NewMetrics(reg), s.log.Named("reconcile"))
 	if err != nil {
 		return err
 	}
 	if c.Once || c.DryRun {
-		rep, err := r.Once(ctx, reconcile.Options{Full: c.Full, DryRun: c.DryRun, Out: g.Stdout})
-		if err != nil {
-			return err
-		}
-		if c.DryRun {
-			fmt.Fprintf(g.Stdout, "%d difference(s); rows read %v; nothing published\n", rep.Differences, rep.Rows)
-			return nil
-		}
-		// The app's sync_health shows when reconciliation last succeeded,
-		// by a loop or by hand.
-		if err := store.New(pool).ReportHealth(ctx, reconcilerHealth(started, r.LastSuccess())); err != nil {
-			log.Warn("cannot report the reconciliation in sync_health", zap.Error(err))
-		}
-		fmt.Fprintf(g.Stdout, "rows read %v, full read %v, %d events published (repeats are dropped by id), %d correction(s), %d row(s) skipped (refused by reason: %v)\n",
-			rep.Rows, rep.FullRead, rep.Published, rep.Corrections, rep.Skipped, rep.Refused)
-		return nil
+		return c.once(ctx, g, s, r, started)
 	}
 	if c.Full {
 		if _, err := r.Once(ctx, reconcile.Options{Full: true}); err != nil {
 			return err
 		}
 	}
+	return c.loop(ctx, s, r, reg, started)
+}
+
+// config is the reconciler's configuration the flags describe.
+func (c *reconcileCmd) config(m *dvmap.Mapping) reconcile.Config {
+	return reconcile.Config{
+		URL: c.URL, TokenURL: c.TokenURL, ClientID: c.ClientID, ClientSecret: c.ClientSecret, Scope: c.Scope,
+		PageSize: c.PageSize, Interval: c.Interval, MaxThrottleWait: c.MaxThrottleWait, Mapping: m,
+		Stream: c.Config(), Bucket: c.Bucket,
+	}
+}
+
+// once makes one pass (--once or --dry-run) and prints what it did.
+func (c *reconcileCmd) once(ctx context.Context, g *command.Globals, s *session, r *reconcile.Reconciler, started time.Time) error {
+	rep, err := r.Once(ctx, reconcile.Options{Full: c.Full, DryRun: c.DryRun, Out: g.Stdout})
+	if err != nil {
+		return err
+	}
+	if c.DryRun {
+		fmt.Fprintf(g.Stdout, "%d difference(s); rows read %v; nothing published\n", rep.Differences, rep.Rows)
+		return nil
+	}
+	// The app's sync_health shows when reconciliation last succeeded,
+	// by a loop or by hand.
+	if err := store.New(s.pool).ReportHealth(ctx, reconcilerHealth(started, r.LastSuccess())); err != nil {
+		s.log.Warn("cannot report the reconciliation in sync_health", zap.Error(err))
+	}
+	fmt.Fprintf(g.Stdout, "rows read %v, full read %v, %d events published (repeats are dropped by id), %d correction(s), %d row(s) skipped (refused by reason: %v)\n",
+		rep.Rows, rep.FullRead, rep.Published, rep.Corrections, rep.Skipped, rep.Refused)
+	return nil
+}
+
+// loop makes a pass every --interval until ctx ends, serving /healthz and
+// /metrics and reporting its row of sync_health meanwhile.
+func (c *reconcileCmd) loop(ctx context.Context, s *session, r *reconcile.Reconciler, reg *prometheus.Registry, started time.Time) error {
 	ln, err := net.Listen("tcp", c.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.HTTPAddr, err)
@@ -116,14 +123,16 @@ func (c *reconcileCmd) Run(ctx context.Context, g *command.Globals) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	log.Info("reconciler running", zap.String("http", ln.Addr().String()), zap.Duration("interval", c.Interval))
+	s.log.Info("reconciler running", zap.String("http", ln.Addr().String()), zap.Duration("interval", c.Interval))
 	// Its row of sync_health: running since the start, with the last
 	// success once a pass succeeds; kept on stop, for that last success.
-	reporter, err := synchealth.New(store.New(pool), synchealth.Config{Process: reconcilerProcess, Kind: store.HealthKindReconciler},
+	reporter, err := synchealth.New(store.New(s.pool), synchealth.Config{Process: reconcilerProcess, Kind: store.HealthKindReconciler},
 		func() synchealth.Status {
 			return synchealth.Status{State: store.HealthRunning, Since: started, LastSuccessAt: r.LastSuccess()}
-		}, log.Named("health"))
+		}, s.log.Named("health"))
 	if err != nil {
+		_ = srv.Close()
+		<-served
 		return err
 	}
 	reportCtx, stopReport := context.WithCancel(ctx)

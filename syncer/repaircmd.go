@@ -8,17 +8,13 @@ import (
 	"time"
 
 	"github.com/likeperson/portalsync/pkg/command"
-	"github.com/likeperson/portalsync/pkg/logging"
-	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/replay"
-	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
 type repairCmd struct {
 	dbFlags
-	NATSURL string `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL (for the replay of the repaired members)."`
-	stream.Flags
+	natsFlags // for the replay of the repaired members
 
 	FutureTimes bool          `name:"future-times" help:"Reset portal times more than --max-ahead in the future, then replay the members concerned."`
 	MaxAhead    time.Duration `name:"max-ahead" default:"5m" help:"How far ahead of this clock a portal time may be."`
@@ -30,17 +26,12 @@ func (c *repairCmd) Run(ctx context.Context, g *command.Globals) error {
 	if !c.FutureTimes {
 		return errors.New("say what to repair: --future-times")
 	}
-	log, err := logging.New(c.LogLevel, g.Stderr)
+	s, err := c.start(ctx, g)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	pool, err := service.OpenPool(ctx, c.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	rep, err := store.New(pool).RepairFutureTimes(ctx, c.MaxAhead, c.DryRun)
+	defer s.close()
+	rep, err := store.New(s.pool).RepairFutureTimes(ctx, c.MaxAhead, c.DryRun)
 	if err != nil {
 		return err
 	}
@@ -60,12 +51,10 @@ func (c *repairCmd) Run(ctx context.Context, g *command.Globals) error {
 	if c.DryRun || c.NoReplay || len(rep.Members) == 0 {
 		return nil
 	}
-	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-repair", log)
-	if err != nil {
+	if err := c.connect(ctx, s, "portalsync-repair"); err != nil {
 		return err
 	}
-	defer nc.Close()
-	r := replay.New(js, pool, log.Named("replay"))
+	r := replay.New(s.js, s.pool, s.log.Named("replay"))
 	for _, m := range rep.Members {
 		res, err := r.Run(ctx, replay.Options{Stream: c.Config().Name, MemberID: m}, nopProgress{})
 		if err != nil {

@@ -15,16 +15,12 @@ import (
 	"golang.org/x/term"
 
 	"github.com/likeperson/portalsync/pkg/command"
-	"github.com/likeperson/portalsync/pkg/logging"
-	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/replay"
-	"github.com/likeperson/portalsync/syncer/service"
 )
 
 type replayCmd struct {
 	dbFlags
-	NATSURL string `name:"nats-url" env:"NATS_URL" default:"nats://127.0.0.1:4222" help:"NATS server URL."`
-	stream.Flags
+	natsFlags
 
 	// --all is the whole stream, so it excludes every filter; --since and
 	// --from-seq are two ways to say where to start.
@@ -48,22 +44,15 @@ func (c *replayCmd) Run(ctx context.Context, g *command.Globals) error {
 		}
 		opts.Since = t
 	}
-	log, err := logging.New(c.LogLevel, g.Stderr)
+	s, err := c.start(ctx, g)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = log.Sync() }()
-	pool, err := service.OpenPool(ctx, c.DatabaseURL)
-	if err != nil {
+	defer s.close()
+	if err := c.connect(ctx, s, "portalsync-replay"); err != nil {
 		return err
 	}
-	defer pool.Close()
-	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-replay", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	rep, err := replay.New(js, pool, log.Named("replay")).Run(ctx, opts, newProgress(g.Stderr, log))
+	rep, err := replay.New(s.js, s.pool, s.log.Named("replay")).Run(ctx, opts, newProgress(g.Stderr, s.log))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -15,8 +16,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/command"
-	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/reconcile"
 	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/syncer/store"
@@ -24,7 +23,7 @@ import (
 
 type statusCmd struct {
 	dbFlags
-	natsFlags
+	dlqFlags
 	Consumer        string        `env:"SYNCER_CONSUMER" default:"portalsync-syncer" help:"Durable consumer name."`
 	SyncerURL       string        `name:"syncer-url" env:"SYNCER_URL" default:"http://127.0.0.1:8081" help:"Health address of a running syncer, asked whether it consumes or is paused."`
 	JSON            bool          `name:"json" help:"Print JSON instead of a table."`
@@ -149,11 +148,15 @@ type orgLastSynced struct {
 // degraded, 3 when one is unreachable.
 func (c *statusCmd) Run(ctx context.Context, g *command.Globals) error {
 	// Each part is read on its own: during an outage, status says what it
-	// can reach and what not, rather than failing.
+	// can reach and what not, rather than failing. The parts are read at
+	// the same time (each writes only its own part of st), so an answer
+	// takes at most one --timeout, not one per part.
 	st := &status{}
-	c.collectDatabase(ctx, st)
-	c.collectNATS(ctx, st)
-	c.fetchSyncerStatus(ctx, st)
+	var wg sync.WaitGroup
+	wg.Go(func() { c.collectDatabase(ctx, st) })
+	wg.Go(func() { c.collectNATS(ctx, st) })
+	wg.Go(func() { c.fetchSyncerStatus(ctx, st) })
+	wg.Wait()
 	st.judge()
 	if c.JSON {
 		enc := json.NewEncoder(g.Stdout)
@@ -174,7 +177,7 @@ func (c *statusCmd) collectDatabase(ctx context.Context, st *status) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	db := &st.Database
-	pool, err := service.OpenPool(ctx, c.DatabaseURL)
+	pool, err := c.open(ctx)
 	if err != nil {
 		db.fail(err)
 		return
@@ -199,7 +202,7 @@ func (c *statusCmd) collectNATS(ctx context.Context, st *status) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	n := &st.NATS
-	nc, js, err := stream.Open(ctx, c.NATSURL, "portalsync-status", zap.NewNop())
+	nc, js, err := c.dial(ctx, "portalsync-status", zap.NewNop())
 	if err != nil {
 		n.fail(err)
 		return
@@ -231,8 +234,7 @@ func (c *statusCmd) collectNATS(ctx context.Context, st *status) {
 				WaitingPulls: ci.NumWaiting}
 		}
 	}
-	q := deadletter.New(js, deadletter.Config{Name: c.DeadLetterStream, EventStream: streamName})
-	dead, err := q.Count(ctx)
+	dead, err := c.queue(js).Count(ctx)
 	if err != nil {
 		n.fail(err)
 		return

@@ -10,6 +10,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -48,14 +49,19 @@ func fakeSyncer(t *testing.T, st service.Status) string {
 	return srv.URL
 }
 
-// closedPort returns a local address where nothing listens.
+// closedPort returns an address that refuses connections for the whole
+// test: a socket is bound to the port but never listens. A port closed
+// right after listening could be handed to another test's server (an
+// embedded NATS) before this test dials it.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := syscall.Getsockname(fd)
+	require.NoError(t, err)
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*syscall.SockaddrInet4).Port))
 }
 
 // `syncer status` counts an event that failed and later succeeded as
@@ -101,6 +107,50 @@ func TestStatusFailedThenSucceededAndPaused(t *testing.T) {
 	require.Equal(t, degraded, st.Syncer.Health)
 	require.Equal(t, 37, st.Syncer.Status.Consumer.Held)
 	require.Nil(t, st.NATS.Stream)
+}
+
+// silentPort returns an address that accepts connections and never says
+// anything: a server that hangs.
+func silentPort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// With every part hanging, status waits --timeout for them together, not
+// once for each: the parts are read at the same time.
+func TestStatusReadsThePartsAtOnce(t *testing.T) {
+	t.Parallel()
+	const timeout = 2 * time.Second
+	args := []string{"status", "--timeout", timeout.String(), "--database-url", "postgres://postgres@" + silentPort(t) + "/portalsync?sslmode=disable",
+		"--nats-url", "nats://" + silentPort(t), "--syncer-url", "http://" + silentPort(t)}
+	var out, errOut bytes.Buffer
+	start := time.Now()
+	require.Equal(t, 3, exitCode(t, run(context.Background(), args, &out, &errOut)), errOut.String())
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, timeout, "each part was waited for")
+	require.Less(t, took, 2*timeout, "the parts were waited for together:\n%s", out.String())
+	require.Regexp(t, `health +unreachable: syncer unreachable, nats unreachable, database unreachable \(exit 3\)`, out.String())
 }
 
 // With the stack stopped (nothing listens at the database, NATS and syncer

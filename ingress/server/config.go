@@ -28,6 +28,7 @@ const (
 	DefaultReadHeaderTimeout = 5 * time.Second
 	DefaultReadTimeout       = 30 * time.Second
 	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultRateLimit         = 1000
 	DefaultRateLimitSources  = 100_000
 	DefaultOpsAddr           = "127.0.0.1:9080"
 	DefaultDrainGrace        = 5 * time.Second
@@ -105,9 +106,9 @@ type Config struct {
 	// MaxHeaderBytes bounds request headers. Default 16 KiB.
 	MaxHeaderBytes int
 	// RateLimit is the requests per second allowed from one source address
-	// on the webhook paths (portal and Dataverse); 0 turns the limit off.
-	// RateBurst is the bucket size (default twice the rate). An IPv6
-	// source counts by its /64.
+	// on the webhook paths (portal and Dataverse). Default 1000; negative
+	// turns the limit off. RateBurst is the bucket size (default twice the
+	// rate). An IPv6 source counts by its /64.
 	RateLimit float64
 	RateBurst int
 	// RateLimitSources is how many sources the rate limit tracks, the
@@ -158,7 +159,9 @@ type Config struct {
 	Now func() time.Time
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field set to its default, the
+// values the ingress binary's flags default to.
+func (c Config) WithDefaults() Config {
 	c.Addr = cmp.Or(c.Addr, DefaultAddr)
 	c.NATSURL = cmp.Or(c.NATSURL, DefaultNATSURL)
 	c.NATSConnections = cmp.Or(c.NATSConnections, DefaultNATSConnections)
@@ -170,6 +173,7 @@ func (c Config) withDefaults() Config {
 	c.ReadHeaderTimeout = cmp.Or(c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	c.ReadTimeout = cmp.Or(c.ReadTimeout, DefaultReadTimeout)
 	c.MaxHeaderBytes = cmp.Or(c.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	c.RateLimit = cmp.Or(c.RateLimit, DefaultRateLimit)
 	c.RateLimitSources = cmp.Or(c.RateLimitSources, DefaultRateLimitSources)
 	c.OpsAddr = cmp.Or(c.OpsAddr, DefaultOpsAddr)
 	c.DrainGrace = cmp.Or(c.DrainGrace, DefaultDrainGrace)
@@ -208,8 +212,8 @@ func (c Config) validate() error {
 	if c.BatchPublishers < 1 {
 		return fmt.Errorf("batch publishers must be positive, got %d", c.BatchPublishers)
 	}
-	if c.RateLimit < 0 || c.RateBurst < 0 || c.RateLimitSources < 0 {
-		return errors.New("rate limit, burst and sources must not be negative")
+	if c.RateBurst < 0 || c.RateLimitSources < 0 {
+		return errors.New("rate burst and sources must not be negative")
 	}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		return errors.New("TLS needs both a certificate file and a key file")

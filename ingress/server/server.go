@@ -81,7 +81,7 @@ var _ Publisher = (jetstream.JetStream)(nil)
 // (ServeHTTP) and the operations routes (Ops). ready is called by /readyz;
 // metrics may be nil.
 func NewHandler(cfg Config, pub Publisher, ready ReadinessChecker, metrics *Metrics, log *zap.Logger) (*Handler, error) {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -492,7 +492,7 @@ func tooLarge(limit int64) *Problem {
 // in-flight requests finish within ShutdownTimeout, drains the NATS
 // connection and closes the operations listener last.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
-	cfg = cfg.withDefaults()
+	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
 		return fmt.Errorf("ingress config: %w", err)
 	}
@@ -547,7 +547,7 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	defer shutdownOps(ctx, ops)
 	log.Info("ingress listening", zap.String("addr", ln.Addr().String()), zap.String("ops_addr", opsLn.Addr().String()),
 		zap.String("path", WebhookPath), zap.String("stream", cfg.Stream.Name), zap.Bool("tls", cfg.TLSCertFile != ""),
-		zap.Float64("rate_limit", cfg.RateLimit), zap.Bool("dataverse", cfg.Dataverse != nil))
+		zap.Float64("rate_limit", max(cfg.RateLimit, 0)), zap.Bool("dataverse", cfg.Dataverse != nil))
 
 	select {
 	case err := <-serveErr:

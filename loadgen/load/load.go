@@ -5,6 +5,7 @@ package load
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,31 +27,66 @@ import (
 	"github.com/likeperson/portalsync/pkg/signature"
 )
 
-// Config describes one load run.
+// Defaults for Config.
+const (
+	DefaultURL         = "http://127.0.0.1:8080/webhooks/portal"
+	DefaultDuration    = 10 * time.Second
+	DefaultConcurrency = 50
+	DefaultMembers     = 10000
+	DefaultOrgs        = 20
+	DefaultE2EWait     = 2 * time.Minute
+)
+
+// Config describes one load run. Zero fields take the defaults named in
+// their comments; Secrets is required.
 type Config struct {
-	// URL is the ingress webhook endpoint.
+	// URL is the ingress webhook endpoint. Default
+	// "http://127.0.0.1:8080/webhooks/portal".
 	URL string
 	// Secrets sign the requests.
 	Secrets []signature.Secret
 	// Rate is events per second; 0 sends as fast as the concurrency allows.
 	Rate float64
-	// Duration bounds the run; Events bounds it by count. One is needed.
+	// Events bounds the run by count; when it is 0, Duration bounds it by
+	// time (default 10 s), and Duration is ignored otherwise.
 	Duration time.Duration
 	Events   int
-	// Concurrency is the number of requests in flight.
+	// Concurrency is the number of requests in flight. Default 50.
 	Concurrency int
-	// Members and Orgs size the population; events pick members at random.
+	// Members and Orgs size the population; events pick members at
+	// random. Defaults 10,000 and 20.
 	Members int
 	Orgs    int
 	// Mix weighs event types (created, updated, role, deactivated,
-	// reactivated).
+	// reactivated). Default DefaultMix.
 	Mix map[event.Type]int
 	// RunID prefixes event ids, so runs and their log rows stay apart.
+	// Default a new one per run.
 	RunID string
 	// DB, when set, is read for end-to-end latency after the run.
 	DB *pgxpool.Pool
-	// E2EWait bounds the wait for the last events to be applied.
+	// E2EWait bounds the wait for the last events to be applied. Default
+	// 2 minutes.
 	E2EWait time.Duration
+}
+
+// WithDefaults returns c with every zero field set to its default (but
+// RunID, new per run), the values the loadgen binary's flags default to.
+func (c Config) WithDefaults() Config {
+	c.URL = cmp.Or(c.URL, DefaultURL)
+	if c.Events > 0 {
+		c.Duration = 0
+	} else {
+		c.Duration = cmp.Or(c.Duration, DefaultDuration)
+	}
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
+	c.Members = cmp.Or(c.Members, DefaultMembers)
+	c.Orgs = cmp.Or(c.Orgs, DefaultOrgs)
+	c.E2EWait = cmp.Or(c.E2EWait, DefaultE2EWait)
+	if c.Mix == nil {
+		c.Mix = DefaultMix
+	}
+	return c
 }
 
 // DefaultMix is a plausible day in the portal.
@@ -118,21 +154,12 @@ type sent struct {
 
 // Run sends the load and measures it.
 func Run(ctx context.Context, cfg Config) (Report, error) {
-	var rep Report
+	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
-		return rep, err
-	}
-	if cfg.Mix == nil {
-		cfg.Mix = DefaultMix
+		return Report{}, err
 	}
 	if cfg.RunID == "" {
 		cfg.RunID = fmt.Sprintf("load%d", time.Now().UnixNano())
-	}
-	transport := &http.Transport{MaxIdleConns: cfg.Concurrency, MaxIdleConnsPerHost: cfg.Concurrency, IdleConnTimeout: time.Minute}
-	client := &portalclient.Client{URL: cfg.URL, Signer: signature.NewSigner(cfg.Secrets...), HTTP: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
-	var limiter *rate.Limiter
-	if cfg.Rate > 0 {
-		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/100)))
 	}
 	runCtx := ctx
 	if cfg.Duration > 0 {
@@ -140,26 +167,52 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
+	var t tally
+	start := time.Now()
+	t.send(ctx, runCtx, cfg)
+	rep := t.report(time.Since(start))
+	if cfg.DB != nil && len(t.events) > 0 {
+		e2e, applied, err := endToEnd(ctx, cfg.DB, cfg.RunID, t.events, cfg.E2EWait)
+		if err != nil {
+			return rep, err
+		}
+		rep.EndToEnd, rep.Applied, rep.Unapplied = percentiles(e2e), applied, len(t.events)-applied
+	}
+	return rep, nil
+}
+
+// tally is what the senders did: counts, and the latency and send time of
+// each accepted event.
+type tally struct {
+	sent, accepted, duplicates, rejected, errs atomic.Int64
+	mu                                         sync.Mutex
+	lat                                        []time.Duration
+	events                                     []sent
+}
+
+// send runs cfg.Concurrency senders until runCtx ends or cfg.Events are
+// sent; a request under way finishes (it is sent with ctx).
+func (t *tally) send(ctx, runCtx context.Context, cfg Config) {
+	transport := &http.Transport{MaxIdleConns: cfg.Concurrency, MaxIdleConnsPerHost: cfg.Concurrency, IdleConnTimeout: time.Minute}
+	client := &portalclient.Client{URL: cfg.URL, Signer: signature.NewSigner(cfg.Secrets...), HTTP: &http.Client{Transport: transport, Timeout: 30 * time.Second}}
+	var limiter *rate.Limiter
+	if cfg.Rate > 0 {
+		limiter = rate.NewLimiter(rate.Limit(cfg.Rate), max(1, int(cfg.Rate/100)))
+	}
 	types, weights := mix(cfg.Mix)
 	var seq atomic.Int64
-	var sentN, accepted, duplicates, rejected, errs atomic.Int64
-	var mu sync.Mutex
-	var lat []time.Duration
-	var sentEvents []sent
+	seed := uint64(time.Now().UnixNano())
 	var wg sync.WaitGroup
-	start := time.Now()
 	for w := range cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			rng := rand.New(rand.NewPCG(uint64(w), uint64(start.UnixNano())))
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), seed))
 			var myLat []time.Duration
 			var mySent []sent
 			defer func() {
-				mu.Lock()
-				lat = append(lat, myLat...)
-				sentEvents = append(sentEvents, mySent...)
-				mu.Unlock()
+				t.mu.Lock()
+				t.lat = append(t.lat, myLat...)
+				t.events = append(t.events, mySent...)
+				t.mu.Unlock()
 			}()
 			for runCtx.Err() == nil {
 				n := seq.Add(1)
@@ -170,49 +223,46 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 					return
 				}
 				ev := build(rng, cfg, n, types, weights)
-				body, err := json.Marshal(ev)
-				if err != nil {
-					errs.Add(1)
-					continue
-				}
-				t0 := time.Now()
-				resp, err := client.Send(ctx, ev.ID, body)
-				d := time.Since(t0)
-				sentN.Add(1)
-				switch {
-				case err != nil:
-					errs.Add(1)
-				case resp.Status == http.StatusAccepted:
-					accepted.Add(1)
+				if at, d, ok := t.post(ctx, client, ev); ok {
 					myLat = append(myLat, d)
-					mySent = append(mySent, sent{ev.ID, t0})
-				case resp.Status == http.StatusOK:
-					duplicates.Add(1)
-				default:
-					rejected.Add(1)
+					mySent = append(mySent, sent{ev.ID, at})
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	rep.Elapsed = time.Since(start)
-	rep.Sent, rep.Accepted, rep.Duplicates, rep.Rejected, rep.Errors = sentN.Load(), accepted.Load(), duplicates.Load(), rejected.Load(), errs.Load()
-	rep.Accept = percentiles(lat)
-	if cfg.DB != nil && len(sentEvents) > 0 {
-		e2e, applied, err := endToEnd(ctx, cfg.DB, cfg.RunID, sentEvents, cmpOr(cfg.E2EWait, 2*time.Minute))
-		if err != nil {
-			return rep, err
-		}
-		rep.EndToEnd, rep.Applied, rep.Unapplied = percentiles(e2e), applied, len(sentEvents)-applied
-	}
-	return rep, nil
 }
 
-func cmpOr(d, def time.Duration) time.Duration {
-	if d > 0 {
-		return d
+// post sends one event and counts the answer; it returns when it was
+// sent, the latency and true when the event was accepted.
+func (t *tally) post(ctx context.Context, client *portalclient.Client, ev event.Event) (time.Time, time.Duration, bool) {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		t.errs.Add(1)
+		return time.Time{}, 0, false
 	}
-	return def
+	t0 := time.Now()
+	resp, err := client.Send(ctx, ev.ID, body)
+	d := time.Since(t0)
+	t.sent.Add(1)
+	switch {
+	case err != nil:
+		t.errs.Add(1)
+	case resp.Status == http.StatusAccepted:
+		t.accepted.Add(1)
+		return t0, d, true
+	case resp.Status == http.StatusOK:
+		t.duplicates.Add(1)
+	default:
+		t.rejected.Add(1)
+	}
+	return time.Time{}, 0, false
+}
+
+// report is the tally after elapsed, without the end-to-end figures.
+func (t *tally) report(elapsed time.Duration) Report {
+	return Report{Elapsed: elapsed, Sent: t.sent.Load(), Accepted: t.accepted.Load(), Duplicates: t.duplicates.Load(),
+		Rejected: t.rejected.Load(), Errors: t.errs.Load(), Accept: percentiles(t.lat)}
 }
 
 func mix(m map[event.Type]int) ([]event.Type, []int) {
@@ -320,9 +370,7 @@ func (r Report) Format() string {
 // lighter HTTP load tool (wrk with scripts/bench/signed.lua) to replay.
 // The signatures are valid for the ingress's timestamp tolerance.
 func Emit(w io.Writer, cfg Config, n int) error {
-	if cfg.Mix == nil {
-		cfg.Mix = DefaultMix
-	}
+	cfg = cfg.WithDefaults()
 	if cfg.RunID == "" {
 		cfg.RunID = fmt.Sprintf("emit%d", time.Now().UnixNano())
 	}

@@ -117,3 +117,13 @@ func Main(name string, run func(ctx context.Context, args []string, stdout, stde
 		os.Exit(1)
 	}
 }
+
+// Off maps a flag whose 0 means none or off (no grace, no wait, no limit,
+// keep for ever) to its Config field, where 0 takes the default and a
+// negative value means none.
+func Off[T ~int64 | ~float64](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
+}

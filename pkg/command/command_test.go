@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -60,6 +61,20 @@ func TestHelpShowsExclusiveFlagsAsChoice(t *testing.T) {
 	require.Equal(t, "Usage: x redrive --url=STRING (--event=ID | --all) [flags]", usage)
 	require.Contains(t, out.String(), "--event=ID")
 
+	// The list of commands says the same.
+	out.Reset()
+	require.NoError(t, Run(context.Background(), &grammar, "x", "", []string{"--help"}, &out, &out))
+	require.Contains(t, out.String(), "\n  redrive --url=STRING (--event=ID | --all) [flags]\n")
+	require.NotContains(t, out.String(), "--event=ID --all")
+
 	err := Run(context.Background(), &grammar, "x", "", []string{"redrive", "--url", "u", "--event", "e", "--all"}, &out, &out)
 	require.ErrorContains(t, err, "--event and --all can't be used together")
+}
+
+func TestOff(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, time.Duration(-1), Off(time.Duration(0)), "0 on the command line: none")
+	require.Equal(t, 3*time.Second, Off(3*time.Second))
+	require.Equal(t, -1.0, Off(0.0))
+	require.Equal(t, 2.5, Off(2.5))
 }

@@ -26,8 +26,37 @@ func printHelp(options kong.HelpOptions, ctx *kong.Context) error {
 		usage, rest, _ := strings.Cut(text, "\n")
 		text = xorUsage(usage, node) + "\n" + rest
 	}
-	_, err = io.WriteString(out, text)
+	_, err = io.WriteString(out, commandList(text, ctx.Model.Node))
 	return err
+}
+
+// commandList rewrites the list of commands in help text (a command's
+// summary on a line of its own, as kong prints it under "Commands:") the
+// way xorUsage rewrites the usage line, so that `syncer --help` shows
+// "dlq redrive (--event=ID | --all)" as `syncer dlq redrive --help` does.
+func commandList(text string, root *kong.Node) string {
+	summaries := map[string]string{}
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		for _, c := range n.Children {
+			if s := c.Summary(); xorUsage(s, c) != s {
+				summaries[s] = xorUsage(s, c)
+			}
+			walk(c)
+		}
+	}
+	walk(root)
+	if len(summaries) == 0 {
+		return text
+	}
+	lines := strings.Split(text, "\n")
+	for i, line := range lines {
+		trimmed := strings.TrimLeft(line, " ")
+		if fixed, ok := summaries[trimmed]; ok {
+			lines[i] = line[:len(line)-len(trimmed)] + fixed
+		}
+	}
+	return strings.Join(lines, "\n")
 }
 
 // xorUsage rewrites a usage line so that each group of required, mutually

@@ -83,7 +83,9 @@ type Config struct {
 	ProbeMax time.Duration
 }
 
-func (c Config) withDefaults() Config {
+// WithDefaults returns c with every zero field set to its default, the
+// values the syncer binary's flags default to.
+func (c Config) WithDefaults() Config {
 	c.Stream = cmp.Or(c.Stream, stream.DefaultName)
 	c.Durable = cmp.Or(c.Durable, DefaultDurable)
 	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
@@ -103,7 +105,7 @@ func (c Config) withDefaults() Config {
 
 // Validate reports a specific problem with the configuration.
 func (c Config) Validate() error {
-	c = c.withDefaults()
+	c = c.WithDefaults()
 	switch {
 	case c.Workers < 1 || c.Workers > 1024:
 		return fmt.Errorf("workers must be 1 to 1024, got %d", c.Workers)

@@ -111,7 +111,7 @@ func New(js jetstream.JetStream, applier Applier, dlq DeadLetters, metrics *Metr
 	if metrics == nil {
 		metrics = NewMetrics(prometheus.NewRegistry())
 	}
-	c := &Consumer{cfg: cfg.withDefaults(), js: js, applier: applier, dlq: dlq, metrics: metrics, log: log,
+	c := &Consumer{cfg: cfg.WithDefaults(), js: js, applier: applier, dlq: dlq, metrics: metrics, log: log,
 		db: newGate(), pause: &pauses{since: map[string]pauseInfo{}}}
 	c.held = newHeldSet(metrics)
 	return c, nil

@@ -638,7 +638,7 @@ func TestDecide(t *testing.T) {
 // MaxAckPending); one batch per worker before it has measured.
 func TestFetchLimit(t *testing.T) {
 	t.Parallel()
-	cfg := Config{Workers: 4, BatchSize: 100, AckWait: 2 * time.Second}.withDefaults()
+	cfg := Config{Workers: 4, BatchSize: 100, AckWait: 2 * time.Second}.WithDefaults()
 	for _, tc := range []struct {
 		rate float64
 		want int
@@ -651,5 +651,5 @@ func TestFetchLimit(t *testing.T) {
 	} {
 		require.Equal(t, tc.want, cfg.fetchLimit(tc.rate), "rate %g", tc.rate)
 	}
-	require.Equal(t, 500, Config{Workers: 4, BatchSize: 200, MaxAckPending: 500}.withDefaults().fetchLimit(1e6))
+	require.Equal(t, 500, Config{Workers: 4, BatchSize: 200, MaxAckPending: 500}.WithDefaults().fetchLimit(1e6))
 }

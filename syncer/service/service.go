@@ -40,8 +40,10 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultNATSURL  = "nats://127.0.0.1:4222"
-	DefaultHTTPAddr = "127.0.0.1:8081"
+	DefaultNATSURL          = "nats://127.0.0.1:4222"
+	DefaultHTTPAddr         = "127.0.0.1:8081"
+	DefaultLogRetention     = 90 * 24 * time.Hour
+	DefaultLogPurgeInterval = time.Hour
 )
 
 // Config configures the syncer service.
@@ -60,17 +62,19 @@ type Config struct {
 	HTTPListener net.Listener
 	// Migrate applies the schema migrations before consuming.
 	Migrate bool
-	// Stream is the event stream.
+	// Stream is the event stream (its defaults: stream.Config).
 	Stream stream.Config
-	// Consumer configures the durable consumer.
+	// Consumer configures the durable consumer (its defaults:
+	// consumer.Config); its Stream is always Stream's name.
 	Consumer consumer.Config
 	// DeadLetterStream names the dead-letter stream. Default
 	// "PORTAL_DEADLETTER".
 	DeadLetterStream string
 	// Pprof serves /debug/pprof/ on the health address, for profiling.
 	Pprof bool
-	// LogRetention is how long sync-log rows are kept; 0 keeps them for
-	// ever. Every LogPurgeInterval (default 1 h) older rows are deleted.
+	// LogRetention is how long sync-log rows are kept. Default 90 days;
+	// negative keeps them for ever. Every LogPurgeInterval (default 1 h)
+	// older rows are deleted.
 	LogRetention     time.Duration
 	LogPurgeInterval time.Duration
 	// HistoryInterval is how often the stream's settled history is trimmed
@@ -101,6 +105,25 @@ const (
 	// the purge loop deletes it.
 	HealthRetention = 24 * time.Hour
 )
+
+// WithDefaults returns c with every zero field set to its default, the
+// values the syncer binary's flags default to.
+func (c Config) WithDefaults() Config {
+	c.NATSURL = cmp.Or(c.NATSURL, DefaultNATSURL)
+	c.HTTPAddr = cmp.Or(c.HTTPAddr, DefaultHTTPAddr)
+	c.Stream = c.Stream.WithDefaults()
+	c.Consumer.Stream = c.Stream.Name
+	c.Consumer = c.Consumer.WithDefaults()
+	c.DeadLetterStream = cmp.Or(c.DeadLetterStream, deadletter.DefaultName)
+	c.LogRetention = cmp.Or(c.LogRetention, DefaultLogRetention)
+	c.LogPurgeInterval = cmp.Or(c.LogPurgeInterval, DefaultLogPurgeInterval)
+	c.HistoryInterval = cmp.Or(c.HistoryInterval, history.DefaultInterval)
+	c.BacklogInterval = cmp.Or(c.BacklogInterval, backlog.DefaultInterval)
+	c.CatchingUpAfter = cmp.Or(c.CatchingUpAfter, DefaultCatchingUpAfter)
+	c.HealthProcess = cmp.Or(c.HealthProcess, healthProcess())
+	c.HealthTick = cmp.Or(c.HealthTick, synchealth.DefaultTick)
+	return c
+}
 
 // healthProcess is this process's default row name.
 func healthProcess() string {
@@ -172,12 +195,7 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *zap.Logger) error {
 // first and then waits for PostgreSQL and NATS as long as they are down
 // (readiness answers 503 meanwhile), instead of exiting.
 func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
-	cfg.NATSURL = cmp.Or(cfg.NATSURL, DefaultNATSURL)
-	cfg.HTTPAddr = cmp.Or(cfg.HTTPAddr, DefaultHTTPAddr)
-	cfg.CatchingUpAfter = cmp.Or(cfg.CatchingUpAfter, DefaultCatchingUpAfter)
-	cfg.HealthProcess = cmp.Or(cfg.HealthProcess, healthProcess())
-	cfg.Stream = cfg.Stream.WithDefaults()
-	cfg.Consumer.Stream = cfg.Stream.Name
+	cfg = cfg.WithDefaults()
 	if err := cfg.Consumer.Validate(); err != nil {
 		return err
 	}
@@ -189,151 +207,211 @@ func Run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		return err
 	}
 	defer pool.Close()
-	st := store.New(pool)
 	nc, js, err := stream.Dial(cfg.NATSURL, "portalsync-syncer", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := consumer.NewMetrics(reg)
-	historyMetrics := history.NewMetrics(reg)
-	var startup atomic.Pointer[string] // what start-up waits for; nil once consuming
-	setStartup := func(s string) { startup.Store(&s) }
-	setStartup("starting")
-	var consRef atomic.Pointer[consumer.Consumer]
-	var backlogRef atomic.Pointer[backlog.Watcher]
-	ready := notWhenStopping(ctx, func(ctx context.Context) error {
-		if p := startup.Load(); p != nil {
-			return errors.New(*p)
-		}
-		c := consRef.Load()
-		if c == nil {
-			return errors.New("not consuming")
-		}
-		if err := c.Ready(); err != nil {
-			return err
-		}
-		if err := stream.Connected(nc); err != nil {
-			return err
-		}
-		if err := st.Ping(ctx); err != nil {
-			return fmt.Errorf("database unavailable: %w", err)
-		}
-		return nil
-	})
-	state := func() Status {
-		var s Status
-		if p := startup.Load(); p != nil {
-			s.Starting = *p
-		}
-		if c := consRef.Load(); c != nil {
-			s.Consumer = c.State()
-		}
-		return s
-	}
-	srv, ln, err := healthServer(cfg, ready, state, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	d := newDaemon(cfg, pool, nc, js, log)
+	stopHealth, err := d.serveHealth(ctx)
 	if err != nil {
 		return err
 	}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("health server", zap.Error(err))
-		}
-	}()
-	defer func() {
-		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-		wg.Wait()
-	}()
-	log.Info("syncer health endpoints", zap.String("addr", ln.Addr().String()))
-
-	runErr := func() error {
-		setStartup("waiting for the database")
-		if err := wait.Until(ctx, "the database", log, st.Ping); err != nil {
-			return nil // stopped while waiting
-		}
-		if err := checkSchema(ctx, cfg, pool, log); err != nil {
-			return err
-		}
-		setStartup("waiting for NATS")
-		// This process's row of sync_health, from now on (the database
-		// answers): written on every change and every 30 s, removed on
-		// stop; joined before the pool closes.
-		var natsDown atomic.Bool // a start-up attempt to reach NATS failed
-		reporter, err := synchealth.New(st, synchealth.Config{Process: cfg.HealthProcess, Kind: store.HealthKindSyncer,
-			Tick: cfg.HealthTick, RemoveOnStop: true}, func() synchealth.Status {
-			return healthStatus(startup.Load() != nil, natsDown.Load(), consRef.Load(), backlogRef.Load(), cfg.CatchingUpAfter)
-		}, log.Named("health"))
-		if err != nil {
-			return err
-		}
-		reportCtx, stopReport := context.WithCancel(ctx)
-		reported := make(chan struct{})
-		go func() { defer close(reported); reporter.Run(reportCtx) }()
-		defer func() { stopReport(); <-reported }()
-		var dlq *deadletter.Queue
-		err = wait.Until(ctx, "NATS", log, func(ctx context.Context) error {
-			if err := stream.Connected(nc); err != nil {
-				if errors.Is(err, stream.ErrServerTooOld) {
-					return wait.Permanent(err)
-				}
-				natsDown.Store(true)
-				return err
-			}
-			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			defer cancel()
-			if _, err := stream.Ensure(sctx, js, cfg.Stream); err != nil {
-				return err
-			}
-			var err error
-			dlq, err = deadletter.Open(sctx, js, cfg.DeadLetter(cfg.Stream))
-			return err
-		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil // stopped while waiting
-			}
-			return err
-		}
-		// A member-deleted event also purges the member's messages (erasure).
-		applier := erase.NewApplier(st, erase.NewPurger(js, cfg.Stream.Name, dlq), log.Named("erase"))
-		cons, err := consumer.New(js, applier, dlq, metrics, cfg.Consumer, log.Named("consumer"))
-		if err != nil {
-			return err
-		}
-		watcher, err := backlog.New(js, backlog.Config{Stream: cfg.Stream.Name, Durable: cons.ConsumerConfig().Durable,
-			FilterSubject: cons.ConsumerConfig().FilterSubject, Interval: cfg.BacklogInterval,
-			OnInfo: func(info *jetstream.ConsumerInfo) {
-				metrics.Pending.Set(float64(info.NumPending))
-				metrics.AckPending.Set(float64(info.NumAckPending))
-			}}, reg, log.Named("backlog"))
-		if err != nil {
-			return err
-		}
-		backlogRef.Store(watcher)
-		consRef.Store(cons)
-		startup.Store(nil)
-		reporter.Wake() // no longer waiting for NATS
-
-		// Joined here, before nc.Drain below and the deferred pool.Close.
-		stopBackground, err := startBackground(ctx, cfg, js, st, cons.ConsumerConfig().Durable, watcher, historyMetrics, log)
-		if err != nil {
-			return err
-		}
-		defer stopBackground()
-		return cons.Run(ctx)
-	}()
+	defer stopHealth()
+	runErr := d.consume(ctx)
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		log.Warn("drain nats", zap.Error(err))
 	}
 	return runErr
+}
+
+// daemon is a running syncer: what Run opened, and what start-up has
+// reached so far, for the health endpoints and sync_health.
+type daemon struct {
+	cfg            Config
+	pool           *pgxpool.Pool
+	st             *store.Store
+	nc             *nats.Conn
+	js             jetstream.JetStream
+	reg            *prometheus.Registry
+	metrics        *consumer.Metrics
+	historyMetrics *history.Metrics
+	log            *zap.Logger
+	// startup names what start-up waits for; nil once consuming.
+	startup atomic.Pointer[string]
+	// natsDown is set when a start-up attempt to reach NATS failed.
+	natsDown atomic.Bool
+	cons     atomic.Pointer[consumer.Consumer]
+	backlog  atomic.Pointer[backlog.Watcher]
+}
+
+func newDaemon(cfg Config, pool *pgxpool.Pool, nc *nats.Conn, js jetstream.JetStream, log *zap.Logger) *daemon {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d := &daemon{cfg: cfg, pool: pool, st: store.New(pool), nc: nc, js: js, reg: reg,
+		metrics: consumer.NewMetrics(reg), historyMetrics: history.NewMetrics(reg), log: log}
+	d.setStartup("starting")
+	return d
+}
+
+func (d *daemon) setStartup(s string) { d.startup.Store(&s) }
+
+// ready is the readiness check: consuming, NATS connected and the
+// database answering.
+func (d *daemon) ready(ctx context.Context) error {
+	if p := d.startup.Load(); p != nil {
+		return errors.New(*p)
+	}
+	c := d.cons.Load()
+	if c == nil {
+		return errors.New("not consuming")
+	}
+	if err := c.Ready(); err != nil {
+		return err
+	}
+	if err := stream.Connected(d.nc); err != nil {
+		return err
+	}
+	if err := d.st.Ping(ctx); err != nil {
+		return fmt.Errorf("database unavailable: %w", err)
+	}
+	return nil
+}
+
+// status is what GET /status answers.
+func (d *daemon) status() Status {
+	var s Status
+	if p := d.startup.Load(); p != nil {
+		s.Starting = *p
+	}
+	if c := d.cons.Load(); c != nil {
+		s.Consumer = c.State()
+	}
+	return s
+}
+
+// serveHealth serves the health endpoints until the function it returns
+// shuts the server down and waits for it.
+func (d *daemon) serveHealth(ctx context.Context) (func(), error) {
+	srv, ln, err := healthServer(d.cfg, notWhenStopping(ctx, d.ready), d.status,
+		promhttp.HandlerFor(d.reg, promhttp.HandlerOpts{Registry: d.reg}))
+	if err != nil {
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("health server", zap.Error(err))
+		}
+	})
+	d.log.Info("syncer health endpoints", zap.String("addr", ln.Addr().String()))
+	return func() {
+		shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+		wg.Wait()
+	}, nil
+}
+
+// consume waits for the database, checks the schema, reports in
+// sync_health, waits for NATS and consumes until ctx ends. Stopped while
+// waiting, it returns nil.
+func (d *daemon) consume(ctx context.Context) error {
+	d.setStartup("waiting for the database")
+	if err := wait.Until(ctx, "the database", d.log, d.st.Ping); err != nil {
+		return nil // stopped while waiting
+	}
+	if err := checkSchema(ctx, d.cfg, d.pool, d.log); err != nil {
+		return err
+	}
+	d.setStartup("waiting for NATS")
+	// This process's row of sync_health, from now on (the database
+	// answers): written on every change and every 30 s, removed on stop;
+	// joined before the pool closes.
+	reporter, err := synchealth.New(d.st, synchealth.Config{Process: d.cfg.HealthProcess, Kind: store.HealthKindSyncer,
+		Tick: d.cfg.HealthTick, RemoveOnStop: true}, d.health, d.log.Named("health"))
+	if err != nil {
+		return err
+	}
+	reportCtx, stopReport := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() { defer close(reported); reporter.Run(reportCtx) }()
+	defer func() { stopReport(); <-reported }()
+	dlq, err := d.waitForNATS(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting
+		}
+		return err
+	}
+	cons, watcher, err := d.newConsumer(dlq)
+	if err != nil {
+		return err
+	}
+	d.backlog.Store(watcher)
+	d.cons.Store(cons)
+	d.startup.Store(nil)
+	reporter.Wake() // no longer waiting for NATS
+
+	// Joined here, before nc.Drain in Run and the deferred pool.Close.
+	stopBackground, err := startBackground(ctx, d.cfg, d.js, d.st, cons.ConsumerConfig().Durable, watcher, d.historyMetrics, d.log)
+	if err != nil {
+		return err
+	}
+	defer stopBackground()
+	return cons.Run(ctx)
+}
+
+// health is what this process reports in sync_health now.
+func (d *daemon) health() synchealth.Status {
+	return healthStatus(d.startup.Load() != nil, d.natsDown.Load(), d.cons.Load(), d.backlog.Load(), d.cfg.CatchingUpAfter)
+}
+
+// waitForNATS waits until NATS answers, the event stream is created or
+// updated and the dead-letter stream is open; a server too old fails at
+// once.
+func (d *daemon) waitForNATS(ctx context.Context) (*deadletter.Queue, error) {
+	var dlq *deadletter.Queue
+	err := wait.Until(ctx, "NATS", d.log, func(ctx context.Context) error {
+		if err := stream.Connected(d.nc); err != nil {
+			if errors.Is(err, stream.ErrServerTooOld) {
+				return wait.Permanent(err)
+			}
+			d.natsDown.Store(true)
+			return err
+		}
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := stream.Ensure(sctx, d.js, d.cfg.Stream); err != nil {
+			return err
+		}
+		var err error
+		dlq, err = deadletter.Open(sctx, d.js, d.cfg.DeadLetter(d.cfg.Stream))
+		return err
+	})
+	return dlq, err
+}
+
+// newConsumer builds the consumer and the backlog watcher that feeds its
+// lag gauges.
+func (d *daemon) newConsumer(dlq *deadletter.Queue) (*consumer.Consumer, *backlog.Watcher, error) {
+	// A member-deleted event also purges the member's messages (erasure).
+	applier := erase.NewApplier(d.st, erase.NewPurger(d.js, d.cfg.Stream.Name, dlq), d.log.Named("erase"))
+	cons, err := consumer.New(d.js, applier, dlq, d.metrics, d.cfg.Consumer, d.log.Named("consumer"))
+	if err != nil {
+		return nil, nil, err
+	}
+	metrics := d.metrics
+	watcher, err := backlog.New(d.js, backlog.Config{Stream: d.cfg.Stream.Name, Durable: cons.ConsumerConfig().Durable,
+		FilterSubject: cons.ConsumerConfig().FilterSubject, Interval: d.cfg.BacklogInterval,
+		OnInfo: func(info *jetstream.ConsumerInfo) {
+			metrics.Pending.Set(float64(info.NumPending))
+			metrics.AckPending.Set(float64(info.NumAckPending))
+		}}, d.reg, d.log.Named("backlog"))
+	if err != nil {
+		return nil, nil, err
+	}
+	return cons, watcher, nil
 }
 
 // startBackground starts the loops beside the consumer: the backlog
@@ -355,7 +433,7 @@ func startBackground(ctx context.Context, cfg Config, js jetstream.JetStream, st
 	// Always: besides the sync log (when LogRetention is set) it removes
 	// sync_health rows not reported for a day.
 	bg.Go(func() {
-		purgeLoop(ctx, st, cfg.LogRetention, cmp.Or(cfg.LogPurgeInterval, time.Hour), log.Named("purge"))
+		purgeLoop(ctx, st, cfg.LogRetention, cfg.LogPurgeInterval, log.Named("purge"))
 	})
 	return func() { cancel(); bg.Wait() }, nil
 }
@@ -423,7 +501,7 @@ func healthStatus(starting, natsDown bool, c *consumer.Consumer, w *backlog.Watc
 }
 
 // purgeLoop deletes sync-log rows past their retention (none when it is
-// 0) and sync_health rows not reported for HealthRetention, now and then
+// negative) and sync_health rows not reported for HealthRetention, now and then
 // every interval, until ctx ends. Replicas may all run it: deletes are
 // idempotent.
 func purgeLoop(ctx context.Context, st *store.Store, retention, interval time.Duration, log *zap.Logger) {
