@@ -100,6 +100,7 @@ require (
 	github.com/likeperson/portalsync/ingress v0.0.0
 	github.com/likeperson/portalsync/schema v0.0.0
 	github.com/likeperson/portalsync/syncer v0.0.0
+	github.com/likeperson/portalsync/testkit v0.0.0
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 )
@@ -111,3 +112,5 @@ replace github.com/likeperson/portalsync/ingress => ../ingress
 replace github.com/likeperson/portalsync/syncer => ../syncer
 
 replace github.com/likeperson/portalsync/schema => ../schema
+
+replace github.com/likeperson/portalsync/testkit => ../testkit

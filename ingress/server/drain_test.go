@@ -23,9 +23,9 @@ import (
 
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 // drainOutcomes counts what 50 keep-alive senders saw across a shutdown.
