@@ -12,9 +12,9 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/pgtest"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/testkit/pgtest"
 )
 
 // cliBundle is what a subcommand test runs against: a migrated database,

@@ -17,11 +17,11 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/pgtest"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/reconcile"
 	"github.com/likeperson/portalsync/testkit/dataversetest"
+	"github.com/likeperson/portalsync/testkit/pgtest"
 )
 
 const (
