@@ -30,9 +30,9 @@ import (
 	"github.com/likeperson/portalsync/pkg/portalclient"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/servicetest"
 	"github.com/likeperson/portalsync/testkit/supabasetest"
 )

@@ -13,8 +13,8 @@ import (
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/testkit/pgtest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // cliBundle is what a subcommand test runs against: a migrated database,
