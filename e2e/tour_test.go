@@ -18,7 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/testkit/natstest"
 	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/servicetest"
 )

@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/testkit/dataversetest"
+	"github.com/likeperson/portalsync/testkit/natstest"
 	"github.com/likeperson/portalsync/testkit/schematest"
 )
 

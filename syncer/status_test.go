@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/command"
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/testkit/natstest"
 	"github.com/likeperson/portalsync/testkit/schematest"
 )
 

@@ -17,9 +17,9 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/testkit/natstest"
 	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/servicetest"
 )

@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/natstest"
 )
 
 // Every stream setting that makes the server delete stored events must be
