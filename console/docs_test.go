@@ -11,7 +11,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/composetest"
+	"github.com/likeperson/portalsync/testkit/composetest"
 	"github.com/likeperson/portalsync/testkit/readmetest"
 )
 

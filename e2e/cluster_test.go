@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
+	"github.com/likeperson/portalsync/testkit/natstest"
 )
 
 // A three-server JetStream cluster with an R3 stream loses its stream

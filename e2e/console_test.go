@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/console/ui"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/testkit/browser"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 

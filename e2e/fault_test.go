@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/syncer/deadletter"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 // sendAll posts events with a few concurrent senders, retrying what is not

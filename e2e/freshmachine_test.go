@@ -16,8 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/pgcluster"
+	"github.com/likeperson/portalsync/testkit/natstest"
 )
 
 // freshChild, in a child test process, marks TestTestsWithoutPostgreSQLServer's

@@ -10,9 +10,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 // ageThreshold stands in for the alerts' 60 and 120 s

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/schema"
-	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 

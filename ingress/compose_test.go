@@ -12,8 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/ingress/server"
-	"github.com/likeperson/portalsync/pkg/composetest"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/composetest"
 )
 
 // The compose file's ingress agrees with this binary: known environment

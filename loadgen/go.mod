@@ -99,8 +99,9 @@ require (
 	github.com/jackc/pgservicefile v0.0.0-20240606120523-5a60cdf6a761 // indirect
 	github.com/jackc/puddle/v2 v2.2.3 // indirect
 	github.com/likeperson/portalsync/ingress v0.0.0
-	github.com/likeperson/portalsync/schema v0.0.0
+	github.com/likeperson/portalsync/schema v0.0.0 // indirect
 	github.com/likeperson/portalsync/syncer v0.0.0
+	github.com/likeperson/portalsync/testkit v0.0.0
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 )

@@ -14,13 +14,13 @@ import (
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/loadgen/load"
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/testkit/flagtest"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/schematest"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 // The load generator against a real ingress, JetStream, syncer and

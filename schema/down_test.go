@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/schema"
-	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // The newest migrations roll back and apply again: a release that must be

@@ -66,7 +66,8 @@ require (
 )
 
 require (
-	github.com/likeperson/portalsync/pkg v0.0.0
+	github.com/likeperson/portalsync/pkg v0.0.0 // indirect
+	github.com/likeperson/portalsync/testkit v0.0.0
 	github.com/mfridman/interpolate v0.0.2 // indirect
 	github.com/sethvargo/go-retry v0.5.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect
@@ -74,3 +75,5 @@ require (
 )
 
 replace github.com/likeperson/portalsync/pkg => ../pkg
+
+replace github.com/likeperson/portalsync/testkit => ../testkit

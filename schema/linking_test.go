@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // The account-linking rule (portalsync.email_accounts, migration 00027):

@@ -92,7 +92,7 @@ wait_port() { # host port what
 if [ -z "${NATS_URL:-}" ]; then
   port=${PORTALSYNC_NATS_PORT:-4223}
   nats_config=${PORTALSYNC_NATS_CONFIG:-deploy/nats/nats.conf}
-  # pkg/natstest's TestMakeRunServerSyncsEveryWrite starts a server with
+  # testkit/natstest's TestMakeRunServerSyncsEveryWrite starts a server with
   # the arguments of the next line and reads its settings back.
   bin/nats-server -c "$nats_config" -a 127.0.0.1 -p "$port" -js -sd .data/nats >.data/nats.log 2>&1 &
   nats_pid=$!

@@ -11,10 +11,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/pgtest"
 	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/pgtest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // cliBundle is what a subcommand test runs against: a migrated database,

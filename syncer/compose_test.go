@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/composetest"
+	"github.com/likeperson/portalsync/testkit/composetest"
 )
 
 // The compose file's migrate and syncer services agree with this binary.

@@ -8,9 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/testkit/dataversetest"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // `syncer reconcile --dry-run` prints and stores nothing, `--once` makes a

@@ -20,9 +20,9 @@ import (
 	"github.com/likeperson/portalsync/ingress/dataverse"
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 const (

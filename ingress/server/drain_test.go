@@ -22,10 +22,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/ingress/server"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 // drainOutcomes counts what 50 keep-alive senders saw across a shutdown.

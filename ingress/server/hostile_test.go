@@ -27,11 +27,11 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/ingress/server"
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/portalclient"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 func TestSlowClientsAreCutOff(t *testing.T) {

@@ -20,11 +20,11 @@ import (
 
 	"github.com/likeperson/portalsync/ingress/server"
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/portalclient"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/signature"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 type testBundle struct {

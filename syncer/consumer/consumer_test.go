@@ -16,10 +16,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/testkit/natstest"
 )
 
 // fakeApplier answers each batch with what outcome returns for it, and

@@ -8,9 +8,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/deadletter"
+	"github.com/likeperson/portalsync/testkit/natstest"
 )
 
 // An event that fails again after a redrive is dead-lettered, listed and

@@ -16,12 +16,12 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/pgtest"
 	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/reconcile"
 	"github.com/likeperson/portalsync/testkit/dataversetest"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/pgtest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 const (

@@ -17,11 +17,11 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/natstest"
-	"github.com/likeperson/portalsync/pkg/servicetest"
 	"github.com/likeperson/portalsync/pkg/stream"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/schematest"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 func readyz(t *testing.T, base string) (int, string, error) {

@@ -10,10 +10,10 @@ import (
 	"time"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // BenchmarkApplyBatchCeiling applies batches of the syncer's own set-based

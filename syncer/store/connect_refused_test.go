@@ -10,8 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // A database that refuses new connections with an SQLSTATE of its own

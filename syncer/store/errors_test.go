@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // Driver errors are classified by what the caller should do.

@@ -11,7 +11,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/eventmodel"
+	"github.com/likeperson/portalsync/testkit/eventmodel"
 )
 
 // drawEvents draws 1..maxEvents events of 1..members members (ids

@@ -13,7 +13,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/eventmodel"
+	"github.com/likeperson/portalsync/testkit/eventmodel"
 )
 
 // TestOrganizationNameNewestInOneBatchWins: events of one batch carry

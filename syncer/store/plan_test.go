@@ -6,8 +6,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/service"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // TestNoForcedCustomPlans: the syncer's sessions plan statements the

@@ -9,11 +9,11 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/eventmodel"
+	"github.com/likeperson/portalsync/testkit/eventmodel"
 )
 
 // The reduce step's tables: no database. The property test at the end
-// holds one batch's row sets to the reference model (pkg/eventmodel); the
+// holds one batch's row sets to the reference model (testkit/eventmodel); the
 // database tests (model_test.go) hold the tables to it.
 
 func uev(id string, typ event.Type, min int, member, org string, role event.Role) *event.Event {

@@ -11,7 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/schema/schematest"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // portalsync.newer (migration 00026) is the upserts' one "newer than

@@ -15,7 +15,7 @@ import (
 // its member), and which event wins for every row and field group of every
 // table, as the row sets the writers send (write.go). No database here;
 // reduce_test.go tables them against the reference model's rules
-// (pkg/eventmodel): the newest event in portal order wins, per profile
+// (testkit/eventmodel): the newest event in portal order wins, per profile
 // field, membership status, role and organization name; unknown types and
 // repeated event ids change nothing; an erased member stays erased.
 //

@@ -13,8 +13,8 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/schema/schematest"
 	"github.com/likeperson/portalsync/syncer/store"
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)

@@ -221,7 +221,7 @@ type testCmd struct {
 
 // Run runs the command. Where TEST_DATABASE_URL is set, or the local
 // server or Docker answers, the tests find their server themselves
-// (package pgtest; testcontainers for Docker). Otherwise it starts the
+// (testkit/pgtest; testcontainers for Docker). Otherwise it starts the
 // private cluster in Dir for the run (or finds it running), passes it in
 // TEST_DATABASE_URL and stops it afterwards if it started it; without
 // server binaries the command runs as it is, and the tests that need

@@ -4,12 +4,10 @@ import (
 	"context"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/zap/zaptest"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/natstest"
 )
 
 // Every stream setting that makes the server delete stored events must be
@@ -21,13 +19,8 @@ import (
 // deleted, no refusal, no warning.
 func TestEnsureSetsBackAPerSubjectLimit(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Run(t)
 	ctx := context.Background()
-	nc, err := stream.Connect(ctx, srv.URL(), "test", zaptest.NewLogger(t))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := connectJS(t, natstest.Run(t))
 
 	cfg := stream.Config{Name: "EVENTS"}
 	s, err := stream.Ensure(ctx, js, cfg)

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/composetest"
+	"github.com/likeperson/portalsync/testkit/composetest"
 )
 
 // The NATS servers the project ships acknowledge a write only once it is

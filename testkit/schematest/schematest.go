@@ -10,8 +10,8 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
-	"github.com/likeperson/portalsync/pkg/pgtest"
 	"github.com/likeperson/portalsync/schema"
+	"github.com/likeperson/portalsync/testkit/pgtest"
 )
 
 // NewDB returns a fresh migrated database, dropped when t ends.

@@ -7,8 +7,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/likeperson/portalsync/pkg/natstest"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/testkit/natstest"
 )
 
 func TestLeaderGet(t *testing.T) {

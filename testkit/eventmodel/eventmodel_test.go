@@ -7,7 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/eventmodel"
+	"github.com/likeperson/portalsync/testkit/eventmodel"
 )
 
 func TestExpect(t *testing.T) {
