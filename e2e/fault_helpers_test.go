@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -20,29 +19,7 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/eventmodel"
-	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
-
-// syncerBin is the syncer binary built for this test run.
-var syncerBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "portalsync-e2e-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	syncerBin = filepath.Join(dir, "syncer")
-	build := exec.Command("go", "build", "-o", syncerBin, "github.com/likeperson/portalsync/syncer")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build syncer:", err)
-		os.Exit(1)
-	}
-	code := supabasetest.Main(m)
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // syncerProcess is a real `syncer run` subprocess.
 type syncerProcess struct {
