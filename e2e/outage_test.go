@@ -36,26 +36,6 @@ func tightBudget(c *service.Config) {
 	c.Consumer.ProbeMax = 500 * time.Millisecond
 }
 
-// runSyncer runs an in-process syncer against dbURL and natsURL until the
-// test ends and returns its health URL, without waiting for it to be
-// ready. mod changes the harness's configuration.
-func (s *system) runSyncer(t *testing.T, dbURL, natsURL string, mod func(*service.Config)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cfg := service.Config{
-		DatabaseURL: dbURL, NATSURL: natsURL, HTTPListener: ln, Stream: s.stream,
-		Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
-			MaxDeliver: 1000, PullExpiry: 2 * time.Second, AckWait: 3 * time.Second, ProbeMax: 500 * time.Millisecond},
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runUntilCleanup(t, "the syncer", cancel, func() error { return service.Run(ctx, cfg, s.logger(t, "syncer")) })
-	return "http://" + ln.Addr().String()
-}
-
 // readyStatus returns the status code and body of base/readyz.
 func readyStatus(base string) (int, string) {
 	resp, err := http.Get(base + "/readyz")
@@ -102,7 +82,7 @@ func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
 	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
-	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), tightBudget)
 	servicetest.WaitReady(t, health, nil)
 
 	first := workload(21, "pgout-a", 10, 50)
@@ -144,7 +124,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
 	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
-	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), tightBudget)
 	servicetest.WaitReady(t, health, nil)
 
 	// Events held by the syncer when NATS goes: the database is cut first
@@ -192,7 +172,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 func TestConsumerDeletedMidFlow(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
-	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, sys.dbURL, tightBudget)
 	servicetest.WaitReady(t, health, nil)
 	js := sys.jetStream(t)
 	ctx := context.Background()
@@ -214,7 +194,7 @@ func TestConsumerDeletedMidFlow(t *testing.T) {
 	info, err := cons.Info(ctx)
 	require.NoError(t, err)
 	require.Equal(t, jetstream.AckExplicitPolicy, info.Config.AckPolicy)
-	require.Equal(t, 3*time.Second, info.Config.AckWait, "same configuration")
+	require.Equal(t, harnessConsumer().AckWait, info.Config.AckWait, "same configuration")
 }
 
 // The syncer and the ingress started while PostgreSQL and NATS are both
@@ -229,7 +209,7 @@ func TestStartWhileDependenciesDown(t *testing.T) {
 	sys.nats = natstest.New(t) // not started
 	sys.natsURL = sys.nats.URL()
 
-	health := sys.runSyncer(t, viaProxy(t, db.URL, proxy), sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, viaProxy(t, db.URL, proxy), tightBudget)
 	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
 	require.NoError(t, err)
 	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -287,7 +267,7 @@ func TestSlowTransactionCausesNoRedelivery(t *testing.T) {
 		END $$;
 		CREATE TRIGGER slow_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION slow_member();`)
 	require.NoError(t, err)
-	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, func(c *service.Config) {
+	health := sys.runSyncer(t, sys.dbURL, func(c *service.Config) {
 		c.Consumer.Workers = 1
 		c.Consumer.AckWait = 2 * time.Second
 		c.Consumer.BatchSize = 16

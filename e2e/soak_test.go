@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 )
 
@@ -31,7 +32,7 @@ func TestSoak(t *testing.T) {
 		total = v
 	}
 	sys := start(t, withoutSyncer())
-	proc := sys.syncerProcess(t, sys.dbURL, "SYNCER_CONCURRENCY=8")
+	proc := sys.syncerProcess(t, sys.dbURL, func(c *consumer.Config) { c.Workers = 8 })
 	events := workload(42, "soak", total/10, total)
 	for _, e := range events {
 		sys.remember(e.Member.Email, e.Member.FirstName, e.Member.Phone)
