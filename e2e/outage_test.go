@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -61,6 +62,35 @@ func syncerStatus(t *testing.T, base string) service.Status {
 	return st
 }
 
+// waitPausedHolding waits until the syncer at health reports a pause for
+// reason with events held: it has tried them, found the dependency gone
+// and keeps them alive instead of spending their deliveries.
+func waitPausedHolding(t *testing.T, health, reason string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		st := syncerStatus(t, health)
+		return st.Consumer.Paused == reason && st.Consumer.Held > 0
+	}, 20*time.Second, 20*time.Millisecond, "the syncer pauses (%s) and holds events", reason)
+}
+
+// holds checks, about four times a second until deadline, that check
+// finds nothing wrong. It is for a test that lets time pass on purpose (an
+// outage of a set length): the claim is checked all along, and the test
+// fails at the moment it breaks, not when the time is up.
+func holds(t *testing.T, deadline time.Time, check func() error) {
+	t.Helper()
+	for {
+		if err := check(); err != nil {
+			t.Fatalf("%s before the end of the outage: %v", time.Until(deadline).Round(time.Millisecond), err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		time.Sleep(min(left, 250*time.Millisecond)) // time passing is the point
+	}
+}
+
 // requireNothingLost checks that every event has exactly one success row (or skipped, when newer data superseded it),
 // none failed, none dead-lettered, and the database equals the model.
 func (s *system) requireNothingLost(t *testing.T, events []event.Event) {
@@ -94,10 +124,7 @@ func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 	during := workload(22, "pgout-b", 20, 200)
 	accepted := sys.sendAll(t, during, 4)
 	require.Len(t, accepted, len(during), "the ingress accepts while the database is down")
-	require.Eventually(t, func() bool {
-		st := syncerStatus(t, health)
-		return st.Consumer.Paused == consumer.ReasonDatabase && st.Consumer.Held > 0
-	}, 20*time.Second, 20*time.Millisecond, "the syncer pauses and holds events")
+	waitPausedHolding(t, health, consumer.ReasonDatabase)
 	code, body := readyStatus(health)
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "paused: database unavailable since")
@@ -105,8 +132,21 @@ func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 	require.Equal(t, "1", metricValue(t, metrics, `portalsync_syncer_paused{reason="database unavailable"}`))
 	require.NotEqual(t, "0", metricValue(t, metrics, "portalsync_syncer_held_events"))
 
-	time.Sleep(time.Until(began.Add(outageLength))) // the outage itself
-	require.Zero(t, sys.countLog(t, "processed")-len(first), "nothing applied while the database is down")
+	// The outage itself: the syncer stays paused with its events held,
+	// applies nothing and dead-letters nothing until the database is back.
+	dlq := deadletter.New(sys.jetStream(t), deadletter.Config{EventStream: sys.stream.Name})
+	holds(t, began.Add(outageLength), func() error {
+		if st := syncerStatus(t, health).Consumer; st.Paused != consumer.ReasonDatabase || st.Held == 0 {
+			return fmt.Errorf("no longer paused on the database holding events: %+v", st)
+		}
+		if n := sys.countLog(t, "processed") - len(first); n != 0 {
+			return fmt.Errorf("%d events applied while the database is down", n)
+		}
+		if n, err := dlq.Count(context.Background()); err != nil || n != 0 {
+			return fmt.Errorf("dead letters: %d (%v)", n, err)
+		}
+		return nil
+	})
 	proxy.Restore()
 
 	sys.requireNothingLost(t, append(first, during...))
@@ -135,10 +175,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 	require.Len(t, accepted, len(before))
 	// Paused, it pulls no more: what it fetched before is held, the rest
 	// waits in the stream.
-	require.Eventually(t, func() bool {
-		st := syncerStatus(t, health)
-		return st.Consumer.Paused == consumer.ReasonDatabase && st.Consumer.Held > 0
-	}, 20*time.Second, 20*time.Millisecond, "the syncer holds events")
+	waitPausedHolding(t, health, consumer.ReasonDatabase)
 
 	sys.nats.Stop()
 	began := time.Now()
@@ -157,7 +194,17 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.Status)
 	require.Contains(t, string(resp.Body), "may not have been stored")
 
-	time.Sleep(time.Until(began.Add(outageLength))) // the outage itself
+	// The outage itself: both services stay not ready, the syncer paused
+	// for NATS, until the server is back.
+	holds(t, began.Add(outageLength), func() error {
+		if st := syncerStatus(t, health).Consumer; st.Paused != consumer.ReasonNATS {
+			return fmt.Errorf("the syncer is no longer paused for NATS: %+v", st)
+		}
+		if code, body := readyStatus(sys.ingressOps); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("the ingress is ready without NATS: %d %s", code, body)
+		}
+		return nil
+	})
 	sys.nats.Start()
 	servicetest.WaitReady(t, sys.ingressOps, nil)
 	after := append(workload(25, "natsout-b", 20, 100), x)
