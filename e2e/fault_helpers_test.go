@@ -10,7 +10,8 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"reflect"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -19,30 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/testkit/eventmodel"
-	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
-
-// syncerBin is the syncer binary built for this test run.
-var syncerBin string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "portalsync-e2e-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	syncerBin = filepath.Join(dir, "syncer")
-	build := exec.Command("go", "build", "-o", syncerBin, "github.com/likeperson/portalsync/syncer")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build syncer:", err)
-		os.Exit(1)
-	}
-	code := supabasetest.Main(m)
-	_ = os.RemoveAll(dir)
-	os.Exit(code)
-}
 
 // syncerProcess is a real `syncer run` subprocess.
 type syncerProcess struct {
@@ -70,20 +50,24 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func (s *system) syncerProcess(t *testing.T, dbURL string, extraEnv ...string) *syncerProcess {
+// syncerProcess prepares a `syncer run` subprocess against dbURL with the
+// harness's consumer configuration, changed by mod when not nil; extraEnv
+// adds settings beyond the consumer's (LOG_LEVEL=debug).
+func (s *system) syncerProcess(t *testing.T, dbURL string, mod func(*consumer.Config), extraEnv ...string) *syncerProcess {
 	t.Helper()
+	c := harnessConsumer()
+	if mod != nil {
+		mod(&c)
+	}
 	env := append(os.Environ(),
 		"DATABASE_URL="+dbURL,
 		"NATS_URL="+s.natsURL,
 		"STREAM_NAME="+s.stream.Name,
 		fmt.Sprintf("STREAM_REPLICAS=%d", s.stream.Replicas),
-		"SYNCER_PULL_EXPIRY=2s",
 		"SYNCER_HTTP_ADDR=127.0.0.1:0",
-		"SYNCER_ACK_WAIT=2s",
-		"SYNCER_BACKOFF=50ms,100ms,200ms",
-		"SYNCER_MAX_DELIVER=1000",
 		"LOG_LEVEL=info",
 	)
+	env = append(env, consumerEnv(t, c)...)
 	p := &syncerProcess{t: t, env: append(env, extraEnv...), output: s.output()}
 	t.Cleanup(func() {
 		if p.cmd != nil {
@@ -92,6 +76,53 @@ func (s *system) syncerProcess(t *testing.T, dbURL string, extraEnv ...string) *
 		}
 	})
 	return p
+}
+
+// consumerEnvNames are the environment variables of `syncer run` (its
+// flags in syncer/main.go) that set each consumer.Config field.
+var consumerEnvNames = map[string]string{
+	"Durable":         "SYNCER_CONSUMER",
+	"AckWait":         "SYNCER_ACK_WAIT",
+	"MaxDeliver":      "SYNCER_MAX_DELIVER",
+	"BackOff":         "SYNCER_BACKOFF",
+	"Workers":         "SYNCER_CONCURRENCY",
+	"BatchSize":       "SYNCER_BATCH_SIZE",
+	"MaxAckPending":   "SYNCER_MAX_ACK_PENDING",
+	"ShutdownTimeout": "SYNCER_SHUTDOWN_TIMEOUT",
+	"ApplyTimeout":    "SYNCER_APPLY_TIMEOUT",
+	"PullExpiry":      "SYNCER_PULL_EXPIRY",
+	"ProbeMax":        "SYNCER_PROBE_MAX",
+}
+
+// consumerEnv renders the set fields of c as the environment of `syncer
+// run`, so that a subprocess runs with the configuration an in-process
+// syncer is given. A set field without a variable fails the test rather
+// than being left out.
+func consumerEnv(t *testing.T, c consumer.Config) []string {
+	t.Helper()
+	var env []string
+	v := reflect.ValueOf(c)
+	for i := range v.NumField() {
+		field, value := v.Type().Field(i), v.Field(i)
+		if value.IsZero() {
+			continue
+		}
+		name, ok := consumerEnvNames[field.Name]
+		require.True(t, ok, "consumer.Config.%s has no environment variable in consumerEnvNames", field.Name)
+		var s string
+		switch x := value.Interface().(type) {
+		case []time.Duration:
+			parts := make([]string, len(x))
+			for j, d := range x {
+				parts[j] = d.String()
+			}
+			s = strings.Join(parts, ",")
+		default:
+			s = fmt.Sprint(x) // time.Duration prints as the syncer parses it
+		}
+		env = append(env, name+"="+s)
+	}
+	return env
 }
 
 func (p *syncerProcess) Start() {

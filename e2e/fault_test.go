@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/testkit/servicetest"
 )
@@ -47,7 +48,7 @@ func (s *system) sendAll(t *testing.T, events []event.Event, senders int) []even
 						t.Errorf("event %s never accepted: %v %v", e.ID, err, resp)
 						break
 					}
-					time.Sleep(50 * time.Millisecond)
+					time.Sleep(50 * time.Millisecond) // the portal's pause before it retries
 				}
 			}
 		}()
@@ -79,7 +80,7 @@ func (s *system) countLog(t *testing.T, status string) int {
 func TestSyncerKilledHard(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
-	proc := sys.syncerProcess(t, sys.dbURL)
+	proc := sys.syncerProcess(t, sys.dbURL, nil)
 	events := workload(1, "kill", 40, 2000)
 
 	proc.Start()
@@ -133,7 +134,9 @@ func TestDatabaseUnreachable(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusServiceUnavailable
 	}, 10*time.Second, 50*time.Millisecond, "readiness reports the outage")
-	time.Sleep(time.Second) // several retry rounds against the dead database
+	// Not a failure of the events: the syncer pauses on the database with
+	// them held, probing until it answers.
+	waitPausedHolding(t, health, consumer.ReasonDatabase)
 	require.Zero(t, sys.countLog(t, "failed"))
 
 	proxy.Restore()
@@ -284,7 +287,7 @@ func TestSyncerGracefulStopAcksInFlight(t *testing.T) {
 	sys := start(t, withoutSyncer())
 	events := workload(31, "term", 500, 6000)
 	publishDirect(t, sys, events)
-	first := sys.syncerProcess(t, sys.dbURL, "SYNCER_BATCH_SIZE=64", "SYNCER_CONCURRENCY=2")
+	first := sys.syncerProcess(t, sys.dbURL, func(c *consumer.Config) { c.BatchSize, c.Workers = 64, 2 })
 	first.Start()
 	require.Eventually(t, func() bool { return sys.countLog(t, "processed") > 300 }, 30*time.Second, 5*time.Millisecond)
 	took, err := first.Stop()
@@ -295,10 +298,10 @@ func TestSyncerGracefulStopAcksInFlight(t *testing.T) {
 
 	// Small batches for the successor too: with the default 1024 it pulls
 	// thousands of events at once, and on a loaded machine those queued
-	// longer than the test's 2 s AckWait come back to it while it still
+	// longer than the harness's AckWait come back to it while it still
 	// holds them, a redelivery of its own that would read as the first
 	// process's.
-	next := sys.syncerProcess(t, sys.dbURL, "LOG_LEVEL=debug", "SYNCER_BATCH_SIZE=64")
+	next := sys.syncerProcess(t, sys.dbURL, func(c *consumer.Config) { c.BatchSize = 64 }, "LOG_LEVEL=debug")
 	next.Start()
 	sys.waitApplied(t, ids(events), 60*time.Second)
 	_, err = next.Stop()

@@ -244,21 +244,43 @@ func (s *system) jetStream(t *testing.T) jetstream.JetStream {
 // testStream is the event stream of every test (each has its own server).
 var testStream = stream.Config{Name: "EVENTS"}
 
-// startSyncer runs an in-process syncer against dbURL until the test ends,
-// and returns its health URL.
-func (s *system) startSyncer(t *testing.T, dbURL string) string {
+// harnessConsumer is the consumer configuration of every syncer the e2e
+// tests run, in process (runSyncer) or as a `syncer run` subprocess
+// (syncerProcess): retries, redeliveries and probes of a dependency that
+// is down come within seconds, and the delivery budget is one no test
+// spends by accident. A test changes it through its mod function.
+func harnessConsumer() consumer.Config {
+	return consumer.Config{
+		BackOff:    []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
+		MaxDeliver: 1000,
+		PullExpiry: 2 * time.Second,
+		AckWait:    3 * time.Second,
+		ProbeMax:   500 * time.Millisecond,
+	}
+}
+
+// runSyncer runs an in-process syncer against dbURL until the test ends
+// and returns its health URL, without waiting for it to be ready. mod,
+// when not nil, changes the harness's configuration.
+func (s *system) runSyncer(t *testing.T, dbURL string, mod func(*service.Config)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	cfg := service.Config{DatabaseURL: dbURL, NATSURL: s.natsURL, HTTPListener: ln, Stream: s.stream, Consumer: harnessConsumer()}
+	if mod != nil {
+		mod(&cfg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	runUntilCleanup(t, "the syncer", cancel, func() error {
-		return service.Run(ctx, service.Config{
-			DatabaseURL: dbURL, NATSURL: s.natsURL, HTTPListener: ln, Stream: s.stream,
-			Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
-				MaxDeliver: 1000, PullExpiry: 2 * time.Second, AckWait: 3 * time.Second},
-		}, s.logger(t, "syncer"))
-	})
-	url := "http://" + ln.Addr().String()
+	runUntilCleanup(t, "the syncer", cancel, func() error { return service.Run(ctx, cfg, s.logger(t, "syncer")) })
+	return "http://" + ln.Addr().String()
+}
+
+// startSyncer runs an in-process syncer with the harness's configuration
+// against dbURL until the test ends, and returns its health URL once it is
+// ready.
+func (s *system) startSyncer(t *testing.T, dbURL string) string {
+	t.Helper()
+	url := s.runSyncer(t, dbURL, nil)
 	servicetest.WaitReady(t, url, nil)
 	return url
 }

@@ -66,7 +66,7 @@ func TestFullStreamRefusesAndKeepsWhatItAccepted(t *testing.T) {
 
 	// The syncer applies every accepted event: none failed, none
 	// dead-lettered.
-	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, func(c *service.Config) { c.HistoryInterval = 100 * time.Millisecond })
+	health := sys.runSyncer(t, sys.dbURL, func(c *service.Config) { c.HistoryInterval = 100 * time.Millisecond })
 	sys.requireNothingLost(t, accepted)
 	m := scrape(t, health)
 	require.Equal(t, strconv.FormatInt(cfg.MaxBytes, 10), metricValue(t, m, "portalsync_syncer_stream_max_bytes"))
@@ -103,7 +103,7 @@ func TestUnappliedEventOutlivesMaxAge(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(len(events)), info.State.Msgs, "nothing unapplied expired")
 
-	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, func(c *service.Config) { c.HistoryInterval = 100 * time.Millisecond })
+	health := sys.runSyncer(t, sys.dbURL, func(c *service.Config) { c.HistoryInterval = 100 * time.Millisecond })
 	sys.requireNothingLost(t, events)
 	require.Eventually(t, func() bool {
 		info, err := s.Info(ctx)

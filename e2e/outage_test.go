@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -36,26 +37,6 @@ func tightBudget(c *service.Config) {
 	c.Consumer.ProbeMax = 500 * time.Millisecond
 }
 
-// runSyncer runs an in-process syncer against dbURL and natsURL until the
-// test ends and returns its health URL, without waiting for it to be
-// ready. mod changes the harness's configuration.
-func (s *system) runSyncer(t *testing.T, dbURL, natsURL string, mod func(*service.Config)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cfg := service.Config{
-		DatabaseURL: dbURL, NATSURL: natsURL, HTTPListener: ln, Stream: s.stream,
-		Consumer: consumer.Config{BackOff: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond, 200 * time.Millisecond},
-			MaxDeliver: 1000, PullExpiry: 2 * time.Second, AckWait: 3 * time.Second, ProbeMax: 500 * time.Millisecond},
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	runUntilCleanup(t, "the syncer", cancel, func() error { return service.Run(ctx, cfg, s.logger(t, "syncer")) })
-	return "http://" + ln.Addr().String()
-}
-
 // readyStatus returns the status code and body of base/readyz.
 func readyStatus(base string) (int, string) {
 	resp, err := http.Get(base + "/readyz")
@@ -81,6 +62,35 @@ func syncerStatus(t *testing.T, base string) service.Status {
 	return st
 }
 
+// waitPausedHolding waits until the syncer at health reports a pause for
+// reason with events held: it has tried them, found the dependency gone
+// and keeps them alive instead of spending their deliveries.
+func waitPausedHolding(t *testing.T, health, reason string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		st := syncerStatus(t, health)
+		return st.Consumer.Paused == reason && st.Consumer.Held > 0
+	}, 20*time.Second, 20*time.Millisecond, "the syncer pauses (%s) and holds events", reason)
+}
+
+// holds checks, about four times a second until deadline, that check
+// finds nothing wrong. It is for a test that lets time pass on purpose (an
+// outage of a set length): the claim is checked all along, and the test
+// fails at the moment it breaks, not when the time is up.
+func holds(t *testing.T, deadline time.Time, check func() error) {
+	t.Helper()
+	for {
+		if err := check(); err != nil {
+			t.Fatalf("%s before the end of the outage: %v", time.Until(deadline).Round(time.Millisecond), err)
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return
+		}
+		time.Sleep(min(left, 250*time.Millisecond)) // time passing is the point
+	}
+}
+
 // requireNothingLost checks that every event has exactly one success row (or skipped, when newer data superseded it),
 // none failed, none dead-lettered, and the database equals the model.
 func (s *system) requireNothingLost(t *testing.T, events []event.Event) {
@@ -102,7 +112,7 @@ func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
 	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
-	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), tightBudget)
 	servicetest.WaitReady(t, health, nil)
 
 	first := workload(21, "pgout-a", 10, 50)
@@ -114,10 +124,7 @@ func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 	during := workload(22, "pgout-b", 20, 200)
 	accepted := sys.sendAll(t, during, 4)
 	require.Len(t, accepted, len(during), "the ingress accepts while the database is down")
-	require.Eventually(t, func() bool {
-		st := syncerStatus(t, health)
-		return st.Consumer.Paused == consumer.ReasonDatabase && st.Consumer.Held > 0
-	}, 20*time.Second, 20*time.Millisecond, "the syncer pauses and holds events")
+	waitPausedHolding(t, health, consumer.ReasonDatabase)
 	code, body := readyStatus(health)
 	require.Equal(t, http.StatusServiceUnavailable, code)
 	require.Contains(t, body, "paused: database unavailable since")
@@ -125,8 +132,21 @@ func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 	require.Equal(t, "1", metricValue(t, metrics, `portalsync_syncer_paused{reason="database unavailable"}`))
 	require.NotEqual(t, "0", metricValue(t, metrics, "portalsync_syncer_held_events"))
 
-	time.Sleep(time.Until(began.Add(outageLength))) // the outage itself
-	require.Zero(t, sys.countLog(t, "processed")-len(first), "nothing applied while the database is down")
+	// The outage itself: the syncer stays paused with its events held,
+	// applies nothing and dead-letters nothing until the database is back.
+	dlq := deadletter.New(sys.jetStream(t), deadletter.Config{EventStream: sys.stream.Name})
+	holds(t, began.Add(outageLength), func() error {
+		if st := syncerStatus(t, health).Consumer; st.Paused != consumer.ReasonDatabase || st.Held == 0 {
+			return fmt.Errorf("no longer paused on the database holding events: %+v", st)
+		}
+		if n := sys.countLog(t, "processed") - len(first); n != 0 {
+			return fmt.Errorf("%d events applied while the database is down", n)
+		}
+		if n, err := dlq.Count(context.Background()); err != nil || n != 0 {
+			return fmt.Errorf("dead letters: %d (%v)", n, err)
+		}
+		return nil
+	})
 	proxy.Restore()
 
 	sys.requireNothingLost(t, append(first, during...))
@@ -144,7 +164,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
 	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
-	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), tightBudget)
 	servicetest.WaitReady(t, health, nil)
 
 	// Events held by the syncer when NATS goes: the database is cut first
@@ -155,10 +175,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 	require.Len(t, accepted, len(before))
 	// Paused, it pulls no more: what it fetched before is held, the rest
 	// waits in the stream.
-	require.Eventually(t, func() bool {
-		st := syncerStatus(t, health)
-		return st.Consumer.Paused == consumer.ReasonDatabase && st.Consumer.Held > 0
-	}, 20*time.Second, 20*time.Millisecond, "the syncer holds events")
+	waitPausedHolding(t, health, consumer.ReasonDatabase)
 
 	sys.nats.Stop()
 	began := time.Now()
@@ -177,7 +194,17 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 	require.Equal(t, http.StatusServiceUnavailable, resp.Status)
 	require.Contains(t, string(resp.Body), "may not have been stored")
 
-	time.Sleep(time.Until(began.Add(outageLength))) // the outage itself
+	// The outage itself: both services stay not ready, the syncer paused
+	// for NATS, until the server is back.
+	holds(t, began.Add(outageLength), func() error {
+		if st := syncerStatus(t, health).Consumer; st.Paused != consumer.ReasonNATS {
+			return fmt.Errorf("the syncer is no longer paused for NATS: %+v", st)
+		}
+		if code, body := readyStatus(sys.ingressOps); code != http.StatusServiceUnavailable {
+			return fmt.Errorf("the ingress is ready without NATS: %d %s", code, body)
+		}
+		return nil
+	})
 	sys.nats.Start()
 	servicetest.WaitReady(t, sys.ingressOps, nil)
 	after := append(workload(25, "natsout-b", 20, 100), x)
@@ -192,7 +219,7 @@ func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 func TestConsumerDeletedMidFlow(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
-	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, sys.dbURL, tightBudget)
 	servicetest.WaitReady(t, health, nil)
 	js := sys.jetStream(t)
 	ctx := context.Background()
@@ -214,7 +241,7 @@ func TestConsumerDeletedMidFlow(t *testing.T) {
 	info, err := cons.Info(ctx)
 	require.NoError(t, err)
 	require.Equal(t, jetstream.AckExplicitPolicy, info.Config.AckPolicy)
-	require.Equal(t, 3*time.Second, info.Config.AckWait, "same configuration")
+	require.Equal(t, harnessConsumer().AckWait, info.Config.AckWait, "same configuration")
 }
 
 // The syncer and the ingress started while PostgreSQL and NATS are both
@@ -229,7 +256,7 @@ func TestStartWhileDependenciesDown(t *testing.T) {
 	sys.nats = natstest.New(t) // not started
 	sys.natsURL = sys.nats.URL()
 
-	health := sys.runSyncer(t, viaProxy(t, db.URL, proxy), sys.natsURL, tightBudget)
+	health := sys.runSyncer(t, viaProxy(t, db.URL, proxy), tightBudget)
 	secret, err := signature.NewSecret([]byte("portalsync-e2e-test-secret-32by!"))
 	require.NoError(t, err)
 	ingressLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -287,7 +314,7 @@ func TestSlowTransactionCausesNoRedelivery(t *testing.T) {
 		END $$;
 		CREATE TRIGGER slow_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION slow_member();`)
 	require.NoError(t, err)
-	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, func(c *service.Config) {
+	health := sys.runSyncer(t, sys.dbURL, func(c *service.Config) {
 		c.Consumer.Workers = 1
 		c.Consumer.AckWait = 2 * time.Second
 		c.Consumer.BatchSize = 16

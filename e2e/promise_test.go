@@ -103,7 +103,7 @@ func TestTwoMinutePromiseWatched(t *testing.T) {
 	sys := start(t, withoutSyncer())
 	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
 	replica := func(name string) string {
-		return sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), sys.natsURL, func(c *service.Config) {
+		return sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), func(c *service.Config) {
 			tightBudget(c)
 			c.BacklogInterval = 100 * time.Millisecond
 			c.HealthProcess = "syncer:e2e:" + name
@@ -183,7 +183,7 @@ func TestTwoMinutePromiseWatched(t *testing.T) {
 func TestSyncHealthFollowsTheSyncer(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
-	health := sys.runSyncer(t, sys.dbURL, sys.natsURL, func(c *service.Config) {
+	health := sys.runSyncer(t, sys.dbURL, func(c *service.Config) {
 		c.BacklogInterval = 100 * time.Millisecond
 		c.CatchingUpAfter = time.Second
 		c.HealthTick = 50 * time.Millisecond

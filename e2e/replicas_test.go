@@ -15,6 +15,7 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/consumer"
 )
 
 // appliedBy counts, per process, the events of one member it applied, from
@@ -53,7 +54,7 @@ func TestThreeReplicasShareTheConsumer(t *testing.T) {
 	accepted := sys.sendAll(t, events, 4)
 	procs := make([]*syncerProcess, 3)
 	for i := range procs {
-		procs[i] = sys.syncerProcess(t, sys.dbURL, "SYNCER_CONCURRENCY=2", "SYNCER_MAX_ACK_PENDING=64")
+		procs[i] = sys.syncerProcess(t, sys.dbURL, func(c *consumer.Config) { c.Workers, c.MaxAckPending = 2, 64 })
 		procs[i].Start()
 	}
 	sys.waitApplied(t, ids(accepted), 60*time.Second)
@@ -88,7 +89,7 @@ func TestReplicaThroughput(t *testing.T) {
 		started := time.Now()
 		procs := make([]*syncerProcess, replicas)
 		for i := range procs {
-			procs[i] = sys.syncerProcess(t, sys.dbURL, "LOG_LEVEL=warn")
+			procs[i] = sys.syncerProcess(t, sys.dbURL, nil, "LOG_LEVEL=warn")
 			procs[i].Start()
 		}
 		sys.waitApplied(t, ids(events), 5*time.Minute)

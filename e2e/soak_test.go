@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 )
 
@@ -31,7 +32,7 @@ func TestSoak(t *testing.T) {
 		total = v
 	}
 	sys := start(t, withoutSyncer())
-	proc := sys.syncerProcess(t, sys.dbURL, "SYNCER_CONCURRENCY=8")
+	proc := sys.syncerProcess(t, sys.dbURL, func(c *consumer.Config) { c.Workers = 8 })
 	events := workload(42, "soak", total/10, total)
 	for _, e := range events {
 		sys.remember(e.Member.Email, e.Member.FirstName, e.Member.Phone)
@@ -53,7 +54,12 @@ func TestSoak(t *testing.T) {
 				if rng.IntN(20) == 0 { // the portal delivers 5 % twice
 					copies = 2
 				}
+				deadline := time.Now().Add(time.Minute)
 				for c := 0; c < copies; {
+					if time.Now().After(deadline) {
+						t.Errorf("event %s not accepted within a minute of retries", e.ID)
+						break
+					}
 					sent.Add(1)
 					resp, err := sys.client.SendEvent(ctx, e)
 					switch {
@@ -68,7 +74,7 @@ func TestSoak(t *testing.T) {
 						c++
 					default:
 						unavailable.Add(1)
-						time.Sleep(20 * time.Millisecond)
+						time.Sleep(20 * time.Millisecond) // the portal's pause before it retries
 					}
 				}
 			}
@@ -86,7 +92,7 @@ func TestSoak(t *testing.T) {
 			select {
 			case <-stopKiller:
 				return
-			case <-time.After(1500 * time.Millisecond):
+			case <-time.After(1500 * time.Millisecond): // a kill every 1.5 s, on purpose
 				proc.Kill()
 				kills.Add(1)
 				proc.Start()
@@ -98,9 +104,7 @@ func TestSoak(t *testing.T) {
 	}
 	close(work)
 	wg.Wait()
-	for kills.Load() < 3 {
-		time.Sleep(100 * time.Millisecond)
-	}
+	require.Eventually(t, func() bool { return kills.Load() >= 3 }, time.Minute, 100*time.Millisecond, "three kills")
 	close(stopKiller)
 	<-killerDone
 	sendTime := time.Since(start)

@@ -229,7 +229,7 @@ func TestAcknowledgedEventsAreStored(t *testing.T) {
 					r, err := b.client.SendEvent(context.Background(), sampleEvent(id, fmt.Sprintf("m-a%d", i)))
 					if err != nil || r.Status == http.StatusServiceUnavailable {
 						failed.Add(1)
-						time.Sleep(50 * time.Millisecond)
+						time.Sleep(50 * time.Millisecond) // the portal's pause before it retries
 						continue
 					}
 					if r.Status/100 != 2 {
@@ -261,7 +261,7 @@ func TestAcknowledgedEventsAreStored(t *testing.T) {
 	select {
 	case <-half:
 		b.nats.Stop()
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // a short outage, on purpose: senders meet it
 		b.nats.Start()
 	case <-sent:
 		t.Fatal("the senders stopped early")
@@ -367,7 +367,12 @@ func TestOutageAnswersAtOnce(t *testing.T) {
 // the batcher's and the connection watchers' goroutines have ended. Not
 // parallel: it reads every goroutine's stack.
 func TestShutdownJoinsPublishers(t *testing.T) {
-	b := setup(t, func(c *server.Config) { c.BatchMin, c.BatchWait = 1, 300*time.Millisecond })
+	var reads *readsListener
+	b := setup(t, func(c *server.Config) {
+		c.BatchMin, c.BatchWait = 1, 300*time.Millisecond
+		reads = countReads(c.Listener)
+		c.Listener = reads
+	})
 	// One keep-alive connection per sender, opened beforehand, so that the
 	// requests reach the server before it stops listening.
 	const senders = 6
@@ -380,6 +385,7 @@ func TestShutdownJoinsPublishers(t *testing.T) {
 		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
 	}
 	answers := make(chan *portalclient.Response, senders)
+	before := reads.counts()
 	for i := range senders {
 		go func() {
 			r, err := clients[i].SendEvent(context.Background(), sampleEvent(fmt.Sprintf("evt_sd%d", i), "m-sd"))
@@ -389,7 +395,8 @@ func TestShutdownJoinsPublishers(t *testing.T) {
 			answers <- r
 		}()
 	}
-	time.Sleep(100 * time.Millisecond) // the batch is gathering
+	// Every request has reached the server: the batch is gathering.
+	reads.waitRead(t, before, senders, 1)
 	b.cancel()
 	select {
 	case err := <-b.done:

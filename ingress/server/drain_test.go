@@ -126,7 +126,9 @@ func TestDrainOnShutdown(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond) // steady traffic
+	// Steady traffic: every sender has been answered a few times over.
+	require.Eventually(t, func() bool { return out.answered.Load() >= 3*50 }, 20*time.Second, 5*time.Millisecond,
+		"traffic flows before the shutdown")
 	cancelled.Store(true)
 	cancel()
 
@@ -143,7 +145,9 @@ func TestDrainOnShutdown(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return")
 	}
-	time.Sleep(100 * time.Millisecond) // senders meet the closed listener
+	// Senders meet the closed listener.
+	require.Eventually(t, func() bool { return out.refused.Load() > 0 }, 10*time.Second, 5*time.Millisecond,
+		"a dial refused after the listener closed")
 	close(stop)
 	wg.Wait()
 

@@ -74,6 +74,11 @@ func TestNoTwoHundredIntoAStreamNotEnsured(t *testing.T) {
 		Storage: jetstream.MemoryStorage, Discard: jetstream.DiscardOld, MaxAge: time.Minute, Duplicates: time.Minute})
 	require.NoError(t, err)
 
+	// The ingress's attempts to bring the stream to its settings.
+	updates, err := nc.SubscribeSync("$JS.API.STREAM.UPDATE.EVENTS")
+	require.NoError(t, err)
+	require.NoError(t, nc.Flush())
+
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -95,9 +100,12 @@ func TestNoTwoHundredIntoAStreamNotEnsured(t *testing.T) {
 		r.Body.Close()
 		return r.StatusCode == http.StatusServiceUnavailable
 	}, 5*time.Second, 20*time.Millisecond)
-	time.Sleep(500 * time.Millisecond) // the ensure has been tried and refused
+	// The ensure has been tried, and refused: still not ready.
+	_, err = updates.NextMsg(10 * time.Second)
+	require.NoError(t, err, "the ingress tries to update the stream")
 	code, body := get(t, ops+"/readyz")
 	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, "waiting for stream EVENTS")
 
 	client := &portalclient.Client{URL: "http://" + ln.Addr().String() + server.WebhookPath, Signer: signature.NewSigner(secret),
 		HTTP: &http.Client{Timeout: 5 * time.Second}}

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,23 +55,30 @@ func TestReadinessMakesNoJetStreamRequests(t *testing.T) {
 	nc, err := nats.Connect(b.nats.URL())
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
-	var requests atomic.Int64
-	_, err = nc.Subscribe("$JS.API.>", func(*nats.Msg) { requests.Add(1) })
+	sub, err := nc.SubscribeSync("$JS.API.>")
 	require.NoError(t, err)
 	require.NoError(t, nc.Flush())
+	// requests counts the API requests the server has routed to sub: a
+	// request a probe waited for was routed before the probe was answered,
+	// so before the server's answer to this Flush, and the client queues
+	// it on sub before it reads that answer.
+	requests := func() int {
+		require.NoError(t, nc.Flush())
+		n, _, err := sub.Pending()
+		require.NoError(t, err)
+		return n
+	}
 
 	for range 300 {
 		code, body := get(t, b.ops+"/readyz")
 		require.Equal(t, http.StatusOK, code, body)
 	}
-	require.NoError(t, nc.Flush())
-	time.Sleep(50 * time.Millisecond) // what was published has arrived
-	require.Zero(t, requests.Load(), "JetStream API requests made by 300 probes")
+	require.Zero(t, requests(), "JetStream API requests made by 300 probes")
 
 	// The counter counts: one request of the test's own.
 	_, err = b.js.Stream(context.Background(), "EVENTS")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return requests.Load() == 1 }, 5*time.Second, 10*time.Millisecond)
+	require.Equal(t, 1, requests())
 }
 
 // TestReadinessNoticesStreamGone: the periodic check finds a stream that

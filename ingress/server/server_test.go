@@ -503,7 +503,8 @@ func TestNATSOutage(t *testing.T) {
 
 func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
-	b := setup(t, nil)
+	var reads *readsListener
+	b := setup(t, func(c *server.Config) { reads = countReads(c.Listener); c.Listener = reads })
 	resp, err := b.client.SendEvent(context.Background(), sampleEvent("evt_s", "m-s"))
 	require.NoError(t, err)
 	require.Equal(t, http.StatusAccepted, resp.Status)
@@ -512,16 +513,19 @@ func TestGracefulShutdown(t *testing.T) {
 	body := mustJSON(t, sampleEvent("evt_inflight", "m-s"))
 	h := http.Header{}
 	signature.NewSigner(b.secret).SetHeaders(h, "evt_inflight", time.Now(), body)
+	before := reads.counts() // the first request's connection has read all it will
 	conn, err := net.Dial("tcp", strings.TrimPrefix(b.base, "http://"))
 	require.NoError(t, err)
 	defer conn.Close()
-	_, err = fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
+	head, err := fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"+
 		"webhook-id: %s\r\nwebhook-timestamp: %s\r\nwebhook-signature: %s\r\n\r\n",
 		server.WebhookPath, len(body), h.Get("webhook-id"), h.Get("webhook-timestamp"), h.Get("webhook-signature"))
 	require.NoError(t, err)
 	_, err = conn.Write(body[:10])
 	require.NoError(t, err)
-	time.Sleep(100 * time.Millisecond) // the server is reading the body
+	// The server has read the head and the start of the body: the request
+	// is in flight.
+	reads.waitRead(t, before, 1, int64(head+10))
 
 	b.cancel()
 	// New connections are refused soon after shutdown starts...
