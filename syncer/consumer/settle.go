@@ -99,7 +99,7 @@ type Settler[U any] interface {
 	Ack(us []U, results []store.Result, took time.Duration) error
 	// Pause waits while the database is unavailable (err); Settle then
 	// applies the same units again.
-	Pause(ctx context.Context, err error) error
+	Pause(ctx context.Context, us []U, err error) error
 	// Nak gives the units back, to be delivered again later, after err.
 	Nak(us []U, err error) error
 	// Fail settles a unit that cannot be applied; err, of kind k, is its
@@ -126,7 +126,7 @@ func Settle[U any](ctx context.Context, s Settler[U], us []U, log *zap.Logger) e
 		case actAck:
 			return s.Ack(us, results, time.Since(started))
 		case actPause:
-			if err := s.Pause(ctx, err); err != nil {
+			if err := s.Pause(ctx, us, err); err != nil {
 				return err
 			}
 		case actRetryNow:
@@ -225,7 +225,7 @@ func (s *settler) Ack(ds []*delivery, results []store.Result, took time.Duration
 
 // Pause waits until the database answers (no delivery spent), or returns
 // errStopped when fetching stops first: the events stay unacknowledged.
-func (s *settler) Pause(ctx context.Context, err error) error {
+func (s *settler) Pause(ctx context.Context, _ []*delivery, err error) error {
 	s.c.pauseDB(err)
 	if !s.c.db.wait(ctx, s.stop) {
 		return errStopped
