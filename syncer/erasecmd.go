@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/likeperson/portalsync/pkg/command"
 	"github.com/likeperson/portalsync/pkg/event"
@@ -42,8 +41,7 @@ func (c *eraseCmd) Run(ctx context.Context, g *command.Globals) error {
 		return err
 	}
 	defer pool.Close()
-	eventID := fmt.Sprintf("erase-cli-%d", time.Now().UnixNano())
-	res, err := store.New(pool).Erase(ctx, member, eventID)
+	res, eventID, err := erase.Database(ctx, store.New(pool), member)
 	if err != nil {
 		return err
 	}
