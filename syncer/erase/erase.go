@@ -19,6 +19,7 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -96,35 +97,28 @@ func Database(ctx context.Context, st EventApplier, memberID string) (res store.
 	return res, eventID, nil
 }
 
-// Store is what the consumer applies events with (*store.Store).
-type Store interface {
-	ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error)
-	LogFailure(ctx context.Context, f store.Failure, meta store.Meta) error
-	Ping(ctx context.Context) error
-}
-
-var _ Store = (*store.Store)(nil)
-
-// Applier applies events through a Store and, once a member-deleted event
-// is committed (or an event of an erased member skipped: the portal sent
-// it again), purges the member's messages. When the purge fails it
-// returns the error, so the event is delivered again: the store then finds
-// it done and the purge is retried.
+// Applier is the consumer's applier that, once a member-deleted event is
+// committed (or an event of an erased member skipped: the portal sent it
+// again), purges the member's messages. When the purge fails it returns
+// the error, so the event is delivered again: the store then finds it
+// done and the purge is retried.
 type Applier struct {
-	Store
+	consumer.Applier
 	purger *Purger
 	log    *zap.Logger
 }
 
-// NewApplier wraps st.
-func NewApplier(st Store, p *Purger, log *zap.Logger) *Applier {
-	return &Applier{Store: st, purger: p, log: log}
+var _ consumer.Applier = (*Applier)(nil)
+
+// NewApplier wraps st, what the consumer would apply with otherwise.
+func NewApplier(st consumer.Applier, p *Purger, log *zap.Logger) *Applier {
+	return &Applier{Applier: st, purger: p, log: log}
 }
 
 // ApplyBatch applies a batch, then purges the messages of the members it
 // erased.
 func (a *Applier) ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error) {
-	res, err := a.Store.ApplyBatch(ctx, items)
+	res, err := a.Applier.ApplyBatch(ctx, items)
 	if err != nil {
 		return res, err
 	}
