@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/likeperson/portalsync/pkg/command"
 	"github.com/likeperson/portalsync/pkg/event"
@@ -33,8 +32,7 @@ func (c *eraseCmd) Run(ctx context.Context, g *command.Globals) error {
 		return err
 	}
 	defer s.close()
-	eventID := fmt.Sprintf("erase-cli-%d", time.Now().UnixNano())
-	res, err := store.New(s.pool).Erase(ctx, member, eventID)
+	res, eventID, err := erase.Database(ctx, store.New(s.pool), member)
 	if err != nil {
 		return err
 	}

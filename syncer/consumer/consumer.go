@@ -7,6 +7,10 @@
 // (settle.go), waits out an unavailable database or NATS server without
 // spending any event's deliveries, and recreates its durable consumer when
 // it is removed.
+//
+// Replay applies the stream through the same outcome table (Settle, with a
+// Settler of its own), reads messages the same way (Meta) and routes a
+// member's events to a worker the same way (Worker).
 package consumer
 
 import (
@@ -23,7 +27,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/deadletter"
 	"github.com/likeperson/portalsync/syncer/store"
 )
@@ -292,9 +295,7 @@ func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, n int, qu
 			c.fetchOK()
 		}
 		c.held.add(msg)
-		h := fnv.New32a()
-		h.Write([]byte(msg.Subject()))
-		queues[h.Sum32()%uint32(len(queues))] <- msg
+		queues[Worker(msg.Subject(), len(queues))] <- msg
 		got++
 	}
 	err = batch.Error()
@@ -302,6 +303,17 @@ func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, n int, qu
 		err = nil
 	}
 	return got, err
+}
+
+// Worker is the one of n workers that applies the events under subject, a
+// member's subject in the event stream: every event of a member goes to
+// the same worker, in stream order, so no two transactions apply one
+// member's events at once. The durable consumer and replay both route by
+// it.
+func Worker(subject string, n int) int {
+	h := fnv.New32a()
+	h.Write([]byte(subject))
+	return int(h.Sum32() % uint32(n))
 }
 
 // fetchOK records that pulling works: NATS and the durable consumer are
@@ -399,121 +411,4 @@ func (c *Consumer) keepAlive(ctx context.Context) {
 			c.hooks.kept(len(held))
 		}
 	}
-}
-
-// delivery is one decoded message.
-type delivery struct {
-	msg  jetstream.Msg
-	ev   *event.Event
-	meta store.Meta
-	// log is built on first use: most deliveries are never logged above
-	// debug, and building a logger per message costs more than applying it.
-	c      *Consumer
-	logger *zap.Logger
-}
-
-func (d *delivery) log() *zap.Logger {
-	if d.logger == nil {
-		d.logger = d.c.log.With(d.fields()...)
-	}
-	return d.logger
-}
-
-// fields identify the event in a log line (never personal data), with
-// room for two more.
-func (d *delivery) fields() []zap.Field {
-	return append(make([]zap.Field, 0, 7), zap.Uint64("stream_seq", d.meta.StreamSeq), zap.Int("attempt", d.meta.Attempt),
-		zap.String("event_id", d.ev.ID), zap.String("event_type", string(d.ev.Type)), zap.String("member_id", d.ev.Member.ID))
-}
-
-func (d *delivery) failure(reason string) store.Failure {
-	return store.Failure{
-		EventID: d.ev.ID, EventType: string(d.ev.Type), MemberID: d.ev.Member.ID, OrgID: d.ev.Organization.ID,
-		OccurredAt: d.ev.OccurredAt, Reason: reason,
-	}
-}
-
-// handleMsgs decodes messages and applies the decodable ones as one batch;
-// an undecodable message fails alone.
-func (c *Consumer) handleMsgs(ctx context.Context, stop <-chan struct{}, msgs []jetstream.Msg) {
-	ds := make([]*delivery, 0, len(msgs))
-	for _, msg := range msgs {
-		md, err := msg.Metadata()
-		if err != nil {
-			c.log.Error("message without metadata", zap.Error(err))
-			c.settleMsg(msg, 0, actTerm, 0, "no metadata")
-			continue
-		}
-		meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: int(md.NumDelivered), Source: msg.Headers().Get(stream.HeaderSource)}
-		if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
-			meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
-		}
-		if meta.Attempt > 1 {
-			c.metrics.redelivered.Inc()
-		}
-		if f, ok := refusal(msg); ok {
-			c.refused(ctx, stop, msg, meta, f)
-			continue
-		}
-		ev, err := event.Decode(msg.Data())
-		if err != nil {
-			c.fail(ctx, stop, msg, meta, failureFromHeaders(msg, err),
-				c.log.With(zap.Uint64("stream_seq", meta.StreamSeq), zap.Int("attempt", meta.Attempt)))
-			continue
-		}
-		ds = append(ds, &delivery{msg: msg, ev: ev, meta: meta, c: c})
-	}
-	if len(ds) > 0 {
-		c.handle(ctx, stop, ds)
-	}
-}
-
-// refusal reads a refused-change record (stream.HeaderRefused): a change
-// the ingress authenticated and refused, to be logged as failed for the
-// organization it names.
-func refusal(msg jetstream.Msg) (store.Failure, bool) {
-	h := msg.Headers()
-	reason := h.Get(stream.HeaderRefused)
-	if reason == "" {
-		return store.Failure{}, false
-	}
-	detail := string(msg.Data())
-	if detail == "" {
-		detail = "the ingress refused the change: " + reason
-	}
-	return store.Failure{
-		EventID:   h.Get(jetstream.MsgIDHeader),
-		EventType: stream.RefusedEventType,
-		MemberID:  h.Get(stream.HeaderMemberID),
-		OrgID:     h.Get(stream.HeaderOrgID),
-		Reason:    detail,
-	}, true
-}
-
-// failureFromHeaders describes an undecodable event from what the ingress
-// put in its headers.
-func failureFromHeaders(msg jetstream.Msg, err error) store.Failure {
-	h := msg.Headers()
-	id := h.Get(deadletter.HeaderOriginalID)
-	if id == "" {
-		id = h.Get(jetstream.MsgIDHeader)
-	}
-	if id == "" {
-		if md, mdErr := msg.Metadata(); mdErr == nil {
-			id = fmt.Sprintf("stream-seq-%d", md.Sequence.Stream)
-		}
-	}
-	return store.Failure{
-		EventID:   id,
-		EventType: h.Get(stream.HeaderEventType),
-		MemberID:  h.Get(stream.HeaderMemberID),
-		Reason:    "invalid payload: " + err.Error(),
-	}
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

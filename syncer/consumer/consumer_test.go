@@ -607,28 +607,32 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// decide is the outcome table; every row is here.
+// decide is the outcome table; every row is here. redeliver says whether
+// the events may be delivered again later (the durable consumer: none has
+// used up MaxDeliver, PersistentTimeoutSpendsDeliveriesThenFails holds
+// that boundary; replay: always).
 func TestDecide(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
-		kind                           store.Kind
-		size, retried, attempt, budget int
-		want                           action
+		kind          store.Kind
+		size, retried int
+		redeliver     bool
+		want          action
 	}{
-		{store.KindNone, 5, 0, 1, 3, actAck},
-		{store.KindUnavailable, 5, 0, 1, 3, actPause},
-		{store.KindUnavailable, 1, 3, 99, 3, actPause}, // never spends the budget
-		{store.KindRetry, 5, 0, 1, 3, actRetryNow},
-		{store.KindRetry, 5, 2, 1, 3, actRetryNow},
-		{store.KindRetry, 5, 3, 1, 3, actNak},
-		{store.KindRetry, 1, 3, 2, 3, actNak},
-		{store.KindRetry, 5, 3, 3, 3, actSplit},
-		{store.KindRetry, 1, 3, 3, 3, actFail},
-		{store.KindEventFault, 5, 0, 1, 3, actSplit},
-		{store.KindEventFault, 1, 0, 1, 3, actFail},
+		{store.KindNone, 5, 0, true, actAck},
+		{store.KindUnavailable, 5, 0, true, actPause},
+		{store.KindUnavailable, 1, 3, false, actPause}, // never spends the budget
+		{store.KindRetry, 5, 0, true, actRetryNow},
+		{store.KindRetry, 5, 2, false, actRetryNow},
+		{store.KindRetry, 5, 3, true, actNak},
+		{store.KindRetry, 1, 3, true, actNak},
+		{store.KindRetry, 5, 3, false, actSplit},
+		{store.KindRetry, 1, 3, false, actFail},
+		{store.KindEventFault, 5, 0, true, actSplit},
+		{store.KindEventFault, 1, 0, true, actFail},
 	} {
-		t.Run(fmt.Sprintf("%s/size%d/retried%d/attempt%d", tc.kind, tc.size, tc.retried, tc.attempt), func(t *testing.T) {
-			require.Equal(t, tc.want, decide(tc.kind, tc.size, tc.retried, tc.attempt, tc.budget))
+		t.Run(fmt.Sprintf("%s/size%d/retried%d/redeliver%t", tc.kind, tc.size, tc.retried, tc.redeliver), func(t *testing.T) {
+			require.Equal(t, tc.want, decide(tc.kind, tc.size, tc.retried, tc.redeliver))
 		})
 	}
 }

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -14,7 +15,7 @@ import (
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
-// action is what the consumer does with the events of one attempt.
+// action is what the outcome table calls for after one attempt.
 type action int
 
 const (
@@ -49,9 +50,11 @@ const retriesNow = 3
 
 // decide is the outcome table: what to do after an attempt whose error
 // has kind k, given the batch size, the immediate retries made so far and
-// the highest delivery count among the events. An unavailable database
-// that answers a ping after all is reported as KindRetry by the caller.
-func decide(k store.Kind, size, retried, attempt, maxDeliver int) action {
+// whether the events may be delivered again later (the durable consumer's:
+// while none has used up MaxDeliver; replay's: always, as a rerun). An
+// unavailable database that answers a ping after all is reported as
+// KindRetry by Settle.
+func decide(k store.Kind, size, retried int, redeliverable bool) action {
 	switch k {
 	case store.KindNone:
 		return actAck
@@ -61,7 +64,7 @@ func decide(k store.Kind, size, retried, attempt, maxDeliver int) action {
 		switch {
 		case retried < retriesNow:
 			return actRetryNow
-		case attempt < maxDeliver:
+		case redeliverable:
 			return actNak
 		case size > 1:
 			return actSplit
@@ -76,77 +79,181 @@ func decide(k store.Kind, size, retried, attempt, maxDeliver int) action {
 	}
 }
 
-// handle applies deliveries as one batch (a single event is a batch of
-// one) and settles them by the outcome table. It returns with every
-// delivery settled, or, when stop closes while the database is
-// unavailable, with them left held for redelivery.
-func (c *Consumer) handle(ctx context.Context, stop <-chan struct{}, ds []*delivery) {
-	items := make([]store.Item, len(ds))
-	attempt := 0
-	for i, d := range ds {
-		items[i] = store.Item{Event: d.ev, Meta: d.meta}
-		attempt = max(attempt, d.meta.Attempt)
-	}
+// Settler carries out the outcome table's decisions for batches of units
+// of type U, each holding one event: the durable consumer's deliveries,
+// acknowledged to the server, or replay's items, counted. Settle calls it;
+// an error from Ack, Pause, Nak or Fail ends Settle and leaves the units
+// not yet settled as they are.
+type Settler[U any] interface {
+	// Apply applies the units' events as one batch, in one transaction.
+	Apply(ctx context.Context, us []U) ([]store.Result, error)
+	// Ping reports whether the database answers, to tell an unreachable
+	// database from an error that only looks like one.
+	Ping(ctx context.Context) error
+	// Redeliverable reports whether the units may be delivered again
+	// later: a conflict that the immediate retries did not resolve is then
+	// given back (Nak), and otherwise split and failed.
+	Redeliverable(us []U) bool
+	// Ack settles applied units; results are theirs, in order, and took
+	// is how long the batch's transaction took.
+	Ack(us []U, results []store.Result, took time.Duration) error
+	// Pause waits while the database is unavailable (err); Settle then
+	// applies the same units again.
+	Pause(ctx context.Context, us []U, err error) error
+	// Nak gives the units back, to be delivered again later, after err.
+	Nak(us []U, err error) error
+	// Fail settles a unit that cannot be applied; err, of kind k, is its
+	// last attempt's.
+	Fail(ctx context.Context, u U, k store.Kind, err error) error
+}
+
+// Settle applies us as one batch (a single event is a batch of one) and
+// settles the units by the outcome table through s. It retries a conflict
+// at once, and applies a batch that failed for one event's sake again
+// unit by unit, so that only the bad one fails: the one split fallback. It
+// returns nil once every unit is settled, or the error that ended it (ctx
+// ending during a retry's wait, or an error s returned).
+func Settle[U any](ctx context.Context, s Settler[U], us []U, log *zap.Logger) error {
 	retried := 0
 	for {
 		started := time.Now()
-		results, err := c.apply(ctx, items)
+		results, err := s.Apply(ctx, us)
 		kind := store.KindOf(err)
-		if kind == store.KindUnavailable && c.dbAnswers(ctx) {
+		if kind == store.KindUnavailable && answers(ctx, s) {
 			kind = store.KindRetry
 		}
-		a := decide(kind, len(ds), retried, attempt, c.cfg.MaxDeliver)
-		switch a {
+		switch decide(kind, len(us), retried, s.Redeliverable(us)) {
 		case actAck:
-			c.rate.observe(len(ds), time.Since(started))
-			c.metrics.applySeconds.Observe(time.Since(started).Seconds())
-			c.metrics.batchSize.Observe(float64(len(ds)))
-			for i, d := range ds {
-				c.done(d, results[i])
-			}
-			return
+			return s.Ack(us, results, time.Since(started))
 		case actPause:
-			c.pauseDB(err)
-			if !c.db.wait(ctx, stop) {
-				return // shutting down: redelivered after AckWait
+			if err := s.Pause(ctx, us, err); err != nil {
+				return err
 			}
 		case actRetryNow:
 			retried++
-			c.log.Debug("conflict, retrying at once", zap.Int("events", len(ds)), zap.Int("retry", retried), zap.Error(err))
+			log.Debug("conflict, retrying at once", zap.Int("events", len(us)), zap.Int("retry", retried), zap.Error(err))
 			if !sleepCtx(ctx, time.Duration(10+rand.IntN(90*retried))*time.Millisecond) {
-				return
+				return ctx.Err()
 			}
 		case actNak:
-			delay := c.backoff(attempt)
-			c.log.Warn("retryable failure, will redeliver", zap.Int("events", len(ds)), zap.Duration("delay", delay), zap.Error(err))
-			for _, d := range ds {
-				c.metrics.events.WithLabelValues(typeLabel(d.ev.Type), "retry").Inc()
-				c.settle(d, actNak, delay, "")
-			}
-			return
+			return s.Nak(us, err)
 		case actSplit:
-			c.log.Warn("batch failed, applying its events one by one", zap.Int("events", len(ds)), zap.Error(err))
-			for _, d := range ds {
-				c.handle(ctx, stop, []*delivery{d})
+			log.Warn("batch failed, applying its events one by one", zap.Int("events", len(us)), zap.Error(err))
+			for _, u := range us {
+				if err := Settle(ctx, s, []U{u}, log); err != nil {
+					return err
+				}
 			}
-			return
-		case actFail:
-			d := ds[0]
-			reason := err.Error()
-			if kind == store.KindRetry {
-				reason = fmt.Sprintf("gave up after %d deliveries: %v", d.meta.Attempt, err)
-			}
-			c.fail(ctx, stop, d.msg, d.meta, d.failure(reason), d.log())
-			return
+			return nil
+		default: // actFail
+			return s.Fail(ctx, us[0], kind, err)
 		}
 	}
 }
 
-// apply runs one batch's transaction, bounded by ApplyTimeout.
-func (c *Consumer) apply(ctx context.Context, items []store.Item) ([]store.Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
+// pinger is what answers needs of a database.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// answers tells an unreachable database from another error.
+func answers(ctx context.Context, db pinger) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return c.applier.ApplyBatch(ctx, items)
+	return db.Ping(ctx) == nil
+}
+
+// errStopped ends Settle when fetching has stopped while the database is
+// unavailable.
+var errStopped = errors.New("stopped while the database is unavailable")
+
+// handle applies deliveries as one batch and settles them by the outcome
+// table. It returns with every delivery settled, or, when stop closes
+// while the database is unavailable, with them left held: they are
+// redelivered after AckWait.
+func (c *Consumer) handle(ctx context.Context, stop <-chan struct{}, ds []*delivery) {
+	_ = Settle(ctx, &settler{c: c, stop: stop}, ds, c.log)
+}
+
+// settler is the durable consumer's Settler: it acknowledges deliveries to
+// the server, and fails an event with its failed sync-log row, its dead
+// letter and Term.
+type settler struct {
+	c *Consumer
+	// stop tells that fetching has ended: a pause then gives up.
+	stop <-chan struct{}
+}
+
+var _ Settler[*delivery] = (*settler)(nil)
+
+// Apply runs one batch's transaction, bounded by ApplyTimeout.
+func (s *settler) Apply(ctx context.Context, ds []*delivery) ([]store.Result, error) {
+	items := make([]store.Item, len(ds))
+	for i, d := range ds {
+		items[i] = store.Item{Event: d.ev, Meta: d.meta}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.c.cfg.ApplyTimeout)
+	defer cancel()
+	return s.c.applier.ApplyBatch(ctx, items)
+}
+
+func (s *settler) Ping(ctx context.Context) error { return s.c.applier.Ping(ctx) }
+
+// Redeliverable: no delivery has used up MaxDeliver.
+func (s *settler) Redeliverable(ds []*delivery) bool { return attempt(ds) < s.c.cfg.MaxDeliver }
+
+// attempt is the highest delivery count among ds.
+func attempt(ds []*delivery) int {
+	n := 0
+	for _, d := range ds {
+		n = max(n, d.meta.Attempt)
+	}
+	return n
+}
+
+// Ack acknowledges the applied events and measures the batch.
+func (s *settler) Ack(ds []*delivery, results []store.Result, took time.Duration) error {
+	c := s.c
+	c.rate.observe(len(ds), took)
+	c.metrics.applySeconds.Observe(took.Seconds())
+	c.metrics.batchSize.Observe(float64(len(ds)))
+	for i, d := range ds {
+		c.done(d, results[i])
+	}
+	return nil
+}
+
+// Pause waits until the database answers (no delivery spent), or returns
+// errStopped when fetching stops first: the events stay unacknowledged.
+func (s *settler) Pause(ctx context.Context, _ []*delivery, err error) error {
+	s.c.pauseDB(err)
+	if !s.c.db.wait(ctx, s.stop) {
+		return errStopped
+	}
+	return nil
+}
+
+// Nak redelivers the events after the backoff delay, which spends a
+// delivery.
+func (s *settler) Nak(ds []*delivery, err error) error {
+	c := s.c
+	delay := c.backoff(attempt(ds))
+	c.log.Warn("retryable failure, will redeliver", zap.Int("events", len(ds)), zap.Duration("delay", delay), zap.Error(err))
+	for _, d := range ds {
+		c.metrics.events.WithLabelValues(typeLabel(d.ev.Type), "retry").Inc()
+		c.settle(d, actNak, delay, "")
+	}
+	return nil
+}
+
+// Fail fails the event: its failed sync-log row, its dead letter, Term.
+func (s *settler) Fail(ctx context.Context, d *delivery, k store.Kind, err error) error {
+	reason := err.Error()
+	if k == store.KindRetry {
+		reason = fmt.Sprintf("gave up after %d deliveries: %v", d.meta.Attempt, err)
+	}
+	s.c.fail(ctx, s.stop, d.msg, d.meta, d.failure(reason), d.log())
+	return nil
 }
 
 // logFailure writes an event's failed sync-log row, bounded by
@@ -156,13 +263,6 @@ func (c *Consumer) logFailure(ctx context.Context, f store.Failure, meta store.M
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ApplyTimeout)
 	defer cancel()
 	return c.applier.LogFailure(ctx, f, meta)
-}
-
-// dbAnswers tells an unreachable database from another error.
-func (c *Consumer) dbAnswers(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	return c.applier.Ping(ctx) == nil
 }
 
 // done acknowledges an applied event and records it.
@@ -220,7 +320,7 @@ func (c *Consumer) logFailureOrNak(ctx context.Context, stop <-chan struct{}, ms
 		if err == nil {
 			return true
 		}
-		if store.IsUnavailable(err) && !c.dbAnswers(ctx) {
+		if store.IsUnavailable(err) && !answers(ctx, c.applier) {
 			c.pauseDB(err)
 			if !c.db.wait(ctx, stop) {
 				return false

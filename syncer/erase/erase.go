@@ -1,18 +1,25 @@
-// Package erase reaches the copies of an erased member that live outside
-// the database: the member's messages in the event stream and in the
-// dead-letter stream. The database side (profile, memberships, roles,
-// sync-log member IDs, tombstone) is the store's member-deleted event.
+// Package erase erases members everywhere portalsync keeps them, and is
+// the one place that says how: in the database through the store's
+// member-deleted event (profile, memberships, roles, account locked out,
+// sync-log member IDs pseudonymized, tombstone: store/erase.go), then in
+// the event stream and the dead-letter stream (Purger). The portal's
+// member-deleted events reach the streams through Applier, which the
+// consumer applies with; `syncer erase` erases one member on request
+// (Database, then Purger).
 package erase
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -66,43 +73,52 @@ func (p *Purger) Purge(ctx context.Context, memberID string) (uint64, error) {
 	return n, nil
 }
 
-// Store is the syncer's applier (*store.Store), as the consumer uses it.
-type Store interface {
+// EventApplier applies one event; *store.Store satisfies it.
+type EventApplier interface {
 	Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error)
-	ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error)
-	LogFailure(ctx context.Context, f store.Failure, meta store.Meta) error
-	Ping(ctx context.Context) error
 }
 
-// Applier applies events through a Store and, once a member-deleted event
-// is committed (or an event of an erased member skipped: the portal sent
-// it again), purges the member's messages. When the purge fails it
-// returns the error, so the event is delivered again: the store then finds
-// it done and the purge is retried.
+var _ EventApplier = (*store.Store)(nil)
+
+// Database erases one member in the database on request (`syncer erase`):
+// it applies, through st, a member-deleted event of the member dated now,
+// logged with source erase-command under an id of its own, which it
+// returns. The member's messages are then Purger's to delete; the
+// tombstone keeps a replay from bringing the member back before that.
+func Database(ctx context.Context, st EventApplier, memberID string) (res store.Result, eventID string, err error) {
+	now := time.Now()
+	eventID = fmt.Sprintf("erase-cli-%d", now.UnixNano())
+	ev := &event.Event{ID: eventID, Type: event.MemberDeleted, OccurredAt: now.UTC().Truncate(time.Microsecond),
+		Member: event.Member{ID: event.CanonicalID(memberID)}}
+	res, err = st.Apply(ctx, ev, store.Meta{Attempt: 1, ReceivedAt: now, Source: stream.SourceEraseCommand})
+	if err != nil {
+		return res, eventID, fmt.Errorf("erase in the database: %w", err)
+	}
+	return res, eventID, nil
+}
+
+// Applier is the consumer's applier that, once a member-deleted event is
+// committed (or an event of an erased member skipped: the portal sent it
+// again), purges the member's messages. When the purge fails it returns
+// the error, so the event is delivered again: the store then finds it
+// done and the purge is retried.
 type Applier struct {
-	Store
+	consumer.Applier
 	purger *Purger
 	log    *zap.Logger
 }
 
-// NewApplier wraps st.
-func NewApplier(st Store, p *Purger, log *zap.Logger) *Applier {
-	return &Applier{Store: st, purger: p, log: log}
-}
+var _ consumer.Applier = (*Applier)(nil)
 
-// Apply applies one event, then purges an erased member's messages.
-func (a *Applier) Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error) {
-	res, err := a.Store.Apply(ctx, ev, meta)
-	if err != nil {
-		return res, err
-	}
-	return res, a.purge(ctx, ev, res)
+// NewApplier wraps st, what the consumer would apply with otherwise.
+func NewApplier(st consumer.Applier, p *Purger, log *zap.Logger) *Applier {
+	return &Applier{Applier: st, purger: p, log: log}
 }
 
 // ApplyBatch applies a batch, then purges the messages of the members it
 // erased.
 func (a *Applier) ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error) {
-	res, err := a.Store.ApplyBatch(ctx, items)
+	res, err := a.Applier.ApplyBatch(ctx, items)
 	if err != nil {
 		return res, err
 	}

@@ -1,14 +1,15 @@
 // Package replay re-applies the event stream to the database, to rebuild or
 // repair it: with an ordered ephemeral consumer, up to the last event present
 // when it started, optionally filtered, optionally as a dry run that reports
-// what would change and writes nothing.
+// what would change and writes nothing. It routes, applies and settles
+// events as the syncer's consumer does (consumer.Worker, consumer.Settle),
+// with a settler of its own where a replay differs (settle.go).
 package replay
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/stream"
+	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
@@ -103,19 +105,78 @@ func New(js jetstream.JetStream, pool *pgxpool.Pool, log *zap.Logger) *Replayer 
 	return &Replayer{js: js, pool: pool, st: store.New(pool), log: log}
 }
 
-// Run replays according to opts.
+// Run replays according to opts: it opens an ordered consumer from where
+// opts start, then fetches and applies until the last event present when
+// it started; a dry run then reads what its transaction changed.
 func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Report, error) {
 	started := time.Now()
 	var rep Report
+	cons, lastSeq, err := r.open(ctx, opts, progress)
+	if err != nil || cons == nil {
+		rep.Took = time.Since(started)
+		return rep, err
+	}
+	defer progress.Finish()
+	db := Applier(r.st)
+	var tx pgx.Tx
+	if opts.DryRun {
+		var end func()
+		if tx, end, err = r.beginDryRun(ctx); err != nil {
+			return rep, err
+		}
+		defer end()
+		db = store.New(tx)
+	}
+	if err := r.replay(ctx, cons, lastSeq, db, opts, progress, &rep); err != nil {
+		return rep, err
+	}
+	if opts.DryRun {
+		if rep.Changes, err = tableChanges(ctx, tx); err != nil {
+			return rep, err
+		}
+	}
+	rep.Took = time.Since(started)
+	return rep, nil
+}
+
+// open creates the ordered consumer that delivers what opts select and
+// starts progress with how many events it will deliver. It returns a nil
+// consumer (and finishes progress) when there is nothing to replay, and
+// the stream's last sequence when it started, where the replay ends.
+func (r *Replayer) open(ctx context.Context, opts Options, progress Progress) (jetstream.Consumer, uint64, error) {
 	s, err := r.js.Stream(ctx, opts.Stream)
 	if err != nil {
-		return rep, fmt.Errorf("stream %s: %w", opts.Stream, err)
+		return nil, 0, fmt.Errorf("stream %s: %w", opts.Stream, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return rep, fmt.Errorf("stream info: %w", err)
+		return nil, 0, fmt.Errorf("stream info: %w", err)
 	}
 	lastSeq := info.State.LastSeq
+	if info.State.Msgs == 0 || lastSeq < opts.FromSeq {
+		progress.Start(0)
+		progress.Finish()
+		return nil, 0, nil
+	}
+	cons, err := s.OrderedConsumer(ctx, consumerConfig(opts))
+	if err != nil {
+		return nil, 0, fmt.Errorf("ordered consumer: %w", err)
+	}
+	cinfo, err := cons.Info(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("consumer info: %w", err)
+	}
+	progress.Start(int64(cinfo.NumPending))
+	if cinfo.NumPending == 0 {
+		progress.Finish()
+		return nil, 0, nil
+	}
+	return cons, lastSeq, nil
+}
+
+// consumerConfig selects the events opts ask for: one member's subject,
+// from a sequence or a time, or everything.
+func consumerConfig(opts Options) jetstream.OrderedConsumerConfig {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	if opts.MemberID != "" {
 		cfg.FilterSubjects = []string{event.Subject(event.CanonicalID(opts.MemberID))}
@@ -127,90 +188,90 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 		since := opts.Since
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &since
 	}
-	if info.State.Msgs == 0 || lastSeq < opts.FromSeq {
-		progress.Start(0)
-		progress.Finish()
-		rep.Took = time.Since(started)
-		return rep, nil
-	}
-	cons, err := s.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return rep, fmt.Errorf("ordered consumer: %w", err)
-	}
-	cinfo, err := cons.Info(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("consumer info: %w", err)
-	}
-	progress.Start(int64(cinfo.NumPending))
-	defer progress.Finish()
-	if cinfo.NumPending == 0 {
-		rep.Took = time.Since(started)
-		return rep, nil
-	}
+	return cfg
+}
 
-	var tx pgx.Tx
-	if opts.DryRun {
-		// A connection of its own: the per-transaction statistics that
-		// count the changes also hold a pooled backend's earlier, not yet
-		// flushed, activity.
-		conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
-		if err != nil {
-			return rep, fmt.Errorf("connect for dry run: %w", err)
-		}
-		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
-		if tx, err = conn.Begin(ctx); err != nil {
-			return rep, fmt.Errorf("begin dry run: %w", err)
-		}
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+// beginDryRun opens the dry run's one transaction, on a connection of its
+// own: the per-transaction statistics that count the changes also hold a
+// pooled backend's earlier, not yet flushed, activity. end rolls it back
+// and closes the connection.
+func (r *Replayer) beginDryRun(ctx context.Context) (pgx.Tx, func(), error) {
+	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect for dry run: %w", err)
 	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		_ = conn.Close(context.WithoutCancel(ctx))
+		return nil, nil, fmt.Errorf("begin dry run: %w", err)
+	}
+	return tx, func() {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
+		_ = conn.Close(context.WithoutCancel(ctx))
+	}, nil
+}
 
+// replay fetches and applies until the last event present when it
+// started (lastSeq), or the consumer has no more.
+func (r *Replayer) replay(ctx context.Context, cons jetstream.Consumer, lastSeq uint64, db Applier, opts Options, progress Progress, rep *Report) error {
 	for {
-		batch, err := cons.Fetch(fetchSize, jetstream.FetchMaxWait(2*time.Second))
+		f, err := r.fetch(cons, lastSeq, opts, rep)
 		if err != nil {
-			return rep, fmt.Errorf("fetch: %w", err)
+			return err
 		}
-		var items []store.Item
-		n := 0
-		done := false
-		for msg := range batch.Messages() {
-			n++
-			md, err := msg.Metadata()
-			if err != nil {
-				return rep, fmt.Errorf("metadata: %w", err)
-			}
-			rep.Read++
-			rep.LastSeq = md.Sequence.Stream
-			if it, ok := r.item(msg, md, opts, &rep); ok {
-				items = append(items, it)
-			}
-			if md.Sequence.Stream >= lastSeq || md.NumPending == 0 {
-				done = true
-				break
-			}
+		if err := r.applyAll(ctx, db, opts.DryRun, f, rep); err != nil {
+			return err
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !done {
-			return rep, fmt.Errorf("fetch: %w", err)
+		progress.Add(f.read)
+		if f.done || f.read == 0 {
+			return nil
 		}
-		if err := r.applyAll(ctx, tx, items, &rep); err != nil {
-			return rep, err
+	}
+}
+
+// fetched is what one fetch read: the events to apply, each with its
+// subject, how many messages were read, and whether the replay's end was
+// reached.
+type fetched struct {
+	items    []store.Item
+	subjects []string
+	read     int
+	done     bool
+}
+
+// fetch reads up to fetchSize messages and decodes them.
+func (r *Replayer) fetch(cons jetstream.Consumer, lastSeq uint64, opts Options, rep *Report) (fetched, error) {
+	var f fetched
+	batch, err := cons.Fetch(fetchSize, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		return f, fmt.Errorf("fetch: %w", err)
+	}
+	for msg := range batch.Messages() {
+		f.read++
+		meta, md, err := consumer.Meta(msg)
+		if err != nil {
+			return f, err
 		}
-		progress.Add(n)
-		if done || n == 0 {
+		rep.Read++
+		rep.LastSeq = meta.StreamSeq
+		if it, ok := r.item(msg, meta, opts, rep); ok {
+			f.items = append(f.items, it)
+			f.subjects = append(f.subjects, msg.Subject())
+		}
+		if meta.StreamSeq >= lastSeq || md.NumPending == 0 {
+			f.done = true
 			break
 		}
 	}
-	if opts.DryRun {
-		if rep.Changes, err = tableChanges(ctx, tx); err != nil {
-			return rep, err
-		}
+	if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !f.done {
+		return f, fmt.Errorf("fetch: %w", err)
 	}
-	rep.Took = time.Since(started)
-	return rep, nil
+	return f, nil
 }
 
 // item decodes one message into a replay item; invalid events and events
 // of other organizations are counted and left out.
-func (r *Replayer) item(msg jetstream.Msg, md *jetstream.MsgMetadata, opts Options, rep *Report) (store.Item, bool) {
+func (r *Replayer) item(msg jetstream.Msg, meta store.Meta, opts Options, rep *Report) (store.Item, bool) {
 	if msg.Headers().Get(stream.HeaderRefused) != "" {
 		// A refused change's record (logged when it was consumed): no
 		// event to apply again.
@@ -219,17 +280,15 @@ func (r *Replayer) item(msg jetstream.Msg, md *jetstream.MsgMetadata, opts Optio
 	ev, err := event.Decode(msg.Data())
 	if err != nil {
 		rep.Invalid++
-		r.log.Warn("replay: invalid event", zap.Uint64("stream_seq", md.Sequence.Stream), zap.Error(err))
+		r.log.Warn("replay: invalid event", zap.Uint64("stream_seq", meta.StreamSeq), zap.Error(err))
 		return store.Item{}, false
 	}
 	if opts.OrgID != "" && ev.Organization.ID != event.CanonicalID(opts.OrgID) {
 		rep.FilteredOut++
 		return store.Item{}, false
 	}
-	meta := store.Meta{StreamSeq: md.Sequence.Stream, Attempt: 1, Replay: true, Source: stream.SourceReplay}
-	if ts := msg.Headers().Get(stream.HeaderReceivedAt); ts != "" {
-		meta.ReceivedAt, _ = time.Parse(time.RFC3339Nano, ts)
-	}
+	// Logged as a replay's, whatever its first delivery's source was.
+	meta.Attempt, meta.Replay, meta.Source = 1, true, stream.SourceReplay
 	return store.Item{Event: ev, Meta: meta}, true
 }
 
@@ -240,28 +299,23 @@ const (
 	workers   = 4
 )
 
-// applyAll applies fetched events. A member's events all go to the same
-// worker, in stream order, as in the syncer.
-func (r *Replayer) applyAll(ctx context.Context, tx pgx.Tx, items []store.Item, rep *Report) error {
-	if tx != nil || len(items) < 2*workers {
-		return r.apply(ctx, tx, items, rep)
+// applyAll applies fetched events: each worker's share in a transaction
+// of its own, at once. A member's events all go to the same worker, in
+// stream order, routed as the syncer routes them (consumer.Worker). The
+// dry run, and a fetch too small to share, apply in one batch.
+func (r *Replayer) applyAll(ctx context.Context, db Applier, dryRun bool, f fetched, rep *Report) error {
+	if len(f.items) == 0 {
+		return nil
 	}
-	groups := make([][]store.Item, workers)
-	for _, it := range items {
-		h := fnv.New32a()
-		h.Write([]byte(it.Event.Member.ID))
-		i := h.Sum32() % workers
-		groups[i] = append(groups[i], it)
+	if dryRun || len(f.items) < 2*workers {
+		return r.apply(ctx, db, f.items, rep)
 	}
+	groups := group(f.items, f.subjects, workers)
 	reps := make([]Report, workers)
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
 	for i, g := range groups {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.apply(ctx, nil, g, &reps[i])
-		}()
+		wg.Go(func() { errs[i] = r.apply(ctx, db, g, &reps[i]) })
 	}
 	wg.Wait()
 	for i := range reps {
@@ -272,73 +326,25 @@ func (r *Replayer) applyAll(ctx context.Context, tx pgx.Tx, items []store.Item, 
 	return errors.Join(errs...)
 }
 
-// apply applies one fetched batch in one transaction (a savepoint of the
-// dry run's transaction). When that fails for a reason no retry fixes, the
-// events are applied one by one so that only the bad ones are left out.
-func (r *Replayer) apply(ctx context.Context, tx pgx.Tx, items []store.Item, rep *Report) error {
+// group shares items out among n workers by their subjects, as the
+// syncer's consumer does, keeping their order.
+func group(items []store.Item, subjects []string, n int) [][]store.Item {
+	groups := make([][]store.Item, n)
+	for i, it := range items {
+		w := consumer.Worker(subjects[i], n)
+		groups[w] = append(groups[w], it)
+	}
+	return groups
+}
+
+// apply applies items as one batch (in the dry run, a savepoint of its
+// transaction) and settles them by the consumer's outcome table, through
+// replay's settler.
+func (r *Replayer) apply(ctx context.Context, db Applier, items []store.Item, rep *Report) error {
 	if len(items) == 0 {
 		return nil
 	}
-	results, err := r.batch(ctx, tx, items)
-	if err == nil {
-		count(results, rep)
-		return nil
-	}
-	if !store.IsPermanent(err) {
-		seq := items[0].Meta.StreamSeq
-		return fmt.Errorf("replay stopped at stream seq %d (rerun with --from-seq %d): %w", seq, seq, err)
-	}
-	for _, it := range items {
-		res, err := r.batch(ctx, tx, []store.Item{it})
-		if err != nil {
-			if !store.IsPermanent(err) {
-				return fmt.Errorf("replay stopped at stream seq %d (rerun with --from-seq %d): %w", it.Meta.StreamSeq, it.Meta.StreamSeq, err)
-			}
-			rep.Invalid++
-			r.log.Warn("replay: event not applied", zap.Uint64("stream_seq", it.Meta.StreamSeq),
-				zap.String("event_id", it.Event.ID), zap.Error(err))
-			continue
-		}
-		count(res, rep)
-	}
-	return nil
-}
-
-// retryAttempts bounds how often a batch that met concurrent work is tried.
-const retryAttempts = 3
-
-func (r *Replayer) batch(ctx context.Context, tx pgx.Tx, items []store.Item) ([]store.Result, error) {
-	if tx == nil {
-		// A conflict with concurrent work (a deadlock, the live syncer
-		// logging the same event) is retried, as the syncer retries it.
-		for attempt := 1; ; attempt++ {
-			res, err := r.st.ApplyBatch(ctx, items)
-			if store.KindOf(err) != store.KindRetry || attempt == retryAttempts {
-				return res, err
-			}
-			select {
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
-			}
-		}
-	}
-	// In the dry run's transaction, each batch is a savepoint of it.
-	return store.New(tx).ApplyBatch(ctx, items)
-}
-
-func count(results []store.Result, rep *Report) {
-	for _, res := range results {
-		switch {
-		case res.AlreadyDone:
-		case res.Status == store.StatusSkipped:
-			rep.Skipped++
-		case res.Status == store.StatusFailed:
-			rep.Invalid++
-		default:
-			rep.Applied++
-		}
-	}
+	return consumer.Settle(ctx, &settler{db: db, rep: rep, log: r.log}, items, r.log)
 }
 
 // tableChanges reads the row counts the transaction changed, per table.

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	"github.com/likeperson/portalsync/pkg/event"
-	"github.com/likeperson/portalsync/pkg/stream"
 )
 
 // MemberHash is what is left of an erased member's ID: "erased:" and the
@@ -19,16 +17,6 @@ import (
 func MemberHash(memberID string) string {
 	sum := sha256.Sum256([]byte(event.CanonicalID(memberID)))
 	return "erased:" + hex.EncodeToString(sum[:])
-}
-
-// Erase erases one member as a member-deleted event does (see
-// eraseMembers), for `syncer erase`: the event it logs has the given id and
-// the current time. The member's subject in the stream and dead letters is
-// the caller's to purge.
-func (s *Store) Erase(ctx context.Context, memberID, eventID string) (Result, error) {
-	ev := &event.Event{ID: eventID, Type: event.MemberDeleted, OccurredAt: s.now().UTC().Truncate(time.Microsecond),
-		Member: event.Member{ID: event.CanonicalID(memberID)}}
-	return s.Apply(ctx, ev, Meta{Attempt: 1, ReceivedAt: s.now(), Source: stream.SourceEraseCommand})
 }
 
 // eraseMembers erases the members of the batch's member-deleted events:

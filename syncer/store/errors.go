@@ -73,10 +73,6 @@ func KindOf(err error) Kind {
 // IsUnavailable reports whether err means the database is unavailable.
 func IsUnavailable(err error) bool { return KindOf(err) == KindUnavailable }
 
-// IsPermanent reports whether retrying err is pointless: the event's own
-// fault.
-func IsPermanent(err error) bool { return KindOf(err) == KindEventFault }
-
 // interpretError classifies err once, at the store boundary; nil stays nil.
 func interpretError(err error) error {
 	if err == nil {

@@ -13,6 +13,14 @@ import (
 	"github.com/likeperson/portalsync/syncer/store"
 )
 
+// eraseByCommand applies the member-deleted event `syncer erase` applies
+// (erase.Database), under the given event id: now, source erase-command.
+func eraseByCommand(ctx context.Context, s *store.Store, member, eventID string) (store.Result, error) {
+	now := time.Now()
+	return s.Apply(ctx, &event.Event{ID: eventID, Type: event.MemberDeleted, OccurredAt: now.UTC().Truncate(time.Microsecond),
+		Member: event.Member{ID: member}}, store.Meta{Attempt: 1, ReceivedAt: now, Source: stream.SourceEraseCommand})
+}
+
 // logSource is the source column of an event's log rows, "" for NULL.
 func logSource(t *testing.T, pool *pgxpool.Pool, eventID string) []string {
 	t.Helper()
@@ -54,7 +62,7 @@ func TestLogSource(t *testing.T) {
 		meta(4, stream.SourceRedrive)))
 	require.Equal(t, []string{stream.SourceRedrive}, logSource(t, pool, "src-4"))
 
-	_, err = s.Erase(ctx, "m1", "erase-1")
+	_, err = eraseByCommand(ctx, s, "m1", "erase-1")
 	require.NoError(t, err)
 	for _, src := range logSource(t, pool, "erase-1") {
 		require.Equal(t, stream.SourceEraseCommand, src)
@@ -124,7 +132,7 @@ func TestErasureLoggedPerOrganization(t *testing.T) {
 	apply(t, s, ev("e-2", event.MembershipCreated, t0, "m1", "o2", event.RoleCoordinator))
 	apply(t, s, ev("e-3", event.MembershipCreated, t0, "m2", "o3", event.RoleCoordinator))
 
-	res, err := s.Erase(ctx, "m1", "erase-m1")
+	res, err := eraseByCommand(ctx, s, "m1", "erase-m1")
 	require.NoError(t, err)
 	require.Equal(t, store.StatusSuccess, res.Status)
 
@@ -152,7 +160,7 @@ func TestErasureLoggedPerOrganization(t *testing.T) {
 	}, got)
 
 	// The same erasure again: done, no further rows.
-	res, err = s.Erase(ctx, "m1", "erase-m1")
+	res, err = eraseByCommand(ctx, s, "m1", "erase-m1")
 	require.NoError(t, err)
 	require.True(t, res.AlreadyDone)
 	var n int

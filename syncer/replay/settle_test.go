@@ -1,0 +1,171 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/store"
+)
+
+// fakeApplier answers each batch with what outcome returns for it, and
+// counts the batches it was asked to apply.
+type fakeApplier struct {
+	mu      sync.Mutex
+	outcome func(items []store.Item) error
+	down    bool // Ping fails
+	batches int
+}
+
+func (f *fakeApplier) ApplyBatch(_ context.Context, items []store.Item) ([]store.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.batches++
+	if err := f.outcome(items); err != nil {
+		return nil, err
+	}
+	res := make([]store.Result, len(items))
+	for i := range res {
+		res[i] = store.Result{Status: store.StatusSuccess}
+	}
+	return res, nil
+}
+
+func (f *fakeApplier) Ping(context.Context) error {
+	if f.down {
+		return &store.Error{Kind: store.KindUnavailable, Err: errors.New("connection refused")}
+	}
+	return nil
+}
+
+func items(n int, firstSeq uint64) []store.Item {
+	out := make([]store.Item, n)
+	for i := range out {
+		out[i] = store.Item{
+			Event: &event.Event{ID: fmt.Sprintf("e%d", firstSeq+uint64(i)), Member: event.Member{ID: fmt.Sprintf("m%d", i)}},
+			Meta:  store.Meta{StreamSeq: firstSeq + uint64(i), Attempt: 1, Replay: true},
+		}
+	}
+	return out
+}
+
+// Replay settles by the consumer's outcome table; where it differs (no
+// acknowledgement, no delivery budget, no waiting), its settler says so.
+func TestApplySettlesByTheOutcomeTable(t *testing.T) {
+	t.Parallel()
+	setup := func(t *testing.T, outcome func([]store.Item) error) (*Replayer, *fakeApplier) {
+		return &Replayer{log: zaptest.NewLogger(t)}, &fakeApplier{outcome: outcome}
+	}
+
+	t.Run("AppliedEventsAreCounted", func(t *testing.T) {
+		t.Parallel()
+		r, db := setup(t, func([]store.Item) error { return nil })
+		var rep Report
+		require.NoError(t, r.apply(context.Background(), db, items(5, 10), &rep))
+		require.Equal(t, Report{Applied: 5}, rep)
+		require.Equal(t, 1, db.batches)
+	})
+
+	t.Run("EventFaultIsAppliedOneByOneAndTheBadOneLeftOut", func(t *testing.T) {
+		t.Parallel()
+		r, db := setup(t, func(its []store.Item) error {
+			for _, it := range its {
+				if it.Event.ID == "e12" {
+					return &store.Error{Kind: store.KindEventFault, Err: errors.New("value too long")}
+				}
+			}
+			return nil
+		})
+		var rep Report
+		require.NoError(t, r.apply(context.Background(), db, items(5, 10), &rep))
+		require.Equal(t, Report{Applied: 4, Invalid: 1}, rep)
+		require.Equal(t, 1+5, db.batches, "the batch, then each event alone")
+	})
+
+	t.Run("ConflictIsRetriedAtOnce", func(t *testing.T) {
+		t.Parallel()
+		calls := 0
+		r, db := setup(t, func([]store.Item) error {
+			if calls++; calls <= 2 {
+				return &store.Error{Kind: store.KindRetry, Err: errors.New("deadlock detected")}
+			}
+			return nil
+		})
+		var rep Report
+		require.NoError(t, r.apply(context.Background(), db, items(3, 10), &rep))
+		require.Equal(t, Report{Applied: 3}, rep)
+	})
+
+	t.Run("PersistentConflictStopsWhereARerunStarts", func(t *testing.T) {
+		t.Parallel()
+		r, db := setup(t, func([]store.Item) error {
+			return &store.Error{Kind: store.KindRetry, Err: errors.New("statement timeout")}
+		})
+		var rep Report
+		err := r.apply(context.Background(), db, items(3, 10), &rep)
+		require.ErrorContains(t, err, "replay stopped at stream seq 10 (rerun with --from-seq 10): statement timeout")
+		require.Equal(t, Report{}, rep, "not split and failed: nothing is wrong with the events")
+		require.Equal(t, 4, db.batches, "the attempt and three immediate retries, as the consumer makes")
+	})
+
+	t.Run("UnavailableDatabaseStopsAtOnce", func(t *testing.T) {
+		t.Parallel()
+		r, db := setup(t, func([]store.Item) error {
+			return &store.Error{Kind: store.KindUnavailable, Err: errors.New("connection refused")}
+		})
+		db.down = true
+		var rep Report
+		err := r.apply(context.Background(), db, items(3, 7), &rep)
+		require.ErrorContains(t, err, "rerun with --from-seq 7")
+		require.True(t, store.IsUnavailable(err))
+		require.Equal(t, 1, db.batches)
+	})
+
+	t.Run("UnavailableErrorWhileTheDatabaseAnswersIsRetried", func(t *testing.T) {
+		t.Parallel()
+		calls := 0
+		r, db := setup(t, func([]store.Item) error {
+			if calls++; calls == 1 {
+				return &store.Error{Kind: store.KindUnavailable, Err: errors.New("conn busy")}
+			}
+			return nil
+		})
+		var rep Report
+		require.NoError(t, r.apply(context.Background(), db, items(2, 1), &rep))
+		require.Equal(t, Report{Applied: 2}, rep)
+	})
+}
+
+// Replay shares a fetch out among its workers as the syncer's consumer
+// routes events (consumer.Worker on the subject), keeping stream order.
+func TestGroupRoutesLikeTheConsumer(t *testing.T) {
+	t.Parallel()
+	var its []store.Item
+	var subjects []string
+	for i := range 40 {
+		member := fmt.Sprintf("{3B2A1F00-0000-4000-8000-%012d}", i%7)
+		its = append(its, store.Item{Event: &event.Event{ID: fmt.Sprintf("e%d", i)}, Meta: store.Meta{StreamSeq: uint64(i + 1)}})
+		subjects = append(subjects, event.Subject(event.CanonicalID(member)))
+	}
+	groups := group(its, subjects, workers)
+	require.Len(t, groups, workers)
+	n := 0
+	for w, g := range groups {
+		for j, it := range g {
+			i := int(it.Meta.StreamSeq - 1)
+			require.Equal(t, consumer.Worker(subjects[i], workers), w, "event %d", i)
+			if j > 0 {
+				require.Less(t, g[j-1].Meta.StreamSeq, it.Meta.StreamSeq, "stream order")
+			}
+			n++
+		}
+	}
+	require.Equal(t, len(its), n)
+}
