@@ -20,7 +20,8 @@
 # Needs: PostgreSQL on 127.0.0.1:5432 (user postgres), wrk (apt-get install
 # wrk); it builds nats-server and the nats CLI from the Go module proxy.
 # Sizes can be lowered for a quick look: SYNC_EVENTS, REPLAY_EVENTS,
-# E2E_SECONDS. The shell functions are in scripts/bench/lib.sh.
+# E2E_SECONDS. The shell functions are in scripts/bench/lib.sh, which
+# scripts/bench-before-after.sh shares.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,5 +1,5 @@
-# Shell functions of scripts/bench.sh (`make bench`); sourced, not run. The
-# sourcing script sets:
+# Shell functions shared by scripts/bench.sh (`make bench`) and
+# scripts/bench-before-after.sh; sourced, not run. The sourcing script sets:
 #   OUT              where logs go
 #   BIN              the directory holding ingress, syncer, loadgen and
 #                    nats-server
