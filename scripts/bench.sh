@@ -20,7 +20,8 @@
 # Needs: PostgreSQL on 127.0.0.1:5432 (user postgres), wrk (apt-get install
 # wrk); it builds nats-server and the nats CLI from the Go module proxy.
 # Sizes can be lowered for a quick look: SYNC_EVENTS, REPLAY_EVENTS,
-# E2E_SECONDS.
+# E2E_SECONDS. The shell functions are in scripts/bench/lib.sh, which
+# scripts/bench-before-after.sh shares.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,42 +44,14 @@ rm -rf "$OUT/nats" "$OUT"/*.txt
 make build >/dev/null
 [ -x bin/nats ] || GOBIN="$PWD/bin" go install github.com/nats-io/natscli/nats@v0.5.0
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
-wait_http() { for _ in $(seq 1 100); do curl -sf "http://$1/readyz" >/dev/null && return 0; sleep 0.1; done; echo "bench: $1 not ready" >&2; exit 1; }
-sql() { psql "$DATABASE_URL" -tAqc "$1"; }
-# Empty tables, no links, no bans: every syncer run starts from the same
-# state (account_links outlives a TRUNCATE of the public tables). The
-# emptied tables are not vacuumed: a table vacuumed while empty is known
-# to be empty, and plans cached then (the foreign-key checks' among them)
-# scan it sequentially for the rest of the run; after a TRUNCATE its size
-# is unknown until autovacuum analyzes it, and plans use indexes.
-reset_tables() {
-  sql "TRUNCATE organizations, profiles, organization_memberships, role_assignments, portal_sync_log, portalsync.account_links, portalsync.erased_members"
-  sql "UPDATE auth.users SET banned_until = NULL WHERE banned_until IS NOT NULL" >/dev/null
-  sql "DELETE FROM auth.sessions" >/dev/null
-  sql "VACUUM auth.users" >/dev/null
-}
-# The ceiling benchmark's event mix (pkg syncer/store, bench_test.go), so
-# that the syncer and its ceiling do the same work.
-CEILING_MIX=created=2,updated=1,role=1,deactivated=1,reactivated=1
-log_count() { sql "SELECT count(*) FROM portal_sync_log"; }
-# Events per second between the first and the last processed_at.
-log_rate() { sql "SELECT round(count(*) / extract(epoch FROM max(processed_at) - min(processed_at)))::int FROM portal_sync_log"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
-wait_log() { # count timeout_s
-  for _ in $(seq 1 $(($2 * 5))); do [ "$(log_count)" -ge "$1" ] && return 0; sleep 0.2; done
-  echo "bench: only $(log_count) of $1 events applied in $2 s" >&2; exit 1
-}
+BIN=bin
+# shellcheck source=scripts/bench/lib.sh
+. scripts/bench/lib.sh
+trap stop_all EXIT
 
 psql "$ADMIN_URL" -qc "DROP DATABASE IF EXISTS portalsync_bench" -c "CREATE DATABASE portalsync_bench"
 bin/syncer migrate 2>/dev/null
-bin/nats-server -a 127.0.0.1 -p "$NATS_PORT" -js -sd "$OUT/nats" >"$OUT/nats.log" 2>&1 &
-pids+=($!)
-sleep 1
+start_nats "$OUT/nats"
 SECRET=$(bin/ingress genkey)
 export PORTAL_WEBHOOK_SECRETS=$SECRET
 URL="http://$INGRESS_ADDR/webhooks/portal"
@@ -86,21 +59,6 @@ URL="http://$INGRESS_ADDR/webhooks/portal"
 # Every scenario starts with an empty event stream (they all take the
 # subjects portal.member.>, so only one stream can exist at a time).
 fresh_stream() { bin/nats -s "$NATS_URL" stream rm -f BENCH >/dev/null 2>&1 || true; }
-start_ingress() { # stream
-  STREAM_NAME=$1 INGRESS_ADDR=$INGRESS_ADDR INGRESS_OPS_ADDR=$INGRESS_OPS_ADDR INGRESS_DRAIN_GRACE=0 INGRESS_RATE_LIMIT=0 \
-    bin/ingress serve >>"$OUT/ingress.log" 2>&1 &
-  INGRESS_PID=$!
-  pids+=($INGRESS_PID)
-  wait_http "$INGRESS_OPS_ADDR"
-}
-start_syncer() { # stream consumer [env...]
-  local stream=$1 consumer=$2
-  shift 2
-  env "$@" STREAM_NAME="$stream" SYNCER_CONSUMER="$consumer" SYNCER_HTTP_ADDR=$SYNCER_ADDR bin/syncer run >>"$OUT/syncer.log" 2>&1 &
-  SYNCER_PID=$!
-  pids+=($SYNCER_PID)
-  wait_http "$SYNCER_ADDR"
-}
 
 echo "== 1. ingress throughput"
 fresh_stream
@@ -123,17 +81,8 @@ stop "$INGRESS_PID"
 
 echo "== 2. syncer from a full stream ($SYNC_EVENTS events)"
 fresh_stream
-start_ingress BENCH
-env -u DATABASE_URL bin/loadgen --url "$URL" --events "$SYNC_EVENTS" -c 50 --members 10000 --orgs 20 --mix "$CEILING_MIX" --run-id s2 | tee "$OUT/fill-sync.txt"
-stop "$INGRESS_PID"
-# Accounts as in the ceiling benchmark: one per member (loadgen's e-mails),
-# confirmed, and 40,000 unrelated ones.
-for from in $(seq 0 500 49999); do
-  sql "INSERT INTO auth.users (id, aud, role, email, email_confirmed_at)
-       SELECT gen_random_uuid(), 'authenticated', 'authenticated',
-              CASE WHEN i < 10000 THEN 's2-m' || i ELSE 'u' || i END || '@example.invalid', now()
-       FROM generate_series($from, $from + 499) AS i" >/dev/null
-done
+fill_stream BENCH "$SYNC_EVENTS"
+add_accounts
 declare -A SYNC_RATE SYNC_HWM
 for run in 1:warn 1024:warn 1024:info; do
   batch=${run%:*} level=${run#*:}
@@ -157,8 +106,8 @@ for batch in 1 1024; do
   stop "$SYNCER_PID"
   echo "batch $batch, 1.5 ms flush: ${SLOW_RATE[$batch]} events/s"
 done
-CEILS=$(TEST_DATABASE_URL="$ADMIN_URL" CLIENTS=4 BATCH=1024 go test -run '^$' -bench BenchmarkApplyBatchCeiling -benchtime 100x -count 3 ./syncer/store/ | awk '/events\/s/ {for (i=1;i<=NF;i++) if ($(i+1) == "events/s") printf "%.0f\n", $i}')
-CEIL=$(echo "$CEILS" | sort -n | sed -n 2p)
+CEILS=$(TEST_DATABASE_URL="$ADMIN_URL" CLIENTS=4 BATCH=1024 go test -run '^$' -bench BenchmarkApplyBatchCeiling -benchtime 100x -count 3 ./syncer/store/ | ceiling_rates)
+CEIL=$(echo "$CEILS" | median)
 echo "ceiling: $CEIL events/s (median of $(echo $CEILS | tr ' ' '/'))"
 
 echo "== 3. end to end at 1,000 events/s for ${E2E_SECONDS}s"
