@@ -451,21 +451,6 @@ func Open(ctx context.Context, url, name string, log *zap.Logger) (*nats.Conn, j
 	return nc, js, nil
 }
 
-// OpenAndEnsure opens NATS and creates or updates the stream, within 30 s.
-func OpenAndEnsure(ctx context.Context, url, name string, c Config, log *zap.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	nc, js, err := Open(ctx, url, name, log)
-	if err != nil {
-		return nil, nil, err
-	}
-	setupCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := Ensure(setupCtx, js, c); err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return nc, js, nil
-}
-
 // Unsafe names what in a stream's configuration (as the server holds it)
 // lets the server delete an event before the syncer has settled it, or
 // lose one a host crash should not: "" when nothing does. The ingress

@@ -160,16 +160,10 @@ func (c *Cluster) ByName(name string) *Server {
 	return nil
 }
 
-// Name returns the server's name.
-func (s *Server) Name() string { return s.opts.ServerName }
-
 // URL returns the client URL; it stays the same across restarts.
 func (s *Server) URL() string {
 	return "nats://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.Port))
 }
-
-// StoreDir returns the JetStream store directory.
-func (s *Server) StoreDir() string { return s.storeDir }
 
 // Start starts the server (again) on the same port and store.
 func (s *Server) Start() {
