@@ -428,3 +428,14 @@ func TestShutdownJoinsPublishers(t *testing.T) {
 	}
 	require.Greater(t, batched, 1, "stored as a batch at shutdown")
 }
+
+// A batch waits INGRESS_PUBLISH_TIMEOUT for its acknowledgement, as a
+// single publish does, also when it is longer than the default.
+func TestBatchWaitsThePublishTimeout(t *testing.T) {
+	t.Parallel()
+	for _, want := range []time.Duration{2 * time.Second, 9 * time.Second} {
+		got, err := server.BatchAckTimeout(server.Config{NATSURL: "nats://127.0.0.1:1", PublishTimeout: want})
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	}
+}

@@ -30,6 +30,8 @@ type pool struct {
 	js    []jetstream.JetStream
 	live  []*liveness
 	next  atomic.Uint64
+	// flow is how a batch is sent: its commit waits PublishTimeout.
+	flow jetstreamext.BatchFlowControl
 	// watchers follow the connections' status; joined by close.
 	watchers sync.WaitGroup
 }
@@ -55,7 +57,7 @@ const (
 // while NATS is down they keep trying in the background, publishes fail
 // (the webhook is answered 503) and readiness says why.
 func openPool(cfg Config, n int, log *zap.Logger) (*pool, error) {
-	p := &pool{}
+	p := &pool{flow: jetstreamext.BatchFlowControl{AckFirst: batchAckFirst, AckTimeout: cfg.PublishTimeout}}
 	for i := range max(n, 1) {
 		// No reconnect buffer: a publish made while disconnected fails at
 		// once instead of being sent after the reconnection, long after its
@@ -108,11 +110,12 @@ func (p *pool) PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.
 	return ack, lostOr(ctx, err)
 }
 
-// batchFlowControl sends a batch's messages without waiting for any but
-// the commit's acknowledgement: the server acknowledges (or refuses) the
-// batch as a whole, and a batch it cannot take is not stored at all.
-// (AckFirst would add a round trip to every batch.)
-var batchFlowControl = jetstreamext.BatchFlowControl{AckFirst: false, AckTimeout: DefaultPublishTimeout}
+// batchAckFirst is off: a batch's messages are sent without waiting for
+// any but the commit's acknowledgement (the server acknowledges or refuses
+// the batch as a whole, and a batch it cannot take is not stored at all);
+// AckFirst would add a round trip to every batch. Only the benchmark that
+// compares the two turns it on (export_test.go).
+var batchAckFirst = false
 
 // PublishMsgBatch publishes msgs as one atomic batch on the next
 // connection in turn.
@@ -127,7 +130,7 @@ func (p *pool) PublishMsgBatch(ctx context.Context, msgs []*nats.Msg) (*jetstrea
 	if err := stream.CheckServerVersion(p.conns[i].ConnectedServerVersion()); err != nil {
 		return nil, fmt.Errorf("%w: %w", errAtomicUnsupported, err)
 	}
-	ack, err := jetstreamext.PublishMsgBatch(ctx, p.js[i], msgs, batchFlowControl)
+	ack, err := jetstreamext.PublishMsgBatch(ctx, p.js[i], msgs, p.flow)
 	return ack, lostOr(ctx, err)
 }
 
