@@ -3,6 +3,7 @@ package consumer
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/likeperson/portalsync/pkg/stream"
@@ -98,7 +99,7 @@ func (c Config) WithDefaults() Config {
 	c.ApplyTimeout = cmp.Or(c.ApplyTimeout, DefaultApplyTimeout)
 	c.ProbeMax = cmp.Or(c.ProbeMax, DefaultProbeMax)
 	if len(c.BackOff) == 0 {
-		c.BackOff = DefaultBackOff
+		c.BackOff = slices.Clone(DefaultBackOff)
 	}
 	return c
 }

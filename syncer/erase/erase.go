@@ -73,20 +73,22 @@ func (p *Purger) Purge(ctx context.Context, memberID string) (uint64, error) {
 	return n, nil
 }
 
-// EventApplier applies one event; *store.Store satisfies it.
+// EventApplier applies one event by its clock; *store.Store satisfies it.
 type EventApplier interface {
 	Apply(ctx context.Context, ev *event.Event, meta store.Meta) (store.Result, error)
+	Now() time.Time
 }
 
 var _ EventApplier = (*store.Store)(nil)
 
 // Database erases one member in the database on request (`syncer erase`):
-// it applies, through st, a member-deleted event of the member dated now,
+// it applies, through st, a member-deleted event of the member dated now
+// by st's clock,
 // logged with source erase-command under an id of its own, which it
 // returns. The member's messages are then Purger's to delete; the
 // tombstone keeps a replay from bringing the member back before that.
 func Database(ctx context.Context, st EventApplier, memberID string) (res store.Result, eventID string, err error) {
-	now := time.Now()
+	now := st.Now()
 	eventID = fmt.Sprintf("erase-cli-%d", now.UnixNano())
 	ev := &event.Event{ID: eventID, Type: event.MemberDeleted, OccurredAt: now.UTC().Truncate(time.Microsecond),
 		Member: event.Member{ID: event.CanonicalID(memberID)}}

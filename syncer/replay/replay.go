@@ -323,7 +323,7 @@ func (r *Replayer) applyAll(ctx context.Context, db Applier, dryRun bool, f fetc
 		rep.Skipped += reps[i].Skipped
 		rep.Invalid += reps[i].Invalid
 	}
-	return errors.Join(errs...)
+	return firstStop(errs)
 }
 
 // group shares items out among n workers by their subjects, as the

@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -85,9 +86,44 @@ func (s *settler) Fail(_ context.Context, it store.Item, _ store.Kind, err error
 	return nil
 }
 
-// stopped is the error that stops a replay at the first of items, saying
-// where to rerun from.
+// StoppedError stops a replay at stream sequence Seq, the first event not
+// settled, and says where to rerun from.
+type StoppedError struct {
+	Seq uint64
+	Err error
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("replay stopped at stream seq %d (rerun with --from-seq %d): %v", e.Seq, e.Seq, e.Err)
+}
+
+func (e *StoppedError) Unwrap() error { return e.Err }
+
+// stopped is the error that stops a replay at the first of items.
 func stopped(items []store.Item, err error) error {
-	seq := items[0].Meta.StreamSeq
-	return fmt.Errorf("replay stopped at stream seq %d (rerun with --from-seq %d): %w", seq, seq, err)
+	return &StoppedError{Seq: items[0].Meta.StreamSeq, Err: err}
+}
+
+// firstStop joins the workers' errors, keeping of their stops only the
+// one at the lowest sequence: a rerun from there covers every worker's
+// events (those applied since are applied again, which changes nothing).
+func firstStop(errs []error) error {
+	var first *StoppedError
+	var others []error
+	for _, err := range errs {
+		var s *StoppedError
+		switch {
+		case err == nil:
+		case errors.As(err, &s):
+			if first == nil || s.Seq < first.Seq {
+				first = s
+			}
+		default:
+			others = append(others, err)
+		}
+	}
+	if first != nil {
+		others = append([]error{first}, others...)
+	}
+	return errors.Join(others...)
 }

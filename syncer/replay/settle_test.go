@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 
@@ -168,4 +169,23 @@ func TestGroupRoutesLikeTheConsumer(t *testing.T) {
 		}
 	}
 	require.Equal(t, len(its), n)
+}
+
+// When several workers stop, the replay names one place to rerun from: the
+// lowest sequence, which covers every worker's unsettled events.
+func TestFirstStopNamesTheLowestSequence(t *testing.T) {
+	other := errors.New("fetch failed")
+	err := firstStop([]error{
+		nil,
+		&StoppedError{Seq: 40, Err: errors.New("timeout")},
+		&StoppedError{Seq: 12, Err: errors.New("unavailable")},
+		other,
+	})
+	require.ErrorIs(t, err, other)
+	require.Equal(t, 1, strings.Count(err.Error(), "replay stopped"), err.Error())
+	require.ErrorContains(t, err, "replay stopped at stream seq 12 (rerun with --from-seq 12): unavailable")
+	var s *StoppedError
+	require.ErrorAs(t, err, &s)
+	require.Equal(t, uint64(12), s.Seq)
+	require.NoError(t, firstStop([]error{nil, nil}))
 }

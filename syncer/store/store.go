@@ -51,6 +51,9 @@ type Store struct {
 // New returns a Store over db.
 func New(db DBTX) *Store { return &Store{db: db, now: time.Now} }
 
+// Now is the time by the store's clock.
+func (s *Store) Now() time.Time { return s.now() }
+
 // Meta is what the stream tells about one delivery of an event.
 type Meta struct {
 	// StreamSeq is the event's sequence in the stream.
