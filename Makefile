@@ -78,7 +78,7 @@ bench-go: ## Run the Go benchmarks of every module.
 bench-reconcile: ## The reconciler's full read of a 100,000-row fake portal (docs/BENCHMARKS.md; about a minute).
 	$(GO) test -run '^$$' -bench BenchmarkFullRead100kRows -benchtime=1x -count=3 -benchmem ./syncer/reconcile/
 
-bench-contract: ## The app contract's queries on 1,000,000 log rows (docs/BENCHMARKS.md; minutes; writes .data/bench/contract.md).
+bench-contract: ## The app contract's queries on 1,000,000 log rows (docs/BENCHMARKS.md; about a minute; writes .data/bench/contract.md).
 	@mkdir -p .data/bench
 	PORTALSYNC_BENCH_CONTRACT=1 BENCH_REPORT=$(CURDIR)/.data/bench/contract.md $(GO) test -count=1 -run '^TestContractBenchmark$$' -timeout 30m -v ./e2e/ 2>&1 | grep -v 'logger.go' | tail -80
 

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
+	"github.com/likeperson/portalsync/console/ui"
 	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
@@ -90,6 +91,16 @@ func TestAppContract(t *testing.T) {
 	send("membership-created", "c-ola", "org-a", "peer_mentor", base, "Ola", "Nordlys")
 	send("role-updated", "c-ola", "org-a", "coordinator", base.Add(time.Minute), "", "")
 	send("membership-created", "c-gone", "org-a", "peer_mentor", base, "Per", "Slettet")
+	// Members with a name missing, for the members list's order.
+	for _, m := range []struct {
+		member      string
+		first, last any
+	}{{"c-noname", nil, nil}, {"c-nolast", "Per", nil}, {"c-nofirst", nil, "Aasen"}} {
+		e := sys.event("membership-created", m.member, "org-a", "peer_mentor", base)
+		e.Member["first_name"], e.Member["last_name"] = m.first, m.last
+		sys.send(t, e)
+		sent = append(sent, e.ID)
+	}
 	for _, id := range sent {
 		require.Equal(t, "success", sys.waitLogged(t, id))
 	}
@@ -210,11 +221,55 @@ func TestAppContract(t *testing.T) {
 		require.Empty(t, queryStrings(t, tx, `SELECT portal_org_id FROM public.organization_members WHERE portal_org_id = 'org-b'`))
 		require.Empty(t, syncLog(t, tx, ""))
 		require.Empty(t, queryStrings(t, tx, `SELECT portal_org_id FROM public.sync_health`))
+
+		// The screen's members list, two to a page: by last name, then first
+		// name, a missing one first; each member once; "inactive" pages the
+		// inactive ones alone.
+		require.Equal(t, []string{"c-noname", "c-nolast", "c-nofirst", "c-admin", "c-coord", "c-mentor", "c-ola", "c-kari"},
+			membersPaged(t, tx, a, false))
+		require.Equal(t, []string{"c-kari"}, membersPaged(t, tx, a, true))
 	})
 	sys.asUser(t, mentor, func(tx pgx.Tx) {
 		require.Empty(t, syncLog(t, tx, ""))
 		require.Equal(t, []string{"c-mentor"}, queryStrings(t, tx, `SELECT portal_member_id FROM public.organization_members`))
 	})
+}
+
+// membersPaged reads organization org's members as the screen does
+// (ui.MembersPage), two to a page, each page after the last row of the one
+// before, and returns their portal member ids.
+func membersPaged(t *testing.T, tx pgx.Tx, org string, inactiveOnly bool) []string {
+	t.Helper()
+	var out []string
+	last, first, id := "", "", uuid0
+	for page := 0; page <= 10; page++ {
+		rows, err := tx.Query(context.Background(), ui.MembersPage, org, inactiveOnly, last, first, id, 2)
+		require.NoError(t, err)
+		n := 0
+		for rows.Next() {
+			var member string
+			var lastName, firstName, display, role *string
+			var status string
+			var inactive bool
+			var changed time.Time
+			require.NoError(t, rows.Scan(&id, &member, &display, &lastName, &firstName, &role, &status, &inactive, &changed))
+			last, first = "", ""
+			if lastName != nil {
+				last = *lastName
+			}
+			if firstName != nil {
+				first = *firstName
+			}
+			out = append(out, member)
+			n++
+		}
+		require.NoError(t, rows.Err())
+		if n < 2 {
+			return out
+		}
+	}
+	t.Fatalf("members of %s: more than 10 pages of two: %v", org, out)
+	return nil
 }
 
 // The log's new columns: an INSERT that does not name them still works

@@ -100,7 +100,6 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 		"erase_member portalsync_syncer",
 		"link_members portalsync_syncer",
 		// The policy helpers (docs/ACCESS.md).
-		"managed_profile_ids authenticated",
 		"my_org_ids authenticated",
 		"my_profile_id authenticated",
 		"newer portalsync_syncer", // the upserts' guard (00026), inlined

@@ -107,6 +107,17 @@ CREATE INDEX profiles_email_idx ON public.profiles (lower(email));
 -- The sync log's name search: a prefix of each word, on either name.
 CREATE INDEX profiles_last_name_search_idx ON public.profiles (last_name_search);
 CREATE INDEX profiles_first_name_search_idx ON public.profiles (first_name_search);
+-- Members in name order (00029): a page of a members list walks profiles
+-- in this order and keeps those of the organization, rather than sorting
+-- every member of a large one. The first serves order=last_name,first_name
+-- (the app, through PostgREST); the second the screen's keyset paging,
+-- which sorts a missing name first. CASE rather than coalesce: under
+-- row-level security a condition reaches an index only when PostgreSQL can
+-- tell it leaks nothing, and it can of CASE but not of coalesce.
+CREATE INDEX profiles_name_idx ON public.profiles (last_name, first_name, id);
+CREATE INDEX profiles_sort_name_idx ON public.profiles (
+  (CASE WHEN last_name IS NULL THEN '' ELSE last_name END),
+  (CASE WHEN first_name IS NULL THEN '' ELSE first_name END), id);
 
 CREATE TABLE public.organization_memberships (
   profile_id uuid NOT NULL REFERENCES public.profiles (id) ON DELETE CASCADE,
@@ -124,9 +135,10 @@ CREATE TABLE public.organization_memberships (
   updated_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (profile_id, organization_id)
 ) WITH (fillfactor = 80);
--- "Members of my organization"; the status is not in it, so that a
--- status change writes no index entry (00023).
-CREATE INDEX organization_memberships_org_idx ON public.organization_memberships (organization_id);
+-- "Members of my organization", with their ids so that the profiles
+-- policy reads them from the index alone (00029); the status is not in
+-- it, so that a status change writes no index entry (00023).
+CREATE INDEX organization_memberships_org_idx ON public.organization_memberships (organization_id, profile_id);
 
 CREATE TABLE public.role_assignments (
   profile_id uuid NOT NULL,

@@ -58,10 +58,17 @@ CREATE POLICY organizations_member_read ON public.organizations FOR SELECT TO au
 -- A member reads their own profile; coordinators and org admins read the
 -- profiles of their organizations' members, inactive ones included.
 -- my_profile_id() in a sub-select (00028) runs once per query rather than
--- once per row looked at (Supabase's advice for auth.uid() in policies);
--- same rows.
+-- once per row looked at (Supabase's advice for auth.uid() in policies).
+-- The membership test is a correlated EXISTS (00029), so the planner
+-- probes the membership's primary key for the few profiles a page reads,
+-- or hashes the whole set once for a read of many; the memberships it
+-- finds are ones memberships_read lets the caller read, so that policy
+-- takes none away.
 CREATE POLICY profiles_read ON public.profiles FOR SELECT TO authenticated
-  USING (id = (SELECT portalsync.my_profile_id()) OR id IN (SELECT portalsync.managed_profile_ids()));
+  USING (id = (SELECT portalsync.my_profile_id())
+         OR EXISTS (SELECT 1 FROM public.organization_memberships m
+                    WHERE m.profile_id = profiles.id
+                      AND m.organization_id = ANY (ARRAY(SELECT portalsync.my_org_ids(ARRAY['coordinator', 'org_admin'])))));
 
 -- A member reads their own memberships and roles; coordinators and org
 -- admins read all of their organizations'. (my_profile_id() once per
