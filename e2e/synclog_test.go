@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,7 @@ func TestRefusalAndErasureReachOrgAdmins(t *testing.T) {
 		require.NoError(t, tx.QueryRow(context.Background(), `SELECT detail FROM public.sync_log(entry_id => $1)`, refused.ID).Scan(&detail))
 		require.Contains(t, detail, "refused")
 		require.NotContains(t, detail, "kari-at-example")
+		require.NotContains(t, strings.ToLower(detail), member, "an erased member never by id, in the detail neither (found by attack)")
 		require.Len(t, syncLog(t, tx, "status_filter => 'failed'"), 1)
 
 		erasure := find(rows, "member-deleted")

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
@@ -282,10 +283,7 @@ func oneOf(v string, set []string) string {
 // parse is left out.
 func (s *server) logFilterFrom(q url.Values, org string) (logFilter, string, string) {
 	f := logFilter{Org: org, Status: oneOf(q.Get("status"), logStatuses), Type: oneOf(q.Get("type"), logTypes),
-		Search: strings.TrimSpace(q.Get("q")), PageSize: s.cfg.PageSize}
-	if len(f.Search) > 100 {
-		f.Search = f.Search[:100]
-	}
+		Search: cut(strings.TrimSpace(textOnly(q.Get("q"))), 100), PageSize: s.cfg.PageSize}
 	var since, until string
 	if d, err := time.ParseInLocation("2006-01-02", q.Get("since"), oslo); err == nil {
 		f.Since, since = &d, q.Get("since")
@@ -431,6 +429,39 @@ func (s *server) entryPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, "entry", status, d)
 }
 
+// memberFilterFrom reads the members page's filter from the query. The
+// cursor (after_last, after_first, after_id) is taken whole or not at
+// all: a part that does not parse leaves it out.
+func memberFilterFrom(q url.Values, org string, pageSize int) memberFilter {
+	f := memberFilter{Org: org, InactiveOnly: q.Get("inactive") == "1", PageSize: pageSize}
+	last, first, id := q.Get("after_last"), q.Get("after_first"), q.Get("after_id")
+	if uuidish(id) && textOnly(last) == last && textOnly(first) == first {
+		f.AfterLast, f.AfterFirst, f.AfterID = last, first, id
+	}
+	return f
+}
+
+// textOnly returns v when PostgreSQL takes it as text (UTF-8 without a
+// NUL), "" otherwise: a query string may hold any bytes (%FF, %00), and
+// the database would refuse them with an error rather than find nothing.
+func textOnly(v string) string {
+	if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+		return ""
+	}
+	return v
+}
+
+// cut shortens the text v to at most n bytes, on a letter's boundary.
+func cut(v string, n int) string {
+	if len(v) <= n {
+		return v
+	}
+	for n > 0 && !utf8.RuneStart(v[n]) {
+		n--
+	}
+	return v[:n]
+}
+
 type membersData struct {
 	page
 	Members      []memberRow
@@ -449,12 +480,7 @@ func (s *server) membersPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	org, mine := pickOrg(r, managed)
-	q := r.URL.Query()
-	f := memberFilter{Org: org, InactiveOnly: q.Get("inactive") == "1", AfterLast: q.Get("after_last"),
-		AfterFirst: q.Get("after_first"), PageSize: s.cfg.PageSize}
-	if uuidish(q.Get("after_id")) {
-		f.AfterID = q.Get("after_id")
-	}
+	f := memberFilterFrom(r.URL.Query(), org, s.cfg.PageSize)
 	d := membersData{page: s.base(r, "members", "members.title"), InactiveOnly: f.InactiveOnly, After: f.AfterID != ""}
 	d.Org, d.Orgs = org, managed
 	err := s.db.as(r.Context(), cl.claims, func(tx pgx.Tx) error {

@@ -225,3 +225,38 @@ func TestAuthFailuresAreUnavailable(t *testing.T) {
 	require.ErrorIs(t, err, errSessionEnded)
 	require.False(t, isAuthUnavailable(err))
 }
+
+// Query strings the forms never send: bytes that are not UTF-8 or a NUL
+// (PostgreSQL refuses both as text) are left out like any value that does
+// not parse, and a long search is cut on a letter's boundary, never in the
+// middle of one (found by attack: each was a 500 page and an error log).
+func TestFiltersTakeOnlyText(t *testing.T) {
+	t.Parallel()
+	s := setup(t)
+	for raw, want := range map[string]string{
+		"q=%FF":                              "",
+		"q=%00":                              "",
+		"q=kari%00nordmann":                  "",
+		"q=a" + strings.Repeat("%C3%A6", 60): "a" + strings.Repeat("æ", 49),
+		"q=" + strings.Repeat("x", 150):      strings.Repeat("x", 100),
+		"q=%C3%86rlig":                       "Ærlig",
+	} {
+		q, err := url.ParseQuery(raw)
+		require.NoError(t, err)
+		f, _, _ := s.logFilterFrom(q, "")
+		require.Equal(t, want, f.Search, raw)
+		require.LessOrEqual(t, len(f.Search), 100, raw)
+	}
+	const id = "00000000-0000-0000-0000-000000000001"
+	for raw, want := range map[string]memberFilter{
+		"after_last=%FF&after_first=x&after_id=" + id:        {},
+		"after_last=x&after_first=%00&after_id=" + id:        {},
+		"after_last=%C3%98st&after_first=Per&after_id=" + id: {AfterLast: "Øst", AfterFirst: "Per", AfterID: id},
+		"after_last=x&after_first=y&after_id=nope":           {},
+	} {
+		q, err := url.ParseQuery(raw)
+		require.NoError(t, err)
+		want.PageSize = s.cfg.PageSize
+		require.Equal(t, want, memberFilterFrom(q, "", s.cfg.PageSize), raw)
+	}
+}

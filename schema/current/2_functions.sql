@@ -428,7 +428,10 @@ BEGIN
   SET portal_member_id = p_member_hash,
       event_id = CASE WHEN event_type = 'account-link'
                       THEN pg_catalog.replace(event_id, ':' || p_member_id, ':' || p_member_hash)
-                      ELSE event_id END
+                      ELSE event_id END,
+      -- A refused change's detail names the row it refused: for a contact,
+      -- the member (00030).
+      detail = pg_catalog.replace(detail, p_member_id, p_member_hash)
   WHERE portal_member_id = p_member_id;
   GET DIAGNOSTICS log_rows = ROW_COUNT;
 END $$;
