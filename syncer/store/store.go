@@ -133,7 +133,7 @@ func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
 	_, err := s.db.Exec(ctx, insertFailedSQL,
 		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
 		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt,
-		optText(meta.Source))
+		optText(meta.Source), MemberHash(f.MemberID))
 	if err != nil {
 		return interpretError(fmt.Errorf("log failure of event %s: %w", f.EventID, err))
 	}

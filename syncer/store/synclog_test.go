@@ -169,3 +169,35 @@ func TestErasureLoggedPerOrganization(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log WHERE portal_member_id = 'm1'`).Scan(&n))
 	require.Zero(t, n, "no row names the member")
 }
+
+// A failure logged after its member was erased (a refused Dataverse change
+// to the deleted contact, a poison message) names the member by the
+// erasure's hash, in the member column and in the detail, as erasure
+// left the member's earlier rows: the id never comes back into the log.
+// Found by the attack pass of issue 21.
+func TestFailureAfterErasureKeepsTheMemberErased(t *testing.T) {
+	t.Parallel()
+	s, pool := setup(t)
+	ctx := context.Background()
+	const member = "5f0c1e2a-7b3d-4c8e-9a1f-2d3e4f5a6b7c"
+	_, err := s.ApplyBatch(ctx, []store.Item{{Event: ev("fe-1", event.MembershipCreated, t0, member, "o1", event.RolePeerMentor),
+		Meta: store.Meta{StreamSeq: 1, Attempt: 1, ReceivedAt: time.Now()}}})
+	require.NoError(t, err)
+	_, err = eraseByCommand(ctx, s, member, "fe-erase")
+	require.NoError(t, err)
+
+	require.NoError(t, s.LogFailure(ctx, store.Failure{EventID: "fe-2", EventType: "change-refused", MemberID: member, OrgID: "o1",
+		Reason: "update of contact " + member + ": invalid-event"}, store.Meta{StreamSeq: 2, Attempt: 1, ReceivedAt: time.Now()}))
+	var gotMember, detail string
+	require.NoError(t, pool.QueryRow(ctx, `SELECT portal_member_id, detail FROM portal_sync_log WHERE event_id = 'fe-2'`).Scan(&gotMember, &detail))
+	require.Equal(t, store.MemberHash(member), gotMember)
+	require.NotContains(t, detail, member)
+	require.Contains(t, detail, store.MemberHash(member))
+
+	// A member never erased keeps its id.
+	require.NoError(t, s.LogFailure(ctx, store.Failure{EventID: "fe-3", EventType: "change-refused", MemberID: "m-kept", OrgID: "o1",
+		Reason: "update of contact m-kept: invalid-event"}, store.Meta{StreamSeq: 3, Attempt: 1, ReceivedAt: time.Now()}))
+	require.NoError(t, pool.QueryRow(ctx, `SELECT portal_member_id, detail FROM portal_sync_log WHERE event_id = 'fe-3'`).Scan(&gotMember, &detail))
+	require.Equal(t, "m-kept", gotMember)
+	require.Equal(t, "update of contact m-kept: invalid-event", detail)
+}

@@ -299,7 +299,7 @@ func readMembershipStamps(ctx context.Context, db DBTX, pairs []pair, w *written
 func insertFailed(ctx context.Context, db DBTX, rows []logRow) error {
 	for _, r := range rows {
 		_, err := db.Exec(ctx, insertFailedSQL, r.eventID, r.eventType, r.member, r.org, r.detail, r.occurred,
-			nullTime(r.received), r.seq, r.attempt, optText(r.source))
+			nullTime(r.received), r.seq, r.attempt, optText(r.source), MemberHash(r.member))
 		if err != nil {
 			return fmt.Errorf("log refused event %s: %w", r.eventID, err)
 		}
