@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"testing"
@@ -40,6 +41,15 @@ func setupCLI(t *testing.T) *cliBundle {
 	require.NoError(t, err)
 	b.common = []string{"--database-url", b.db.URL, "--nats-url", b.nats.URL(), "--stream-name", "EVENTS", "--log-level", "error"}
 	return b
+}
+
+// mustRun runs the subcommand args with the bundle's common flags, fails
+// the test unless it succeeds, and returns what it printed.
+func (b *cliBundle) mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	require.NoError(t, run(context.Background(), append(args, b.common...), &out, &errOut), errOut.String())
+	return out.String()
 }
 
 // publish stores ev on its member's subject as the ingress would, with

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"strings"
@@ -116,20 +115,13 @@ func TestEraseCommandLeavesNoTrace(t *testing.T) {
 	_, err = db.Pool.Exec(ctx, `INSERT INTO auth.sessions (id, user_id) VALUES (gen_random_uuid(), $1)`, user)
 	require.NoError(t, err)
 
-	common := b.common
-	cli := func(args ...string) string {
-		t.Helper()
-		var out, errOut bytes.Buffer
-		require.NoError(t, run(ctx, append(args, common...), &out, &errOut), errOut.String())
-		return out.String()
-	}
-	cli("replay", "--all")
+	b.mustRun(t, "replay", "--all")
 	require.NotEmpty(t, tracesInDatabase(t, db.Pool, personal...), "the fixture holds the member")
 	var logRows int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM portal_sync_log`).Scan(&logRows))
 
 	// The ID as the portal may write it: upper case, in braces.
-	out := cli("erase", "--member", "{"+strings.ToUpper(gone)+"}", "--dead-letter-stream", "DEAD")
+	out := b.mustRun(t, "erase", "--member", "{"+strings.ToUpper(gone)+"}", "--dead-letter-stream", "DEAD")
 	require.Contains(t, out, "member erased; profile and 2 memberships deleted; app access revoked")
 	require.Contains(t, out, "purged 3 events")
 
@@ -155,9 +147,9 @@ func TestEraseCommandLeavesNoTrace(t *testing.T) {
 	require.Equal(t, []string{"erase-command"}, sources)
 
 	// Replay cannot bring the member back, nor can an event sent again.
-	cli("replay", "--all")
+	b.mustRun(t, "replay", "--all")
 	publish(event.Event{ID: "e4", Type: event.MembershipUpdated, OccurredAt: at.Add(time.Hour), Organization: event.Organization{ID: "o1"}, Member: member})
-	cli("replay", "--all")
+	b.mustRun(t, "replay", "--all")
 	var profiles int
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM profiles WHERE portal_member_id = $1`, gone).Scan(&profiles))
 	require.Zero(t, profiles)
@@ -192,13 +184,10 @@ func TestEraseCommandPurgesDeadLettersOfEncodedID(t *testing.T) {
 			Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: id, Email: id + "@example.invalid"}, Role: event.RolePeerMentor})
 		require.NoError(t, dlq.Add(ctx, deadletter.Letter{Subject: msg.Subject, Header: msg.Header, Data: msg.Data, StreamSeq: seq, Deliveries: 1, Reason: "test"}))
 	}
-	var out, errOut bytes.Buffer
-	require.NoError(t, run(ctx, append([]string{"replay", "--all"}, b.common...), &out, &errOut), errOut.String())
+	b.mustRun(t, "replay", "--all")
 	require.NotEmpty(t, tracesInStream(t, b.js, "DEAD", gone), "the fixture holds the member's dead letter")
 
-	out.Reset()
-	require.NoError(t, run(ctx, append([]string{"erase", "--member", gone, "--dead-letter-stream", "DEAD"}, b.common...), &out, &errOut), errOut.String())
-	require.Contains(t, out.String(), "member erased")
+	require.Contains(t, b.mustRun(t, "erase", "--member", gone, "--dead-letter-stream", "DEAD"), "member erased")
 
 	require.Empty(t, tracesInStream(t, b.js, "DEAD", gone), "the member's dead letters are purged")
 	require.Empty(t, tracesInStream(t, b.js, "EVENTS", gone))

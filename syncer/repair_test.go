@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"testing"
 	"time"
@@ -25,14 +24,7 @@ func TestRepairFutureTimes(t *testing.T) {
 	publish(event.Event{ID: "e1", Type: event.MembershipCreated, OccurredAt: created, Organization: org, Member: event.Member{ID: "m1"}, Role: event.RolePeerMentor})
 	publish(event.Event{ID: "e2", Type: event.MembershipDeactivated, OccurredAt: time.Date(2099, 1, 1, 0, 0, 0, 0, time.UTC), Organization: org, Member: event.Member{ID: "m1"}})
 	publish(event.Event{ID: "e3", Type: event.MembershipCreated, OccurredAt: created, Organization: org, Member: event.Member{ID: "m2"}, Role: event.RolePeerMentor})
-	common := b.common
-	cli := func(args ...string) string {
-		t.Helper()
-		var out, errOut bytes.Buffer
-		require.NoError(t, run(ctx, append(args, common...), &out, &errOut), errOut.String())
-		return out.String()
-	}
-	cli("replay", "--all")
+	b.mustRun(t, "replay", "--all")
 	status := func(member string) (profile, membership string) {
 		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT p.status, m.status FROM profiles p JOIN organization_memberships m ON m.profile_id = p.id
 			WHERE p.portal_member_id = $1`, member).Scan(&profile, &membership))
@@ -50,13 +42,13 @@ func TestRepairFutureTimes(t *testing.T) {
 	_, err = db.Pool.Exec(ctx, `UPDATE profiles SET status = 'inactive', deactivated_at = '2099-01-01Z' WHERE portal_member_id = 'm1'`)
 	require.NoError(t, err)
 
-	out := cli("repair", "--future-times", "--dry-run")
+	out := b.mustRun(t, "repair", "--future-times", "--dry-run")
 	require.Contains(t, out, "public.organization_memberships: would reset future portal times in 1 rows")
 	require.Contains(t, out, "members concerned: 1")
 	p, _ = status("m1")
 	require.Equal(t, "inactive", p, "a dry run writes nothing")
 
-	out = cli("repair", "--future-times")
+	out = b.mustRun(t, "repair", "--future-times")
 	require.Contains(t, out, "public.organization_memberships: reset future portal times in 1 rows")
 	require.Contains(t, out, "replayed member m1: read 2, applied 1, skipped 0, refused or invalid 1")
 	p, m = status("m1")
@@ -67,7 +59,7 @@ func TestRepairFutureTimes(t *testing.T) {
 	require.Zero(t, future)
 
 	// Nothing left to repair; m2 was never touched.
-	out = cli("repair", "--future-times")
+	out = b.mustRun(t, "repair", "--future-times")
 	require.Contains(t, out, "members concerned: 0")
 	p, _ = status("m2")
 	require.Equal(t, "active", p)

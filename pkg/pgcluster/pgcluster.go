@@ -157,7 +157,7 @@ func (c *Cluster) Start(ctx context.Context) (port int, owned bool, err error) {
 	}
 	port = c.Port
 	if port == 0 {
-		if port, err = freePort(); err != nil {
+		if port, err = FreePort(); err != nil {
 			return 0, false, fmt.Errorf("pgcluster: free port: %w", err)
 		}
 	}
@@ -337,7 +337,9 @@ func tail(path string) string {
 	return string(bytes.Join(lines[max(0, len(lines)-15):], []byte("\n")))
 }
 
-func freePort() (int, error) {
+// FreePort returns a loopback TCP port that nothing listens on at the
+// moment, for a server about to start (a cluster whose Port is 0 gets one).
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -32,14 +31,7 @@ type testBundle struct {
 func setup(t *testing.T) (*backlog.Watcher, *testBundle) {
 	t.Helper()
 	ctx := context.Background()
-	srv := natstest.Run(t)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	s, err := stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
-	require.NoError(t, err)
+	js, s := natstest.JetStream(t, stream.Config{Name: "EVENTS"})
 	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: durable, AckPolicy: jetstream.AckExplicitPolicy,
 		MaxDeliver: -1, FilterSubject: event.SubjectWildcard})
 	require.NoError(t, err)

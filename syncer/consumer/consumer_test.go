@@ -139,13 +139,9 @@ func setup(t *testing.T, cfg Config) *testBundle {
 	b := &testBundle{srv: natstest.Run(t), applier: newFakeApplier(),
 		settled: make(chan settlement, 1000), paused: make(chan string, 10), resumed: make(chan string, 10),
 		recreated: make(chan struct{}, 10), kept: make(chan int, 1000)}
-	nc, err := nats.Connect(b.srv.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	b.js, err = jetstream.New(nc)
-	require.NoError(t, err)
+	b.js = b.srv.JetStream(t, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	ctx := context.Background()
-	_, err = stream.Ensure(ctx, b.js, stream.Config{Name: testStream})
+	_, err := stream.Ensure(ctx, b.js, stream.Config{Name: testStream})
 	require.NoError(t, err)
 	b.dlq, err = deadletter.Open(ctx, b.js, deadletter.Config{EventStream: testStream})
 	require.NoError(t, err)

@@ -18,14 +18,7 @@ import (
 func TestRedriveAgainByOriginalID(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	srv := natstest.Run(t)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
-	require.NoError(t, err)
+	js, _ := natstest.JetStream(t, stream.Config{Name: "EVENTS"})
 	q, err := deadletter.Open(ctx, js, deadletter.Config{EventStream: "EVENTS"})
 	require.NoError(t, err)
 

@@ -46,13 +46,7 @@ func (f *fakeStore) Ping(context.Context) error { return nil }
 func TestApplierPurgesErasedMembers(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	nc, err := nats.Connect(natstest.Run(t).URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
-	require.NoError(t, err)
+	js, _ := natstest.JetStream(t, stream.Config{Name: "EVENTS"})
 	dlq, err := deadletter.Open(ctx, js, deadletter.Config{EventStream: "EVENTS"})
 	require.NoError(t, err)
 

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
@@ -31,15 +30,8 @@ type testBundle struct {
 func setup(t *testing.T, cfg stream.Config) *testBundle {
 	t.Helper()
 	ctx := context.Background()
-	srv := natstest.Run(t)
-	nc, err := nats.Connect(srv.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
 	cfg.Name = "EVENTS"
-	s, err := stream.Ensure(ctx, js, cfg)
-	require.NoError(t, err)
+	js, s := natstest.JetStream(t, cfg)
 	c, err := s.CreateConsumer(ctx, jetstream.ConsumerConfig{Durable: durable, AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: -1})
 	require.NoError(t, err)
 	reg := prometheus.NewRegistry()

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -43,14 +42,7 @@ type bundle struct {
 func setup(t testing.TB, mutate func(*reconcile.Config)) *bundle {
 	t.Helper()
 	ctx := context.Background()
-	ns := natstest.Run(t)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	_, err = stream.Ensure(ctx, js, stream.Config{Name: "EVENTS"})
-	require.NoError(t, err)
+	js, _ := natstest.JetStream(t, stream.Config{Name: "EVENTS"})
 	db := schematest.NewDB(t)
 	b := &bundle{fake: dataversetest.New(t, clientID, clientSecret), js: js, reg: prometheus.NewRegistry(), db: db}
 	b.fake.AddTable("contacts", "contactid")
@@ -62,6 +54,7 @@ func setup(t testing.TB, mutate func(*reconcile.Config)) *bundle {
 		mutate(&cfg)
 	}
 	b.cfg = cfg
+	var err error
 	b.rec, err = reconcile.New(ctx, cfg, js, db.Pool, b.metrics, zaptest.NewLogger(t))
 	require.NoError(t, err)
 	return b

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -20,6 +21,7 @@ import (
 	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/testkit/natstest"
+	"github.com/likeperson/portalsync/testkit/pgtest"
 	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/servicetest"
 )
@@ -33,6 +35,76 @@ func readyz(t *testing.T, base string) (int, string, error) {
 	defer r.Body.Close()
 	b, err := io.ReadAll(r.Body)
 	return r.StatusCode, string(b), err
+}
+
+// running is a syncer that startRun runs in the background.
+type running struct {
+	base   string             // its health server, http://host:port
+	cancel context.CancelFunc // ends Run's context
+	done   chan error
+}
+
+// startRun runs the syncer with cfg on a fresh loopback listener and the
+// event stream "EVENTS" until the test calls cancel (or ends).
+func startRun(t *testing.T, cfg Config) *running {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	cfg.HTTPListener = ln
+	cfg.Stream = stream.Config{Name: "EVENTS"}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r := &running{base: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- Run(ctx, cfg, zaptest.NewLogger(t)) }()
+	return r
+}
+
+// wait waits until Run has returned, and fails the test if it returned an
+// error or took longer than 20 s.
+func (r *running) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+// lockProfiles locks the profiles table in a transaction, so that an
+// event's transaction waits for it; rolling tx back releases it, as the
+// test's end does.
+func lockProfiles(t *testing.T, db *pgtest.DB) pgx.Tx {
+	t.Helper()
+	tx, err := db.Pool.Begin(context.Background())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	_, err = tx.Exec(context.Background(), "LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+	return tx
+}
+
+// publishMembership publishes the event id (member m1 becomes a peer
+// mentor of o1) to ns's stream "EVENTS" as the ingress would, with the
+// member header, and returns it as the stream stored it.
+func publishMembership(t *testing.T, ns *natstest.Server, id string) *jetstream.RawStreamMsg {
+	t.Helper()
+	ctx := context.Background()
+	js := ns.JetStream(t)
+	ev := event.Event{ID: id, Type: event.MembershipCreated, OccurredAt: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
+		Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: "m1"}, Role: event.RolePeerMentor}
+	body, err := json.Marshal(ev)
+	require.NoError(t, err)
+	msg := nats.NewMsg(event.Subject(ev.Member.ID))
+	msg.Data = body
+	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
+	ack, err := js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+	s, err := js.Stream(ctx, "EVENTS")
+	require.NoError(t, err)
+	stored, err := s.GetMsg(ctx, ack.Sequence)
+	require.NoError(t, err)
+	return stored
 }
 
 // TestNotReadyOnceStopping: the health server's /readyz answers 503
@@ -69,39 +141,14 @@ func TestRunNotReadyAfterSIGTERM(t *testing.T) {
 	t.Parallel()
 	db := schematest.NewDB(t)
 	ns := natstest.Run(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sc := stream.Config{Name: "EVENTS"}
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: ln, Stream: sc,
-			Consumer: consumer.Config{ShutdownTimeout: 10 * time.Second}}, zaptest.NewLogger(t))
-	}()
-	base := "http://" + ln.Addr().String()
+	svc := startRun(t, Config{DatabaseURL: db.URL, NATSURL: ns.URL(),
+		Consumer: consumer.Config{ShutdownTimeout: 10 * time.Second}})
+	base := svc.base
 	servicetest.WaitReady(t, base, nil)
 
 	// Hold the event: its transaction waits for the lock.
-	tx, err := db.Pool.Begin(context.Background())
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(context.Background()) }()
-	_, err = tx.Exec(context.Background(), "LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
-	require.NoError(t, err)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	ev := event.Event{ID: "e-held", Type: event.MembershipCreated, OccurredAt: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
-		Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: "m1"}, Role: event.RolePeerMentor}
-	body, err := json.Marshal(ev)
-	require.NoError(t, err)
-	msg := nats.NewMsg(event.Subject(ev.Member.ID))
-	msg.Data = body
-	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
-	_, err = js.PublishMsg(context.Background(), msg)
-	require.NoError(t, err)
+	tx := lockProfiles(t, db)
+	publishMembership(t, ns, "e-held")
 	require.Eventually(t, func() bool {
 		r, err := http.Get(base + "/status")
 		if err != nil {
@@ -112,19 +159,14 @@ func TestRunNotReadyAfterSIGTERM(t *testing.T) {
 		return json.NewDecoder(r.Body).Decode(&st) == nil && st.Consumer.Held == 1
 	}, 10*time.Second, 10*time.Millisecond, "the event is held")
 
-	cancel()
-	code, body2, err := readyz(t, base)
+	svc.cancel()
+	code, body, err := readyz(t, base)
 	require.NoError(t, err, "the health server answers while the held event finishes")
-	require.Equal(t, http.StatusServiceUnavailable, code, body2)
-	require.Contains(t, body2, "shutting down")
+	require.Equal(t, http.StatusServiceUnavailable, code, body)
+	require.Contains(t, body, "shutting down")
 
 	require.NoError(t, tx.Rollback(context.Background()))
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	svc.wait(t)
 }
 
 // TestRunReportsSyncHealth: the syncer writes its row of sync_health
@@ -136,18 +178,10 @@ func TestRunReportsSyncHealth(t *testing.T) {
 	t.Parallel()
 	db := schematest.NewDB(t)
 	ns := natstest.Run(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sc := stream.Config{Name: "EVENTS"}
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: ln, Stream: sc,
-			BacklogInterval: 50 * time.Millisecond, CatchingUpAfter: 500 * time.Millisecond,
-			HealthProcess: "syncer:test:1", HealthTick: 20 * time.Millisecond}, zaptest.NewLogger(t))
-	}()
-	base := "http://" + ln.Addr().String()
+	svc := startRun(t, Config{DatabaseURL: db.URL, NATSURL: ns.URL(),
+		BacklogInterval: 50 * time.Millisecond, CatchingUpAfter: 500 * time.Millisecond,
+		HealthProcess: "syncer:test:1", HealthTick: 20 * time.Millisecond})
+	base := svc.base
 	servicetest.WaitReady(t, base, nil)
 	type row struct {
 		state  string
@@ -162,29 +196,8 @@ func TestRunReportsSyncHealth(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { r, ok := read(); return ok && r.state == "running" }, 10*time.Second, 10*time.Millisecond)
 
-	tx, err := db.Pool.Begin(context.Background())
-	require.NoError(t, err)
-	defer func() { _ = tx.Rollback(context.Background()) }()
-	_, err = tx.Exec(context.Background(), "LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE")
-	require.NoError(t, err)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	ev := event.Event{ID: "e-late", Type: event.MembershipCreated, OccurredAt: time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC),
-		Organization: event.Organization{ID: "o1"}, Member: event.Member{ID: "m1"}, Role: event.RolePeerMentor}
-	body, err := json.Marshal(ev)
-	require.NoError(t, err)
-	msg := nats.NewMsg(event.Subject(ev.Member.ID))
-	msg.Data = body
-	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
-	ack, err := js.PublishMsg(context.Background(), msg)
-	require.NoError(t, err)
-	s, err := js.Stream(context.Background(), "EVENTS")
-	require.NoError(t, err)
-	stored, err := s.GetMsg(context.Background(), ack.Sequence)
-	require.NoError(t, err)
+	tx := lockProfiles(t, db)
+	stored := publishMembership(t, ns, "e-late")
 
 	var r row
 	require.Eventually(t, func() bool { var ok bool; r, ok = read(); return ok && r.state == "catching_up" }, 10*time.Second, 10*time.Millisecond)
@@ -201,13 +214,8 @@ func TestRunReportsSyncHealth(t *testing.T) {
 	require.Eventually(t, func() bool { return metric(t, base, "portalsync_syncer_oldest_unapplied_seconds") == 0 },
 		10*time.Second, 10*time.Millisecond)
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	svc.cancel()
+	svc.wait(t)
 	var n int
 	require.NoError(t, db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM portalsync.sync_health`).Scan(&n))
 	require.Zero(t, n, "a clean stop removes the row")
@@ -239,15 +247,8 @@ func TestRunReportsWaitingForNATS(t *testing.T) {
 	t.Parallel()
 	db := schematest.NewDB(t)
 	ns := natstest.New(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Config{DatabaseURL: db.URL, NATSURL: ns.URL(), HTTPListener: ln, Stream: stream.Config{Name: "EVENTS"},
-			HealthProcess: "syncer:test:2", HealthTick: 20 * time.Millisecond}, zaptest.NewLogger(t))
-	}()
+	svc := startRun(t, Config{DatabaseURL: db.URL, NATSURL: ns.URL(),
+		HealthProcess: "syncer:test:2", HealthTick: 20 * time.Millisecond})
 	state := func() (string, string) {
 		var s string
 		var reason *string
@@ -260,13 +261,8 @@ func TestRunReportsWaitingForNATS(t *testing.T) {
 	require.Eventually(t, func() bool { s, r := state(); return s == "paused" && r == consumer.ReasonNATS },
 		20*time.Second, 20*time.Millisecond)
 	ns.Start()
-	servicetest.WaitReady(t, "http://"+ln.Addr().String(), nil)
+	servicetest.WaitReady(t, svc.base, nil)
 	require.Eventually(t, func() bool { s, _ := state(); return s == "running" }, 10*time.Second, 20*time.Millisecond)
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Run did not return")
-	}
+	svc.cancel()
+	svc.wait(t)
 }

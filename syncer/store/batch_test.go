@@ -91,17 +91,7 @@ func TestBatchesMatchModel(t *testing.T) {
 		events := drawEvents(rt, prefix, 3, 24)
 		accounts := drawAccounts(rt, pool, events)
 		order := drawDeliveries(rt, events, 6)
-		for len(order) > 0 {
-			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
-			evs := make([]*event.Event, size)
-			for i := range evs {
-				evs[i] = &order[i]
-			}
-			if _, err := s.ApplyBatch(context.Background(), items(evs...)); err != nil {
-				rt.Fatalf("apply batch: %v", err)
-			}
-			order = order[size:]
-		}
+		applyInBatches(rt, s, order)
 		requireModel(t, rt, pool, prefix, events)
 		requireIdentity(rt, pool, events, accounts)
 	})

@@ -11,6 +11,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/syncer/store"
 	"github.com/likeperson/portalsync/testkit/eventmodel"
 )
 
@@ -109,6 +110,22 @@ func drawDeliveries(rt *rapid.T, events []event.Event, maxRepeats int) []event.E
 		order = append(order, order[i])
 	}
 	return order
+}
+
+// applyInBatches applies the deliveries in order, in batches of random
+// sizes.
+func applyInBatches(rt *rapid.T, s *store.Store, order []event.Event) {
+	for len(order) > 0 {
+		size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
+		evs := make([]*event.Event, size)
+		for i := range evs {
+			evs[i] = &order[i]
+		}
+		if _, err := s.ApplyBatch(context.Background(), items(evs...)); err != nil {
+			rt.Fatalf("apply batch: %v", err)
+		}
+		order = order[size:]
+	}
 }
 
 // requireModel fails rt unless every member's state equals the reference

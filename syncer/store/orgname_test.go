@@ -82,17 +82,7 @@ func TestOrganizationNamesMatchModel(t *testing.T) {
 			}
 		}
 		order := drawDeliveries(rt, events, 4)
-		for len(order) > 0 {
-			size := rapid.IntRange(1, len(order)).Draw(rt, "batch")
-			evs := make([]*event.Event, size)
-			for i := range evs {
-				evs[i] = &order[i]
-			}
-			if _, err := s.ApplyBatch(context.Background(), items(evs...)); err != nil {
-				rt.Fatalf("apply batch: %v", err)
-			}
-			order = order[size:]
-		}
+		applyInBatches(rt, s, order)
 		got := orgNames(t, pool)
 		for org, want := range eventmodel.OrganizationNames(events) {
 			name, _, _ := strings.Cut(got[org], " ")

@@ -174,14 +174,20 @@ func TestReduceOrganizations(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := reduceOrganizations(tt.items, now)
-			if len(tt.want) == 0 {
-				require.Empty(t, got)
-				return
-			}
-			require.Equal(t, tt.want, got)
+			requireRows(t, tt.want, reduceOrganizations(tt.items, now))
 		})
 	}
+}
+
+// requireRows fails t unless got holds the rows want holds; no rows are
+// no rows, nil or empty.
+func requireRows[T any](t *testing.T, want, got []T) {
+	t.Helper()
+	if len(want) == 0 {
+		require.Empty(t, got)
+		return
+	}
+	require.Equal(t, want, got)
 }
 
 func TestReduceMembershipsAndRoles(t *testing.T) {
@@ -228,12 +234,7 @@ func TestReduceMembershipsAndRoles(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			require.Equal(t, tt.ms, reduceMemberships(tt.events))
-			roles := reduceRoles(tt.events)
-			if len(tt.roles) == 0 {
-				require.Empty(t, roles)
-				return
-			}
-			require.Equal(t, tt.roles, roles)
+			requireRows(t, tt.roles, reduceRoles(tt.events))
 		})
 	}
 }

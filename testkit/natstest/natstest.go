@@ -4,6 +4,7 @@
 package natstest
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/url"
@@ -13,6 +14,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/likeperson/portalsync/pkg/stream"
 )
 
 // Server is an embedded JetStream server that can be stopped and started
@@ -73,6 +78,36 @@ func newServer(t testing.TB, opts ...Option) *Server {
 		o(&s.opts)
 	}
 	return s
+}
+
+// JetStream starts a server as Run does, connects a client to it and
+// returns the client's JetStream API and the stream cfg, ensured as the
+// services ensure it (stream.Ensure). Server.JetStream connects to a
+// server the test keeps (to stop it, or to connect with other options).
+func JetStream(t testing.TB, cfg stream.Config) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	js := Run(t).JetStream(t)
+	s, err := stream.Ensure(context.Background(), js, cfg)
+	if err != nil {
+		t.Fatalf("natstest: ensure stream %s: %v", cfg.Name, err)
+	}
+	return js, s
+}
+
+// JetStream connects a client to the server with opts and returns its
+// JetStream API. The connection is closed when the test ends.
+func (s *Server) JetStream(t testing.TB, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(s.URL(), opts...)
+	if err != nil {
+		t.Fatalf("natstest: connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("natstest: jetstream: %v", err)
+	}
+	return js
 }
 
 // Cluster is a JetStream cluster of embedded servers on loopback ports.

@@ -23,7 +23,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -211,7 +210,7 @@ func (c *Cluster) boot() error {
 	if err := os.Chmod(c.dir, 0o755); err != nil {
 		return err
 	}
-	if c.port, err = freePort(); err != nil {
+	if c.port, err = pgcluster.FreePort(); err != nil {
 		return err
 	}
 	init := exec.Command("bash", filepath.Join(c.src, "init-cluster.sh"), filepath.Join(c.dir, "db"), strconv.Itoa(c.port))
@@ -342,15 +341,6 @@ func (d *Database) URL(role string) string {
 	}
 	// Other roles log in without a password (trust authentication).
 	return d.c.URL(role, "", d.Name)
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/likeperson/portalsync/pkg/pgcluster"
 )
 
 // JWTSecret signs every token of the test GoTrue processes.
@@ -117,7 +119,7 @@ type Auth struct {
 // enabled, until t ends.
 func (d *Database) StartAuth(t testing.TB) *Auth {
 	t.Helper()
-	port, err := freePort()
+	port, err := pgcluster.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
