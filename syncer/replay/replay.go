@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -38,8 +39,11 @@ type Options struct {
 	MemberID string
 	// OrgID replays events of one organization (read and filtered).
 	OrgID string
-	// DryRun applies everything in one transaction that is rolled back,
-	// and reports per table how many rows would change.
+	// DryRun applies each fetch (fetchSize events) in a transaction of
+	// its own that is rolled back, and reports per table how many rows
+	// would change. A fetch does not see what earlier fetches would have
+	// changed, so on a damaged database a row that events of several
+	// fetches repair is counted once per fetch.
 	DryRun bool
 }
 
@@ -107,7 +111,8 @@ func New(js jetstream.JetStream, pool *pgxpool.Pool, log *zap.Logger) *Replayer 
 
 // Run replays according to opts: it opens an ordered consumer from where
 // opts start, then fetches and applies until the last event present when
-// it started; a dry run then reads what its transaction changed.
+// it started; a dry run applies each fetch in a transaction of its own,
+// reads what it changed and rolls it back.
 func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Report, error) {
 	started := time.Now()
 	var rep Report
@@ -117,23 +122,17 @@ func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Re
 		return rep, err
 	}
 	defer progress.Finish()
-	db := Applier(r.st)
-	var tx pgx.Tx
+	apply := func(ctx context.Context, f fetched) error { return r.applyAll(ctx, r.st, false, f, &rep) }
 	if opts.DryRun {
-		var end func()
-		if tx, end, err = r.beginDryRun(ctx); err != nil {
-			return rep, err
+		conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
+		if err != nil {
+			return rep, fmt.Errorf("connect for dry run: %w", err)
 		}
-		defer end()
-		db = store.New(tx)
+		defer func() { _ = conn.Close(context.WithoutCancel(ctx)) }()
+		apply = func(ctx context.Context, f fetched) error { return r.dryRun(ctx, conn, f, &rep) }
 	}
-	if err := r.replay(ctx, cons, lastSeq, db, opts, progress, &rep); err != nil {
+	if err := r.replay(ctx, cons, lastSeq, apply, opts, progress, &rep); err != nil {
 		return rep, err
-	}
-	if opts.DryRun {
-		if rep.Changes, err = tableChanges(ctx, tx); err != nil {
-			return rep, err
-		}
 	}
 	rep.Took = time.Since(started)
 	return rep, nil
@@ -191,35 +190,42 @@ func consumerConfig(opts Options) jetstream.OrderedConsumerConfig {
 	return cfg
 }
 
-// beginDryRun opens the dry run's one transaction, on a connection of its
-// own: the per-transaction statistics that count the changes also hold a
-// pooled backend's earlier, not yet flushed, activity. end rolls it back
-// and closes the connection.
-func (r *Replayer) beginDryRun(ctx context.Context) (pgx.Tx, func(), error) {
-	conn, err := pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig.Copy())
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect for dry run: %w", err)
+// dryRun applies one fetch's events in a transaction of its own on conn,
+// a connection of the dry run's own (the per-transaction statistics that
+// count the changes also hold a pooled backend's earlier, not yet flushed,
+// activity), adds what it changed to rep and rolls it back. A transaction
+// per fetch, not one for the whole replay: the rows it upserts stay locked
+// until it ends, and the live syncer's events of those rows (every
+// organization the stream names) would wait for the whole dry run.
+func (r *Replayer) dryRun(ctx context.Context, conn *pgx.Conn, f fetched, rep *Report) error {
+	if len(f.items) == 0 {
+		return nil
 	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		_ = conn.Close(context.WithoutCancel(ctx))
-		return nil, nil, fmt.Errorf("begin dry run: %w", err)
+		return fmt.Errorf("begin dry run: %w", err)
 	}
-	return tx, func() {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
-		_ = conn.Close(context.WithoutCancel(ctx))
-	}, nil
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if err := r.applyAll(ctx, store.New(tx), true, f, rep); err != nil {
+		return err
+	}
+	changes, err := tableChanges(ctx, tx)
+	if err != nil {
+		return err
+	}
+	rep.Changes = addChanges(rep.Changes, changes)
+	return nil
 }
 
 // replay fetches and applies until the last event present when it
 // started (lastSeq), or the consumer has no more.
-func (r *Replayer) replay(ctx context.Context, cons jetstream.Consumer, lastSeq uint64, db Applier, opts Options, progress Progress, rep *Report) error {
+func (r *Replayer) replay(ctx context.Context, cons jetstream.Consumer, lastSeq uint64, apply func(context.Context, fetched) error, opts Options, progress Progress, rep *Report) error {
 	for {
 		f, err := r.fetch(cons, lastSeq, opts, rep)
 		if err != nil {
 			return err
 		}
-		if err := r.applyAll(ctx, db, opts.DryRun, f, rep); err != nil {
+		if err := apply(ctx, f); err != nil {
 			return err
 		}
 		progress.Add(f.read)
@@ -293,7 +299,8 @@ func (r *Replayer) item(msg jetstream.Msg, meta store.Meta, opts Options, rep *R
 }
 
 // fetchSize is how many events replay reads at a time; workers is how many
-// transactions apply them at once (the dry run uses its one transaction).
+// transactions apply them at once (the dry run uses its fetch's one
+// transaction).
 const (
 	fetchSize = 4096
 	workers   = 4
@@ -338,7 +345,7 @@ func group(items []store.Item, subjects []string, n int) [][]store.Item {
 }
 
 // apply applies items as one batch (in the dry run, a savepoint of its
-// transaction) and settles them by the consumer's outcome table, through
+// fetch's transaction) and settles them by the consumer's outcome table, through
 // replay's settler.
 func (r *Replayer) apply(ctx context.Context, db Applier, items []store.Item, rep *Report) error {
 	if len(items) == 0 {
@@ -363,6 +370,20 @@ func tableChanges(ctx context.Context, tx pgx.Tx) ([]TableChange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read changes: %w", err)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Table < out[j].Table })
 	return out, nil
+}
+
+// addChanges adds the changes of one transaction to those counted so far,
+// per table, in table order.
+func addChanges(sum, add []TableChange) []TableChange {
+	for _, a := range add {
+		i := sort.Search(len(sum), func(i int) bool { return sum[i].Table >= a.Table })
+		if i == len(sum) || sum[i].Table != a.Table {
+			sum = slices.Insert(sum, i, TableChange{Table: a.Table})
+		}
+		sum[i].Inserted += a.Inserted
+		sum[i].Updated += a.Updated
+		sum[i].Deleted += a.Deleted
+	}
+	return sum
 }
