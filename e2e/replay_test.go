@@ -75,12 +75,20 @@ func (p *countProgress) Start(total int64) { p.total = total }
 func (p *countProgress) Add(n int)         { p.done += int64(n) }
 func (p *countProgress) Finish()           {}
 
+// startApplied starts a system and sends it count events of the
+// workload (seed, prefix, members), waiting until every one is applied.
+func startApplied(t *testing.T, seed uint64, prefix string, members, count int) (*system, []event.Event) {
+	t.Helper()
+	sys := start(t)
+	events := sys.sendAll(t, workload(seed, prefix, members, count), 4)
+	sys.waitApplied(t, ids(events), 60*time.Second)
+	return sys, events
+}
+
 func TestReplayRebuildsWipedAndCorruptedTables(t *testing.T) {
 	t.Parallel()
-	sys := start(t)
+	sys, events := startApplied(t, 7, "replay", 30, 400)
 	ctx := context.Background()
-	events := sys.sendAll(t, workload(7, "replay", 30, 400), 4)
-	sys.waitApplied(t, ids(events), 30*time.Second)
 	before := sys.snapshot(t)
 	r := sys.replayer(t)
 	all := replay.Options{Stream: testStream.Name}
@@ -267,10 +275,8 @@ func TestReplayRestoresLinksAndBans(t *testing.T) {
 // database exactly: nothing lost, no event logged twice.
 func TestReplayStopsOnOutageAndResumesFromSeq(t *testing.T) {
 	t.Parallel()
-	sys := start(t)
+	sys, _ := startApplied(t, 11, "resume", 40, 3000)
 	ctx := context.Background()
-	events := sys.sendAll(t, workload(11, "resume", 40, 3000), 4)
-	sys.waitApplied(t, ids(events), 60*time.Second)
 	before := sys.snapshot(t)
 
 	cfg, err := pgxpool.ParseConfig(sys.dbURL)
@@ -343,10 +349,8 @@ func (p *stepProgress) Add(n int) { p.countProgress.Add(n); p.step() }
 // it ends (its one transaction held every organization row it upserted).
 func TestReplayDryRunDoesNotHoldLiveEvents(t *testing.T) {
 	t.Parallel()
-	sys := start(t)
+	sys, _ := startApplied(t, 12, "dry", 40, 5000)
 	ctx := context.Background()
-	events := sys.sendAll(t, workload(12, "dry", 40, 5000), 4)
-	sys.waitApplied(t, ids(events), 60*time.Second)
 
 	var waited time.Duration
 	p := &stepProgress{}
