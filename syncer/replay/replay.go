@@ -7,6 +7,7 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,10 @@ type Options struct {
 	// changed, so on a damaged database a row that events of several
 	// fetches repair is counted once per fetch.
 	DryRun bool
+	// ApplyTimeout bounds each batch's transaction (default
+	// consumer.DefaultApplyTimeout, the syncer's): one that takes longer
+	// is retried and then stops the replay with the --from-seq to rerun.
+	ApplyTimeout time.Duration
 }
 
 // Progress is told how far the replay is.
@@ -60,8 +65,9 @@ type Report struct {
 	Read int
 	// Applied counts events applied (or, in a dry run, that would be).
 	Applied int
-	// Skipped counts events of an unknown type, and events whose every
-	// part newer data had superseded.
+	// Skipped counts events of an unknown type, events whose every part
+	// newer data had superseded, and the records of refused changes
+	// (logged when they were consumed; there is no event to apply).
 	Skipped int
 	// FilteredOut counts events read but not of the selected organization.
 	FilteredOut int
@@ -102,6 +108,8 @@ type Replayer struct {
 	pool *pgxpool.Pool
 	st   *store.Store
 	log  *zap.Logger
+	// applyTimeout is the run's Options.ApplyTimeout, with its default.
+	applyTimeout time.Duration
 }
 
 // New returns a Replayer.
@@ -115,6 +123,7 @@ func New(js jetstream.JetStream, pool *pgxpool.Pool, log *zap.Logger) *Replayer 
 // reads what it changed and rolls it back.
 func (r *Replayer) Run(ctx context.Context, opts Options, progress Progress) (Report, error) {
 	started := time.Now()
+	r.applyTimeout = cmp.Or(opts.ApplyTimeout, consumer.DefaultApplyTimeout)
 	var rep Report
 	cons, lastSeq, err := r.open(ctx, opts, progress)
 	if err != nil || cons == nil {
@@ -281,6 +290,7 @@ func (r *Replayer) item(msg jetstream.Msg, meta store.Meta, opts Options, rep *R
 	if msg.Headers().Get(stream.HeaderRefused) != "" {
 		// A refused change's record (logged when it was consumed): no
 		// event to apply again.
+		rep.Skipped++
 		return store.Item{}, false
 	}
 	ev, err := event.Decode(msg.Data())
@@ -351,7 +361,7 @@ func (r *Replayer) apply(ctx context.Context, db Applier, items []store.Item, re
 	if len(items) == 0 {
 		return nil
 	}
-	return consumer.Settle(ctx, &settler{db: db, rep: rep, log: r.log}, items, r.log)
+	return consumer.Settle(ctx, &settler{db: db, rep: rep, log: r.log, timeout: r.applyTimeout}, items, r.log)
 }
 
 // tableChanges reads the row counts the transaction changed, per table.

@@ -41,11 +41,17 @@ type settler struct {
 	db  Applier
 	rep *Report
 	log *zap.Logger
+	// timeout bounds each batch's transaction, as the syncer's
+	// ApplyTimeout does: a lock held elsewhere stops the replay with its
+	// --from-seq instead of hanging it.
+	timeout time.Duration
 }
 
 var _ consumer.Settler[store.Item] = (*settler)(nil)
 
 func (s *settler) Apply(ctx context.Context, items []store.Item) ([]store.Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
 	return s.db.ApplyBatch(ctx, items)
 }
 

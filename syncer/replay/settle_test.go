@@ -7,11 +7,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/likeperson/portalsync/pkg/event"
+	"github.com/likeperson/portalsync/pkg/stream"
 	"github.com/likeperson/portalsync/syncer/consumer"
 	"github.com/likeperson/portalsync/syncer/store"
 )
@@ -22,13 +26,18 @@ type fakeApplier struct {
 	mu      sync.Mutex
 	outcome func(items []store.Item) error
 	down    bool // Ping fails
+	hang    bool // ApplyBatch returns only when its context ends
 	batches int
 }
 
-func (f *fakeApplier) ApplyBatch(_ context.Context, items []store.Item) ([]store.Result, error) {
+func (f *fakeApplier) ApplyBatch(ctx context.Context, items []store.Item) ([]store.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.batches++
+	if f.hang {
+		<-ctx.Done()
+		return nil, fmt.Errorf("upsert organizations: %w", ctx.Err())
+	}
 	if err := f.outcome(items); err != nil {
 		return nil, err
 	}
@@ -62,7 +71,7 @@ func items(n int, firstSeq uint64) []store.Item {
 func TestApplySettlesByTheOutcomeTable(t *testing.T) {
 	t.Parallel()
 	setup := func(t *testing.T, outcome func([]store.Item) error) (*Replayer, *fakeApplier) {
-		return &Replayer{log: zaptest.NewLogger(t)}, &fakeApplier{outcome: outcome}
+		return &Replayer{log: zaptest.NewLogger(t), applyTimeout: time.Minute}, &fakeApplier{outcome: outcome}
 	}
 
 	t.Run("AppliedEventsAreCounted", func(t *testing.T) {
@@ -114,6 +123,18 @@ func TestApplySettlesByTheOutcomeTable(t *testing.T) {
 		require.ErrorContains(t, err, "replay stopped at stream seq 10 (rerun with --from-seq 10): statement timeout")
 		require.Equal(t, Report{}, rep, "not split and failed: nothing is wrong with the events")
 		require.Equal(t, 4, db.batches, "the attempt and three immediate retries, as the consumer makes")
+	})
+
+	t.Run("HungTransactionStopsWhereARerunStarts", func(t *testing.T) {
+		t.Parallel()
+		r, db := setup(t, nil)
+		r.applyTimeout = 50 * time.Millisecond
+		db.hang = true // a lock held elsewhere: the call returns only when its context ends
+		var rep Report
+		err := r.apply(context.Background(), db, items(3, 20), &rep)
+		require.ErrorContains(t, err, "replay stopped at stream seq 20 (rerun with --from-seq 20)")
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Equal(t, 4, db.batches, "the attempt and three immediate retries, each bounded")
 	})
 
 	t.Run("UnavailableDatabaseStopsAtOnce", func(t *testing.T) {
@@ -188,4 +209,28 @@ func TestFirstStopNamesTheLowestSequence(t *testing.T) {
 	require.ErrorAs(t, err, &s)
 	require.Equal(t, uint64(12), s.Seq)
 	require.NoError(t, firstStop([]error{nil, nil}))
+}
+
+// fakeMsg is a stream message with headers and a body; nothing else of it
+// is read by item.
+type fakeMsg struct {
+	jetstream.Msg
+	h    nats.Header
+	data []byte
+}
+
+func (m fakeMsg) Headers() nats.Header { return m.h }
+func (m fakeMsg) Data() []byte         { return m.data }
+
+// Every message read is counted once: a refused change's record as
+// skipped (nothing to apply), a body that is no event as invalid.
+func TestItemCountsEveryMessage(t *testing.T) {
+	r := &Replayer{log: zaptest.NewLogger(t)}
+	var rep Report
+	refused := fakeMsg{h: nats.Header{stream.HeaderRefused: []string{"untranslatable"}}, data: []byte(`{}`)}
+	_, ok := r.item(refused, store.Meta{StreamSeq: 1}, Options{}, &rep)
+	require.False(t, ok)
+	_, ok = r.item(fakeMsg{h: nats.Header{}, data: []byte(`not json`)}, store.Meta{StreamSeq: 2}, Options{}, &rep)
+	require.False(t, ok)
+	require.Equal(t, Report{Skipped: 1, Invalid: 1}, rep)
 }
