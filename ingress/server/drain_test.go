@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
@@ -159,7 +157,7 @@ func TestDrainOnShutdown(t *testing.T) {
 	require.Positive(t, out.closeInGrace.Load(), "the listener served during the grace, closing connections")
 	require.Positive(t, out.refused.Load(), "the listener closed in the end")
 
-	js := connectJS(t, ns.URL())
+	js := ns.JetStream(t)
 	s, err := js.Stream(context.Background(), "EVENTS")
 	require.NoError(t, err)
 	info, err := s.Info(context.Background())
@@ -214,16 +212,6 @@ func sendDuring(t *testing.T, client *http.Client, url string, secret signature.
 	if cancelled.Load() && resp.Close {
 		out.closeInGrace.Add(1)
 	}
-}
-
-func connectJS(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	return js
 }
 
 // TestConnectionOpenedBeforeCloseIsAnswered: a connection accepted before

@@ -84,11 +84,7 @@ func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
 	b.client = &portalclient.Client{URL: b.base + server.WebhookPath, Signer: signature.NewSigner(b.secret), HTTP: &http.Client{Timeout: 10 * time.Second}}
 	servicetest.WaitReady(t, b.ops, nil)
 
-	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	b.js, err = jetstream.New(nc)
-	require.NoError(t, err)
+	b.js = ns.JetStream(t, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	return b
 }
 
