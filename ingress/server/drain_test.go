@@ -95,8 +95,11 @@ func TestDrainOnShutdown(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
+		// The 50 senders share one address, far above the per-source rate
+		// limit: it is off, as it was before it became Config's default,
+		// so that every request reaches the drain.
 		done <- server.Run(ctx, server.Config{Listener: ln, OpsListener: opsLn, NATSURL: ns.URL(),
-			Secrets: []signature.Secret{secret}, Stream: stream.Config{Name: "EVENTS"},
+			Secrets: []signature.Secret{secret}, Stream: stream.Config{Name: "EVENTS"}, RateLimit: -1,
 			DrainGrace: grace, ShutdownTimeout: 5 * time.Second, PublishTimeout: 2 * time.Second}, zaptest.NewLogger(t))
 	}()
 	opsBase := "http://" + opsLn.Addr().String()
