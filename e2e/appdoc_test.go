@@ -67,26 +67,13 @@ func chain(t *testing.T, code string) []docCall {
 		open := strings.IndexByte(s, '(')
 		require.Positive(t, open, "call in %q", s)
 		name := strings.TrimSpace(s[:open])
-		depth, end := 0, -1
-		var quote byte
-		for j := open; j < len(s) && end < 0; j++ {
-			c := s[j]
-			switch {
-			case quote != 0:
-				if c == quote {
-					quote = 0
-				}
-			case c == '\'' || c == '"' || c == '`':
-				quote = c
-			case c == '(' || c == '{' || c == '[':
-				depth++
-			case c == ')' || c == '}' || c == ']':
-				depth--
-				if depth == 0 {
-					end = j
-				}
+		end := -1
+		scanTop(s[open:], func(j, depth int) bool {
+			if depth == 0 { // the bracket that closes s[open]
+				end = open + j
 			}
-		}
+			return end < 0
+		})
 		require.Positive(t, end, "unbalanced call in %q", s)
 		calls = append(calls, docCall{name: name, args: splitTop(s[open+1 : end])})
 		s = s[end+1:]
@@ -97,7 +84,25 @@ func chain(t *testing.T, code string) []docCall {
 // splitTop splits at commas outside brackets and strings.
 func splitTop(s string) []string {
 	var out []string
-	depth, start := 0, 0
+	start := 0
+	scanTop(s, func(j, depth int) bool {
+		if s[j] == ',' && depth == 0 {
+			out = append(out, strings.TrimSpace(s[start:j]))
+			start = j + 1
+		}
+		return true
+	})
+	if rest := strings.TrimSpace(s[start:]); rest != "" {
+		out = append(out, rest)
+	}
+	return out
+}
+
+// scanTop calls visit with the index of each byte of s outside quoted
+// strings (quotes excluded) and the bracket depth after that byte, until
+// visit returns false.
+func scanTop(s string, visit func(j, depth int) bool) {
+	depth := 0
 	var quote byte
 	for j := 0; j < len(s); j++ {
 		c := s[j]
@@ -106,21 +111,19 @@ func splitTop(s string) []string {
 			if c == quote {
 				quote = 0
 			}
+			continue
 		case c == '\'' || c == '"' || c == '`':
 			quote = c
+			continue
 		case c == '(' || c == '{' || c == '[':
 			depth++
 		case c == ')' || c == '}' || c == ']':
 			depth--
-		case c == ',' && depth == 0:
-			out = append(out, strings.TrimSpace(s[start:j]))
-			start = j + 1
+		}
+		if !visit(j, depth) {
+			return
 		}
 	}
-	if rest := strings.TrimSpace(s[start:]); rest != "" {
-		out = append(out, rest)
-	}
-	return out
 }
 
 var (

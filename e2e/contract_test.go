@@ -14,7 +14,6 @@ import (
 
 	"github.com/likeperson/portalsync/console/ui"
 	"github.com/likeperson/portalsync/testkit/schematest"
-	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 
 func schematestDB(t *testing.T) *pgxpool.Pool { return schematest.NewDB(t).Pool }
@@ -446,15 +445,8 @@ func TestConsoleRoleOnlyBecomesAuthenticated(t *testing.T) {
 // under their row-level security); on plain PostgreSQL, where there is no
 // such publication, migrating did nothing.
 func TestSupabaseRealtimePublication(t *testing.T) {
-	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL("supabase_admin"))
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime' ORDER BY 1`)
-	require.NoError(t, err)
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
+	tables := queryStrings(t, supabaseAdmin(t), `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = 'supabase_realtime' ORDER BY 1`)
 	require.Equal(t, []string{"public.organization_memberships", "public.portal_sync_log"}, tables)
 
 	plain := schematestDB(t)

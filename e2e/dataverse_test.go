@@ -18,6 +18,10 @@ import (
 const (
 	dvKey = "e2e-dataverse-key-0123456789abcdef"
 	dvOrg = "hlf.crm4.dynamics.com"
+	// dvContact is the contact of the dataverse package's test data, and
+	// dvAccount her organization (the account of her parent customer).
+	dvContact = "a1b2c3d4-0000-4000-8000-00000000c001"
+	dvAccount = "b0000000-0000-4000-8000-00000000a001"
 )
 
 // dvSend posts a RemoteExecutionContext of the dataverse package's test
@@ -56,8 +60,7 @@ func TestDataverseWebhooksApplied(t *testing.T) {
 	sys := start(t, withDataverse(dataverse.Config{Keys: []string{dvKey}, Organization: dvOrg}))
 	sys.remember("Kari", "Nordmann", "kari.nordmann@example.invalid", "+47 912 34 567", "+47 987 65 432")
 	ctx := context.Background()
-	const member = "a1b2c3d4-0000-4000-8000-00000000c001"
-	const org = "b0000000-0000-4000-8000-00000000a001"
+	const member, org = dvContact, dvAccount
 
 	send := func(fixture string) server.DataverseAccepted {
 		t.Helper()

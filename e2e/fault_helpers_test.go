@@ -21,7 +21,9 @@ import (
 
 	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/syncer/consumer"
+	"github.com/likeperson/portalsync/syncer/service"
 	"github.com/likeperson/portalsync/testkit/eventmodel"
+	"github.com/likeperson/portalsync/testkit/servicetest"
 )
 
 // syncerProcess is a real `syncer run` subprocess.
@@ -241,6 +243,39 @@ func viaProxy(t *testing.T, dbURL string, p *tcpProxy) string {
 	u.Host = p.Addr()
 	return u.String()
 }
+
+// startBehindProxy starts a system without a syncer and runs one (mod as
+// in runSyncer) whose database connections go through a proxy the test
+// can cut. It returns the proxy and the syncer's health URL once it is
+// ready.
+func startBehindProxy(t *testing.T, mod func(*service.Config)) (*system, *tcpProxy, string) {
+	t.Helper()
+	sys := start(t, withoutSyncer())
+	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
+	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), mod)
+	servicetest.WaitReady(t, health, nil)
+	return sys, proxy, health
+}
+
+// beforeProfileInsert creates a trigger, named name, that runs action (a
+// PL/pgSQL statement) before the profile of member is inserted: a fault in
+// the database the syncer cannot see coming.
+func (s *system) beforeProfileInsert(t *testing.T, name, member, action string) {
+	t.Helper()
+	_, err := s.pool.Exec(context.Background(), fmt.Sprintf(`
+		CREATE FUNCTION %[1]s() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+		  IF NEW.portal_member_id = '%[2]s' THEN %[3]s; END IF;
+		  RETURN NEW;
+		END $$;
+		CREATE TRIGGER %[1]s BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION %[1]s();`,
+		name, strings.ReplaceAll(member, "'", "''"), action))
+	require.NoError(t, err)
+}
+
+// rejectMember, as the action of beforeProfileInsert, refuses the insert
+// as a constraint of the database would.
+const rejectMember = `RAISE EXCEPTION 'member blocked by test' USING ERRCODE = 'check_violation'`
 
 // workload makes random events for members m0..m(members-1) in three
 // organizations, with colliding portal times.

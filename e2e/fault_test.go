@@ -115,9 +115,7 @@ func TestSyncerKilledHard(t *testing.T) {
 // reports itself not ready, writes no failed row, and catches up.
 func TestDatabaseUnreachable(t *testing.T) {
 	t.Parallel()
-	sys := start(t, withoutSyncer())
-	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
-	health := sys.startSyncer(t, viaProxy(t, sys.dbURL, proxy))
+	sys, proxy, health := startBehindProxy(t, nil)
 
 	first := workload(2, "pgcut-a", 10, 50)
 	sys.sendAll(t, first, 2)
@@ -229,16 +227,7 @@ func TestRedriveAfterFix(t *testing.T) {
 	ctx := context.Background()
 	// A constraint the syncer cannot satisfy: profiles from this member are
 	// rejected until an operator drops the rule.
-	_, err := sys.pool.Exec(ctx, `
-		CREATE FUNCTION reject_member() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-		  IF NEW.portal_member_id = 'm-blocked' THEN
-		    RAISE EXCEPTION 'member blocked by test' USING ERRCODE = 'check_violation';
-		  END IF;
-		  RETURN NEW;
-		END $$;
-		CREATE TRIGGER reject_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION reject_member();`)
-	require.NoError(t, err)
+	sys.beforeProfileInsert(t, "reject_member", "m-blocked", rejectMember)
 
 	blocked := sys.event("membership-created", "m-blocked", "org-1", "coordinator", base)
 	sys.send(t, blocked)
@@ -319,17 +308,7 @@ func TestSyncerGracefulStopAcksInFlight(t *testing.T) {
 func TestBadEventDoesNotFailItsBatch(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
-	ctx := context.Background()
-	_, err := sys.pool.Exec(ctx, `
-		CREATE FUNCTION reject_member() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-		  IF NEW.portal_member_id = 'batch-m7' THEN
-		    RAISE EXCEPTION 'member blocked by test' USING ERRCODE = 'check_violation';
-		  END IF;
-		  RETURN NEW;
-		END $$;
-		CREATE TRIGGER reject_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION reject_member();`)
-	require.NoError(t, err)
+	sys.beforeProfileInsert(t, "reject_member", "batch-m7", rejectMember)
 	events := workload(41, "batch", 20, 400)
 	var bad, good []event.Event
 	for _, e := range events {
@@ -364,14 +343,7 @@ func TestLongWorkIsNotRedelivered(t *testing.T) {
 	t.Parallel()
 	sys := start(t)
 	ctx := context.Background()
-	_, err := sys.pool.Exec(ctx, `
-		CREATE FUNCTION slow_member() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-		  IF NEW.portal_member_id = 'slow-m' THEN PERFORM pg_sleep(4); END IF;
-		  RETURN NEW;
-		END $$;
-		CREATE TRIGGER slow_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION slow_member();`)
-	require.NoError(t, err)
+	sys.beforeProfileInsert(t, "slow_member", "slow-m", "PERFORM pg_sleep(4)")
 	e := sys.event("membership-created", "slow-m", "org-1", "peer_mentor", base)
 	start := time.Now()
 	sys.send(t, e)

@@ -360,9 +360,11 @@ func (s *system) asUser(t *testing.T, authUserID string, fn func(tx pgx.Tx)) {
 	fn(tx)
 }
 
-func queryStrings(t *testing.T, tx pgx.Tx, sql string, args ...any) []string {
+// queryStrings runs a query of one text column on conn (a pool, a
+// connection or a transaction) and returns its rows.
+func queryStrings(t *testing.T, conn querier, sql string, args ...any) []string {
 	t.Helper()
-	rows, err := tx.Query(context.Background(), sql, args...)
+	rows, err := conn.Query(context.Background(), sql, args...)
 	require.NoError(t, err)
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(t, err)

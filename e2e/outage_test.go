@@ -110,10 +110,7 @@ func (s *system) requireNothingLost(t *testing.T, events []event.Event) {
 // outage applies every event once; nothing is dead-lettered or failed.
 func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 	t.Parallel()
-	sys := start(t, withoutSyncer())
-	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
-	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), tightBudget)
-	servicetest.WaitReady(t, health, nil)
+	sys, proxy, health := startBehindProxy(t, tightBudget)
 
 	first := workload(21, "pgout-a", 10, 50)
 	sys.sendAll(t, first, 2)
@@ -162,10 +159,7 @@ func TestDatabaseOutageSpendsNoDeliveries(t *testing.T) {
 // once, nothing dead-lettered; events sent after the outage flow too.
 func TestNATSOutageSpendsNoDeliveries(t *testing.T) {
 	t.Parallel()
-	sys := start(t, withoutSyncer())
-	proxy := newTCPProxy(t, hostOf(t, sys.dbURL))
-	health := sys.runSyncer(t, viaProxy(t, sys.dbURL, proxy), tightBudget)
-	servicetest.WaitReady(t, health, nil)
+	sys, proxy, health := startBehindProxy(t, tightBudget)
 
 	// Events held by the syncer when NATS goes: the database is cut first
 	// so that they are fetched and not yet acknowledged.
@@ -306,14 +300,7 @@ func TestSlowTransactionCausesNoRedelivery(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withoutSyncer())
 	ctx := context.Background()
-	_, err := sys.pool.Exec(ctx, `
-		CREATE FUNCTION slow_member() RETURNS trigger LANGUAGE plpgsql AS $$
-		BEGIN
-		  IF NEW.portal_member_id = 'slow-m' THEN PERFORM pg_sleep(6); END IF;
-		  RETURN NEW;
-		END $$;
-		CREATE TRIGGER slow_member BEFORE INSERT ON profiles FOR EACH ROW EXECUTE FUNCTION slow_member();`)
-	require.NoError(t, err)
+	sys.beforeProfileInsert(t, "slow_member", "slow-m", "PERFORM pg_sleep(6)")
 	health := sys.runSyncer(t, sys.dbURL, func(c *service.Config) {
 		c.Consumer.Workers = 1
 		c.Consumer.AckWait = 2 * time.Second

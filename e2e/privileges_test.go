@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -72,11 +71,7 @@ func documentedAPIPrivileges(t *testing.T) []string {
 
 func apiPrivileges(t *testing.T, pool *pgxpool.Pool) []string {
 	t.Helper()
-	rows, err := pool.Query(context.Background(), apiPrivilegesSQL)
-	require.NoError(t, err)
-	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	return got
+	return queryStrings(t, pool, apiPrivilegesSQL)
 }
 
 // Every privilege anon and authenticated hold on the project's objects is

@@ -79,21 +79,13 @@ func TestSupabaseIdentityFunctionsRefuseAPIRoles(t *testing.T) {
 // service_role included, which Supabase's default privileges hand every
 // function postgres creates in public.
 func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
-	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL("supabase_admin"))
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `
+	holders := queryStrings(t, supabaseAdmin(t), `
 		SELECT p.proname || ' ' || CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,
 		     aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
 		WHERE (n.nspname = 'portalsync' OR n.nspname = 'public' AND p.proname IN ('custom_access_token_hook', 'sync_log'))
 		  AND a.grantee <> p.proowner AND a.privilege_type = 'EXECUTE'
 		ORDER BY 1`)
-	require.NoError(t, err)
-	holders, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
 	require.Equal(t, []string{
 		"apply_access portalsync_syncer",
 		"custom_access_token_hook supabase_auth_admin",
@@ -112,19 +104,12 @@ func TestSupabaseIdentityFunctionExecuteHolders(t *testing.T) {
 // so a caller's search_path (or a temporary table named like one of ours)
 // cannot redirect what it reads or writes.
 func TestSupabaseSecurityDefinerSearchPathPinned(t *testing.T) {
-	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, db.URL("supabase_admin"))
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `
+	loose := queryStrings(t, supabaseAdmin(t), `
 		SELECT n.nspname || '.' || p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 		WHERE n.nspname IN ('public', 'portalsync') AND p.prosecdef
 		  AND NOT coalesce('search_path=""' = ANY (p.proconfig), false)
 		  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')`)
-	require.NoError(t, err)
-	loose, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
 	require.Empty(t, loose, "SECURITY DEFINER functions without search_path=''")
 
 	// The syncer's role shadows the tables in pg_temp and points its
@@ -144,7 +129,7 @@ func TestSupabaseSecurityDefinerSearchPathPinned(t *testing.T) {
 	up := s.signUp(t, "sb-hijack@example.invalid")
 	require.True(t, up.OK(), up.Body)
 	s.apply(t, "membership-created", "sb-hijack", "org-a", "peer_mentor", "sb-hijack@example.invalid", base)
-	rows, err = sc.Query(ctx, `SELECT portal_member_id, outcome FROM portalsync.link_members('{sb-hijack}')`)
+	rows, err := sc.Query(ctx, `SELECT portal_member_id, outcome FROM portalsync.link_members('{sb-hijack}')`)
 	require.NoError(t, err)
 	rows.Close()
 	require.NoError(t, rows.Err())
@@ -267,11 +252,8 @@ func TestSupabaseLinkingAttacks(t *testing.T) {
 		require.True(t, s.signUp(t, "sb-home@example.invalid").OK())
 		var seen []string
 		s.asToken(t, boss.Session.AccessToken, func(tx pgx.Tx) {
-			rows, err := tx.Query(ctx, `SELECT portal_member_id || ' ' || coalesce(portal_org_id, '-') || ': ' || detail
+			seen = queryStrings(t, tx, `SELECT portal_member_id || ' ' || coalesce(portal_org_id, '-') || ': ' || detail
 				FROM portal_sync_log WHERE event_type = 'account-link' ORDER BY 1`)
-			require.NoError(t, err)
-			seen, err = pgx.CollectRows(rows, pgx.RowTo[string])
-			require.NoError(t, err)
 		})
 		require.Equal(t, []string{
 			"sb-kid1 org-fam: e-mail shared by 2 portal members; app account not linked",

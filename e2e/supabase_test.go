@@ -46,6 +46,18 @@ func startSupabase(t *testing.T, opts ...Option) *supa {
 	return &supa{system: start(t, append([]Option{onSupabase(db)}, opts...)...), auth: auth, db: db}
 }
 
+// supabaseAdmin connects, as supabase_admin, to a fresh database of the
+// Supabase project (its migrations run, no system on it), closed when the
+// test ends.
+func supabaseAdmin(t *testing.T) *pgx.Conn {
+	t.Helper()
+	db := supabasetest.Get(t).NewDatabase(t, supabasetest.Project)
+	conn, err := pgx.Connect(context.Background(), db.URL("supabase_admin"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
 // apply sends an event with the given portal e-mail and waits for its
 // success row.
 func (s *supa) apply(t *testing.T, typ, member, org, role, email string, at time.Time) evt {
@@ -241,10 +253,7 @@ func TestSupabaseSharedEmail(t *testing.T) {
 	require.Empty(t, s.link(t, "sb-fam1").User)
 	require.Empty(t, s.link(t, "sb-fam2").User)
 	require.Empty(t, orgRoles(t, s.signIn(t, "family@example.invalid")), "nobody's org_admin role in the shared account's token")
-	rows, err := s.pool.Query(ctx, `SELECT portal_member_id || ': ' || detail FROM portal_sync_log WHERE event_type = 'account-link' ORDER BY 1`)
-	require.NoError(t, err)
-	details, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
+	details := queryStrings(t, s.pool, `SELECT portal_member_id || ': ' || detail FROM portal_sync_log WHERE event_type = 'account-link' ORDER BY 1`)
 	require.Equal(t, []string{
 		"sb-fam1: e-mail shared by 2 portal members; app account not linked",
 		"sb-fam2: e-mail shared by 2 portal members; app account not linked",

@@ -36,6 +36,31 @@ func refusedContact(c map[string]any) {
 	}
 }
 
+// refuseThenErase plays the story the refusal tests read: Dataverse
+// creates the fixtures' contact (dvContact) in her organization
+// (dvAccount), the portal adds her to orgB, Dataverse sends a change of
+// hers the contract refuses (422: a failed change-refused row of
+// dvAccount), then her Delete. It returns the refusal's event id.
+func (s *system) refuseThenErase(t *testing.T, orgB string) (refusalID string) {
+	t.Helper()
+	status, created := s.dvSend(t, "contact-create.json", nil)
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, "success", s.waitLogged(t, created.Events[0].EventID))
+	inB := s.event("membership-created", dvContact, orgB, "peer_mentor", base)
+	s.send(t, inB)
+	require.Equal(t, "success", s.waitLogged(t, inB.ID))
+
+	status, _ = s.dvSend(t, "contact-update.json", refusedContact)
+	require.Equal(t, http.StatusUnprocessableEntity, status)
+	refusalStatus, refusalID := s.waitLoggedType(t, "change-refused", dvAccount)
+	require.Equal(t, "failed", refusalStatus)
+
+	status, deleted := s.dvSend(t, "contact-delete.json", nil)
+	require.Equal(t, http.StatusAccepted, status)
+	require.Equal(t, "success", s.waitLogged(t, deleted.Events[0].EventID))
+	return refusalID
+}
+
 // Issue 21: outcomes that reached nobody reach the right org admins,
 // through public.sync_log read as authenticated with the caller's claims.
 // A Dataverse change the ingress authenticated and refused (422) is a
@@ -48,8 +73,7 @@ func TestRefusalAndErasureReachOrgAdmins(t *testing.T) {
 	t.Parallel()
 	sys := start(t, withDataverse(dataverse.Config{Keys: []string{dvKey}, Organization: dvOrg}))
 	sys.remember("Kari", "Nordmann", "kari.nordmann@example.invalid", "kari-at-example")
-	const member = "a1b2c3d4-0000-4000-8000-00000000c001"
-	const org = "b0000000-0000-4000-8000-00000000a001" // the contact's organization in the fixtures
+	const member, org = dvContact, dvAccount
 
 	admin := sys.addAuthUser(t, "r-admin@example.invalid")
 	adminB := sys.addAuthUser(t, "r-admin-b@example.invalid")
@@ -62,23 +86,9 @@ func TestRefusalAndErasureReachOrgAdmins(t *testing.T) {
 		sys.send(t, e)
 		require.Equal(t, "success", sys.waitLogged(t, e.ID))
 	}
-	status, created := sys.dvSend(t, "contact-create.json", nil)
-	require.Equal(t, http.StatusAccepted, status)
-	require.Equal(t, "success", sys.waitLogged(t, created.Events[0].EventID))
-	// Kari is a member of B as well (from the portal).
-	inB := sys.event("membership-created", member, "org-rb", "peer_mentor", base)
-	sys.send(t, inB)
-	require.Equal(t, "success", sys.waitLogged(t, inB.ID))
-
-	// A change the contract refuses: authenticated, then 422.
-	status, _ = sys.dvSend(t, "contact-update.json", refusedContact)
-	require.Equal(t, http.StatusUnprocessableEntity, status)
-	refusalStatus, refusalID := sys.waitLoggedType(t, "change-refused", org)
-	require.Equal(t, "failed", refusalStatus)
-
-	status, deleted := sys.dvSend(t, "contact-delete.json", nil)
-	require.Equal(t, http.StatusAccepted, status)
-	require.Equal(t, "success", sys.waitLogged(t, deleted.Events[0].EventID))
+	// Kari is a member of B as well (from the portal); a change of hers
+	// the contract refuses is authenticated, then answered 422.
+	refusalID := sys.refuseThenErase(t, "org-rb")
 
 	find := func(rows []logEntry, eventType string) *logEntry {
 		for i := range rows {
@@ -146,27 +156,13 @@ func TestRefusalAndErasureReachOrgAdmins(t *testing.T) {
 // Auth issued to each org admin at sign-in.
 func TestRefusalAndErasureReachOrgAdminsOnSupabase(t *testing.T) {
 	s := startSupabase(t, withDataverse(dataverse.Config{Keys: []string{dvKey}, Organization: dvOrg}))
-	const member = "a1b2c3d4-0000-4000-8000-00000000c001"
-	const org = "b0000000-0000-4000-8000-00000000a001"
+	const org = dvAccount
 	adminA := person{"rs-admin-a", "Aud", "Adminsen"}
 	adminB := person{"rs-admin-b", "Bent", "Bsjef"}
 	s.join(t, adminA, org, "org_admin", base)
 	s.join(t, adminB, "org-rsb", "org_admin", base)
-	status, created := s.dvSend(t, "contact-create.json", nil)
-	require.Equal(t, http.StatusAccepted, status)
-	require.Equal(t, "success", s.waitLogged(t, created.Events[0].EventID))
-	inB := s.event("membership-created", member, "org-rsb", "peer_mentor", base)
-	s.send(t, inB)
-	require.Equal(t, "success", s.waitLogged(t, inB.ID))
-
 	// A value the contract refuses: 422, naming A through its images.
-	status, _ = s.dvSend(t, "contact-update.json", refusedContact)
-	require.Equal(t, http.StatusUnprocessableEntity, status)
-	refused, _ := s.waitLoggedType(t, "change-refused", org)
-	require.Equal(t, "failed", refused)
-	status, deleted := s.dvSend(t, "contact-delete.json", nil)
-	require.Equal(t, http.StatusAccepted, status)
-	require.Equal(t, "success", s.waitLogged(t, deleted.Events[0].EventID))
+	s.refuseThenErase(t, "org-rsb")
 
 	tokens := s.accessTokens(t, adminA, adminB)
 	types := func(rows []logEntry) map[string]logEntry {

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
@@ -135,16 +134,12 @@ func withoutProjectEnv() []string {
 // e-mail, profile status, membership status, role.
 func memberRows(t *testing.T, pool *pgxpool.Pool) []string {
 	t.Helper()
-	rows, err := pool.Query(context.Background(), `
+	return queryStrings(t, pool, `
 		SELECT concat_ws(' ', p.portal_member_id, o.portal_org_id, coalesce(p.email, '-'), p.status, m.status, coalesce(r.role, '-'))
 		FROM profiles p JOIN organization_memberships m ON m.profile_id = p.id
 		JOIN organizations o ON o.id = m.organization_id
 		LEFT JOIN role_assignments r ON r.profile_id = p.id AND r.organization_id = o.id
 		ORDER BY 1`)
-	require.NoError(t, err)
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	require.NoError(t, err)
-	return lines
 }
 
 // TestReadmeTour follows the README's tour word for word on a fresh

@@ -134,14 +134,30 @@ func (s *server) base(r *http.Request, name, titleKey string) page {
 	return p
 }
 
+// message renders the message page: its title and message are locale keys.
+func (s *server) message(w http.ResponseWriter, r *http.Request, titleKey, messageKey string, status int) {
+	p := s.base(r, "message", titleKey)
+	p.Message = messageKey
+	s.render(w, r, "message", status, p)
+}
+
+// orgStatus is the status of a page of the organization pickOrg chose:
+// 200, or 403 with the message that the caller has no access to it when
+// it is not among the caller's (the database then showed nothing).
+func orgStatus(p *page, mine bool) int {
+	if mine {
+		return http.StatusOK
+	}
+	p.Message = "org.forbidden"
+	return http.StatusForbidden
+}
+
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) {
 		return
 	}
 	s.log.Error("request failed", zap.String("path", r.URL.Path), zap.Error(err))
-	p := s.base(r, "message", "error.title")
-	p.Message = "error.body"
-	s.render(w, r, "message", http.StatusInternalServerError, p)
+	s.message(w, r, "error.title", "error.body", http.StatusInternalServerError)
 }
 
 func (s *server) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -204,9 +220,7 @@ func (s *server) home(w http.ResponseWriter, r *http.Request) {
 	case len(c.orgs("coordinator")) > 0:
 		http.Redirect(w, r, "/members", http.StatusSeeOther)
 	default:
-		p := s.base(r, "message", "app.title")
-		p.Message = "org.none"
-		s.render(w, r, "message", http.StatusOK, p)
+		s.message(w, r, "app.title", "org.none", http.StatusOK)
 	}
 }
 
@@ -315,9 +329,7 @@ func (s *server) logPage(w http.ResponseWriter, r *http.Request) {
 	cl := callerFrom(r.Context())
 	admin := cl.claims.orgs("org_admin")
 	if len(admin) == 0 {
-		p := s.base(r, "message", "log.title")
-		p.Message = "org.none"
-		s.render(w, r, "message", http.StatusForbidden, p)
+		s.message(w, r, "log.title", "org.none", http.StatusForbidden)
 		return
 	}
 	org, mine := pickOrg(r, admin)
@@ -345,11 +357,7 @@ func (s *server) logPage(w http.ResponseWriter, r *http.Request) {
 		d.Live = true
 		d.PollURL = "/log/updates?" + q.Encode()
 	}
-	status := http.StatusOK
-	if !mine {
-		d.Message = "org.forbidden"
-		status = http.StatusForbidden
-	}
+	status := orgStatus(&d.page, mine)
 	s.render(w, r, "log", status, d)
 }
 
@@ -474,9 +482,7 @@ func (s *server) membersPage(w http.ResponseWriter, r *http.Request) {
 	cl := callerFrom(r.Context())
 	managed := cl.claims.orgs("coordinator", "org_admin")
 	if len(managed) == 0 {
-		p := s.base(r, "message", "members.title")
-		p.Message = "org.none"
-		s.render(w, r, "message", http.StatusForbidden, p)
+		s.message(w, r, "members.title", "org.none", http.StatusForbidden)
 		return
 	}
 	org, mine := pickOrg(r, managed)
@@ -506,10 +512,6 @@ func (s *server) membersPage(w http.ResponseWriter, r *http.Request) {
 		}
 		d.NextURL = "/members?" + n.Encode()
 	}
-	status := http.StatusOK
-	if !mine {
-		d.Message = "org.forbidden"
-		status = http.StatusForbidden
-	}
+	status := orgStatus(&d.page, mine)
 	s.render(w, r, "members", status, d)
 }

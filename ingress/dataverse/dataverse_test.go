@@ -30,11 +30,36 @@ func fixture(t testing.TB, name string) []byte {
 	return b
 }
 
-func translate(t *testing.T, name string, sizeExceeded bool) (dataverse.Result, error) {
+// decode decodes a fixture that must decode.
+func decode(t *testing.T, name string) *dataverse.Context {
 	t.Helper()
 	c, err := dataverse.Decode(fixture(t, name))
 	require.NoError(t, err)
-	return dataverse.Translate(c, dvmap.DefaultMapping(), sizeExceeded)
+	return c
+}
+
+func translate(t *testing.T, name string, sizeExceeded bool) (dataverse.Result, error) {
+	t.Helper()
+	return dataverse.Translate(decode(t, name), dvmap.DefaultMapping(), sizeExceeded)
+}
+
+// translateOne translates a fixture that must become exactly one event.
+func translateOne(t *testing.T, name string, sizeExceeded bool) dataverse.Translated {
+	t.Helper()
+	res, err := translate(t, name, sizeExceeded)
+	require.NoError(t, err)
+	require.Len(t, res.Events, 1)
+	return res.Events[0]
+}
+
+// requireUntranslatable asserts that err is an *UntranslatableError with
+// the reason, and returns it.
+func requireUntranslatable(t *testing.T, err error, reason string) *dataverse.UntranslatableError {
+	t.Helper()
+	var ue *dataverse.UntranslatableError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, reason, ue.Reason)
+	return ue
 }
 
 // body decodes a translated event's stored JSON into a map, to see
@@ -48,8 +73,7 @@ func body(t *testing.T, tr dataverse.Translated) map[string]any {
 
 func TestDecodeReadsRemoteExecutionContext(t *testing.T) {
 	t.Parallel()
-	c, err := dataverse.Decode(fixture(t, "contact-create.json"))
-	require.NoError(t, err)
+	c := decode(t, "contact-create.json")
 	require.Equal(t, "Create", c.MessageName)
 	require.Equal(t, "contact", c.PrimaryEntityName)
 	require.Equal(t, contactID, c.PrimaryEntityID)
@@ -90,10 +114,7 @@ func TestParseDate(t *testing.T) {
 
 func TestTranslateContactCreate(t *testing.T) {
 	t.Parallel()
-	res, err := translate(t, "contact-create.json", false)
-	require.NoError(t, err)
-	require.Len(t, res.Events, 1)
-	ev := res.Events[0].Event
+	ev := translateOne(t, "contact-create.json", false).Event
 	require.Equal(t, event.MembershipUpdated, ev.Type)
 	require.Equal(t, contactID, ev.Member.ID)
 	require.Equal(t, "Kari", ev.Member.FirstName)
@@ -110,16 +131,14 @@ func TestTranslateContactCreate(t *testing.T) {
 // nothing else (absent = unchanged), a column set to null clears the field.
 func TestTranslateContactUpdateIsPartial(t *testing.T) {
 	t.Parallel()
-	res, err := translate(t, "contact-update.json", false)
-	require.NoError(t, err)
-	require.Len(t, res.Events, 1)
-	m := body(t, res.Events[0])["member"].(map[string]any)
+	tr := translateOne(t, "contact-update.json", false)
+	m := body(t, tr)["member"].(map[string]any)
 	require.Equal(t, map[string]any{"id": contactID, "phone": "+47 987 65 432", "email": nil}, m)
-	ev := res.Events[0].Event
+	ev := tr.Event
 	require.Equal(t, accountID, ev.Organization.ID, "the organization from the post-image")
 	require.Equal(t, time.Date(2026, 11, 25, 11, 0, 0, 0, time.UTC), ev.OccurredAt)
 
-	res, err = translate(t, "contact-update-unmapped.json", false)
+	res, err := translate(t, "contact-update-unmapped.json", false)
 	require.NoError(t, err)
 	require.Empty(t, res.Events)
 	require.Contains(t, res.Ignored, "no mapped column")
@@ -127,50 +146,40 @@ func TestTranslateContactUpdateIsPartial(t *testing.T) {
 
 func TestTranslateContactWithoutOrganizationIsUntranslatable(t *testing.T) {
 	t.Parallel()
-	c, err := dataverse.Decode(fixture(t, "contact-update.json"))
-	require.NoError(t, err)
+	c := decode(t, "contact-update.json")
 	c.PostEntityImages = nil
-	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
-	var ue *dataverse.UntranslatableError
-	require.ErrorAs(t, err, &ue)
-	require.Equal(t, "no-organization", ue.Reason)
+	_, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
+	ue := requireUntranslatable(t, err, "no-organization")
 	require.NotContains(t, ue.Error(), "+47", "no personal data in the reason")
 }
 
 func TestTranslateContactDeleteIsErasure(t *testing.T) {
 	t.Parallel()
 	for _, sizeExceeded := range []bool{false, true} {
-		res, err := translate(t, "contact-delete.json", sizeExceeded)
-		require.NoError(t, err)
-		require.Len(t, res.Events, 1)
-		ev := res.Events[0].Event
+		tr := translateOne(t, "contact-delete.json", sizeExceeded)
+		ev := tr.Event
 		require.Equal(t, event.MemberDeleted, ev.Type)
 		require.Equal(t, contactID, ev.Member.ID)
-		require.NotContains(t, body(t, res.Events[0]), "organization")
+		require.NotContains(t, body(t, tr), "organization")
 		require.Equal(t, time.Date(2026, 11, 25, 11, 0, 0, 0, time.UTC), ev.OccurredAt, "occurred_at is OperationCreatedOn")
 	}
 }
 
 func TestTranslateMembershipCreate(t *testing.T) {
 	t.Parallel()
-	res, err := translate(t, "membership-create.json", false)
-	require.NoError(t, err)
-	require.Len(t, res.Events, 1)
-	ev := res.Events[0].Event
+	tr := translateOne(t, "membership-create.json", false)
+	ev := tr.Event
 	require.Equal(t, event.MembershipCreated, ev.Type)
 	require.Equal(t, event.RoleCoordinator, ev.Role)
 	require.Equal(t, contactID, ev.Member.ID)
 	require.Equal(t, event.Organization{ID: accountID, Name: "HLF Bergen"}, ev.Organization)
-	m := body(t, res.Events[0])["member"].(map[string]any)
+	m := body(t, tr)["member"].(map[string]any)
 	require.Equal(t, map[string]any{"id": contactID}, m, "a membership changes no profile field")
 }
 
 func TestTranslateMembershipUpdateRoleFromImages(t *testing.T) {
 	t.Parallel()
-	res, err := translate(t, "membership-update-role.json", false)
-	require.NoError(t, err)
-	require.Len(t, res.Events, 1)
-	ev := res.Events[0].Event
+	ev := translateOne(t, "membership-update-role.json", false).Event
 	require.Equal(t, event.RoleUpdated, ev.Type)
 	require.Equal(t, event.RoleOrgAdmin, ev.Role)
 	require.Equal(t, accountID, ev.Organization.ID)
@@ -179,16 +188,13 @@ func TestTranslateMembershipUpdateRoleFromImages(t *testing.T) {
 
 func TestTranslateMembershipSetStateAndDelete(t *testing.T) {
 	t.Parallel()
-	res, err := translate(t, "membership-setstate.json", false)
-	require.NoError(t, err)
-	require.Len(t, res.Events, 1)
-	require.Equal(t, event.MembershipDeactivated, res.Events[0].Event.Type)
-	require.Equal(t, contactID, res.Events[0].Event.Member.ID)
+	ev := translateOne(t, "membership-setstate.json", false).Event
+	require.Equal(t, event.MembershipDeactivated, ev.Type)
+	require.Equal(t, contactID, ev.Member.ID)
 
-	c, err := dataverse.Decode(fixture(t, "membership-setstate.json"))
-	require.NoError(t, err)
+	c := decode(t, "membership-setstate.json")
 	c.InputParameters["state"] = dataverse.Value{Kind: dataverse.KindOption, Num: 0}
-	res, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
+	res, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
 	require.Equal(t, event.MembershipReactivated, res.Events[0].Event.Type)
 
@@ -200,17 +206,14 @@ func TestTranslateMembershipSetStateAndDelete(t *testing.T) {
 
 	c.PreEntityImages = nil
 	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
-	var ue *dataverse.UntranslatableError
-	require.ErrorAs(t, err, &ue)
-	require.Equal(t, "no-member", ue.Reason)
+	requireUntranslatable(t, err, "no-member")
 }
 
 // One Update that changes both the state and the role becomes two events
 // with distinct ids, each stable across Dataverse's retry.
 func TestTranslateMembershipStateAndRole(t *testing.T) {
 	t.Parallel()
-	c, err := dataverse.Decode(fixture(t, "membership-update-role.json"))
-	require.NoError(t, err)
+	c := decode(t, "membership-update-role.json")
 	c.InputParameters["target"].Entity.Attributes["statecode"] = dataverse.Value{Kind: dataverse.KindOption, Num: 1}
 	res, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
@@ -221,9 +224,7 @@ func TestTranslateMembershipStateAndRole(t *testing.T) {
 
 	c.InputParameters["target"].Entity.Attributes["hlf_role"] = dataverse.Value{Kind: dataverse.KindOption, Num: 7}
 	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
-	var ue *dataverse.UntranslatableError
-	require.ErrorAs(t, err, &ue)
-	require.Equal(t, "unknown-role", ue.Reason)
+	requireUntranslatable(t, err, "unknown-role")
 }
 
 // Dataverse retries with the same context: the same ids, so JetStream
@@ -240,8 +241,7 @@ func TestTranslateRetryGivesSameIDs(t *testing.T) {
 		require.True(t, event.ValidID(a.Events[0].Event.ID), name)
 	}
 	// An id too long for the contract is hashed, still stable.
-	c, err := dataverse.Decode(fixture(t, "contact-delete.json"))
-	require.NoError(t, err)
+	c := decode(t, "contact-delete.json")
 	c.OperationID = strings.Repeat("o", 120)
 	a, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
@@ -254,19 +254,15 @@ func TestTranslateRetryGivesSameIDs(t *testing.T) {
 func TestTranslateSizeExceeded(t *testing.T) {
 	t.Parallel()
 	_, err := translate(t, "contact-update-size-exceeded.json", true)
-	var ue *dataverse.UntranslatableError
-	require.ErrorAs(t, err, &ue)
-	require.Equal(t, "size-exceeded", ue.Reason)
+	ue := requireUntranslatable(t, err, "size-exceeded")
 	require.Contains(t, ue.Detail, "reconciliation")
 	_, err = translate(t, "membership-create.json", true)
-	require.ErrorAs(t, err, &ue)
-	require.Equal(t, "size-exceeded", ue.Reason)
+	requireUntranslatable(t, err, "size-exceeded")
 }
 
 func TestTranslateTablesNotMirrored(t *testing.T) {
 	t.Parallel()
-	c, err := dataverse.Decode(fixture(t, "contact-create.json"))
-	require.NoError(t, err)
+	c := decode(t, "contact-create.json")
 	c.PrimaryEntityName = "account"
 	res, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
 	require.NoError(t, err)
@@ -274,9 +270,7 @@ func TestTranslateTablesNotMirrored(t *testing.T) {
 
 	c.PrimaryEntityName = "lead"
 	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
-	var ue *dataverse.UntranslatableError
-	require.ErrorAs(t, err, &ue)
-	require.Equal(t, "table-not-mapped", ue.Reason)
+	requireUntranslatable(t, err, "table-not-mapped")
 
 	c.PrimaryEntityName = "contact"
 	c.MessageName = "Assign"
@@ -289,13 +283,10 @@ func TestTranslateTablesNotMirrored(t *testing.T) {
 // and names the field, not the value.
 func TestTranslateInvalidValue(t *testing.T) {
 	t.Parallel()
-	c, err := dataverse.Decode(fixture(t, "contact-create.json"))
-	require.NoError(t, err)
+	c := decode(t, "contact-create.json")
 	c.InputParameters["target"].Entity.Attributes["emailaddress1"] = dataverse.Value{Kind: dataverse.KindString, Str: "not-an-email"}
-	_, err = dataverse.Translate(c, dvmap.DefaultMapping(), false)
-	var ue *dataverse.UntranslatableError
-	require.ErrorAs(t, err, &ue)
-	require.Equal(t, "invalid-event", ue.Reason)
+	_, err := dataverse.Translate(c, dvmap.DefaultMapping(), false)
+	ue := requireUntranslatable(t, err, "invalid-event")
 	require.NotContains(t, ue.Error(), "not-an-email")
 	require.Equal(t, "member.email", ue.Fields[0].Field)
 }
@@ -322,8 +313,7 @@ func TestLoadMapping(t *testing.T) {
 	require.Equal(t, event.MemberDeleted, m.Member.Messages["delete"])
 
 	// The file's mapping is used by Translate.
-	c, err := dataverse.Decode(fixture(t, "membership-create.json"))
-	require.NoError(t, err)
+	c := decode(t, "membership-create.json")
 	c.PrimaryEntityName = "hlf_medlemskap"
 	tgt := c.InputParameters["target"].Entity
 	tgt.LogicalName = "hlf_medlemskap" // a Target of the context's own table

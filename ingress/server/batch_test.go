@@ -79,9 +79,7 @@ func TestGroupedPublish(t *testing.T) {
 	}
 	seqs := map[uint64]string{}
 	for i, r := range b.sendAll(t, events) {
-		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
-		acc, err := r.Accepted()
-		require.NoError(t, err)
+		acc := answered(t, r, http.StatusAccepted)
 		require.Equal(t, events[i]["id"], acc.EventID)
 		require.NotContains(t, seqs, acc.StreamSeq, "each event its own sequence")
 		seqs[acc.StreamSeq] = acc.EventID
@@ -110,9 +108,7 @@ func TestBatchWithStoredIDFallsBack(t *testing.T) {
 	for _, id := range []string{"evt_dup", "evt_conflict"} {
 		r, err := b.client.SendEvent(ctx, sampleEvent(id, "m-1"))
 		require.NoError(t, err)
-		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
-		acc, err := r.Accepted()
-		require.NoError(t, err)
+		acc := answered(t, r, http.StatusAccepted)
 		first[id] = acc.StreamSeq
 	}
 
@@ -127,18 +123,14 @@ func TestBatchWithStoredIDFallsBack(t *testing.T) {
 		id := events[i]["id"].(string)
 		switch id {
 		case "evt_dup":
-			require.Equal(t, http.StatusOK, r.Status, string(r.Body))
-			acc, err := r.Accepted()
-			require.NoError(t, err)
+			acc := answered(t, r, http.StatusOK)
 			require.True(t, acc.Duplicate)
 			require.Equal(t, first[id], acc.StreamSeq)
 		case "evt_conflict":
 			require.Equal(t, http.StatusConflict, r.Status, string(r.Body))
 			require.Equal(t, "webhook_id_conflict", decodeProblem(t, r).Reason)
 		default:
-			require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
-			acc, err := r.Accepted()
-			require.NoError(t, err)
+			acc := answered(t, r, http.StatusAccepted)
 			require.False(t, acc.Duplicate)
 			b.requireStoredAt(t, id, acc.StreamSeq)
 		}
@@ -167,9 +159,7 @@ func TestAtomicPublishDisabledFallsBack(t *testing.T) {
 		events[i] = sampleEvent(fmt.Sprintf("evt_d%d", i), "m-d")
 	}
 	for i, r := range b.sendAll(t, events) {
-		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
-		acc, err := r.Accepted()
-		require.NoError(t, err)
+		acc := answered(t, r, http.StatusAccepted)
 		b.requireStoredAt(t, events[i]["id"].(string), acc.StreamSeq)
 	}
 	require.EqualValues(t, len(events), b.streamMsgs(t))
@@ -416,9 +406,7 @@ func TestShutdownJoinsPublishers(t *testing.T) {
 	for range senders {
 		r := <-answers
 		require.NotNil(t, r)
-		require.Equal(t, http.StatusAccepted, r.Status, string(r.Body))
-		acc, err := r.Accepted()
-		require.NoError(t, err)
+		acc := answered(t, r, http.StatusAccepted)
 		b.requireStoredAt(t, acc.EventID, acc.StreamSeq)
 		m, err := s.GetMsg(context.Background(), acc.StreamSeq)
 		require.NoError(t, err)

@@ -36,19 +36,7 @@ import (
 // decoding, validation, synchronous publish to a real JetStream with a
 // message id) without the network, with parallel callers.
 func BenchmarkReceive(b *testing.B) {
-	ns := natstest.Run(b)
-	nc, err := nats.Connect(ns.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := stream.Ensure(context.Background(), js, stream.Config{Name: "EVENTS"}); err != nil {
-		b.Fatal(err)
-	}
+	js, _ := natstest.JetStream(b, stream.Config{Name: "EVENTS"})
 	secret, err := signature.NewSecret([]byte("bench-secret-bench-secret-32byte"))
 	if err != nil {
 		b.Fatal(err)

@@ -96,6 +96,28 @@ func (r dvResponse) problem(t *testing.T) server.Problem {
 	return p
 }
 
+// requireRefused requires a 422 naming reason, and no event stored (the
+// stream holds a refusal record only), and returns the problem.
+func (b *testBundle) requireRefused(t *testing.T, r dvResponse, reason string) server.Problem {
+	t.Helper()
+	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
+	p := r.problem(t)
+	require.Equal(t, reason, p.Reason)
+	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
+	return p
+}
+
+// dvObservedHandler is a handler that takes Dataverse changes (and
+// nothing to store them in), with the log lines it writes, from debug up.
+func dvObservedHandler(t *testing.T) (http.Handler, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zap.DebugLevel)
+	h, err := server.NewHandler(server.Config{Secrets: []signature.Secret{testSecret(t)},
+		Dataverse: &dataverse.Config{Keys: []string{dvNewKey}, Organization: dvOrg}}, nil, nil, nil, zap.New(core))
+	require.NoError(t, err)
+	return h, logs
+}
+
 // TestDataverseCreateStoredAndRetryIsDuplicate: a Create of a contact is
 // stored as the contract's event on the member's subject; Dataverse's
 // retry of the same context answers 200 and stores nothing more.
@@ -305,12 +327,8 @@ func TestDataverseFutureTimeIs422(t *testing.T) {
 	t.Parallel()
 	fixtureTime := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	b := dvSetup(t, func(c *server.Config) { c.Now = func() time.Time { return fixtureTime.Add(-time.Hour) } })
-	r := b.dvPost(t, dvFixture(t, "contact-create.json"), nil)
-	require.Equal(t, http.StatusUnprocessableEntity, r.status, string(r.body))
-	p := r.problem(t)
-	require.Equal(t, "occurred_at_in_future", p.Reason)
+	p := b.requireRefused(t, b.dvPost(t, dvFixture(t, "contact-create.json"), nil), "occurred_at_in_future")
 	require.Equal(t, "occurred_at", p.Errors[0].Field)
-	require.EqualValues(t, 0, b.storedEvents(t), "no event stored (a refusal record only)")
 }
 
 // TestDataverseUntranslatableLogHoldsNoPersonalData: the log line a 422
@@ -318,10 +336,7 @@ func TestDataverseFutureTimeIs422(t *testing.T) {
 // never a column's value.
 func TestDataverseUntranslatableLogHoldsNoPersonalData(t *testing.T) {
 	t.Parallel()
-	core, logs := observer.New(zap.DebugLevel)
-	h, err := server.NewHandler(server.Config{Secrets: []signature.Secret{testSecret(t)},
-		Dataverse: &dataverse.Config{Keys: []string{dvNewKey}, Organization: dvOrg}}, nil, nil, nil, zap.New(core))
-	require.NoError(t, err)
+	h, logs := dvObservedHandler(t)
 	var c map[string]any
 	require.NoError(t, json.Unmarshal(dvFixture(t, "contact-create.json"), &c))
 	attrs := c["InputParameters"].([]any)[0].(map[string]any)["value"].(map[string]any)["Attributes"].([]any)

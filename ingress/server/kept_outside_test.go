@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
@@ -64,11 +63,8 @@ func TestStreamSettingsChangedUnderRunningIngressAreNoticed(t *testing.T) {
 func TestNoTwoHundredIntoAStreamNotEnsured(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Run(t)
-	nc, err := nats.Connect(ns.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	js := ns.JetStream(t)
+	nc := js.Conn()
 	ctx := context.Background()
 	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "EVENTS", Subjects: []string{event.SubjectWildcard},
 		Storage: jetstream.MemoryStorage, Discard: jetstream.DiscardOld, MaxAge: time.Minute, Duplicates: time.Minute})

@@ -84,12 +84,17 @@ func setup(t *testing.T, mutate func(*server.Config)) *testBundle {
 	b.client = &portalclient.Client{URL: b.base + server.WebhookPath, Signer: signature.NewSigner(b.secret), HTTP: &http.Client{Timeout: 10 * time.Second}}
 	servicetest.WaitReady(t, b.ops, nil)
 
-	nc, err := nats.Connect(ns.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	b.js, err = jetstream.New(nc)
-	require.NoError(t, err)
+	b.js = ns.JetStream(t, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	return b
+}
+
+// answered requires that r has the status and returns its body.
+func answered(t *testing.T, r *portalclient.Response, status int) portalclient.Accepted {
+	t.Helper()
+	require.Equal(t, status, r.Status, string(r.Body))
+	a, err := r.Accepted()
+	require.NoError(t, err)
+	return a
 }
 
 func sampleEvent(id, memberID string) map[string]any {
@@ -166,9 +171,7 @@ func TestAccepted(t *testing.T) {
 	ctx := context.Background()
 	resp, err := b.client.SendEvent(ctx, sampleEvent("evt_1", "member-1"))
 	require.NoError(t, err)
-	require.Equal(t, http.StatusAccepted, resp.Status, string(resp.Body))
-	acc, err := resp.Accepted()
-	require.NoError(t, err)
+	acc := answered(t, resp, http.StatusAccepted)
 	require.Equal(t, "evt_1", acc.EventID)
 	require.False(t, acc.Duplicate)
 	require.NotZero(t, acc.StreamSeq)
@@ -193,16 +196,12 @@ func TestDuplicateStoredOnce(t *testing.T) {
 	body := mustJSON(t, sampleEvent("evt_dup", "member-2"))
 	first, err := b.client.Send(ctx, "evt_dup", body)
 	require.NoError(t, err)
-	require.Equal(t, http.StatusAccepted, first.Status)
-	a1, err := first.Accepted()
-	require.NoError(t, err)
+	a1 := answered(t, first, http.StatusAccepted)
 	// The portal retries: a new signature and timestamp, the same webhook-id.
 	for range 3 {
 		again, err := b.client.Send(ctx, "evt_dup", body)
 		require.NoError(t, err)
-		require.Equal(t, http.StatusOK, again.Status, string(again.Body))
-		a2, err := again.Accepted()
-		require.NoError(t, err)
+		a2 := answered(t, again, http.StatusOK)
 		require.True(t, a2.Duplicate)
 		require.Equal(t, a1.StreamSeq, a2.StreamSeq)
 	}
@@ -218,9 +217,7 @@ func TestWebhookIDReusedWithOtherBody(t *testing.T) {
 	ctx := context.Background()
 	first, err := b.client.SendEvent(ctx, sampleEvent("evt_reuse", "member-3"))
 	require.NoError(t, err)
-	require.Equal(t, http.StatusAccepted, first.Status)
-	a1, err := first.Accepted()
-	require.NoError(t, err)
+	a1 := answered(t, first, http.StatusAccepted)
 
 	other := sampleEvent("evt_reuse", "member-3")
 	other["role"] = "org_admin"
@@ -251,9 +248,7 @@ func TestGUIDMemberIDKeyedCanonically(t *testing.T) {
 	b := setup(t, nil)
 	resp, err := b.client.SendEvent(context.Background(), sampleEvent("evt_guid", "{0B9F2C1E-1A2B-4C3D-8E9F-00000000000A}"))
 	require.NoError(t, err)
-	require.Equal(t, http.StatusAccepted, resp.Status, string(resp.Body))
-	acc, err := resp.Accepted()
-	require.NoError(t, err)
+	acc := answered(t, resp, http.StatusAccepted)
 	s, err := b.js.Stream(context.Background(), "EVENTS")
 	require.NoError(t, err)
 	msg, err := s.GetMsg(context.Background(), acc.StreamSeq)
