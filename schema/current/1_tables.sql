@@ -133,7 +133,12 @@ CREATE TABLE public.organization_memberships (
   status_event_id text,
   created_at timestamptz NOT NULL DEFAULT now(),
   updated_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (profile_id, organization_id)
+  -- The primary key names neither member nor organization (00031): it is
+  -- what Supabase Realtime sends every subscriber of a DELETE, with no
+  -- row-level security; (profile_id, organization_id) is unique instead.
+  id uuid NOT NULL DEFAULT gen_random_uuid(),
+  PRIMARY KEY (id),
+  UNIQUE (profile_id, organization_id)
 ) WITH (fillfactor = 80);
 -- "Members of my organization", with their ids so that the profiles
 -- policy reads them from the index alone (00029); the status is not in
