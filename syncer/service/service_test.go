@@ -42,10 +42,13 @@ type running struct {
 	base   string             // its health server, http://host:port
 	cancel context.CancelFunc // ends Run's context
 	done   chan error
+	exited chan struct{} // closed when Run has returned
 }
 
 // startRun runs the syncer with cfg on a fresh loopback listener and the
-// event stream "EVENTS" until the test calls cancel (or ends).
+// event stream "EVENTS" until the test calls cancel (or ends: a test that
+// stops early still waits for Run to return before its database and NATS
+// server are closed).
 func startRun(t *testing.T, cfg Config) *running {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -53,9 +56,19 @@ func startRun(t *testing.T, cfg Config) *running {
 	cfg.HTTPListener = ln
 	cfg.Stream = stream.Config{Name: "EVENTS"}
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r := &running{base: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- Run(ctx, cfg, zaptest.NewLogger(t)) }()
+	r := &running{base: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 1), exited: make(chan struct{})}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.exited:
+		case <-time.After(20 * time.Second):
+			t.Error("Run did not return")
+		}
+	})
+	go func() {
+		defer close(r.exited)
+		r.done <- Run(ctx, cfg, zaptest.NewLogger(t))
+	}()
 	return r
 }
 
