@@ -60,7 +60,8 @@ CREATE POLICY organizations_member_read ON public.organizations FOR SELECT TO au
 -- my_profile_id() in a sub-select (00028) runs once per query rather than
 -- once per row looked at (Supabase's advice for auth.uid() in policies).
 -- The membership test is a correlated EXISTS (00029), so the planner
--- probes the membership's primary key for the few profiles a page reads,
+-- probes the membership's unique (profile_id, organization_id) (its
+-- primary key until 00031) for the few profiles a page reads,
 -- or hashes the whole set once for a read of many; the memberships it
 -- finds are ones memberships_read lets the caller read, so that policy
 -- takes none away.
