@@ -111,7 +111,8 @@ const MinServerVersion = "2.12.1"
 type Config struct {
 	// Name of the stream. Default "PORTAL_EVENTS".
 	Name string
-	// Replicas is 1 for a single server or 3 for a cluster. Default 1.
+	// Replicas is 1 for a single server, or 3 or 5 for a cluster (Validate
+	// refuses others). Default 1.
 	Replicas int
 	// MaxAge is the replay history window: how long after its receipt an
 	// event the syncer has settled (applied, or logged failed and
@@ -419,7 +420,7 @@ func connectOptions(name string, log *zap.Logger) []nats.Option {
 // variables (read by kong), shared by the ingress and the syncer.
 type Flags struct {
 	StreamName            string        `name:"stream-name" env:"STREAM_NAME" default:"PORTAL_EVENTS" help:"JetStream stream holding the events."`
-	StreamReplicas        int           `name:"stream-replicas" env:"STREAM_REPLICAS" default:"1" help:"Stream replicas: 1, or 3 on a cluster."`
+	StreamReplicas        int           `name:"stream-replicas" env:"STREAM_REPLICAS" default:"1" help:"Stream replicas: 1, or 3 or 5 on a cluster."`
 	StreamMaxAge          time.Duration `name:"stream-max-age" env:"STREAM_MAX_AGE" default:"8760h" help:"Replay history: the syncer purges events older than this once they are settled (bounds replay)."`
 	StreamMaxBytes        int64         `name:"stream-max-bytes" env:"STREAM_MAX_BYTES" default:"0" help:"Stream size cap in bytes (at least 4 MiB + 4 KiB); a full stream refuses new events (503); 0 is unlimited."`
 	StreamDuplicateWindow time.Duration `name:"stream-duplicate-window" env:"STREAM_DUPLICATE_WINDOW" default:"1h" help:"How long a webhook-id is remembered to drop repeats."`
