@@ -10,8 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
 
@@ -61,12 +59,7 @@ func (s *system) snapshot(t *testing.T, skip ...string) string {
 
 func (s *system) replayer(t *testing.T) *replay.Replayer {
 	t.Helper()
-	nc, err := nats.Connect(s.natsURL)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
-	return replay.New(js, s.pool, zaptest.NewLogger(t))
+	return replay.New(s.jetStream(t), s.pool, zaptest.NewLogger(t))
 }
 
 type countProgress struct{ total, done int64 }
