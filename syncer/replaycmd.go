@@ -30,13 +30,16 @@ type replayCmd struct {
 	Member  string `xor:"all-member" help:"Replay one member's events (portal member ID)."`
 	Org     string `xor:"all-org" help:"Replay one organization's events (portal organization ID)."`
 	DryRun  bool   `name:"dry-run" help:"Report per table how many rows would change; write nothing."`
+
+	ApplyTimeout time.Duration `name:"apply-timeout" env:"SYNCER_APPLY_TIMEOUT" default:"2m" help:"Bound of one batch's transaction, as for syncer run; a longer one is retried, then stops the replay with the --from-seq to rerun."`
 }
 
 func (c *replayCmd) Run(ctx context.Context, g *command.Globals) error {
 	if !c.All && c.Since == "" && c.FromSeq == 0 && c.Member == "" && c.Org == "" {
 		return errors.New("say what to replay: --all, --since, --from-seq, --member or --org")
 	}
-	opts := replay.Options{Stream: c.Config().Name, FromSeq: c.FromSeq, MemberID: c.Member, OrgID: c.Org, DryRun: c.DryRun}
+	opts := replay.Options{Stream: c.Config().Name, FromSeq: c.FromSeq, MemberID: c.Member, OrgID: c.Org, DryRun: c.DryRun,
+		ApplyTimeout: c.ApplyTimeout}
 	if c.Since != "" {
 		t, err := parseSince(c.Since, time.Now())
 		if err != nil {

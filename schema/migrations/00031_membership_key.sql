@@ -7,7 +7,10 @@
 -- been a member of which organization, the very fact the member asked to
 -- be forgotten. The key is now a random id; (profile_id, organization_id)
 -- stays unique (the syncer's upserts and role_assignments' foreign key
--- use it).
+-- use it). Adding the column rewrites the table and rebuilds its indexes
+-- under an ACCESS EXCLUSIVE lock (reads and writes wait): on a large
+-- organization_memberships table run the migration while the syncer is
+-- stopped.
 
 -- +goose Up
 -- +goose StatementBegin
