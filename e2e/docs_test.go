@@ -3,8 +3,10 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -67,4 +69,70 @@ func TestPortalToAppTableNamesRealTests(t *testing.T) {
 		}
 	}
 	require.GreaterOrEqual(t, rows, 15)
+}
+
+// TestDocsNameRealTests: every test or benchmark the README or docs/ cite
+// as `pkg.TestName` (pkg: the last element of its directory or its
+// package's name; a path such as e2e/alerts names the directory) is a
+// function of a _test.go file of that package, and a cited subtest
+// (`pkg.TestName/Sub`) is named in that package's tests. A test renamed
+// or moved without the docs following fails it.
+func TestDocsNameRealTests(t *testing.T) {
+	t.Parallel()
+	// Where each test function is: directory (relative to the repository)
+	// and package name, without _test.
+	type place struct{ dir, pkg, src string }
+	funcs := map[string][]place{}
+	fn := regexp.MustCompile(`(?m)^func ((?:Test|Benchmark)[A-Za-z0-9_]+)\(`)
+	pkgClause := regexp.MustCompile(`(?m)^package ([a-z0-9_]+)`)
+	err := filepath.WalkDir("..", func(file string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && file != ".." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(file, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		pkg := pkgClause.FindSubmatch(src)
+		require.NotNil(t, pkg, "%s has no package clause", file)
+		dir, err := filepath.Rel("..", filepath.Dir(file))
+		require.NoError(t, err)
+		for _, m := range fn.FindAllSubmatch(src, -1) {
+			funcs[string(m[1])] = append(funcs[string(m[1])], place{filepath.ToSlash(dir), strings.TrimSuffix(string(pkg[1]), "_test"), string(src)})
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	require.NotEmpty(t, funcs)
+
+	docs, err := filepath.Glob(filepath.Join("..", "docs", "*.md"))
+	require.NoError(t, err)
+	cited := regexp.MustCompile("`([a-z0-9/]+)\\.((?:Test|Benchmark)[A-Za-z0-9_]+)(?:/([A-Za-z0-9_]+))?`")
+	n := 0
+	for _, f := range append([]string{filepath.Join("..", "README.md")}, docs...) {
+		doc, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for _, m := range cited.FindAllStringSubmatch(string(doc), -1) {
+			n++
+			qual, name, sub := m[1], m[2], m[3]
+			found, where := false, []string{}
+			for _, p := range funcs[name] {
+				where = append(where, p.dir)
+				if p.pkg == qual || path.Base(p.dir) == qual || strings.HasSuffix("/"+p.dir, "/"+qual) {
+					found = sub == "" || strings.Contains(p.src, strconv.Quote(sub))
+					if found {
+						break
+					}
+				}
+			}
+			require.True(t, found, "%s cites %s: no such test in package %s (found in %v)", f, m[0], qual, where)
+		}
+	}
+	require.Greater(t, n, 50, "citations read")
 }
