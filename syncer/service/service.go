@@ -333,10 +333,7 @@ func (d *daemon) consume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	reportCtx, stopReport := context.WithCancel(ctx)
-	reported := make(chan struct{})
-	go func() { defer close(reported); reporter.Run(reportCtx) }()
-	defer func() { stopReport(); <-reported }()
+	defer reporter.Start(ctx)()
 	dlq, err := d.waitForNATS(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
