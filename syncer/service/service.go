@@ -78,7 +78,8 @@ type Config struct {
 	LogRetention     time.Duration
 	LogPurgeInterval time.Duration
 	// HistoryInterval is how often the stream's settled history is trimmed
-	// (Stream.MaxAge, Stream.MaxBytes) and its size read into the
+	// (past Stream.MaxAge, or over three quarters of the stream's size
+	// limit: then every second instead) and its size read into the
 	// metrics. Default 15 s (history.DefaultInterval).
 	HistoryInterval time.Duration
 	// BacklogInterval is how often the oldest event not settled yet is
