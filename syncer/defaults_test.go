@@ -49,6 +49,13 @@ func TestStatusConsumerIsTheDefaultDurable(t *testing.T) {
 	require.Equal(t, consumer.DefaultDurable, parse(t, "status", "--database-url", "x").Status.Consumer)
 }
 
+// The status command reads the reconciler's position from the bucket the
+// reconciler keeps it in by default.
+func TestStatusBucketIsTheReconcilersDefault(t *testing.T) {
+	t.Parallel()
+	require.Equal(t, reconcile.DefaultBucket, parse(t, "status", "--database-url", "x").Status.ReconcileBucket)
+}
+
 // The reconcile command's flags default to reconcile.Config's defaults.
 func TestReconcileFlagDefaultsAreConfigDefaults(t *testing.T) {
 	t.Parallel()

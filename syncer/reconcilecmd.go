@@ -135,12 +135,9 @@ func (c *reconcileCmd) loop(ctx context.Context, s *session, r *reconcile.Reconc
 		<-served
 		return err
 	}
-	reportCtx, stopReport := context.WithCancel(ctx)
-	reported := make(chan struct{})
-	go func() { defer close(reported); reporter.Run(reportCtx) }()
+	stopReport := reporter.Start(ctx)
 	runErr := r.Run(ctx)
 	stopReport()
-	<-reported
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutdownCtx)

@@ -131,10 +131,9 @@ func (r Report) Throughput() float64 {
 	return float64(r.Accepted) / r.Elapsed.Seconds()
 }
 
+// validate reports what is wrong with c, after WithDefaults.
 func (c Config) validate() error {
 	switch {
-	case c.URL == "":
-		return errors.New("the ingress URL is required")
 	case len(c.Secrets) == 0:
 		return errors.New("a webhook secret is required")
 	case c.Duration <= 0 && c.Events <= 0:

@@ -180,10 +180,7 @@ func (q *Queue) List(ctx context.Context) ([]Entry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dead-letter stream %s: %w", q.cfg.Name, err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("dead-letter stream info: %w", err)
-	}
+	info := s.CachedInfo() // fetched by js.Stream just now
 	if info.State.Msgs == 0 {
 		return nil, nil
 	}
@@ -321,11 +318,7 @@ func (q *Queue) Count(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dead-letter stream %s: %w", q.cfg.Name, err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("dead-letter stream info: %w", err)
-	}
-	return info.State.Msgs, nil
+	return s.CachedInfo().State.Msgs, nil // fetched by js.Stream just now
 }
 
 func truncate(s string, n int) string {

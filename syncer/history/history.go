@@ -50,9 +50,10 @@ const apiPrefix = jetstream.DefaultAPIPrefix
 
 // Config configures the trim loop.
 type Config struct {
-	// Stream is the event stream: its Name, its history window MaxAge and
-	// its size limit MaxBytes (trimmed above TrimBytes). Defaults as
-	// stream.Config's.
+	// Stream is the event stream: its Name and its history window MaxAge.
+	// Its MaxBytes is not used: the size trim works from the limit the
+	// stream has on the server (trimmed above its TrimBytes), whoever set
+	// it. Defaults as stream.Config's.
 	Stream stream.Config
 	// Durable is the consumer whose ack floor says what is settled.
 	// Required.

@@ -156,10 +156,7 @@ func (r *Replayer) open(ctx context.Context, opts Options, progress Progress) (j
 	if err != nil {
 		return nil, 0, fmt.Errorf("stream %s: %w", opts.Stream, err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("stream info: %w", err)
-	}
+	info := s.CachedInfo() // fetched by js.Stream just now
 	lastSeq := info.State.LastSeq
 	if info.State.Msgs == 0 || lastSeq < opts.FromSeq {
 		progress.Start(0)
@@ -170,10 +167,8 @@ func (r *Replayer) open(ctx context.Context, opts Options, progress Progress) (j
 	if err != nil {
 		return nil, 0, fmt.Errorf("ordered consumer: %w", err)
 	}
-	cinfo, err := cons.Info(ctx)
-	if err != nil {
-		return nil, 0, fmt.Errorf("consumer info: %w", err)
-	}
+	// The consumer's creation answered with what it will deliver.
+	cinfo := cons.CachedInfo()
 	progress.Start(int64(cinfo.NumPending))
 	if cinfo.NumPending == 0 {
 		progress.Finish()

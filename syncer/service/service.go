@@ -78,7 +78,8 @@ type Config struct {
 	LogRetention     time.Duration
 	LogPurgeInterval time.Duration
 	// HistoryInterval is how often the stream's settled history is trimmed
-	// (Stream.MaxAge, Stream.MaxBytes) and its size read into the
+	// (past Stream.MaxAge, or over three quarters of the stream's size
+	// limit: then every second instead) and its size read into the
 	// metrics. Default 15 s (history.DefaultInterval).
 	HistoryInterval time.Duration
 	// BacklogInterval is how often the oldest event not settled yet is
@@ -333,10 +334,7 @@ func (d *daemon) consume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	reportCtx, stopReport := context.WithCancel(ctx)
-	reported := make(chan struct{})
-	go func() { defer close(reported); reporter.Run(reportCtx) }()
-	defer func() { stopReport(); <-reported }()
+	defer reporter.Start(ctx)()
 	dlq, err := d.waitForNATS(ctx)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -114,6 +114,17 @@ func (r *Reporter) Wake() {
 	}
 }
 
+// Start runs Run in a goroutine of its own until ctx ends or the function
+// it returns is called. That function waits for Run to end (the row
+// removed when RemoveOnStop), so that the caller may close the database
+// after it; calling it again does nothing.
+func (r *Reporter) Start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	return func() { cancel(); <-done }
+}
+
 // Run reports until ctx ends, then removes the row when RemoveOnStop.
 func (r *Reporter) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Tick)

@@ -54,8 +54,8 @@ type testBundle struct {
 	status synchealth.Status
 	now    time.Time
 	ticks  atomic.Int64 // how often the source was read
-	cancel context.CancelFunc
-	done   chan struct{}
+	// stop stops the reporter and waits for it.
+	stop func()
 }
 
 func (b *testBundle) set(s synchealth.Status) {
@@ -89,16 +89,11 @@ func (b *testBundle) waitTicks(t *testing.T, n int64) {
 	require.Eventually(t, func() bool { return b.ticks.Load() >= from+n }, 10*time.Second, time.Millisecond)
 }
 
-func (b *testBundle) stop() {
-	b.cancel()
-	<-b.done
-}
-
 var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 
 func setup(t *testing.T, removeOnStop bool, initial synchealth.Status) *testBundle {
 	t.Helper()
-	b := &testBundle{w: &writer{wrote: make(chan store.Health, 100)}, status: initial, now: t0, done: make(chan struct{})}
+	b := &testBundle{w: &writer{wrote: make(chan store.Health, 100)}, status: initial, now: t0}
 	r, err := synchealth.New(b.w, synchealth.Config{Process: "syncer:h:1", Kind: store.HealthKindSyncer, Tick: 2 * time.Millisecond,
 		RemoveOnStop: removeOnStop, Now: func() time.Time { b.mu.Lock(); defer b.mu.Unlock(); return b.now }},
 		func() synchealth.Status {
@@ -108,9 +103,7 @@ func setup(t *testing.T, removeOnStop bool, initial synchealth.Status) *testBund
 			return b.status
 		}, zaptest.NewLogger(t))
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	b.cancel = cancel
-	go func() { defer close(b.done); r.Run(ctx) }()
+	b.stop = r.Start(context.Background())
 	t.Cleanup(b.stop)
 	return b
 }
@@ -222,10 +215,7 @@ func TestReporterWake(t *testing.T) {
 	r, err := synchealth.New(w, synchealth.Config{Process: "p", Kind: store.HealthKindSyncer, Tick: time.Hour},
 		func() synchealth.Status { return synchealth.Status{State: state.Load().(string)} }, zaptest.NewLogger(t))
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); r.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer r.Start(context.Background())()
 	require.Equal(t, store.HealthPaused, (<-w.wrote).State)
 	state.Store(store.HealthRunning)
 	r.Wake()
