@@ -1,9 +1,7 @@
 package schema_test
 
 import (
-	"context"
 	"database/sql"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -27,14 +25,8 @@ func TestCurrentSchemaMatchesMigrations(t *testing.T) {
 	migrated, err := sql.Open("pgx", schematest.NewDB(t).URL)
 	require.NoError(t, err)
 	defer migrated.Close()
-	current, err := sql.Open("pgx", schematest.NewEmptyDB(t).URL)
-	require.NoError(t, err)
-	defer current.Close()
-
-	bootstrap, err := os.ReadFile("bootstrap/auth.sql")
-	require.NoError(t, err)
-	_, err = current.ExecContext(context.Background(), string(bootstrap))
-	require.NoError(t, err)
+	current := emptyDB(t)
+	runAuthBootstrap(t, current)
 	schematest.LoadCurrent(t, current)
 
 	files, err := filepath.Glob(filepath.Join("migrations", "*.sql"))

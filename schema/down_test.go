@@ -2,9 +2,7 @@ package schema_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
-	"os"
 	"strconv"
 	"testing"
 
@@ -24,28 +22,11 @@ import (
 func TestNewestMigrationsRollBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	open := func() *sql.DB {
-		db, err := sql.Open("pgx", schematest.NewEmptyDB(t).URL)
-		require.NoError(t, err)
-		t.Cleanup(func() { db.Close() })
-		return db
-	}
-	provider := func(db *sql.DB) *goose.Provider {
-		p, err := goose.NewProvider(goose.DialectPostgres, db, schema.Migrations(),
-			goose.WithTableName(schema.VersionTable), goose.WithDisableGlobalRegistry(true))
-		require.NoError(t, err)
-		return p
-	}
 
 	// The reference: the auth bootstrap, then 00001-00020, then one
 	// migration at a time, its catalog recorded after each.
-	ref := open()
-	bootstrap, err := os.ReadFile("bootstrap/auth.sql")
-	require.NoError(t, err)
-	_, err = ref.ExecContext(ctx, string(bootstrap)+";CREATE SCHEMA IF NOT EXISTS portalsync")
-	require.NoError(t, err)
-	refP := provider(ref)
-	_, err = refP.UpTo(ctx, 20)
+	ref, refP := stepwise(t)
+	_, err := refP.UpTo(ctx, 20)
 	require.NoError(t, err)
 	versions := []int64{20}
 	want := map[int64]map[string]string{20: schematest.Catalog(t, ref)}
@@ -60,11 +41,11 @@ func TestNewestMigrationsRollBack(t *testing.T) {
 		want[v] = schematest.Catalog(t, ref)
 	}
 
-	db := open()
+	db := emptyDB(t)
 	res, err := schema.Migrate(ctx, db)
 	require.NoError(t, err)
 	require.Equal(t, versions[len(versions)-1], res.Version)
-	p := provider(db)
+	p := provider(t, db)
 	for i := len(versions) - 2; i >= 0; i-- {
 		r, err := p.Down(ctx)
 		require.NoError(t, err)

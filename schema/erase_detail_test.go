@@ -3,16 +3,10 @@ package schema_test
 import (
 	"context"
 	"crypto/sha256"
-	"database/sql"
 	"encoding/hex"
-	"os"
 	"testing"
 
-	"github.com/pressly/goose/v3"
 	"github.com/stretchr/testify/require"
-
-	"github.com/likeperson/portalsync/schema"
-	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // 00030 cleans the log rows erased before it: the ID of the erased member
@@ -21,17 +15,8 @@ import (
 func TestEraseLogDetailMigrationCleansErasedRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	db, err := sql.Open("pgx", schematest.NewEmptyDB(t).URL)
-	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
-	bootstrap, err := os.ReadFile("bootstrap/auth.sql")
-	require.NoError(t, err)
-	_, err = db.ExecContext(ctx, string(bootstrap)+";CREATE SCHEMA IF NOT EXISTS portalsync")
-	require.NoError(t, err)
-	p, err := goose.NewProvider(goose.DialectPostgres, db, schema.Migrations(),
-		goose.WithTableName(schema.VersionTable), goose.WithDisableGlobalRegistry(true))
-	require.NoError(t, err)
-	_, err = p.UpTo(ctx, 29)
+	db, p := stepwise(t)
+	_, err := p.UpTo(ctx, 29)
 	require.NoError(t, err)
 
 	const member, other = "a1b2c3d4-0000-4000-8000-00000000c001", "a1b2c3d4-0000-4000-8000-00000000c002"

@@ -119,8 +119,7 @@ func classify(err error) Kind {
 	case pgconn.Timeout(err):
 		return KindRetry
 	}
-	// Everything else (connect errors, a lost or closed connection, a
-	// closed pool) means the database did not answer. A caller that finds
+	// Everything else (a lost or closed connection, a closed pool) means the database did not answer. A caller that finds
 	// the database answering after all (Store.Ping) treats it as KindRetry.
 	return KindUnavailable
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -60,10 +59,7 @@ func (s *Store) RepairFutureTimes(ctx context.Context, maxAhead time.Duration, d
 			}
 		}
 	}
-	for m := range members {
-		rep.Members = append(rep.Members, m)
-	}
-	slices.Sort(rep.Members)
+	rep.Members = sortedKeys(members)
 	if dryRun {
 		return rep, nil
 	}

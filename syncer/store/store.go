@@ -130,10 +130,11 @@ type Failure struct {
 
 // LogFailure writes one failed row to the sync log (insertFailedSQL).
 func (s *Store) LogFailure(ctx context.Context, f Failure, meta Meta) error {
-	_, err := s.db.Exec(ctx, insertFailedSQL,
-		truncate(f.EventID, 256), truncate(f.EventType, 64), truncate(f.MemberID, 256), truncate(f.OrgID, 256),
-		truncate(f.Reason, 1000), nullTime(f.OccurredAt), nullTime(meta.ReceivedAt), int64(meta.StreamSeq), meta.Attempt,
-		optText(meta.Source), MemberHash(f.MemberID))
+	err := insertFailedRow(ctx, s.db, logRow{
+		eventID: f.EventID, eventType: f.EventType, member: f.MemberID, org: f.OrgID, detail: f.Reason,
+		occurred: f.OccurredAt, received: meta.ReceivedAt, seq: int64(meta.StreamSeq), attempt: int32(meta.Attempt),
+		source: meta.Source,
+	})
 	if err != nil {
 		return interpretError(fmt.Errorf("log failure of event %s: %w", f.EventID, err))
 	}

@@ -294,17 +294,27 @@ func readMembershipStamps(ctx context.Context, db DBTX, pairs []pair, w *written
 	return rows.Err()
 }
 
-// insertFailed writes a failed row for each refused event
-// (insertFailedSQL, as LogFailure does).
+// insertFailed writes a failed row for each refused event.
 func insertFailed(ctx context.Context, db DBTX, rows []logRow) error {
 	for _, r := range rows {
-		_, err := db.Exec(ctx, insertFailedSQL, r.eventID, r.eventType, r.member, r.org, r.detail, r.occurred,
-			nullTime(r.received), r.seq, r.attempt, optText(r.source), MemberHash(r.member))
-		if err != nil {
+		if err := insertFailedRow(ctx, db, r); err != nil {
 			return fmt.Errorf("log refused event %s: %w", r.eventID, err)
 		}
 	}
 	return nil
+}
+
+// insertFailedRow writes one failed row (insertFailedSQL), for a batch's
+// refused events and for LogFailure alike: the one place that knows the
+// statement's arguments. The texts are cut to the lengths the columns
+// allow (a failure may come from an undecodable message's headers); the
+// erasure hash is of the whole member ID.
+func insertFailedRow(ctx context.Context, db DBTX, r logRow) error {
+	_, err := db.Exec(ctx, insertFailedSQL,
+		truncate(r.eventID, 256), truncate(r.eventType, 64), truncate(r.member, 256), truncate(r.org, 256),
+		truncate(r.detail, 1000), nullTime(r.occurred), nullTime(r.received), r.seq, r.attempt,
+		optText(r.source), MemberHash(r.member))
+	return err
 }
 
 // insertLog writes the log rows. No ON CONFLICT: lookUp left out the
