@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -19,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
+
+	"github.com/likeperson/portalsync/testkit/schematest"
 )
 
 // persona is one kind of caller in the access matrix.
@@ -226,14 +227,11 @@ func (s *system) as(t *testing.T, who persona, role string, fn func(tx pgx.Tx)) 
 	tx, err := s.pool.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
+	var claims []byte
 	if who.user != "" {
-		claims, err := json.Marshal(map[string]any{"sub": who.user, "role": role})
-		require.NoError(t, err)
-		_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(claims))
-		require.NoError(t, err)
+		claims = schematest.UserClaims(t, who.user, role)
 	}
-	_, err = tx.Exec(ctx, "SET LOCAL ROLE "+role)
-	require.NoError(t, err)
+	schematest.Become(t, tx, role, claims)
 	fn(tx)
 }
 

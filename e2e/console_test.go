@@ -126,25 +126,23 @@ func (p *page) submit(button string) {
 	browser.Do(p.t, p.ctx, chromedp.WaitReady(chromedp.CSS("main h1")))
 }
 
-func (p *page) waitFor(cond func() bool, d time.Duration) {
-	p.t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// waitText waits until the page's text holds want, at most d.
-func (p *page) waitText(want string, d time.Duration) bool {
+// waitFor waits until cond holds, at most d, and reports whether it did.
+func (p *page) waitFor(cond func() bool, d time.Duration) bool {
 	p.t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if strings.Contains(p.text(), want) {
+		if cond() {
 			return true
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return false
+}
+
+// waitText waits until the page's text holds want, at most d.
+func (p *page) waitText(want string, d time.Duration) bool {
+	p.t.Helper()
+	return p.waitFor(func() bool { return strings.Contains(p.text(), want) }, d)
 }
 
 // The integration screen in a real headless Chromium, against Supabase

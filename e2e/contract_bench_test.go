@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/likeperson/portalsync/console/ui"
+	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 
@@ -211,10 +212,7 @@ func TestContractBenchmark(t *testing.T) {
 		tx, err := conn.Begin(ctx)
 		require.NoError(t, err)
 		defer func() { _ = tx.Rollback(ctx) }()
-		_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
-		require.NoError(t, err)
-		_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(raw))
-		require.NoError(t, err)
+		schematest.Become(t, tx, "authenticated", raw)
 		sql := q.sql
 		if explain != "" {
 			sql = explain + " " + sql

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -354,12 +353,7 @@ func TestSyncHealth(t *testing.T) {
 	require.NoError(t, err)
 	_, err = tx.Exec(ctx, `UPDATE portalsync.sync_health SET reported_at = now() - interval '3 minutes' WHERE kind = 'syncer'`)
 	require.NoError(t, err)
-	claims, err := json.Marshal(map[string]any{"sub": admin, "role": "authenticated"})
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(claims))
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
-	require.NoError(t, err)
+	schematest.Become(t, tx, "authenticated", schematest.UserClaims(t, admin, "authenticated"))
 	require.NoError(t, tx.QueryRow(ctx, `SELECT state FROM public.sync_health`).Scan(&state))
 	require.Equal(t, "unknown", state, "no syncer reported in the last two minutes")
 	require.NoError(t, tx.Rollback(ctx))

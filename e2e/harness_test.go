@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -347,17 +346,7 @@ func (s *system) addAuthUser(t *testing.T, email string) string {
 // authenticated role, with the user's JWT claims set.
 func (s *system) asUser(t *testing.T, authUserID string, fn func(tx pgx.Tx)) {
 	t.Helper()
-	ctx := context.Background()
-	tx, err := s.pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, tx.Rollback(ctx)) }()
-	claims, err := json.Marshal(map[string]any{"sub": authUserID, "role": "authenticated"})
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(claims))
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
-	require.NoError(t, err)
-	fn(tx)
+	schematest.AsAuthenticated(t, s.pool, authUserID, fn)
 }
 
 // queryStrings runs a query of one text column on conn (a pool, a

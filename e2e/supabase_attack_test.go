@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/likeperson/portalsync/testkit/schematest"
 	"github.com/likeperson/portalsync/testkit/supabasetest"
 )
 
@@ -32,10 +33,7 @@ func (s *supa) asToken(t *testing.T, accessToken string, fn func(tx pgx.Tx)) {
 	tx, err := conn.Begin(ctx)
 	require.NoError(t, err)
 	defer func() { _ = tx.Rollback(ctx) }()
-	_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(b))
-	require.NoError(t, err)
+	schematest.Become(t, tx, "authenticated", b)
 	fn(tx)
 }
 

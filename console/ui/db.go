@@ -46,11 +46,6 @@ func (d *db) as(ctx context.Context, c *claims, fn func(tx pgx.Tx) error) error 
 	})
 }
 
-func (d *db) ping(ctx context.Context) error {
-	var one int
-	return d.pool.QueryRow(ctx, `SELECT 1`).Scan(&one)
-}
-
 // logFilter is what the log page filters by (all optional).
 type logFilter struct {
 	Org      string

@@ -7,12 +7,15 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/zap/zaptest"
+
+	"github.com/likeperson/portalsync/testkit/pgtest"
 )
 
 const testSecret = "a-test-jwt-secret-of-at-least-32-characters"
@@ -259,4 +262,48 @@ func TestFiltersTakeOnlyText(t *testing.T) {
 		want.PageSize = s.cfg.PageSize
 		require.Equal(t, want, memberFilterFrom(q, "", s.cfg.PageSize), raw)
 	}
+}
+
+// /readyz answers 200 only while both the database and Supabase Auth
+// answer, and says which one does not.
+func TestReadyAsksDatabaseAndAuth(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	authStatus := http.StatusOK
+	var mu sync.Mutex
+	auth := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, "/health", r.URL.Path)
+		w.WriteHeader(authStatus)
+	}))
+	t.Cleanup(auth.Close)
+	s := setup(t)
+	s.auth = &gotrue{base: auth.URL, client: auth.Client()}
+	ready := func() (int, string) {
+		w := httptest.NewRecorder()
+		s.healthRoutes().ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return w.Code, w.Body.String()
+	}
+	var err error
+	s.db, err = openDB(ctx, "postgres://postgres@127.0.0.1:1/postgres?sslmode=disable&connect_timeout=2")
+	require.NoError(t, err)
+	t.Cleanup(s.db.pool.Close)
+	code, body := ready()
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "database unavailable")
+
+	up, err := openDB(ctx, pgtest.New(t, pgtest.Template{Name: "empty", Fingerprint: "v1"}).URL)
+	require.NoError(t, err)
+	t.Cleanup(up.pool.Close)
+	s.db = up
+	code, body = ready()
+	require.Equal(t, http.StatusOK, code, body)
+
+	mu.Lock()
+	authStatus = http.StatusBadGateway
+	mu.Unlock()
+	code, body = ready()
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Contains(t, body, "supabase auth unavailable")
 }

@@ -58,28 +58,19 @@ func Start(t testing.TB) *Browser {
 	if err != nil {
 		unavailable(t, "%v", err)
 	}
-	opts := []chromedp.ExecAllocatorOption{
+	// chromedp's defaults (headless, Puppeteer's flags: no background
+	// networking, throttling, extensions, sync, default apps; /tmp for
+	// shared memory) plus what a test run wants on top.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
-		chromedp.Headless,
 		chromedp.NoSandbox, // root in CI containers
 		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-background-timer-throttling", true),
-		chromedp.Flag("disable-backgrounding-occluded-windows", true),
-		chromedp.Flag("disable-renderer-backgrounding", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-default-apps", true),
 		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("metrics-recording-only", true),
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("no-pings", true),
 		chromedp.WindowSize(1280, 900),
 		chromedp.UserDataDir(t.TempDir()),
-	}
+	)
 	alloc, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	t.Cleanup(cancel)
 	root, cancelRoot := chromedp.NewContext(alloc, quiet()...)
