@@ -2,7 +2,6 @@ package schema_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -55,24 +54,6 @@ func accessFixture(t *testing.T, pool *pgxpool.Pool) map[string]string {
 	return users
 }
 
-// asAuthenticated runs fn the way Supabase runs an API request: as the
-// authenticated role with the user's JWT claims, in a transaction rolled
-// back afterwards.
-func asAuthenticated(t *testing.T, pool *pgxpool.Pool, user string, fn func(tx pgx.Tx)) {
-	t.Helper()
-	ctx := context.Background()
-	tx, err := pool.Begin(ctx)
-	require.NoError(t, err)
-	defer func() { require.NoError(t, tx.Rollback(ctx)) }()
-	claims, err := json.Marshal(map[string]any{"sub": user, "role": "authenticated"})
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SELECT set_config('request.jwt.claims', $1, true)`, string(claims))
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, `SET LOCAL ROLE authenticated`)
-	require.NoError(t, err)
-	fn(tx)
-}
-
 func readStrings(t *testing.T, tx pgx.Tx, sql string) []string {
 	t.Helper()
 	rows, err := tx.Query(context.Background(), sql)
@@ -109,7 +90,7 @@ func TestRowLevelSecurity(t *testing.T) {
 		{"admin-b", []string{"org-b"}, []string{"admin-b"}, []string{"admin-b"}, []string{"admin-b"}},
 	} {
 		t.Run(tc.member, func(t *testing.T) {
-			asAuthenticated(t, db.Pool, users[tc.member], func(tx pgx.Tx) {
+			schematest.AsAuthenticated(t, db.Pool, users[tc.member], func(tx pgx.Tx) {
 				require.Equal(t, tc.orgs, readStrings(t, tx, `SELECT portal_org_id FROM organizations ORDER BY 1`), "organizations")
 				require.Equal(t, tc.profiles, readStrings(t, tx, `SELECT portal_member_id FROM profiles ORDER BY 1`), "profiles")
 				require.Equal(t, tc.profiles, readStrings(t, tx, `SELECT p.portal_member_id FROM organization_memberships m
@@ -129,7 +110,7 @@ func TestRowLevelSecurity(t *testing.T) {
 			`UPDATE role_assignments SET role = 'org_admin'`,
 			`SELECT * FROM portalsync.apply_access(ARRAY['mentor-a'])`,
 		} {
-			asAuthenticated(t, db.Pool, users["admin-a"], func(tx pgx.Tx) {
+			schematest.AsAuthenticated(t, db.Pool, users["admin-a"], func(tx pgx.Tx) {
 				_, err := tx.Exec(context.Background(), stmt)
 				require.ErrorContains(t, err, "permission denied", stmt)
 			})
