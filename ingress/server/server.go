@@ -320,7 +320,6 @@ func (h *Handler) newMsg(key, id, eventType, source string, data []byte) *nats.M
 func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source string) (*jetstream.PubAck, error) {
 	req := c.Request()
 	bodyHash := bodyDigest(body)
-	rawHash := rawDigest(body)
 	msg := h.newMsg(ev.Member.ID, ev.ID, string(ev.Type), source, body)
 	msg.Header.Set(stream.HeaderBodySHA256, bodyHash)
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
@@ -336,7 +335,7 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source s
 	if ack.Duplicate {
 		// A budget of its own: the publish may have used most of its.
 		cmpCtx, cancelCmp := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
-		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash, rawHash)
+		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash, body)
 		cancelCmp()
 		if p != nil {
 			c.Set(ctxReason, p.Reason)
@@ -395,7 +394,9 @@ func rawDigest(body []byte) string {
 // the stored message by the sequence the acknowledgement names, so it
 // costs nothing on the normal path. It returns nil when the bodies match
 // (or the stored message is gone, e.g. erased), else a 409 or a 503.
-func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck, hash, rawHash string) *Problem {
+// hash is body's bodyDigest; a message stored before bodyDigest compacted
+// carries the raw digest, computed here only, off the normal path.
+func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck, hash string, body []byte) *Problem {
 	stored, err := h.storedDigest(ctx, ack)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -407,7 +408,7 @@ func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck
 		p.Reason = "store_unavailable"
 		p.retryAfter = h.cfg.RetryAfter
 		return p
-	case stored == hash || stored == rawHash:
+	case stored == hash || stored == rawDigest(body):
 		return nil
 	}
 	p := newProblem(http.StatusConflict, "webhook-id-conflict", "webhook-id reused with a different body",
