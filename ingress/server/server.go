@@ -351,11 +351,11 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source s
 // unavailable, which may have stored the event. Either way the portal
 // retries, and a repeat with the same webhook-id is stored once.
 func (h *Handler) notStored(c echo.Context, ev *event.Event, err error) *Problem {
-	reason, line := "store_unavailable", "publish failed"
+	reason, line := reasonStoreUnavailable, "publish failed"
 	p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
 		"the event may not have been stored; retry it later (a repeat with the same webhook-id is stored once)")
 	if stream.IsFull(err) {
-		reason, line = "stream_full", "stream full: event refused"
+		reason, line = reasonStreamFull, "stream full: event refused"
 		p = newProblem(http.StatusServiceUnavailable, "stream-full", "Event stream full",
 			"the event stream has reached its size limit and refuses new events until events are removed or the limit raised; nothing was stored, retry later")
 		p.Reason = reason
@@ -405,7 +405,7 @@ func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck
 		h.log.Warn("read stored duplicate", zap.String("event_id", id), zap.Uint64("stream_seq", ack.Sequence), zap.Error(err))
 		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
 			"the stored event with this webhook-id could not be compared; retry later")
-		p.Reason = "store_unavailable"
+		p.Reason = reasonStoreUnavailable
 		p.retryAfter = h.cfg.RetryAfter
 		return p
 	case stored == hash || stored == rawDigest(body):
