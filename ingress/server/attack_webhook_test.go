@@ -3,14 +3,20 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/likeperson/portalsync/pkg/event"
 	"github.com/likeperson/portalsync/pkg/portalclient"
+	"github.com/likeperson/portalsync/pkg/stream"
 )
 
 // TestWebhookIDSameBodyOtherWhitespace: a sender's retry that serializes
@@ -81,4 +87,36 @@ func TestWebhookIDConflictRace(t *testing.T) {
 		}
 	}
 	require.EqualValues(t, 10, b.streamMsgs(t))
+}
+
+// TestWebhookIDSameBodyStoredWithRawDigest: a message an older ingress
+// stored carries the SHA-256 of the body as it was sent, not compacted;
+// the same body sent again is still a 200 duplicate, another one a 409.
+func TestWebhookIDSameBodyStoredWithRawDigest(t *testing.T) {
+	t.Parallel()
+	b := setup(t, nil)
+	ctx := context.Background()
+	var indented bytes.Buffer
+	require.NoError(t, json.Indent(&indented, mustJSON(t, sampleEvent("evt_old", "member-old")), "", "  "))
+	body := indented.Bytes()
+	sum := sha256.Sum256(body)
+	msg := nats.NewMsg(event.Subject("member-old"))
+	msg.Data = body
+	msg.Header.Set(jetstream.MsgIDHeader, "evt_old")
+	msg.Header.Set(stream.HeaderBodySHA256, hex.EncodeToString(sum[:]))
+	stored, err := b.js.PublishMsg(ctx, msg)
+	require.NoError(t, err)
+
+	again, err := b.client.Send(ctx, "evt_old", body)
+	require.NoError(t, err)
+	a := answered(t, again, http.StatusOK)
+	require.True(t, a.Duplicate)
+	require.Equal(t, stored.Sequence, a.StreamSeq)
+
+	other := sampleEvent("evt_old", "member-old")
+	other["role"] = "org_admin"
+	resp, err := b.client.Send(ctx, "evt_old", mustJSON(t, other))
+	require.NoError(t, err)
+	require.Equal(t, http.StatusConflict, resp.Status, string(resp.Body))
+	require.EqualValues(t, 1, b.streamMsgs(t))
 }

@@ -333,7 +333,7 @@ func fallbackReason(err error) string {
 		return "server_version"
 	case stream.IsFull(err):
 		// Some events may still fit.
-		return "stream_full"
+		return reasonStreamFull
 	case !errors.As(err, &apiErr):
 		return ""
 	}

@@ -75,7 +75,7 @@ func (h *Handler) receiveDataverse(c echo.Context) error {
 		c.Set(ctxCorrelationID, id)
 	}
 	if err := dv.keys.Check(req); err != nil {
-		c.Set(ctxReason, "dataverse_key")
+		c.Set(ctxReason, reasonDataverseKey)
 		return newProblem(http.StatusUnauthorized, "invalid-key", "Invalid Dataverse key", err.Error())
 	}
 	if !dv.cfg.OrganizationMatches(req) {

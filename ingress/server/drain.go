@@ -2,10 +2,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -101,6 +103,17 @@ type closeOnceListener struct {
 func (l *closeOnceListener) Close() error {
 	l.once.Do(func() { l.err = l.Listener.Close() })
 	return l.err
+}
+
+// SyscallConn exposes the wrapped listener's socket, so that
+// waitListenQueueEmpty can read its accept queue: embedding net.Listener
+// passes on only Accept, Close and Addr.
+func (l *closeOnceListener) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := l.Listener.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("%T has no socket: %w", l.Listener, errors.ErrUnsupported)
+	}
+	return sc.SyscallConn()
 }
 
 // drainWebhooks runs the steps above once Run's context has ended: not

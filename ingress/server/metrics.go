@@ -12,6 +12,14 @@ import (
 	"github.com/likeperson/portalsync/pkg/signature"
 )
 
+// Reasons of portalsync_ingress_rejected_total that alerts read, exported
+// at 0 from the start (NewMetrics).
+const (
+	reasonDataverseKey     = "dataverse_key"
+	reasonStreamFull       = "stream_full"
+	reasonStoreUnavailable = "store_unavailable"
+)
+
 // Metrics are the ingress's Prometheus metrics. Labels carry statuses and
 // reasons only, never identifiers or personal data.
 type Metrics struct {
@@ -101,7 +109,7 @@ func NewMetrics() *Metrics {
 		signature.ReasonTimestampTooOld, signature.ReasonTimestampTooNew, signature.ReasonMalformedSignature, signature.ReasonNoMatch} {
 		m.rejected.WithLabelValues(string(r))
 	}
-	for _, r := range []string{"dataverse_key", "stream_full", "store_unavailable"} {
+	for _, r := range []string{reasonDataverseKey, reasonStreamFull, reasonStoreUnavailable} {
 		m.rejected.WithLabelValues(r)
 	}
 	m.requests.WithLabelValues("503")

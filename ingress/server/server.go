@@ -320,7 +320,6 @@ func (h *Handler) newMsg(key, id, eventType, source string, data []byte) *nats.M
 func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source string) (*jetstream.PubAck, error) {
 	req := c.Request()
 	bodyHash := bodyDigest(body)
-	rawHash := rawDigest(body)
 	msg := h.newMsg(ev.Member.ID, ev.ID, string(ev.Type), source, body)
 	msg.Header.Set(stream.HeaderBodySHA256, bodyHash)
 	msg.Header.Set(stream.HeaderMemberID, ev.Member.ID)
@@ -336,7 +335,7 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source s
 	if ack.Duplicate {
 		// A budget of its own: the publish may have used most of its.
 		cmpCtx, cancelCmp := context.WithTimeout(req.Context(), h.cfg.PublishTimeout)
-		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash, rawHash)
+		p := h.sameBody(cmpCtx, ev.ID, ack, bodyHash, body)
 		cancelCmp()
 		if p != nil {
 			c.Set(ctxReason, p.Reason)
@@ -352,11 +351,11 @@ func (h *Handler) publish(c echo.Context, ev *event.Event, body []byte, source s
 // unavailable, which may have stored the event. Either way the portal
 // retries, and a repeat with the same webhook-id is stored once.
 func (h *Handler) notStored(c echo.Context, ev *event.Event, err error) *Problem {
-	reason, line := "store_unavailable", "publish failed"
+	reason, line := reasonStoreUnavailable, "publish failed"
 	p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
 		"the event may not have been stored; retry it later (a repeat with the same webhook-id is stored once)")
 	if stream.IsFull(err) {
-		reason, line = "stream_full", "stream full: event refused"
+		reason, line = reasonStreamFull, "stream full: event refused"
 		p = newProblem(http.StatusServiceUnavailable, "stream-full", "Event stream full",
 			"the event stream has reached its size limit and refuses new events until events are removed or the limit raised; nothing was stored, retry later")
 		p.Reason = reason
@@ -395,7 +394,9 @@ func rawDigest(body []byte) string {
 // the stored message by the sequence the acknowledgement names, so it
 // costs nothing on the normal path. It returns nil when the bodies match
 // (or the stored message is gone, e.g. erased), else a 409 or a 503.
-func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck, hash, rawHash string) *Problem {
+// hash is body's bodyDigest; a message stored before bodyDigest compacted
+// carries the raw digest, computed here only, off the normal path.
+func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck, hash string, body []byte) *Problem {
 	stored, err := h.storedDigest(ctx, ack)
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -404,10 +405,10 @@ func (h *Handler) sameBody(ctx context.Context, id string, ack *jetstream.PubAck
 		h.log.Warn("read stored duplicate", zap.String("event_id", id), zap.Uint64("stream_seq", ack.Sequence), zap.Error(err))
 		p := newProblem(http.StatusServiceUnavailable, "store-unavailable", "Event store unavailable",
 			"the stored event with this webhook-id could not be compared; retry later")
-		p.Reason = "store_unavailable"
+		p.Reason = reasonStoreUnavailable
 		p.retryAfter = h.cfg.RetryAfter
 		return p
-	case stored == hash || stored == rawHash:
+	case stored == hash || stored == rawDigest(body):
 		return nil
 	}
 	p := newProblem(http.StatusConflict, "webhook-id-conflict", "webhook-id reused with a different body",
